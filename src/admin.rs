@@ -1,0 +1,36 @@
+//! The admin listener: liveness and readiness for load balancers and orchestrators.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+/// Answers `GET /healthz` (the process is alive) and `GET /readyz` (the configuration is loaded and
+/// the proxy is serving).
+pub struct Admin;
+
+fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
+    let body = body.to_string().into_bytes();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return json(405, serde_json::json!({"error": "method_not_allowed"}));
+        }
+        match req.uri.path() {
+            "/healthz" => json(200, serde_json::json!({"status": "ok"})),
+            "/readyz" => json(200, serde_json::json!({"status": "ready"})),
+            _ => json(404, serde_json::json!({"error": "not_found"})),
+        }
+    }
+}

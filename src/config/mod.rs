@@ -1,0 +1,139 @@
+//! Gateway configuration: the TOML file format, its strict validation and the typed result.
+//!
+//! The file is read once and checked completely: every problem is reported with the file and the
+//! key path, and nothing starts unless the whole file is valid. Relative paths resolve against the
+//! directory that holds the file. Key names are the public contract documented in
+//! `config/edgewarden.toml`.
+
+mod reader;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use http::Method;
+
+pub use reader::Problems;
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration came from.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    pub origins: Vec<OriginConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub threads: usize,
+    pub shutdown_grace_s: u64,
+    pub policies_dir: PathBuf,
+    pub plugins_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    pub name: String,
+    /// `host:port` as written; resolved to addresses in `addresses`.
+    pub upstreams: Vec<String>,
+    pub addresses: Vec<SocketAddr>,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    pub tls: bool,
+    pub sni: String,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    /// `None`: a TCP connect check. `Some(path)`: an HTTP GET that must answer 2xx.
+    pub path: Option<String>,
+    pub interval_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Optional,
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Lower-case host without port; `None` matches any host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    /// `None` allows every method.
+    pub methods: Option<Vec<Method>>,
+    pub origin: String,
+    pub auth: AuthMode,
+    pub policies: Vec<String>,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {n} problem{} found",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "{}: {problem}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![format!("cannot read file: {e}")],
+        })?;
+        Config::from_str(&text, path)
+    }
+
+    /// Validate `text` as if it had been read from `path` (relative paths resolve against its
+    /// directory).
+    pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let fail = |problems: Vec<String>| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let message = e.to_string().replace('\n', " ").trim().to_string();
+            fail(vec![format!("not valid TOML: {message}")])
+        })?;
+        let mut problems = Problems::default();
+        let config = validate::read(&table, &base, path, &mut problems);
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(fail(problems.into_vec())),
+        }
+    }
+
+    pub fn origin_index(&self, name: &str) -> Option<usize> {
+        self.origins.iter().position(|o| o.name == name)
+    }
+}

@@ -1,0 +1,190 @@
+//! Error-collecting reader over a parsed TOML document.
+//!
+//! Serde stops at the first problem; operators want every problem in one pass. A [`Section`] reads
+//! one table key by key, records each problem with its full key path (`routes[2].origin`), and on
+//! [`Section::finish`] reports every key it was never asked about as unknown.
+
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// Problems found while reading a config file, each `key.path: what is wrong`.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<String>);
+
+impl Problems {
+    pub fn push(&mut self, path: &str, message: impl std::fmt::Display) {
+        if path.is_empty() {
+            self.0.push(message.to_string());
+        } else {
+            self.0.push(format!("{path}: {message}"));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
+
+/// One TOML table being read, with the key path that leads to it.
+pub struct Section<'a> {
+    path: String,
+    table: &'a Table,
+    read: Vec<&'a str>,
+}
+
+impl<'a> Section<'a> {
+    pub fn new(path: impl Into<String>, table: &'a Table) -> Self {
+        Section {
+            path: path.into(),
+            table,
+            read: Vec::new(),
+        }
+    }
+
+    /// The key path of `key` inside this section.
+    pub fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn raw(&mut self, key: &str) -> Option<&'a Value> {
+        let (name, value) = self.table.get_key_value(key)?;
+        self.read.push(name.as_str());
+        Some(value)
+    }
+
+    /// A key that must be present and of type `T`.
+    pub fn required<T: DeserializeOwned>(
+        &mut self,
+        problems: &mut Problems,
+        key: &str,
+    ) -> Option<T> {
+        match self.raw(key) {
+            None => {
+                problems.push(&self.key_path(key), "missing (required)");
+                None
+            }
+            Some(value) => self.convert(problems, key, value),
+        }
+    }
+
+    /// A key that may be absent; present values must be of type `T`.
+    pub fn optional<T: DeserializeOwned>(
+        &mut self,
+        problems: &mut Problems,
+        key: &str,
+    ) -> Option<T> {
+        let value = self.raw(key)?;
+        self.convert(problems, key, value)
+    }
+
+    /// A key with a default used when it is absent (or, after reporting, when it is invalid).
+    pub fn or<T: DeserializeOwned>(&mut self, problems: &mut Problems, key: &str, default: T) -> T {
+        self.optional(problems, key).unwrap_or(default)
+    }
+
+    fn convert<T: DeserializeOwned>(
+        &self,
+        problems: &mut Problems,
+        key: &str,
+        value: &Value,
+    ) -> Option<T> {
+        match value.clone().try_into::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push(&self.key_path(key), e.message());
+                None
+            }
+        }
+    }
+
+    /// A sub-table such as `health_check = { ... }`.
+    pub fn table(&mut self, problems: &mut Problems, key: &str) -> Option<Section<'a>> {
+        let value = self.raw(key)?;
+        match value.as_table() {
+            Some(table) => Some(Section::new(self.key_path(key), table)),
+            None => {
+                problems.push(
+                    &self.key_path(key),
+                    format!("expected a table, found {}", value.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// An array of tables such as `[[routes]]`; each element's path is `routes[i]`.
+    pub fn tables(&mut self, problems: &mut Problems, key: &str) -> Vec<Section<'a>> {
+        let Some(value) = self.raw(key) else {
+            return Vec::new();
+        };
+        let path = self.key_path(key);
+        let Some(items) = value.as_array() else {
+            problems.push(
+                &path,
+                format!("expected an array of tables, found {}", value.type_str()),
+            );
+            return Vec::new();
+        };
+        let mut sections = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item.as_table() {
+                Some(table) => sections.push(Section::new(format!("{path}[{i}]"), table)),
+                None => problems.push(
+                    &format!("{path}[{i}]"),
+                    format!("expected a table, found {}", item.type_str()),
+                ),
+            }
+        }
+        sections
+    }
+
+    /// Report every key of this table that nobody read.
+    pub fn finish(self, problems: &mut Problems) {
+        for key in self.table.keys() {
+            if !self.read.contains(&key.as_str()) {
+                problems.push(&self.key_path(key), "unknown key");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Table {
+        text.parse::<Table>().expect("test TOML parses")
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key_path() {
+        let doc = table(
+            "a = 1\nb = \"x\"\nextra = true\n[[items]]\nn = \"no\"\n[[items]]\nn = 2\nzzz = 1\n",
+        );
+        let mut problems = Problems::default();
+        let mut root = Section::new("", &doc);
+        let _: Option<u64> = root.required(&mut problems, "a");
+        let _: Option<u64> = root.required(&mut problems, "b");
+        let _: Option<u64> = root.required(&mut problems, "missing");
+        for mut item in root.tables(&mut problems, "items") {
+            let _: Option<u64> = item.required(&mut problems, "n");
+            item.finish(&mut problems);
+        }
+        root.finish(&mut problems);
+        let list = problems.into_vec();
+        assert_eq!(list.len(), 5, "{list:#?}");
+        assert!(list[0].starts_with("b: invalid type"), "{list:#?}");
+        assert_eq!(list[1], "missing: missing (required)");
+        assert!(list[2].starts_with("items[0].n: invalid type"), "{list:#?}");
+        assert_eq!(list[3], "items[1].zzz: unknown key");
+        assert_eq!(list[4], "extra: unknown key");
+    }
+}

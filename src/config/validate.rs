@@ -1,0 +1,368 @@
+//! Reads each section of the config file and checks values and cross-references.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use http::Method;
+use toml::Table;
+
+use super::reader::{Problems, Section};
+use super::{AuthMode, Config, HealthCheckConfig, OriginConfig, RouteConfig, ServerConfig};
+use crate::routing::path_is_ambiguous;
+
+pub(super) fn read(
+    table: &Table,
+    base: &Path,
+    source: &Path,
+    problems: &mut Problems,
+) -> Option<Config> {
+    let mut root = Section::new("", table);
+    let server = match root.table(problems, "server") {
+        Some(section) => read_server(section, base, problems),
+        None => {
+            problems.push("server", "missing (required)");
+            None
+        }
+    };
+    let origins: Vec<OriginConfig> = root
+        .tables(problems, "origins")
+        .into_iter()
+        .filter_map(|s| read_origin(s, problems))
+        .collect();
+    let indexed_routes: Vec<(usize, RouteConfig)> = root
+        .tables(problems, "routes")
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| read_route(s, problems).map(|r| (i, r)))
+        .collect();
+    root.finish(problems);
+
+    if origins.is_empty() && !table.contains_key("origins") {
+        problems.push("origins", "at least one [[origins]] entry is required");
+    }
+    if indexed_routes.is_empty() && !table.contains_key("routes") {
+        problems.push("routes", "at least one [[routes]] entry is required");
+    }
+    check_unique("origins", origins.iter().map(|o| o.name.as_str()), problems);
+    check_unique(
+        "routes",
+        indexed_routes.iter().map(|(_, r)| r.name.as_str()),
+        problems,
+    );
+    check_route_references(&indexed_routes, &origins, problems);
+    let routes: Vec<RouteConfig> = indexed_routes.into_iter().map(|(_, r)| r).collect();
+
+    let server = server?;
+    if let Some(admin) = server.admin_listen
+        && server.listen.contains(&admin)
+    {
+        problems.push(
+            "server.admin_listen",
+            format!("{admin} is also in server.listen"),
+        );
+    }
+    Some(Config {
+        source: source.to_path_buf(),
+        server,
+        origins,
+        routes,
+    })
+}
+
+fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<ServerConfig> {
+    let listen: Option<Vec<String>> = s.required(problems, "listen");
+    let listen = listen.map(|list| {
+        if list.is_empty() {
+            problems.push(&s.key_path("listen"), "needs at least one address");
+        }
+        let mut seen = HashSet::new();
+        let mut addrs = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            let path = format!("{}[{i}]", s.key_path("listen"));
+            match text.parse::<SocketAddr>() {
+                Ok(addr) if !seen.insert(addr) => {
+                    problems.push(&path, format!("{addr} is listed twice"))
+                }
+                Ok(addr) => addrs.push(addr),
+                Err(_) => problems.push(&path, format!("{text:?} is not an IP:port address")),
+            }
+        }
+        addrs
+    });
+    let admin_listen = s
+        .optional::<String>(problems, "admin_listen")
+        .and_then(|text| match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(
+                    &s.key_path("admin_listen"),
+                    format!("{text:?} is not an IP:port address"),
+                );
+                None
+            }
+        });
+    let threads = ranged(&mut s, problems, "threads", 2, 1, 256);
+    let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
+    let policies_dir = base.join(s.or(problems, "policies_dir", String::from("../policies")));
+    let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("../python-plugins")));
+    s.finish(problems);
+    Some(ServerConfig {
+        listen: listen?,
+        admin_listen,
+        threads: threads as usize,
+        shutdown_grace_s,
+        policies_dir: clean(policies_dir),
+        plugins_dir: clean(plugins_dir),
+    })
+}
+
+fn read_origin(mut s: Section<'_>, problems: &mut Problems) -> Option<OriginConfig> {
+    let name = read_name(&mut s, problems);
+    let upstreams: Option<Vec<String>> = s.required(problems, "upstreams");
+    let connect_timeout_ms = ranged(&mut s, problems, "connect_timeout_ms", 1000, 1, 60_000);
+    let read_timeout_ms = ranged(&mut s, problems, "read_timeout_ms", 30_000, 1, 3_600_000);
+    let tls = s.or(problems, "tls", false);
+    let sni: Option<String> = s.optional(problems, "sni");
+    let health_check = s.table(problems, "health_check").map(|mut hc| {
+        let path: Option<String> = hc.optional(problems, "path");
+        if let Some(p) = &path
+            && (!p.starts_with('/')
+                || p.chars()
+                    .any(|c| c.is_ascii_whitespace() || c.is_ascii_control()))
+        {
+            problems.push(
+                &hc.key_path("path"),
+                format!("{p:?} must be an absolute path such as \"/health\""),
+            );
+        }
+        let interval_s = ranged(&mut hc, problems, "interval_s", 5, 1, 3600);
+        hc.finish(problems);
+        HealthCheckConfig { path, interval_s }
+    });
+
+    let mut addresses = Vec::new();
+    if let Some(list) = &upstreams {
+        if list.is_empty() {
+            problems.push(&s.key_path("upstreams"), "needs at least one host:port");
+        }
+        for (i, text) in list.iter().enumerate() {
+            let path = format!("{}[{i}]", s.key_path("upstreams"));
+            match resolve_upstream(text) {
+                Ok(addr) => addresses.push(addr),
+                Err(message) => problems.push(&path, message),
+            }
+        }
+    }
+    let sni = sni.unwrap_or_else(|| {
+        upstreams
+            .as_ref()
+            .and_then(|u| u.first())
+            .and_then(|u| u.rsplit_once(':'))
+            .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
+            .unwrap_or_default()
+    });
+    s.finish(problems);
+    Some(OriginConfig {
+        name: name?,
+        upstreams: upstreams?,
+        addresses,
+        connect_timeout_ms,
+        read_timeout_ms,
+        tls,
+        sni,
+        health_check,
+    })
+}
+
+fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig> {
+    let name = read_name(&mut s, problems);
+    let host = s.optional::<String>(problems, "host").map(|h| {
+        let lower = h.to_ascii_lowercase();
+        let valid = !lower.is_empty()
+            && lower
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid {
+            problems.push(
+                &s.key_path("host"),
+                format!("{h:?} is not a host name (no port, scheme or path)"),
+            );
+        }
+        lower
+    });
+    let path_prefix: Option<String> = s.required(problems, "path_prefix");
+    if let Some(prefix) = &path_prefix
+        && (!prefix.starts_with('/') || prefix.contains(['?', '#']) || path_is_ambiguous(prefix))
+    {
+        problems.push(
+            &s.key_path("path_prefix"),
+            format!("{prefix:?} must be a plain absolute path such as \"/api\" (no query, dot segments or encoded slashes)"),
+        );
+    }
+    let methods = s.optional::<Vec<String>>(problems, "methods").map(|list| {
+        if list.is_empty() {
+            problems.push(
+                &s.key_path("methods"),
+                "must not be empty (leave it out to allow every method)",
+            );
+        }
+        let mut methods = Vec::new();
+        for (i, m) in list.iter().enumerate() {
+            let upper = m.to_ascii_uppercase();
+            match Method::from_bytes(upper.as_bytes()) {
+                Ok(method) if !upper.is_empty() => methods.push(method),
+                _ => problems.push(
+                    &format!("{}[{i}]", s.key_path("methods")),
+                    format!("{m:?} is not an HTTP method"),
+                ),
+            }
+        }
+        methods
+    });
+    let origin: Option<String> = s.required(problems, "origin");
+    let auth = match s.optional::<String>(problems, "auth").as_deref() {
+        None | Some("required") => AuthMode::Required,
+        Some("optional") => AuthMode::Optional,
+        Some("off") => AuthMode::Off,
+        Some(other) => {
+            problems.push(
+                &s.key_path("auth"),
+                format!("{other:?} is not one of \"required\", \"optional\", \"off\""),
+            );
+            AuthMode::Required
+        }
+    };
+    let policies = s.or::<Vec<String>>(problems, "policies", Vec::new());
+    s.finish(problems);
+    Some(RouteConfig {
+        name: name?,
+        host,
+        path_prefix: path_prefix?,
+        methods,
+        origin: origin?,
+        auth,
+        policies,
+    })
+}
+
+/// Cross-references between routes and the rest of the file, plus what this build cannot enforce.
+fn check_route_references(
+    routes: &[(usize, RouteConfig)],
+    origins: &[OriginConfig],
+    problems: &mut Problems,
+) {
+    for (n, (index, route)) in routes.iter().enumerate() {
+        let path = format!("routes[{index}]");
+        if !origins.iter().any(|o| o.name == route.origin) {
+            problems.push(
+                &format!("{path}.origin"),
+                format!("no origin named {:?}", route.origin),
+            );
+        }
+        if route.auth != AuthMode::Off {
+            problems.push(
+                &format!("{path}.auth"),
+                "token verification needs [[issuers]], which this version does not support yet: set auth = \"off\"",
+            );
+        }
+        if !route.policies.is_empty() {
+            problems.push(
+                &format!("{path}.policies"),
+                "policy plugins are not supported by this version yet: leave the list empty",
+            );
+        }
+        for (_, earlier) in &routes[..n] {
+            let overlap = match (&earlier.methods, &route.methods) {
+                (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+                _ => true,
+            };
+            if earlier.host == route.host && earlier.path_prefix == route.path_prefix && overlap {
+                problems.push(
+                    &path,
+                    format!("same host, path_prefix and methods as route {:?}: which one applies would be ambiguous", earlier.name),
+                );
+            }
+        }
+    }
+}
+
+fn read_name(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
+    let name: String = s.required(problems, "name")?;
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        problems.push(
+            &s.key_path("name"),
+            format!("{name:?} must be 1-64 characters of a-z, 0-9, '_' or '-'"),
+        );
+    }
+    Some(name)
+}
+
+fn ranged(
+    s: &mut Section<'_>,
+    problems: &mut Problems,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> u64 {
+    let value = s.or(problems, key, default);
+    if value < min || value > max {
+        problems.push(
+            &s.key_path(key),
+            format!("{value} is out of range {min}..={max}"),
+        );
+        return default;
+    }
+    value
+}
+
+fn check_unique<'a>(section: &str, names: impl Iterator<Item = &'a str>, problems: &mut Problems) {
+    let mut seen = HashSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            problems.push(section, format!("name {name:?} is used twice"));
+        }
+    }
+}
+
+/// Resolve `host:port` once, at load time.
+fn resolve_upstream(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} needs a port (host:port)"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{text:?} is not host:port"));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} resolved to no address")),
+        Err(e) => Err(format!("cannot resolve {text:?}: {e}")),
+    }
+}
+
+/// Drop `.` and `..` components lexically so messages show readable paths.
+fn clean(path: PathBuf) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir
+                if out.file_name().is_some() && !out.ends_with("..") =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}

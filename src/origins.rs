@@ -1,0 +1,97 @@
+//! Origin pools: round robin over each origin's upstreams, optional active health checks, and the
+//! per-request upstream peer (timeouts, TLS, header-forwarding policy).
+//!
+//! Upstream connections are pooled and reused by Pingora's connector; this module only decides
+//! where a request goes and with which limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::prelude::HttpPeer;
+use pingora::services::ServiceWithDependents;
+use pingora::services::background::background_service;
+use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
+
+use crate::config::OriginConfig;
+
+/// One named origin and its upstreams.
+pub struct Origin {
+    pub name: String,
+    pool: Arc<LoadBalancer<RoundRobin>>,
+    upstream_count: usize,
+    tls: bool,
+    sni: String,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl Origin {
+    /// Next healthy upstream in round-robin order, or `None` when every upstream is down.
+    pub fn select(&self) -> Option<Box<HttpPeer>> {
+        let backend = self.pool.select(b"", self.upstream_count.max(1) * 2)?;
+        let mut peer = HttpPeer::new(backend.addr.to_string(), self.tls, self.sni.clone());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.connect_timeout);
+        options.total_connection_timeout = Some(self.connect_timeout);
+        options.read_timeout = Some(self.read_timeout);
+        options.write_timeout = Some(self.read_timeout);
+        options.idle_timeout = Some(Duration::from_secs(60));
+        // Hop-by-hop request fields, including every field named in `Connection`, are removed by
+        // Pingora under this policy; only WebSocket upgrades are forwarded.
+        options.http_upstream_request_policy = HttpUpstreamRequestPolicy::standard();
+        Some(Box::new(peer))
+    }
+
+    /// How many upstreams this origin has; bounds connect retries.
+    pub fn upstream_count(&self) -> usize {
+        self.upstream_count
+    }
+}
+
+/// Background services (health checks) that must run beside the proxy.
+pub type BackgroundServices = Vec<Box<dyn ServiceWithDependents>>;
+
+/// Build every origin. Origins with a health check also return the background service that runs it.
+pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, BackgroundServices)> {
+    let mut origins = Vec::with_capacity(configs.len());
+    let mut services: BackgroundServices = Vec::new();
+    for config in configs {
+        let addrs: Vec<String> = config.addresses.iter().map(ToString::to_string).collect();
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs)?;
+        let pool = match &config.health_check {
+            None => Arc::new(lb),
+            Some(hc) => {
+                match &hc.path {
+                    None => lb.set_health_check(TcpHealthCheck::new()),
+                    Some(path) => {
+                        let mut check = HttpHealthCheck::new(&config.sni, config.tls);
+                        check.req.set_uri(path.parse().map_err(|e| {
+                            std::io::Error::other(format!("health_check.path: {e}"))
+                        })?);
+                        check.peer_template.options.connection_timeout =
+                            Some(Duration::from_millis(config.connect_timeout_ms));
+                        lb.set_health_check(Box::new(check));
+                    }
+                }
+                lb.health_check_frequency = Some(Duration::from_secs(hc.interval_s));
+                let service = background_service(&format!("health check {}", config.name), lb);
+                let pool = service.task();
+                services.push(Box::new(service));
+                pool
+            }
+        };
+        origins.push(Origin {
+            name: config.name.clone(),
+            pool,
+            upstream_count: config.addresses.len(),
+            tls: config.tls,
+            sni: config.sni.clone(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            read_timeout: Duration::from_millis(config.read_timeout_ms),
+        });
+    }
+    Ok((origins, services))
+}

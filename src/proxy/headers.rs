@@ -1,0 +1,213 @@
+//! Header hygiene on both sides of the proxy: request framing checks, the request id, the
+//! `X-Forwarded-*` fields, and hop-by-hop fields in upstream responses.
+//!
+//! Hop-by-hop request fields (including every field a `Connection` header names) are removed by
+//! Pingora's upstream request policy, set in `origins`; responses are cleaned here.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+use pingora::Result;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::Session;
+
+pub const REQUEST_ID: &str = "x-request-id";
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Response fields that describe one connection, never the message.
+const HOP_BY_HOP_RESPONSE: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "trailer",
+    "upgrade",
+];
+
+/// The client's request id if it is a sane token, else a new one.
+pub fn request_id(req: &RequestHeader) -> String {
+    let mut values = req.headers.get_all(REQUEST_ID).iter();
+    if let (Some(value), None) = (values.next(), values.next()) {
+        let bytes = value.as_bytes();
+        let sane = !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if sane && let Ok(text) = value.to_str() {
+            return text.to_string();
+        }
+    }
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Framing that two parsers could read differently. Pingora accepts Content-Length together with
+/// Transfer-Encoding by dropping Content-Length (and closing afterwards); the gateway rejects such a
+/// request instead, so it reads the raw header block when Transfer-Encoding is present. Several Host
+/// fields are rejected too. Differing duplicate Content-Length values never get this far: Pingora
+/// answers 400 itself.
+pub fn framing_is_ambiguous(session: &Session) -> bool {
+    let req = session.req_header();
+    if req.headers.get_all(header::HOST).iter().count() > 1 {
+        return true;
+    }
+    if !req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    let Some(h1) = session.as_downstream().as_http1() else {
+        return false;
+    };
+    let raw = h1.get_headers_raw_bytes();
+    raw.split(|b| *b == b'\n').skip(1).any(|line| {
+        let name = line.split(|b| *b == b':').next().unwrap_or_default();
+        name.trim_ascii().eq_ignore_ascii_case(b"content-length")
+    })
+}
+
+/// The request's host without port: the absolute-form authority if any, else the Host field.
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    let raw = match req.uri.authority() {
+        Some(authority) => authority.host(),
+        None => req.headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    Some(host)
+}
+
+/// Fields the gateway adds on the way to the origin.
+pub fn add_forwarding(
+    session: &Session,
+    upstream: &mut RequestHeader,
+    request_id: &str,
+) -> Result<()> {
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string());
+    let previous: Vec<String> = upstream
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let mut chain = previous.join(", ");
+    if let Some(ip) = client_ip {
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(&ip);
+    }
+    upstream.remove_header("x-forwarded-for");
+    if !chain.is_empty() {
+        upstream.insert_header("x-forwarded-for", chain)?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    let host = session
+        .req_header()
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| {
+            session
+                .req_header()
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        });
+    match host {
+        Some(host) => upstream.insert_header("x-forwarded-host", host)?,
+        None => {
+            upstream.remove_header("x-forwarded-host");
+        }
+    }
+    upstream.insert_header(REQUEST_ID, request_id)?;
+    Ok(())
+}
+
+/// Remove connection-scoped fields from an upstream response before it goes to the client.
+/// A `101 Switching Protocols` answer keeps `Connection`/`Upgrade`, which it needs.
+pub fn clean_response(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    for name in nominated(&resp.headers) {
+        resp.remove_header(&name);
+    }
+    for name in HOP_BY_HOP_RESPONSE {
+        resp.remove_header(name);
+    }
+}
+
+/// Field names listed in `Connection` headers.
+fn nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| *name != header::TRANSFER_ENCODING && *name != header::CONTENT_LENGTH)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).expect("header");
+        }
+        r
+    }
+
+    #[test]
+    fn request_id_keeps_sane_tokens_and_replaces_others() {
+        assert_eq!(
+            request_id(&req(&[("x-request-id", "abc-123_X.y:z")])),
+            "abc-123_X.y:z"
+        );
+        for bad in ["", "has space", "a\"b", "<script>", &"x".repeat(129)] {
+            let id = request_id(&req(&[("x-request-id", bad)]));
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 32, "{id}");
+        }
+        let two = request_id(&req(&[("x-request-id", "a"), ("x-request-id", "b")]));
+        assert_eq!(two.len(), 32);
+        assert_ne!(request_id(&req(&[])), request_id(&req(&[])));
+    }
+
+    #[test]
+    fn host_is_taken_without_port() {
+        assert_eq!(
+            request_host(&req(&[("host", "Example.com:8080")])),
+            Some("Example.com")
+        );
+        assert_eq!(request_host(&req(&[("host", "[::1]:80")])), Some("::1"));
+        assert_eq!(request_host(&req(&[("host", "a.test")])), Some("a.test"));
+        assert_eq!(request_host(&req(&[])), None);
+    }
+
+    #[test]
+    fn response_cleaning_removes_hop_by_hop_and_nominated_fields() {
+        let mut resp = ResponseHeader::build(200, None).expect("response");
+        for (k, v) in [
+            ("connection", "close, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "h2c"),
+            ("x-kept", "1"),
+        ] {
+            resp.append_header(k, v).expect("header");
+        }
+        clean_response(&mut resp);
+        let names: Vec<&str> = resp.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+}

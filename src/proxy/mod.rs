@@ -1,0 +1,198 @@
+//! The gateway's one `ProxyHttp` implementation: per-request context, access decisions in
+//! `request_filter`, origin selection, header hygiene, and error answers.
+
+mod headers;
+pub mod respond;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, Result};
+
+use crate::config::Config;
+use crate::origins::Origin;
+use crate::routing::{RouteMatch, Router, path_is_ambiguous};
+use crate::shutdown::{InFlight, InFlightGuard};
+use respond::Rejection;
+
+/// Everything a request needs that was built from one configuration.
+pub struct Generation {
+    pub config: Config,
+    router: Router,
+    origins: Vec<Origin>,
+    /// For each route, the index of its origin.
+    route_origin: Vec<usize>,
+}
+
+impl Generation {
+    pub fn new(config: Config, origins: Vec<Origin>) -> Generation {
+        let router = Router::new(&config.routes);
+        let route_origin = config
+            .routes
+            .iter()
+            .map(|r| origins.iter().position(|o| o.name == r.origin).unwrap_or(0))
+            .collect();
+        Generation {
+            config,
+            router,
+            origins,
+            route_origin,
+        }
+    }
+}
+
+/// The proxy application.
+pub struct Gateway {
+    generation: Arc<Generation>,
+    in_flight: InFlight,
+}
+
+impl Gateway {
+    pub fn new(generation: Arc<Generation>, in_flight: InFlight) -> Gateway {
+        Gateway {
+            generation,
+            in_flight,
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    request_id: String,
+    /// Index of the matched route's origin.
+    origin: Option<usize>,
+    connect_attempts: usize,
+    _in_flight: InFlightGuard,
+}
+
+impl Gateway {
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        rejection: Rejection,
+    ) -> Result<bool> {
+        respond::write(session, &rejection, &ctx.request_id).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: String::new(),
+            origin: None,
+            connect_attempts: 0,
+            _in_flight: self.in_flight.enter(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = headers::request_id(session.req_header());
+        if headers::framing_is_ambiguous(session) {
+            return self.reject(session, ctx, Rejection::AmbiguousFraming).await;
+        }
+        let req = session.req_header();
+        if path_is_ambiguous(req.uri.path()) {
+            return self.reject(session, ctx, Rejection::AmbiguousPath).await;
+        }
+        let generation = &self.generation;
+        let found = generation
+            .router
+            .find(headers::request_host(req), req.uri.path(), &req.method);
+        match found {
+            RouteMatch::Found(route) => {
+                ctx.origin = generation.route_origin.get(route).copied();
+                Ok(false)
+            }
+            RouteMatch::MethodNotAllowed(allow) => {
+                self.reject(session, ctx, Rejection::MethodNotAllowed(allow))
+                    .await
+            }
+            RouteMatch::NotFound => self.reject(session, ctx, Rejection::NoRoute).await,
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let origin = ctx
+            .origin
+            .and_then(|i| self.generation.origins.get(i))
+            .ok_or_else(respond::no_healthy_upstream)?;
+        ctx.connect_attempts += 1;
+        origin.select().ok_or_else(respond::no_healthy_upstream)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent yet, so trying the next upstream is safe for any method.
+        let upstreams = ctx
+            .origin
+            .and_then(|i| self.generation.origins.get(i))
+            .map_or(1, Origin::upstream_count);
+        e.set_retry(ctx.connect_attempts < upstreams);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::add_forwarding(session, upstream, &ctx.request_id)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::clean_response(resp);
+        resp.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(rejection) = Rejection::from_proxy_error(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if ctx.request_id.is_empty() {
+            ctx.request_id = headers::request_id(session.req_header());
+        }
+        let error_code = rejection.status();
+        if session.response_written().is_none()
+            && let Err(write_error) = respond::write(session, &rejection, &ctx.request_id).await
+        {
+            tracing::debug!(error = %write_error, "could not write error response");
+        }
+        tracing::debug!(error = %e, status = error_code, "request failed");
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: error_code < 500,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Responses the gateway writes itself, and the one place that maps a failure to an HTTP status and
+//! a short, closed-set error code (later also the metric label).
+//!
+//! Every such response is a small JSON body `{"error": code, "message": ..., "request_id": ...}`
+//! written with `write_response_header`, so the client connection stays alive where HTTP allows it
+//! (Pingora's `respond_error` always sends `Connection: close`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::Session;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+/// Largest unread request body the gateway drains to keep a connection alive after answering early;
+/// anything larger (or of unknown length, or waiting on `Expect: 100-continue`) closes the
+/// connection instead, so a rejected request's body can never be read as a next request.
+const MAX_DRAIN_BYTES: usize = 64 * 1024;
+/// How long the gateway waits for that small body to arrive.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why the gateway answered a request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Content-Length together with Transfer-Encoding, or several Host headers.
+    AmbiguousFraming,
+    /// Dot segments, encoded slashes and similar paths whose meaning depends on the origin.
+    AmbiguousPath,
+    NoRoute,
+    /// The value is the `Allow` header.
+    MethodNotAllowed(String),
+    NoHealthyUpstream,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    BadRequest,
+    Internal,
+}
+
+impl Rejection {
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::AmbiguousFraming | Rejection::AmbiguousPath | Rejection::BadRequest => 400,
+            Rejection::NoRoute => 404,
+            Rejection::MethodNotAllowed(_) => 405,
+            Rejection::Internal => 500,
+            Rejection::UpstreamUnavailable => 502,
+            Rejection::NoHealthyUpstream => 503,
+            Rejection::UpstreamTimeout => 504,
+        }
+    }
+
+    /// Stable, low-cardinality code: the JSON `error` field and the metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::AmbiguousFraming => "ambiguous_framing",
+            Rejection::AmbiguousPath => "ambiguous_path",
+            Rejection::NoRoute => "no_route",
+            Rejection::MethodNotAllowed(_) => "method_not_allowed",
+            Rejection::NoHealthyUpstream => "no_healthy_upstream",
+            Rejection::UpstreamUnavailable => "upstream_unavailable",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::BadRequest => "bad_request",
+            Rejection::Internal => "internal_error",
+        }
+    }
+
+    fn message(&self) -> &'static str {
+        match self {
+            Rejection::AmbiguousFraming => "request framing is ambiguous",
+            Rejection::AmbiguousPath => "request path is ambiguous",
+            Rejection::NoRoute => "no route for this host and path",
+            Rejection::MethodNotAllowed(_) => "method not allowed on this route",
+            Rejection::NoHealthyUpstream => "no healthy upstream for this route",
+            Rejection::UpstreamUnavailable => "upstream is unavailable",
+            Rejection::UpstreamTimeout => "upstream did not answer in time",
+            Rejection::BadRequest => "malformed request",
+            Rejection::Internal => "internal error",
+        }
+    }
+
+    /// Whether the connection must close after this answer whatever the request body looks like.
+    fn must_close(&self) -> bool {
+        matches!(self, Rejection::AmbiguousFraming | Rejection::BadRequest)
+    }
+
+    /// Map a Pingora proxy failure. `None`: the client is gone, write nothing.
+    pub fn from_proxy_error(e: &Error) -> Option<Rejection> {
+        use ErrorType::*;
+        Some(match (e.esource(), e.etype()) {
+            (_, HTTPStatus(503)) => Rejection::NoHealthyUpstream,
+            (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => return None,
+            (ErrorSource::Downstream, _) => Rejection::BadRequest,
+            (_, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => {
+                Rejection::UpstreamTimeout
+            }
+            (ErrorSource::Upstream, _) => Rejection::UpstreamUnavailable,
+            (_, InvalidHTTPHeader) => Rejection::BadRequest,
+            _ => Rejection::Internal,
+        })
+    }
+}
+
+/// Write `rejection` as the whole response. Returns the status written.
+pub async fn write(session: &mut Session, rejection: &Rejection, request_id: &str) -> Result<u16> {
+    if rejection.must_close() || !drain_small_body(session).await {
+        session.set_keepalive(None);
+    }
+    let body = serde_json::json!({
+        "error": rejection.code(),
+        "message": rejection.message(),
+        "request_id": request_id,
+    })
+    .to_string();
+    let status = rejection.status();
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    resp.insert_header("x-request-id", request_id)?;
+    if let Rejection::MethodNotAllowed(allow) = rejection {
+        resp.insert_header(header::ALLOW, allow.as_str())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(status)
+}
+
+/// An early answer leaves the request body unread, and Pingora closes a connection whose request
+/// body was not finished. Read and discard the body first when it is known, small and arriving
+/// promptly, so the connection can serve the next request. `false`: the connection must close.
+async fn drain_small_body(session: &mut Session) -> bool {
+    if session.as_downstream_mut().is_body_empty() {
+        return true;
+    }
+    let req = session.req_header();
+    if req.headers.contains_key(header::EXPECT)
+        || req.headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return false;
+    }
+    let small = req
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| len <= MAX_DRAIN_BYTES);
+    small
+        && matches!(
+            tokio::time::timeout(
+                DRAIN_TIMEOUT,
+                session.as_downstream_mut().drain_request_body()
+            )
+            .await,
+            Ok(Ok(()))
+        )
+}
+
+/// A Pingora error carrying one of our rejections' statuses, for hooks that must return `Result`.
+pub fn no_healthy_upstream() -> Box<Error> {
+    Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream")
+}

@@ -1,0 +1,108 @@
+//! Process shutdown: which signals do what, and waiting for in-flight requests.
+//!
+//! * SIGTERM: stop accepting, let in-flight requests finish, exit as soon as none is left or when
+//!   `shutdown_grace_s` runs out, whichever comes first.
+//! * SIGINT: exit promptly.
+//!
+//! Pingora on its own stops accepting at SIGTERM and then always sleeps its whole grace period,
+//! and may linger after SIGINT while runtimes wind down; the watcher here ends the process itself
+//! once the work is done.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Count of requests between context creation and the end of their logging phase.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.0.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Decrements the count when the request's context is dropped.
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Signal handling handed to Pingora's `Server::run`.
+pub struct Signals {
+    pub in_flight: InFlight,
+    pub grace: Duration,
+}
+
+/// After stopping accepting, requests may still be between accept and header parse; wait this
+/// long with nothing in flight before deciding the process is idle.
+const SETTLE: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(10);
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(grace_s = self.grace.as_secs(), in_flight = self.in_flight.count(),
+                    "SIGTERM: no longer accepting, finishing in-flight requests");
+                let in_flight = self.in_flight.clone();
+                let grace = self.grace;
+                std::thread::spawn(move || exit_when_drained(&in_flight, grace));
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting");
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    std::process::exit(0);
+                });
+                ShutdownSignal::FastShutdown
+            }
+        }
+    }
+}
+
+fn exit_when_drained(in_flight: &InFlight, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::warn!(
+                in_flight = in_flight.count(),
+                "shutdown grace ran out; exiting"
+            );
+            std::process::exit(0);
+        }
+        if in_flight.count() == 0 {
+            let since = *idle_since.get_or_insert(now);
+            if now.duration_since(since) >= SETTLE {
+                tracing::info!("all in-flight requests finished; exiting");
+                std::process::exit(0);
+            }
+        } else {
+            idle_since = None;
+        }
+        std::thread::sleep(POLL);
+    }
+}

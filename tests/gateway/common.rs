@@ -1,0 +1,305 @@
+//! Test harness: real gateway processes, real echo origins, a small raw HTTP/1.1 client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgewarden::echo::{self, EchoOrigin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_edgewarden");
+
+/// Start an echo origin on an ephemeral loopback port.
+pub async fn echo_origin(name: &str) -> EchoOrigin {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind echo origin");
+    echo::spawn(listener, name).expect("spawn echo origin")
+}
+
+/// A loopback address nothing listens on (bound once, then released).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A gateway process; killed when dropped.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+    pub stderr_path: PathBuf,
+}
+
+impl Gateway {
+    /// Start a gateway with `[server]` filled in and `body` (origins and routes) appended.
+    /// `{grace}` in `server_extra` is not interpreted; it is inserted into `[server]` as is.
+    pub async fn start(body: &str) -> Gateway {
+        Gateway::start_with(body, "").await
+    }
+
+    pub async fn start_with(body: &str, server_extra: &str) -> Gateway {
+        // Ports are picked by the kernel, released, then handed to the gateway; if another process
+        // takes one in between, the gateway exits at once and we try again with new ports.
+        for _ in 0..5 {
+            let addr = closed_port();
+            let admin = closed_port();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = format!(
+                "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{server_extra}\n{body}"
+            );
+            let path = dir.path().join("edgewarden.toml");
+            std::fs::write(&path, config).expect("write config");
+            let stderr_path = dir.path().join("stderr.log");
+            let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+            let child = Command::new(BIN)
+                .args(["run", "-c"])
+                .arg(&path)
+                .env("EDGEWARDEN_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("spawn gateway");
+            let mut gw = Gateway {
+                child,
+                addr,
+                admin,
+                _dir: dir,
+                stderr_path,
+            };
+            if gw.wait_ready(Duration::from_secs(20)).await {
+                return gw;
+            }
+        }
+        panic!("gateway did not start");
+    }
+
+    /// Ready when both listeners accept and the admin readiness endpoint says so.
+    async fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!("gateway exited early ({status}):\n{}", self.stderr());
+                return false;
+            }
+            if TcpStream::connect(self.addr).await.is_ok()
+                && let Ok(resp) = get(self.admin, "/readyz").await
+                && resp.status == 200
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-case names; repeated fields keep every value.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// For echo-origin answers: the request headers the origin received, name → values.
+    pub fn origin_saw(&self) -> HashMap<String, Vec<String>> {
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for pair in self.json()["headers"].as_array().expect("headers array") {
+            let k = pair[0].as_str().expect("name").to_string();
+            let v = pair[1].as_str().expect("value").to_string();
+            map.entry(k).or_default().push(v);
+        }
+        map
+    }
+}
+
+/// A client connection that sends raw bytes and reads whole responses.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        Conn {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).await.expect("write request");
+    }
+
+    /// Read one response; `Err` when the connection closed before a full response.
+    pub async fn read_response(&mut self, head_request: bool) -> Result<Response, String> {
+        let head_end = loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            self.fill().await?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        self.buf.drain(..head_end);
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let body = if head_request || status == 204 || status == 304 {
+            Vec::new()
+        } else if let Some(len) = find("content-length") {
+            let len: usize = len.parse().map_err(|_| "bad content-length".to_string())?;
+            while self.buf.len() < len {
+                self.fill().await?;
+            }
+            self.buf.drain(..len).collect()
+        } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            self.read_chunked().await?
+        } else {
+            // Close-delimited.
+            while self.fill().await.is_ok() {}
+            std::mem::take(&mut self.buf)
+        };
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn read_chunked(&mut self) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                    break pos;
+                }
+                self.fill().await?;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                self.fill().await?;
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return Ok(body);
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), String> {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read(&mut chunk))
+            .await
+            .map_err(|_| "timed out reading".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// True when the peer closed the connection (read returns 0 or reset) within `wait`.
+    pub async fn is_closed_within(&mut self, wait: Duration) -> bool {
+        let mut chunk = [0u8; 1];
+        match tokio::time::timeout(wait, self.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) => false,
+            Err(_) => false,
+        }
+    }
+}
+
+/// One request on a fresh connection: `GET path` with extra raw header lines.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    let mut conn = Conn::open(addr).await;
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    conn.send(raw.as_bytes()).await;
+    conn.read_response(method == "HEAD").await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
+    request(addr, "GET", path, &[]).await
+}
+
+/// `[[origins]]` entry for these upstreams.
+pub fn origin(name: &str, upstreams: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[[origins]]\nname = \"{name}\"\nupstreams = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+/// `[[routes]]` entry with `auth = "off"`.
+pub fn route(name: &str, prefix: &str, origin: &str, extra: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\norigin = \"{origin}\"\nauth = \"off\"\n{extra}\n"
+    )
+}

@@ -1,0 +1,210 @@
+//! `edgewarden check` and `run` on bad files: every problem reported with file and key path.
+
+use std::process::Command;
+
+use crate::common::BIN;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE"),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+const VALID: &str = r#"
+[server]
+listen = ["127.0.0.1:18080"]
+
+[[origins]]
+name = "global"
+upstreams = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+origin = "global"
+auth = "off"
+"#;
+
+#[test]
+fn a_file_with_three_mistakes_reports_all_three_and_exits_1() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:18080"]
+threads = "two"
+
+[[origins]]
+name = "global"
+upstreams = ["127.0.0.1:9000"]
+colour = "blue"
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+origin = "global"
+auth = "off"
+
+[[routes]]
+name = "eu"
+path_prefix = "/eu"
+origin = "eu"
+auth = "off"
+"#;
+    let (code, stderr, _) = check(text);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("FILE: 3 problems found"), "{stderr}");
+    assert!(
+        stderr.contains("FILE: server.threads: invalid type: string \"two\", expected u64"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("FILE: origins[0].colour: unknown key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("FILE: routes[1].origin: no origin named \"eu\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_valid_file_passes_check() {
+    let (code, stderr, stdout) = check(VALID);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK (1 routes, 1 origins)"), "{stdout}");
+}
+
+#[test]
+fn the_shipped_config_passes_check() {
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgewarden.toml"),
+        ])
+        .output()
+        .expect("run check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn toml_syntax_errors_name_the_file_and_line() {
+    let (code, stderr, _) = check("[server\nlisten = 1\n");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("FILE: not valid TOML"), "{stderr}");
+    assert!(stderr.contains("line 1"), "{stderr}");
+}
+
+#[test]
+fn values_and_references_are_validated() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:80800", "127.0.0.1:1", "127.0.0.1:1"]
+admin_listen = "127.0.0.1:1"
+shutdown_grace_s = 99999
+
+[[origins]]
+name = "Bad Name"
+upstreams = []
+connect_timeout_ms = 0
+health_check = { path = "health", interval_s = 5, extra = 1 }
+
+[[routes]]
+name = "a"
+path_prefix = "api/../x"
+origin = "Bad Name"
+auth = "sometimes"
+methods = ["GET", "BAD METHOD"]
+host = "http://x.example"
+
+[[routes]]
+name = "a"
+path_prefix = "/same"
+origin = "Bad Name"
+auth = "off"
+
+[[routes]]
+name = "b"
+path_prefix = "/same"
+origin = "Bad Name"
+auth = "off"
+"#;
+    let (code, stderr, _) = check(text);
+    assert_eq!(code, 1);
+    for expected in [
+        "server.listen[0]: \"127.0.0.1:80800\" is not an IP:port address",
+        "server.listen[2]: 127.0.0.1:1 is listed twice",
+        "server.admin_listen: 127.0.0.1:1 is also in server.listen",
+        "server.shutdown_grace_s: 99999 is out of range 0..=3600",
+        "origins[0].name: \"Bad Name\" must be 1-64 characters",
+        "origins[0].upstreams: needs at least one host:port",
+        "origins[0].connect_timeout_ms: 0 is out of range 1..=60000",
+        "origins[0].health_check.path: \"health\" must be an absolute path",
+        "origins[0].health_check.extra: unknown key",
+        "routes[0].path_prefix: \"api/../x\" must be a plain absolute path",
+        "routes[0].auth: \"sometimes\" is not one of",
+        "routes[0].methods[1]: \"BAD METHOD\" is not an HTTP method",
+        "routes[0].host: \"http://x.example\" is not a host name",
+        "routes: name \"a\" is used twice",
+        "routes[2]: same host, path_prefix and methods as route \"a\"",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn features_this_version_cannot_enforce_are_refused_not_ignored() {
+    let text = VALID.replace(
+        "auth = \"off\"",
+        "auth = \"required\"\npolicies = [\"geo\"]",
+    );
+    let (code, stderr, _) = check(&text);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("routes[0].auth: token verification needs [[issuers]]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[0].policies: policy plugins are not supported"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_file_with_the_same_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = []\nunknown = 1\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.listen: needs at least one address"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("server.unknown: unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("origins: at least one [[origins]] entry is required"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,175 @@
+//! Origin selection and failure: round robin, health checks, connection reuse, 502 and 504.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_requests_over_two_real_upstreams() {
+    let one = echo_origin("one").await;
+    let two = echo_origin("two").await;
+    let body = [
+        origin("pool", &[one.addr, two.addr], ""),
+        route("all", "/", "pool", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        let resp = get(gw.addr, "/x").await.expect("response");
+        assert_eq!(resp.status, 200);
+        names.push(resp.json()["origin"].as_str().expect("origin").to_string());
+    }
+    assert_eq!((one.hits(), two.hits()), (5, 5), "{names:?}");
+    assert!(
+        names.windows(2).all(|w| w[0] != w[1]),
+        "not alternating: {names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_across_requests() {
+    let one = echo_origin("one").await;
+    let body = [
+        origin("pool", &[one.addr], ""),
+        route("all", "/", "pool", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    let mut conn = Conn::open(gw.addr).await;
+    for _ in 0..20 {
+        conn.send(format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes())
+            .await;
+        assert_eq!(
+            conn.read_response(false).await.expect("response").status,
+            200
+        );
+    }
+    assert_eq!(one.hits(), 20);
+    assert!(
+        one.connections() <= 2,
+        "{} upstream connections for 20 requests",
+        one.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_down_gives_502_json_without_hanging() {
+    let dead = closed_port();
+    let body = [
+        origin("dead", &[dead], "connect_timeout_ms = 2000"),
+        route("all", "/", "dead", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    let started = Instant::now();
+    let resp = get(gw.addr, "/x").await.expect("response");
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.json()["error"], "upstream_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The gateway keeps serving: the next request gets the same clear answer.
+    assert_eq!(get(gw.addr, "/y").await.expect("response").status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_on_one_upstream_is_retried_on_the_next() {
+    let alive = echo_origin("alive").await;
+    let dead = closed_port();
+    let body = [
+        origin("pool", &[dead, alive.addr], ""),
+        route("all", "/", "pool", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    for _ in 0..6 {
+        assert_eq!(
+            request(gw.addr, "POST", "/x", &[("Content-Length", "0")])
+                .await
+                .expect("response")
+                .status,
+            200
+        );
+    }
+    assert_eq!(alive.hits(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_origin_gives_504_within_read_timeout() {
+    let slow = echo_origin("slow").await;
+    let body = [
+        origin("slow", &[slow.addr], "read_timeout_ms = 300"),
+        route("all", "/", "slow", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    let started = Instant::now();
+    let resp = request(gw.addr, "GET", "/x", &[("x-echo-delay-ms", "5000")])
+        .await
+        .expect("response");
+    let took = started.elapsed();
+    assert_eq!(resp.status, 504);
+    assert_eq!(resp.json()["error"], "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(2000),
+        "took {took:?}"
+    );
+    // A fast request on the same route still works.
+    assert_eq!(get(gw.addr, "/y").await.expect("response").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_takes_a_failing_upstream_out_and_back_in() {
+    let steady = echo_origin("steady").await;
+    let flaky = echo_origin("flaky").await;
+    let body = [
+        origin(
+            "pool",
+            &[steady.addr, flaky.addr],
+            "health_check = { path = \"/health\", interval_s = 1 }",
+        ),
+        route("all", "/", "pool", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+
+    flaky.set_healthy(false);
+    let taken_out = poll_until(Duration::from_secs(10), || async {
+        let before = flaky.hits();
+        for _ in 0..6 {
+            assert_eq!(get(gw.addr, "/x").await.expect("response").status, 200);
+        }
+        flaky.hits() == before
+    })
+    .await;
+    assert!(taken_out, "unhealthy upstream kept receiving traffic");
+
+    flaky.set_healthy(true);
+    let back = poll_until(Duration::from_secs(10), || async {
+        let before = flaky.hits();
+        for _ in 0..4 {
+            get(gw.addr, "/x").await.expect("response");
+        }
+        flaky.hits() > before
+    })
+    .await;
+    assert!(back, "recovered upstream got no traffic");
+}
+
+async fn poll_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
