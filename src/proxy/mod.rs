@@ -64,6 +64,8 @@ pub struct RequestCtx {
     request_id: String,
     /// Index of the matched route's origin.
     origin: Option<usize>,
+    /// Upstream chosen while routing, used by the first connect attempt.
+    peer: Option<Box<HttpPeer>>,
     connect_attempts: usize,
     _in_flight: InFlightGuard,
 }
@@ -88,6 +90,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             request_id: String::new(),
             origin: None,
+            peer: None,
             connect_attempts: 0,
             _in_flight: self.in_flight.enter(),
         }
@@ -109,7 +112,20 @@ impl ProxyHttp for Gateway {
         match found {
             RouteMatch::Found(route) => {
                 ctx.origin = generation.route_origin.get(route).copied();
-                Ok(false)
+                // Choosing the upstream here lets "no healthy upstream" be answered like any other
+                // early rejection, keeping the client connection; after Pingora has started on the
+                // upstream, any failure closes it.
+                ctx.peer = ctx
+                    .origin
+                    .and_then(|i| generation.origins.get(i))
+                    .and_then(Origin::select);
+                match ctx.peer {
+                    Some(_) => Ok(false),
+                    None => {
+                        self.reject(session, ctx, Rejection::NoHealthyUpstream)
+                            .await
+                    }
+                }
             }
             RouteMatch::MethodNotAllowed(allow) => {
                 self.reject(session, ctx, Rejection::MethodNotAllowed(allow))
@@ -124,11 +140,14 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        ctx.connect_attempts += 1;
+        if let Some(peer) = ctx.peer.take() {
+            return Ok(peer);
+        }
         let origin = ctx
             .origin
             .and_then(|i| self.generation.origins.get(i))
             .ok_or_else(respond::no_healthy_upstream)?;
-        ctx.connect_attempts += 1;
         origin.select().ok_or_else(respond::no_healthy_upstream)
     }
 
@@ -184,6 +203,9 @@ impl ProxyHttp for Gateway {
             ctx.request_id = headers::request_id(session.req_header());
         }
         let error_code = rejection.status();
+        // Pingora does not reuse a client connection once proxying to the upstream has failed;
+        // say so in the answer instead of advertising keep-alive.
+        session.set_keepalive(None);
         if session.response_written().is_none()
             && let Err(write_error) = respond::write(session, &rejection, &ctx.request_id).await
         {
@@ -192,7 +214,7 @@ impl ProxyHttp for Gateway {
         tracing::debug!(error = %e, status = error_code, "request failed");
         FailToProxy {
             error_code,
-            can_reuse_downstream: error_code < 500,
+            can_reuse_downstream: false,
         }
     }
 }

@@ -20,8 +20,34 @@ pub async fn echo_origin(name: &str) -> EchoOrigin {
     echo::spawn(listener, name).expect("spawn echo origin")
 }
 
-/// A loopback address nothing listens on (bound once, then released).
-pub fn closed_port() -> SocketAddr {
+/// A loopback port held bound but not listening for the test's lifetime: connections to it are
+/// refused, and no other test can be handed the same port meanwhile.
+pub struct DeadPort {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        let addr = socket
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        DeadPort {
+            addr,
+            _socket: socket,
+        }
+    }
+}
+
+/// A free loopback port for a listener that the gateway process will bind (bound once, then released).
+pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
@@ -46,8 +72,8 @@ impl Gateway {
         // Ports are picked by the kernel, released, then handed to the gateway; if another process
         // takes one in between, the gateway exits at once and we try again with new ports.
         for _ in 0..5 {
-            let addr = closed_port();
-            let admin = closed_port();
+            let addr = free_port();
+            let admin = free_port();
             let dir = tempfile::tempdir().expect("tempdir");
             let config = format!(
                 "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{server_extra}\n{body}"

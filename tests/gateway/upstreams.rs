@@ -55,9 +55,9 @@ async fn upstream_connections_are_reused_across_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_down_gives_502_json_without_hanging() {
-    let dead = closed_port();
+    let dead = DeadPort::new();
     let body = [
-        origin("dead", &[dead], "connect_timeout_ms = 2000"),
+        origin("dead", &[dead.addr], "connect_timeout_ms = 2000"),
         route("all", "/", "dead", ""),
     ]
     .concat();
@@ -71,16 +71,57 @@ async fn origin_down_gives_502_json_without_hanging() {
         "took {:?}",
         started.elapsed()
     );
+    // Pingora does not reuse a connection after an upstream failure: the answer says so.
+    assert_eq!(resp.header("connection"), Some("close"));
     // The gateway keeps serving: the next request gets the same clear answer.
     assert_eq!(get(gw.addr, "/y").await.expect("response").status, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_upstream_gives_503_and_keeps_the_connection() {
+    let sick = echo_origin("sick").await;
+    sick.set_healthy(false);
+    let body = [
+        origin(
+            "pool",
+            &[sick.addr],
+            "health_check = { path = \"/health\", interval_s = 1 }",
+        ),
+        route("all", "/", "pool", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    let addr = gw.addr;
+    let marked_down = poll_until(Duration::from_secs(10), || async move {
+        get(addr, "/probe").await.is_ok_and(|r| r.status == 503)
+    })
+    .await;
+    assert!(marked_down, "the failing upstream was never taken out");
+    let hits_when_down = sick.hits();
+    let mut conn = Conn::open(gw.addr).await;
+    for _ in 0..3 {
+        conn.send(format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes())
+            .await;
+        let resp = conn
+            .read_response(false)
+            .await
+            .expect("503 on a kept-alive connection");
+        assert_eq!(resp.status, 503);
+        assert_eq!(resp.json()["error"], "no_healthy_upstream");
+    }
+    assert_eq!(
+        sick.hits(),
+        hits_when_down,
+        "no request may reach an upstream marked down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_on_one_upstream_is_retried_on_the_next() {
     let alive = echo_origin("alive").await;
-    let dead = closed_port();
+    let dead = DeadPort::new();
     let body = [
-        origin("pool", &[dead, alive.addr], ""),
+        origin("pool", &[dead.addr, alive.addr], ""),
         route("all", "/", "pool", ""),
     ]
     .concat();
