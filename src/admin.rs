@@ -5,9 +5,15 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use std::sync::Arc;
+
+use crate::proxy::Generation;
+
 /// Answers `GET /healthz` (the process is alive) and `GET /readyz` (the configuration is loaded and
-/// the proxy is serving).
-pub struct Admin;
+/// every issuer a route relies on has usable keys; otherwise 503 with the list of what is missing).
+pub struct Admin {
+    pub generation: Arc<Generation>,
+}
 
 fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();
@@ -29,7 +35,17 @@ impl ServeHttp for Admin {
         }
         match req.uri.path() {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
-            "/readyz" => json(200, serde_json::json!({"status": "ready"})),
+            "/readyz" => {
+                let missing = self.generation.auth.not_ready();
+                if missing.is_empty() {
+                    json(200, serde_json::json!({"status": "ready"}))
+                } else {
+                    json(
+                        503,
+                        serde_json::json!({"status": "not_ready", "missing": missing}),
+                    )
+                }
+            }
             _ => json(404, serde_json::json!({"error": "not_found"})),
         }
     }

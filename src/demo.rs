@@ -1,22 +1,43 @@
-//! `edgewarden demo`: the shipped example configuration in front of built-in echo origins.
+//! `edgewarden demo`: the shipped example configuration in front of built-in echo origins, with
+//! tokens minted from the public demo key and ready-to-paste curl lines.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::mint::{self, TokenSpec};
 use crate::server::{self, StartError};
 
-/// The shipped example configuration, embedded so the demo runs from any directory.
-pub const EXAMPLE_CONFIG: &str = include_str!("../config/edgewarden.toml");
+/// The shipped example configuration and its demo key material, embedded so the demo runs from
+/// any directory.
+const EMBEDDED: [(&str, &str); 3] = [
+    ("edgewarden.toml", include_str!("../config/edgewarden.toml")),
+    ("demo/jwks.json", include_str!("../config/demo/jwks.json")),
+    (
+        "demo/demo-signing-key.pem",
+        include_str!("../config/demo/demo-signing-key.pem"),
+    ),
+];
 
-/// Load `config/edgewarden.toml` if present, else the embedded copy; start one echo origin on every
-/// upstream address it names; print ready-to-paste curl lines; run the gateway.
+/// Load `path` if it exists, else write the embedded copy to a temporary directory and load that;
+/// start one echo origin on every upstream address; print curl lines; run the gateway.
 pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let config = if path.exists() {
-        Config::load(path)?
+    let (config_path, _embedded_dir) = if path.exists() {
+        (path.to_path_buf(), None)
     } else {
-        Config::from_str(EXAMPLE_CONFIG, path)?
+        let dir = std::env::temp_dir().join(format!("edgewarden-demo-{}", std::process::id()));
+        for (name, text) in EMBEDDED {
+            let file = dir.join(name);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&file, text)?;
+        }
+        (dir.join("edgewarden.toml"), Some(dir))
     };
+    let config = Config::load(&config_path)?;
+    let tokens = demo_tokens(&config, &config_path);
+
     let mut upstreams: Vec<std::net::SocketAddr> = config
         .origins
         .iter()
@@ -24,7 +45,6 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     upstreams.sort();
     upstreams.dedup();
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -43,20 +63,76 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let admin = config.server.admin_listen;
     std::thread::spawn(move || {
         if server::wait_until_listening(&listen, Duration::from_secs(30)) {
-            print_curl_lines(listen[0], admin);
+            print_curl_lines(listen[0], admin, tokens.as_ref());
         }
     });
     server::run(config)?;
     Ok(())
 }
 
-fn print_curl_lines(gateway: std::net::SocketAddr, admin: Option<std::net::SocketAddr>) {
+/// Tokens for the curl lines: good, expired, and without the `read` scope.
+struct DemoTokens {
+    good: String,
+    expired: String,
+    no_scope: String,
+}
+
+fn demo_tokens(config: &Config, config_path: &Path) -> Option<DemoTokens> {
+    let issuer = config.issuers.first()?;
+    let key_path: PathBuf = config_path.parent()?.join("demo/demo-signing-key.pem");
+    let pem = std::fs::read_to_string(key_path).ok()?;
+    let spec = |scope: Option<&str>, expires_in: i64| TokenSpec {
+        alg: "RS256".into(),
+        kid: Some("demo-2026".into()),
+        claims: Some(r#"{"org": {"id": "acme"}}"#.into()),
+        sub: Some("alice".into()),
+        iss: Some(issuer.issuer.clone()),
+        aud: issuer.audiences.first().cloned().into_iter().collect(),
+        scope: scope.map(str::to_string),
+        expires_in,
+    };
+    Some(DemoTokens {
+        good: mint::token(&pem, &spec(Some("read"), 86_400)).ok()?,
+        expired: mint::token(&pem, &spec(Some("read"), -3600)).ok()?,
+        no_scope: mint::token(&pem, &spec(None, 86_400)).ok()?,
+    })
+}
+
+fn print_curl_lines(
+    gateway: std::net::SocketAddr,
+    admin: Option<std::net::SocketAddr>,
+    tokens: Option<&DemoTokens>,
+) {
     let g = format!("http://{gateway}");
     println!();
     println!("edgewarden demo is running. Try:");
     println!();
-    println!("  # routed to the echo origins (round robin: watch \"origin\" alternate)");
-    println!("  curl -s {g}/api/hello?name=demo");
+    if let Some(t) = tokens {
+        println!("  # no token: 401 with WWW-Authenticate: Bearer realm=\"edgewarden\"");
+        println!("  curl -i {g}/api/hello");
+        println!("  # expired token: 401 error=\"invalid_token\"");
+        println!(
+            "  curl -i -H 'Authorization: Bearer {}' {g}/api/hello",
+            t.expired
+        );
+        println!(
+            "  # valid token without the route's \"read\" scope: 403 error=\"insufficient_scope\""
+        );
+        println!(
+            "  curl -i -H 'Authorization: Bearer {}' {g}/api/hello",
+            t.no_scope
+        );
+        println!(
+            "  # good token: 200; the echo origin shows x-internal-user-id: alice and x-org-id: acme,"
+        );
+        println!("  # and no Authorization header");
+        println!(
+            "  curl -s -H 'Authorization: Bearer {}' {g}/api/hello",
+            t.good
+        );
+        println!("  # spoofed identity headers are removed even on routes without auth");
+        println!("  curl -s -H 'X-Internal-User-Id: admin' {g}/public/hello");
+    }
     println!("  # no route for this path: 404 with a JSON body");
     println!("  curl -i {g}/nowhere");
     println!("  # the /api route only takes GET and POST: 405 with Allow");
@@ -67,6 +143,11 @@ fn print_curl_lines(gateway: std::net::SocketAddr, admin: Option<std::net::Socke
         println!("  # liveness and readiness");
         println!("  curl -s http://{admin}/healthz; curl -s http://{admin}/readyz");
     }
+    println!();
+    println!(
+        "Sign your own: edgewarden token --key config/demo/demo-signing-key.pem --kid demo-2026 \\"
+    );
+    println!("  --iss https://id.demo.edgewarden --aud api --sub bob --scope read");
     println!();
     println!("Press Ctrl-C to stop.");
 }

@@ -7,9 +7,11 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod mint;
 pub mod origins;
 pub mod proxy;
 pub mod routing;

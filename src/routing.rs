@@ -146,6 +146,10 @@ mod tests {
             origin: "o".into(),
             auth: AuthMode::Off,
             policies: vec![],
+            issuers: vec![],
+            required_scopes: vec![],
+            token_from: vec![],
+            forward_authorization: false,
         }
     }
 

@@ -10,6 +10,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service as ListeningService;
 
 use crate::admin::Admin;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::origins;
 use crate::proxy::{Gateway, Generation};
@@ -33,6 +34,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     check_bindable(&config)?;
     let (origins, health_checks) =
         origins::build(&config.origins).map_err(|e| StartError(format!("origins: {e}")))?;
+    let (auth, refreshers) = Auth::build(&config).map_err(StartError)?;
 
     let conf = ServerConf {
         threads: config.server.threads,
@@ -49,11 +51,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let listen = config.server.listen.clone();
     let admin_listen = config.server.admin_listen;
     let grace = Duration::from_secs(config.server.shutdown_grace_s);
-    let generation = Arc::new(Generation::new(config, origins));
+    let generation = Arc::new(Generation::new(config, auth, origins));
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(generation, in_flight.clone()),
+        Gateway::new(generation.clone(), in_flight.clone()),
         "edgewarden proxy",
     );
     for addr in &listen {
@@ -62,12 +64,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(proxy);
 
     if let Some(addr) = admin_listen {
-        let mut admin = ListeningService::new("edgewarden admin".to_string(), Admin);
+        let mut admin = ListeningService::new("edgewarden admin".to_string(), Admin { generation });
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);
         server.add_service(admin);
     }
-    for service in health_checks {
+    for service in health_checks.into_iter().chain(refreshers) {
         server.add_boxed_service(service);
     }
 

@@ -5,6 +5,7 @@
 //! directory that holds the file. Key names are the public contract documented in
 //! `config/edgewarden.toml`.
 
+mod issuers;
 mod reader;
 mod validate;
 
@@ -23,6 +24,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub origins: Vec<OriginConfig>,
     pub routes: Vec<RouteConfig>,
+    pub issuers: Vec<IssuerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +35,13 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     pub policies_dir: PathBuf,
     pub plugins_dir: PathBuf,
+    /// Tokens longer than this are rejected before any parsing.
+    pub max_token_bytes: usize,
+    /// Verified-token cache bounds; `token_cache_entries = 0` turns the cache off.
+    pub token_cache_entries: usize,
+    pub token_cache_bytes: usize,
+    /// Header names (lower case; a trailing `*` matches a prefix) that only the gateway may set.
+    pub reserved_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +82,49 @@ pub struct RouteConfig {
     pub origin: String,
     pub auth: AuthMode,
     pub policies: Vec<String>,
+    /// Names of `[[issuers]]` whose tokens this route accepts.
+    pub issuers: Vec<String>,
+    /// Scopes the token must carry (`scope` space-separated or `scp` array).
+    pub required_scopes: Vec<String>,
+    pub token_from: Vec<TokenSource>,
+    /// Keep the client's `Authorization` header when forwarding (removed by default).
+    pub forward_authorization: bool,
+}
+
+/// Where a route looks for the bearer token, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>` (scheme case-insensitive).
+    Header,
+    Cookie(String),
+    Query(String),
+}
+
+/// Where an issuer's verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    JwksUrl(String),
+    JwksFile(PathBuf),
+    /// Inline PEM text of one public key.
+    PublicKeyPem(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    /// Exact value of the `iss` claim.
+    pub issuer: String,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub keys: KeySource,
+    pub refresh_interval_s: u64,
+    pub max_stale_s: u64,
+    pub unknown_kid_cooldown_s: u64,
+    pub leeway_s: u64,
+    pub required_claims: Vec<String>,
+    /// Claim path (dots for nesting) → header name (lower case), in file order.
+    pub claims_to_headers: Vec<(String, String)>,
 }
 
 /// Every problem found in one config file.

@@ -8,7 +8,10 @@ use http::Method;
 use toml::Table;
 
 use super::reader::{Problems, Section};
-use super::{AuthMode, Config, HealthCheckConfig, OriginConfig, RouteConfig, ServerConfig};
+use super::{
+    AuthMode, Config, HealthCheckConfig, IssuerConfig, OriginConfig, RouteConfig, ServerConfig,
+    TokenSource,
+};
 use crate::routing::path_is_ambiguous;
 
 pub(super) fn read(
@@ -30,6 +33,11 @@ pub(super) fn read(
         .into_iter()
         .filter_map(|s| read_origin(s, problems))
         .collect();
+    let issuers: Vec<IssuerConfig> = root
+        .tables(problems, "issuers")
+        .into_iter()
+        .filter_map(|s| super::issuers::read_issuer(s, base, problems))
+        .collect();
     let indexed_routes: Vec<(usize, RouteConfig)> = root
         .tables(problems, "routes")
         .into_iter()
@@ -45,12 +53,14 @@ pub(super) fn read(
         problems.push("routes", "at least one [[routes]] entry is required");
     }
     check_unique("origins", origins.iter().map(|o| o.name.as_str()), problems);
+    check_unique("issuers", issuers.iter().map(|i| i.name.as_str()), problems);
     check_unique(
         "routes",
         indexed_routes.iter().map(|(_, r)| r.name.as_str()),
         problems,
     );
-    check_route_references(&indexed_routes, &origins, problems);
+    let mut indexed_routes = indexed_routes;
+    check_route_references(&mut indexed_routes, &origins, &issuers, problems);
     let routes: Vec<RouteConfig> = indexed_routes.into_iter().map(|(_, r)| r).collect();
 
     let server = server?;
@@ -67,6 +77,7 @@ pub(super) fn read(
         server,
         origins,
         routes,
+        issuers,
     })
 }
 
@@ -106,6 +117,38 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
     let policies_dir = base.join(s.or(problems, "policies_dir", String::from("../policies")));
     let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("../python-plugins")));
+    let max_token_bytes = ranged(&mut s, problems, "max_token_bytes", 8192, 256, 65_536) as usize;
+    let token_cache_entries = ranged(
+        &mut s,
+        problems,
+        "token_cache_entries",
+        10_000,
+        0,
+        10_000_000,
+    ) as usize;
+    let token_cache_bytes =
+        ranged(&mut s, problems, "token_cache_bytes", 16 << 20, 0, 4 << 30) as usize;
+    let reserved_headers = s
+        .or::<Vec<String>>(
+            problems,
+            "reserved_headers",
+            vec!["x-internal-*".to_string(), "x-user-location".to_string()],
+        )
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let lower = h.to_ascii_lowercase();
+            let name = lower.strip_suffix('*').unwrap_or(&lower);
+            if name.is_empty() || http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(
+                    &format!("{}[{i}]", s.key_path("reserved_headers")),
+                    format!("{h:?} is not a header name (a trailing * matches a prefix)"),
+                );
+                return None;
+            }
+            Some(lower)
+        })
+        .collect();
     s.finish(problems);
     Some(ServerConfig {
         listen: listen?,
@@ -114,6 +157,10 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         shutdown_grace_s,
         policies_dir: clean(policies_dir),
         plugins_dir: clean(plugins_dir),
+        max_token_bytes,
+        token_cache_entries,
+        token_cache_bytes,
+        reserved_headers,
     })
 }
 
@@ -234,6 +281,45 @@ fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig
         }
     };
     let policies = s.or::<Vec<String>>(problems, "policies", Vec::new());
+    let issuers = s.or::<Vec<String>>(problems, "issuers", Vec::new());
+    let required_scopes = s.or::<Vec<String>>(problems, "required_scopes", Vec::new());
+    if required_scopes
+        .iter()
+        .any(|sc| sc.is_empty() || sc.contains(' '))
+    {
+        problems.push(
+            &s.key_path("required_scopes"),
+            "scopes are non-empty and contain no spaces",
+        );
+    }
+    let token_from = s
+        .or::<Vec<String>>(problems, "token_from", vec!["header".to_string()])
+        .iter()
+        .enumerate()
+        .filter_map(|(i, source)| {
+            let parsed = match source.split_once(':') {
+                None if source == "header" => Some(TokenSource::Header),
+                Some(("cookie", name)) if valid_token_name(name) => {
+                    Some(TokenSource::Cookie(name.to_string()))
+                }
+                Some(("query", name)) if valid_token_name(name) => {
+                    Some(TokenSource::Query(name.to_string()))
+                }
+                _ => None,
+            };
+            if parsed.is_none() {
+                problems.push(
+                    &format!("{}[{i}]", s.key_path("token_from")),
+                    format!("{source:?} is not \"header\", \"cookie:NAME\" or \"query:NAME\""),
+                );
+            }
+            parsed
+        })
+        .collect::<Vec<_>>();
+    if token_from.is_empty() {
+        problems.push(&s.key_path("token_from"), "needs at least one source");
+    }
+    let forward_authorization = s.or(problems, "forward_authorization", false);
     s.finish(problems);
     Some(RouteConfig {
         name: name?,
@@ -243,16 +329,30 @@ fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig
         origin: origin?,
         auth,
         policies,
+        issuers,
+        required_scopes,
+        token_from,
+        forward_authorization,
     })
+}
+
+fn valid_token_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Cross-references between routes and the rest of the file, plus what this build cannot enforce.
 fn check_route_references(
-    routes: &[(usize, RouteConfig)],
+    routes: &mut [(usize, RouteConfig)],
     origins: &[OriginConfig],
+    issuers: &[IssuerConfig],
     problems: &mut Problems,
 ) {
-    for (n, (index, route)) in routes.iter().enumerate() {
+    for n in 0..routes.len() {
+        let (earlier, rest) = routes.split_at_mut(n);
+        let (index, route) = &mut rest[0];
         let path = format!("routes[{index}]");
         if !origins.iter().any(|o| o.name == route.origin) {
             problems.push(
@@ -260,10 +360,31 @@ fn check_route_references(
                 format!("no origin named {:?}", route.origin),
             );
         }
-        if route.auth != AuthMode::Off {
+        for name in &route.issuers {
+            if !issuers.iter().any(|i| &i.name == name) {
+                problems.push(
+                    &format!("{path}.issuers"),
+                    format!("no issuer named {name:?}"),
+                );
+            }
+        }
+        if route.auth != AuthMode::Off && route.issuers.is_empty() {
+            match issuers {
+                [only] => route.issuers.push(only.name.clone()),
+                [] => problems.push(
+                    &format!("{path}.auth"),
+                    "checking tokens needs at least one [[issuers]] entry (or set auth = \"off\")",
+                ),
+                _ => problems.push(
+                    &format!("{path}.issuers"),
+                    "several issuers are configured: list the ones this route accepts",
+                ),
+            }
+        }
+        if route.auth == AuthMode::Off && !route.required_scopes.is_empty() {
             problems.push(
-                &format!("{path}.auth"),
-                "token verification needs [[issuers]], which this version does not support yet: set auth = \"off\"",
+                &format!("{path}.required_scopes"),
+                "needs auth = \"required\" or \"optional\"",
             );
         }
         if !route.policies.is_empty() {
@@ -272,7 +393,7 @@ fn check_route_references(
                 "policy plugins are not supported by this version yet: leave the list empty",
             );
         }
-        for (_, earlier) in &routes[..n] {
+        for (_, earlier) in earlier.iter() {
             let overlap = match (&earlier.methods, &route.methods) {
                 (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
                 _ => true,
@@ -287,7 +408,7 @@ fn check_route_references(
     }
 }
 
-fn read_name(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
+pub(super) fn read_name(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
     let name: String = s.required(problems, "name")?;
     let valid = !name.is_empty()
         && name.len() <= 64
@@ -303,7 +424,7 @@ fn read_name(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
     Some(name)
 }
 
-fn ranged(
+pub(super) fn ranged(
     s: &mut Section<'_>,
     problems: &mut Problems,
     key: &str,

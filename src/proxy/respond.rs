@@ -13,6 +13,8 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::auth::error::AuthError;
+
 /// Largest unread request body the gateway drains to keep a connection alive after answering early;
 /// anything larger (or of unknown length, or waiting on `Expect: 100-continue`) closes the
 /// connection instead, so a rejected request's body can never be read as a next request.
@@ -35,6 +37,8 @@ pub enum Rejection {
     UpstreamTimeout,
     BadRequest,
     Internal,
+    /// A token problem; the string is the route's required scopes for a 403 challenge.
+    Auth(AuthError, String),
 }
 
 impl Rejection {
@@ -47,6 +51,7 @@ impl Rejection {
             Rejection::UpstreamUnavailable => 502,
             Rejection::NoHealthyUpstream => 503,
             Rejection::UpstreamTimeout => 504,
+            Rejection::Auth(e, _) => e.status(),
         }
     }
 
@@ -62,6 +67,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::BadRequest => "bad_request",
             Rejection::Internal => "internal_error",
+            Rejection::Auth(e, _) => e.reason(),
         }
     }
 
@@ -76,6 +82,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream did not answer in time",
             Rejection::BadRequest => "malformed request",
             Rejection::Internal => "internal error",
+            Rejection::Auth(e, _) => e.description(),
         }
     }
 
@@ -118,8 +125,21 @@ pub async fn write(session: &mut Session, rejection: &Rejection, request_id: &st
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     resp.insert_header("x-request-id", request_id)?;
-    if let Rejection::MethodNotAllowed(allow) = rejection {
-        resp.insert_header(header::ALLOW, allow.as_str())?;
+    match rejection {
+        Rejection::MethodNotAllowed(allow) => {
+            resp.insert_header(header::ALLOW, allow.as_str())?;
+        }
+        Rejection::Auth(e, scopes) => {
+            let scopes: Vec<String> = scopes
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(challenge) = e.challenge(&scopes) {
+                resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+            }
+        }
+        _ => {}
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session

@@ -69,6 +69,15 @@ impl Gateway {
     }
 
     pub async fn start_with(body: &str, server_extra: &str) -> Gateway {
+        Gateway::launch(body, server_extra, true).await
+    }
+
+    /// Start and wait only for the listeners, not for readiness.
+    pub async fn start_unready(body: &str) -> Gateway {
+        Gateway::launch(body, "", false).await
+    }
+
+    async fn launch(body: &str, server_extra: &str, until_ready: bool) -> Gateway {
         // Ports are picked by the kernel, released, then handed to the gateway; if another process
         // takes one in between, the gateway exits at once and we try again with new ports.
         for _ in 0..5 {
@@ -97,7 +106,7 @@ impl Gateway {
                 _dir: dir,
                 stderr_path,
             };
-            if gw.wait_ready(Duration::from_secs(20)).await {
+            if gw.wait_ready(Duration::from_secs(20), until_ready).await {
                 return gw;
             }
         }
@@ -105,7 +114,7 @@ impl Gateway {
     }
 
     /// Ready when both listeners accept and the admin readiness endpoint says so.
-    async fn wait_ready(&mut self, timeout: Duration) -> bool {
+    async fn wait_ready(&mut self, timeout: Duration, until_ready: bool) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -114,7 +123,7 @@ impl Gateway {
             }
             if TcpStream::connect(self.addr).await.is_ok()
                 && let Ok(resp) = get(self.admin, "/readyz").await
-                && resp.status == 200
+                && (resp.status == 200 || !until_ready)
             {
                 return true;
             }
@@ -168,7 +177,11 @@ impl Response {
     /// For echo-origin answers: the request headers the origin received, name → values.
     pub fn origin_saw(&self) -> HashMap<String, Vec<String>> {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
-        for pair in self.json()["headers"].as_array().expect("headers array") {
+        let json = self.json();
+        let headers = json["headers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not an echo answer: {json}"));
+        for pair in headers {
             let k = pair[0].as_str().expect("name").to_string();
             let v = pair[1].as_str().expect("value").to_string();
             map.entry(k).or_default().push(v);

@@ -169,7 +169,7 @@ auth = "off"
 }
 
 #[test]
-fn features_this_version_cannot_enforce_are_refused_not_ignored() {
+fn auth_without_issuers_and_policies_are_refused_not_ignored() {
     let text = VALID.replace(
         "auth = \"off\"",
         "auth = \"required\"\npolicies = [\"geo\"]",
@@ -177,7 +177,7 @@ fn features_this_version_cannot_enforce_are_refused_not_ignored() {
     let (code, stderr, _) = check(&text);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("routes[0].auth: token verification needs [[issuers]]"),
+        stderr.contains("routes[0].auth: checking tokens needs at least one [[issuers]] entry"),
         "{stderr}"
     );
     assert!(

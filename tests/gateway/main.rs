@@ -1,9 +1,13 @@
 //! End-to-end tests: the real `edgewarden` binary in front of real origins on loopback.
 
+mod attacks;
+mod auth;
 mod common;
 mod config_errors;
 mod framing;
 mod hygiene;
+mod jwks;
 mod routing;
 mod shutdown;
+mod tokens;
 mod upstreams;

@@ -1,0 +1,94 @@
+//! Why a token was refused: one closed set of reasons, each with its HTTP status, its RFC 6750
+//! `WWW-Authenticate` challenge and its metric label.
+
+/// A token (or its absence) that does not let the request through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    MissingToken,
+    TokenTooLarge,
+    /// The text is a short, fixed description; never token content.
+    Malformed(&'static str),
+    AlgNotAllowed,
+    UnknownKid,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+    InvalidClaim(&'static str),
+    InsufficientScope,
+    /// The issuer has no usable keys (never loaded, or stale past `max_stale_s`).
+    KeysUnavailable,
+}
+
+impl AuthError {
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::InsufficientScope => 403,
+            AuthError::KeysUnavailable => 503,
+            _ => 401,
+        }
+    }
+
+    /// Metric label and JSON `error` detail.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::TokenTooLarge => "token_too_large",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::AlgNotAllowed => "alg_not_allowed",
+            AuthError::UnknownKid => "unknown_kid",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::MissingClaim => "missing_claim",
+            AuthError::InvalidClaim(_) => "invalid_claim",
+            AuthError::InsufficientScope => "insufficient_scope",
+            AuthError::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// Short text for `error_description`; fixed strings only, never echoing token content.
+    pub fn description(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "bearer token required",
+            AuthError::TokenTooLarge => "token too large",
+            AuthError::Malformed(what) => what,
+            AuthError::AlgNotAllowed => "algorithm not allowed",
+            AuthError::UnknownKid => "unknown signing key",
+            AuthError::BadSignature => "signature does not verify",
+            AuthError::Expired => "token expired",
+            AuthError::NotYetValid => "token not yet valid",
+            AuthError::IssuedInFuture => "token issued in the future",
+            AuthError::WrongIssuer => "issuer not accepted",
+            AuthError::WrongAudience => "audience not accepted",
+            AuthError::MissingClaim => "required claim missing",
+            AuthError::InvalidClaim(what) => what,
+            AuthError::InsufficientScope => "token lacks a required scope",
+            AuthError::KeysUnavailable => "signing keys unavailable",
+        }
+    }
+
+    /// The `WWW-Authenticate` value (RFC 6750 §3): no error attribute when no token was sent.
+    pub fn challenge(&self, scopes: &[String]) -> Option<String> {
+        const REALM: &str = "Bearer realm=\"edgewarden\"";
+        match self {
+            AuthError::MissingToken => Some(REALM.to_string()),
+            AuthError::KeysUnavailable => None,
+            AuthError::InsufficientScope => Some(format!(
+                "{REALM}, error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
+                self.description(),
+                scopes.join(" ")
+            )),
+            _ => Some(format!(
+                "{REALM}, error=\"invalid_token\", error_description=\"{}\"",
+                self.description()
+            )),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! An issuer's current keys: loaded once from a file or PEM, or fetched from a JWKS URL and kept
+//! fresh in the background.
+//!
+//! Readers never wait: the key set is swapped atomically. The request path fetches only in one
+//! case, a token whose `kid` is not in the set, and then at most once per `unknown_kid_cooldown_s`
+//! across all requests (single flight: concurrent requests for the same new kid share one fetch);
+//! kids that were still unknown after a fetch are remembered until the next successful refresh.
+//! A failed or empty fetch never replaces good keys; they are served until `max_stale_s` past their
+//! refresh time, after which the issuer fails closed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::Mutex;
+
+use super::keys::KeySet;
+use crate::config::{IssuerConfig, KeySource};
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 512 * 1024;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bounds for a `Cache-Control: max-age` hint.
+const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// Wait before retrying a failed fetch (capped by the refresh interval).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+const MAX_NEGATIVE_KIDS: usize = 4096;
+
+/// A loaded key set and until when it may be used.
+struct Loaded {
+    keys: Arc<KeySet>,
+    /// `None`: never expires (file and PEM keys).
+    usable_until: Option<Instant>,
+}
+
+pub struct IssuerKeys {
+    name: String,
+    url: Option<String>,
+    refresh_interval: Duration,
+    max_stale: Duration,
+    cooldown: Duration,
+    current: ArcSwap<Option<Loaded>>,
+    generation: AtomicU64,
+    client: Option<reqwest::Client>,
+    on_demand: Mutex<OnDemand>,
+    fetches: AtomicU64,
+}
+
+#[derive(Default)]
+struct OnDemand {
+    last_fetch: Option<Instant>,
+    unknown: HashSet<String>,
+}
+
+impl IssuerKeys {
+    /// File and PEM keys load now (an error here is a configuration error); URL keys start empty.
+    pub fn new(config: &IssuerConfig) -> Result<Arc<IssuerKeys>, String> {
+        let (url, loaded) = match &config.keys {
+            KeySource::JwksUrl(url) => (Some(url.clone()), None),
+            KeySource::JwksFile(path) => {
+                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let keys =
+                    KeySet::from_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                (None, Some(keys))
+            }
+            KeySource::PublicKeyPem(pem) => (None, Some(KeySet::from_pem(pem)?)),
+        };
+        let client = match &url {
+            None => None,
+            Some(_) => Some(
+                reqwest::Client::builder()
+                    .timeout(FETCH_TIMEOUT)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("HTTP client: {e}"))?,
+            ),
+        };
+        let current = loaded.map(|keys| Loaded {
+            keys: Arc::new(keys),
+            usable_until: None,
+        });
+        Ok(Arc::new(IssuerKeys {
+            name: config.name.clone(),
+            url,
+            refresh_interval: Duration::from_secs(config.refresh_interval_s),
+            max_stale: Duration::from_secs(config.max_stale_s),
+            cooldown: Duration::from_secs(config.unknown_kid_cooldown_s),
+            current: ArcSwap::from_pointee(current),
+            generation: AtomicU64::new(1),
+            client,
+            on_demand: Mutex::new(OnDemand::default()),
+            fetches: AtomicU64::new(0),
+        }))
+    }
+
+    /// The usable keys, or `None` when none were ever loaded or they went stale.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        let guard = self.current.load();
+        let loaded = guard.as_ref().as_ref()?;
+        match loaded.usable_until {
+            Some(until) if Instant::now() > until => None,
+            _ => Some(loaded.keys.clone()),
+        }
+    }
+
+    /// Changes whenever the key set is replaced; cached verifications from an older one are dropped.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of JWKS fetches made so far.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn has_kid(&self, kid: &str) -> bool {
+        self.current().is_some_and(|keys| keys.has_kid(kid))
+    }
+
+    /// Fetch the JWKS once; on success swap it in and return when to refresh next.
+    pub async fn refresh(&self) -> Result<Duration, String> {
+        let next = self.fetch_and_swap().await?;
+        self.on_demand.lock().await.unknown.clear();
+        Ok(next)
+    }
+
+    async fn fetch_and_swap(&self) -> Result<Duration, String> {
+        let (Some(url), Some(client)) = (&self.url, &self.client) else {
+            return Ok(self.refresh_interval);
+        };
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let mut response = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("fetch: {e}"))?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(format!("fetch: HTTP {}", response.status()));
+        }
+        let max_age = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_max_age);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("read: {e}"))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let keys = KeySet::from_jwks(&body)?;
+        let next = match max_age {
+            Some(age) => age.clamp(
+                MIN_REFRESH.min(self.refresh_interval),
+                self.refresh_interval,
+            ),
+            None => self.refresh_interval,
+        };
+        let count = keys.len();
+        self.current.store(Arc::new(Some(Loaded {
+            keys: Arc::new(keys),
+            usable_until: Some(Instant::now() + next + self.max_stale),
+        })));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(issuer = %self.name, keys = count, "JWKS loaded");
+        Ok(next)
+    }
+
+    /// Called for a token whose `kid` is not in the current set. Returns whether it is known now.
+    pub async fn refetch_for_kid(&self, kid: &str) -> bool {
+        if self.url.is_none() {
+            return false;
+        }
+        let mut state = self.on_demand.lock().await;
+        if self.has_kid(kid) {
+            return true;
+        }
+        let recent = state
+            .last_fetch
+            .is_some_and(|t| t.elapsed() < self.cooldown);
+        if recent || state.unknown.contains(kid) {
+            return false;
+        }
+        state.last_fetch = Some(Instant::now());
+        // The lock stays held during the fetch: concurrent requests for this kid wait for it
+        // instead of fetching again.
+        match self.fetch_and_swap().await {
+            Ok(_) => state.unknown.clear(),
+            Err(e) => {
+                tracing::warn!(issuer = %self.name, error = %e, "JWKS fetch for an unknown kid failed")
+            }
+        }
+        let known = self.has_kid(kid);
+        if !known {
+            if state.unknown.len() >= MAX_NEGATIVE_KIDS {
+                state.unknown.clear();
+            }
+            state.unknown.insert(kid.to_string());
+        }
+        known
+    }
+}
+
+/// Keeps one URL issuer's keys fresh until shutdown.
+pub struct Refresher(pub Arc<IssuerKeys>);
+
+#[async_trait]
+impl BackgroundService for Refresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let keys = &self.0;
+        loop {
+            let wait = match keys.refresh().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(issuer = %keys.name, error = %e, "JWKS refresh failed; keeping the last good keys");
+                    RETRY_AFTER_FAILURE.min(keys.refresh_interval)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn parse_max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|directive| {
+        let (name, value) = directive.trim().split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("max-age") {
+            return None;
+        }
+        value
+            .trim()
+            .trim_matches('"')
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            parse_max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_max_age("Max-Age=\"60\""),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_max_age("no-cache"), None);
+        assert_eq!(parse_max_age("max-age=soon"), None);
+    }
+}

@@ -1,0 +1,299 @@
+//! Verification keys: parsing a JWKS document or a PEM public key into the keys an issuer may use.
+//!
+//! Only asymmetric signing keys are kept: RSA of 2048 bits or more with an odd exponent above 1,
+//! EC P-256 / P-384, and Ed25519. Keys marked for another use, of unknown type, or sharing a `kid`
+//! with another key (ambiguous) are left out; a document with no usable key is an error, so it can
+//! never replace a good set.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+const MIN_RSA_BITS: usize = 2048;
+const MAX_KEYS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl KeyKind {
+    /// Which algorithms a key of this type can verify; the token's `alg` alone never decides.
+    fn verifies(self, alg: Algorithm) -> bool {
+        use Algorithm::*;
+        match self {
+            KeyKind::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+            KeyKind::P256 => alg == ES256,
+            KeyKind::P384 => alg == ES384,
+            KeyKind::Ed25519 => alg == EdDSA,
+        }
+    }
+}
+
+pub struct Key {
+    pub kid: Option<String>,
+    pub kind: KeyKind,
+    /// The JWK's own `alg`, when it pins one.
+    pub alg: Option<Algorithm>,
+    pub decoding: DecodingKey,
+}
+
+impl Key {
+    pub fn verifies(&self, alg: Algorithm) -> bool {
+        self.kind.verifies(alg) && self.alg.is_none_or(|pinned| pinned == alg)
+    }
+}
+
+#[derive(Default)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key for this `kid` and algorithm. Failing an exact `kid` match (or without a `kid`),
+    /// a key that has no `kid` of its own is used when it is the only one able to verify `alg`.
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&Key> {
+        if let Some(kid) = kid
+            && let Some(key) = self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid) && k.verifies(alg))
+        {
+            return Some(key);
+        }
+        let mut usable = self
+            .keys
+            .iter()
+            .filter(|k| k.verifies(alg) && (kid.is_none() || k.kid.is_none()));
+        match (usable.next(), usable.next()) {
+            (Some(key), None) => Some(key),
+            _ => None,
+        }
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
+    /// Parse a JWKS document (`{"keys": [...]}`).
+    pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, String> {
+        let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let Some(list) = doc.get("keys").and_then(Value::as_array) else {
+            return Err("no \"keys\" array".to_string());
+        };
+        let mut keys: Vec<Key> = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, jwk) in list.iter().take(MAX_KEYS).enumerate() {
+            match parse_jwk(jwk) {
+                Ok(key) => keys.push(key),
+                Err(why) => skipped.push(format!("keys[{i}]: {why}")),
+            }
+        }
+        // A kid shared by several keys is ambiguous: use none of them.
+        let duplicated: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.kid.clone())
+            .filter(|kid| {
+                keys.iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .count()
+                    > 1
+            })
+            .collect();
+        if !duplicated.is_empty() {
+            keys.retain(|k| k.kid.as_ref().is_none_or(|kid| !duplicated.contains(kid)));
+            skipped.push(format!("duplicate kid {:?} dropped", duplicated));
+        }
+        for why in &skipped {
+            tracing::warn!(reason = %why, "JWKS key not used");
+        }
+        if keys.is_empty() {
+            return Err(format!("no usable key ({})", skipped.join("; ")));
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// Parse one PEM public key (RSA, EC P-256/P-384 or Ed25519); it matches tokens with any `kid`.
+    pub fn from_pem(pem: &str) -> Result<KeySet, String> {
+        let bytes = pem.as_bytes();
+        let key = if let Ok(decoding) = DecodingKey::from_rsa_pem(bytes) {
+            let der = match decoding.kind() {
+                jsonwebtoken::DecodingKeyKind::SecretOrDer(der) => der.clone(),
+                jsonwebtoken::DecodingKeyKind::RsaModulusExponent { .. } => {
+                    return Err("unexpected RSA key form".into());
+                }
+            };
+            let (n, e) = (super::crypto::RING_PROVIDER
+                .key_utils
+                .rsa_pub_components_from_public_key)(&der)
+            .map_err(|e| format!("RSA key: {e}"))?;
+            rsa_key(None, None, &n, &e)?
+        } else if let Ok(decoding) = DecodingKey::from_ec_pem(bytes) {
+            let kind = match decoding.kind() {
+                jsonwebtoken::DecodingKeyKind::SecretOrDer(point) if point.len() == 65 => {
+                    KeyKind::P256
+                }
+                jsonwebtoken::DecodingKeyKind::SecretOrDer(point) if point.len() == 97 => {
+                    KeyKind::P384
+                }
+                _ => return Err("EC key must be P-256 or P-384".into()),
+            };
+            Key {
+                kid: None,
+                kind,
+                alg: None,
+                decoding,
+            }
+        } else if let Ok(decoding) = DecodingKey::from_ed_pem(bytes) {
+            Key {
+                kid: None,
+                kind: KeyKind::Ed25519,
+                alg: None,
+                decoding,
+            }
+        } else {
+            return Err("not a PEM RSA, EC or Ed25519 public key".into());
+        };
+        Ok(KeySet { keys: vec![key] })
+    }
+}
+
+fn b64_field(jwk: &Value, name: &str) -> Result<Vec<u8>, String> {
+    let text = jwk
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing {name}"))?;
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| format!("{name} is not base64url"))
+}
+
+fn parse_jwk(jwk: &Value) -> Result<Key, String> {
+    let str_field = |name: &str| jwk.get(name).and_then(Value::as_str);
+    if let Some(usage) = jwk.get("use")
+        && usage.as_str() != Some("sig")
+    {
+        return Err("use is not \"sig\"".into());
+    }
+    if let Some(ops) = jwk.get("key_ops")
+        && !ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")))
+    {
+        return Err("key_ops does not allow verify".into());
+    }
+    let kid = match jwk.get("kid") {
+        None => None,
+        Some(Value::String(kid)) if !kid.is_empty() => Some(kid.clone()),
+        Some(_) => return Err("kid is not a non-empty string".into()),
+    };
+    let alg = match str_field("alg") {
+        None => None,
+        Some(name) => Some(
+            algorithm_from_name(name).ok_or_else(|| format!("alg {name:?} is not supported"))?,
+        ),
+    };
+    let key = match str_field("kty") {
+        Some("RSA") => rsa_key(kid, alg, &b64_field(jwk, "n")?, &b64_field(jwk, "e")?)?,
+        Some("EC") => {
+            let (kind, len) = match str_field("crv") {
+                Some("P-256") => (KeyKind::P256, 32),
+                Some("P-384") => (KeyKind::P384, 48),
+                other => return Err(format!("EC curve {other:?} is not supported")),
+            };
+            let (x, y) = (b64_field(jwk, "x")?, b64_field(jwk, "y")?);
+            if x.len() != len || y.len() != len {
+                return Err("EC coordinates have the wrong length".into());
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(4);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            Key {
+                kid,
+                kind,
+                alg,
+                decoding: DecodingKey::from_ec_der(&point),
+            }
+        }
+        Some("OKP") => {
+            if str_field("crv") != Some("Ed25519") {
+                return Err("OKP curve must be Ed25519".into());
+            }
+            let x = b64_field(jwk, "x")?;
+            if x.len() != 32 {
+                return Err("Ed25519 key must be 32 bytes".into());
+            }
+            Key {
+                kid,
+                kind: KeyKind::Ed25519,
+                alg,
+                decoding: DecodingKey::from_ed_der(&x),
+            }
+        }
+        other => return Err(format!("kty {other:?} is not a supported signing key type")),
+    };
+    if let Some(alg) = key.alg
+        && !key.kind.verifies(alg)
+    {
+        return Err("alg does not match the key type".into());
+    }
+    Ok(key)
+}
+
+fn rsa_key(kid: Option<String>, alg: Option<Algorithm>, n: &[u8], e: &[u8]) -> Result<Key, String> {
+    let n = strip_leading_zeros(n);
+    let e = strip_leading_zeros(e);
+    let bits = n.first().map_or(0, |top| {
+        (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
+    });
+    if bits < MIN_RSA_BITS {
+        return Err(format!("RSA key of {bits} bits is under {MIN_RSA_BITS}"));
+    }
+    let exponent_ok = e.len() <= 4 && e.last().is_some_and(|b| b & 1 == 1) && e != [1];
+    if !exponent_ok {
+        return Err("RSA exponent must be odd, above 1 and at most 32 bits".into());
+    }
+    Ok(Key {
+        kid,
+        kind: KeyKind::Rsa,
+        alg,
+        decoding: DecodingKey::from_rsa_raw_components(n, e),
+    })
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+/// Asymmetric algorithms the gateway verifies, by their JOSE names. `none` and HS* are absent on
+/// purpose: they are never accepted, whatever a token says.
+pub const ALGORITHMS: [(&str, Algorithm); 9] = [
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// Exact, case-sensitive lookup of a supported algorithm name.
+pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
+    ALGORITHMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+}

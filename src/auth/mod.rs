@@ -1,0 +1,121 @@
+//! Bearer-token authentication in native code: token extraction, strict JWS parsing, keys and
+//! JWKS refresh, verification (ring through jsonwebtoken), the verified-token cache, scopes, and
+//! the identity headers only the gateway may set.
+
+pub mod cache;
+pub mod crypto;
+pub mod error;
+pub mod identity;
+pub mod jwks;
+pub mod jws;
+pub mod keys;
+pub mod verify;
+
+use std::sync::Arc;
+
+use pingora::services::background::background_service;
+
+use crate::config::{AuthMode, Config, TokenSource};
+use crate::origins::BackgroundServices;
+use identity::ReservedHeaders;
+use jwks::{IssuerKeys, Refresher};
+use verify::{Issuer, Verifier};
+
+/// A route's authentication settings, resolved against the issuer list.
+pub struct RouteAuth {
+    pub mode: AuthMode,
+    /// Indexes into the verifier's issuers.
+    pub issuers: Vec<usize>,
+    pub scopes: Vec<String>,
+    pub token_from: Vec<TokenSource>,
+    pub forward_authorization: bool,
+}
+
+/// Everything authentication needs for one configuration.
+pub struct Auth {
+    pub verifier: Verifier,
+    pub reserved: ReservedHeaders,
+    /// Indexed like the configuration's routes.
+    pub routes: Vec<RouteAuth>,
+}
+
+impl Auth {
+    /// Build issuers (file and PEM keys load now) and the JWKS refreshers to run in the background.
+    pub fn build(config: &Config) -> Result<(Auth, BackgroundServices), String> {
+        crypto::install();
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        let mut services: BackgroundServices = Vec::new();
+        for (i, issuer) in config.issuers.iter().enumerate() {
+            let keys = IssuerKeys::new(issuer)
+                .map_err(|e| format!("issuers[{i}] ({}): {e}", issuer.name))?;
+            if matches!(issuer.keys, crate::config::KeySource::JwksUrl(_)) {
+                services.push(Box::new(background_service(
+                    &format!("jwks {}", issuer.name),
+                    Refresher(keys.clone()),
+                )));
+            }
+            issuers.push(Issuer {
+                config: issuer.clone(),
+                keys,
+            });
+        }
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteAuth {
+                mode: r.auth,
+                issuers: r
+                    .issuers
+                    .iter()
+                    .filter_map(|name| config.issuers.iter().position(|i| &i.name == name))
+                    .collect(),
+                scopes: r.required_scopes.clone(),
+                token_from: r.token_from.clone(),
+                forward_authorization: r.forward_authorization,
+            })
+            .collect();
+        let targets: Vec<String> = config
+            .issuers
+            .iter()
+            .flat_map(|i| i.claims_to_headers.iter().map(|(_, h)| h.clone()))
+            .collect();
+        let reserved =
+            ReservedHeaders::new(config.server.reserved_headers.iter().chain(targets.iter()));
+        let cache = cache::TokenCache::new(
+            config.server.token_cache_entries,
+            config.server.token_cache_bytes,
+        );
+        let verifier = Verifier::new(issuers, cache, config.server.max_token_bytes);
+        Ok((
+            Auth {
+                verifier,
+                reserved,
+                routes,
+            },
+            services,
+        ))
+    }
+
+    /// Issuers some route relies on that have no usable keys, for readiness.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for (i, issuer) in self.verifier.issuers.iter().enumerate() {
+            let used = self
+                .routes
+                .iter()
+                .any(|r| r.mode != AuthMode::Off && r.issuers.contains(&i));
+            if used && issuer.keys.current().is_none() {
+                missing.push(format!("issuer {}: no usable keys", issuer.config.name));
+            }
+        }
+        missing
+    }
+
+    pub fn issuer_keys(&self, name: &str) -> Option<Arc<IssuerKeys>> {
+        self.verifier
+            .issuers
+            .iter()
+            .find(|i| i.config.name == name)
+            .map(|i| i.keys.clone())
+    }
+}

@@ -1,0 +1,297 @@
+//! The verification pipeline for one bearer token, cheapest check first:
+//! size → structure (segments, base64url, duplicate-free JSON, `crit`) → cache → algorithm allowed
+//! → claim types, issuer, time window, audience, required claims → key by `kid` (bounded refetch)
+//! → signature and JWT semantics through jsonwebtoken with every `Validation` field set.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use super::cache::{TokenCache, Verified};
+use super::error::AuthError;
+use super::jwks::IssuerKeys;
+use super::jws;
+use crate::config::IssuerConfig;
+
+/// One configured issuer at run time.
+pub struct Issuer {
+    pub config: IssuerConfig,
+    pub keys: Arc<IssuerKeys>,
+}
+
+/// A verified token.
+#[derive(Clone)]
+pub struct Identity {
+    pub issuer: usize,
+    pub claims: Arc<Map<String, Value>>,
+}
+
+pub struct Verifier {
+    pub issuers: Vec<Issuer>,
+    cache: Option<TokenCache>,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    pub fn new(
+        issuers: Vec<Issuer>,
+        cache: Option<TokenCache>,
+        max_token_bytes: usize,
+    ) -> Verifier {
+        Verifier {
+            issuers,
+            cache,
+            max_token_bytes,
+        }
+    }
+
+    /// Verify `token` for a route that accepts the issuers at `allowed` (indexes into `issuers`).
+    pub async fn verify(&self, token: &str, allowed: &[usize]) -> Result<Identity, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TokenTooLarge);
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(cache) = &self.cache
+            && let Some(hit) = cache.get(token, now, |i| {
+                self.issuers.get(i).map_or(0, |x| x.keys.generation())
+            })
+        {
+            if !allowed.contains(&hit.issuer) {
+                return Err(AuthError::WrongIssuer);
+            }
+            return Ok(Identity {
+                issuer: hit.issuer,
+                claims: hit.claims.clone(),
+            });
+        }
+
+        let parsed = jws::parse(token)?;
+        let alg = parse_alg(&parsed.alg)
+            .filter(|alg| {
+                allowed.iter().any(|&i| {
+                    self.issuers
+                        .get(i)
+                        .is_some_and(|x| x.config.algorithms.contains(alg))
+                })
+            })
+            .ok_or(AuthError::AlgNotAllowed)?;
+        let claims = &parsed.claims;
+        let iss = match claims.get("iss") {
+            Some(Value::String(iss)) => iss,
+            Some(_) => return Err(AuthError::InvalidClaim("iss must be a string")),
+            None => return Err(AuthError::WrongIssuer),
+        };
+        let index = *allowed
+            .iter()
+            .find(|&&i| self.issuers.get(i).is_some_and(|x| &x.config.issuer == iss))
+            .ok_or(AuthError::WrongIssuer)?;
+        let issuer = &self.issuers[index];
+        if !issuer.config.algorithms.contains(&alg) {
+            return Err(AuthError::AlgNotAllowed);
+        }
+        let exp = check_time_window(claims, now, issuer.config.leeway_s)?;
+        check_audience(claims, &issuer.config.audiences)?;
+        for name in &issuer.config.required_claims {
+            if claims.get(name).is_none_or(Value::is_null) {
+                return Err(AuthError::MissingClaim);
+            }
+        }
+        if let Some(sub) = claims.get("sub")
+            && !sub.is_string()
+        {
+            return Err(AuthError::InvalidClaim("sub must be a string"));
+        }
+
+        let keys = match issuer.keys.current() {
+            Some(keys) => keys,
+            None => return Err(AuthError::KeysUnavailable),
+        };
+        let kid = parsed.kid.as_deref();
+        let keys = match (keys.find(kid, alg).is_some(), kid) {
+            (true, _) => keys,
+            (false, Some(kid)) if !keys.has_kid(kid) && issuer.keys.refetch_for_kid(kid).await => {
+                issuer.keys.current().ok_or(AuthError::KeysUnavailable)?
+            }
+            (false, Some(kid)) if keys.has_kid(kid) => return Err(AuthError::AlgNotAllowed),
+            _ => return Err(AuthError::UnknownKid),
+        };
+        let key = keys.find(kid, alg).ok_or(AuthError::UnknownKid)?;
+        let generation = issuer.keys.generation();
+
+        let validation = validation(&issuer.config, alg);
+        jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
+            .map_err(|e| map_error(e.kind()))?;
+
+        let claims = Arc::new(parsed.claims);
+        if let Some(cache) = &self.cache {
+            cache.insert(
+                token,
+                Verified {
+                    issuer: index,
+                    claims: claims.clone(),
+                    exp,
+                    generation,
+                    size: token.len() as u64 * 2,
+                },
+            );
+        }
+        Ok(Identity {
+            issuer: index,
+            claims,
+        })
+    }
+}
+
+/// Every field set on purpose: the algorithm comes from configuration and key type, never from the
+/// token alone.
+fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.algorithms = vec![alg];
+    v.leeway = config.leeway_s;
+    v.reject_tokens_expiring_in_less_than = 0;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = true;
+    v.set_audience(&config.audiences);
+    v.set_issuer(&[config.issuer.as_str()]);
+    v.sub = None;
+    v.required_spec_claims =
+        HashSet::from(["exp".to_string(), "iss".to_string(), "aud".to_string()]);
+    v
+}
+
+fn map_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::AlgNotAllowed,
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => AuthError::Malformed("token does not decode"),
+        _ => AuthError::BadSignature,
+    }
+}
+
+fn parse_alg(name: &str) -> Option<Algorithm> {
+    super::keys::algorithm_from_name(name)
+}
+
+fn numeric(
+    claims: &Map<String, Value>,
+    name: &'static str,
+    what: &'static str,
+) -> Result<Option<f64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(AuthError::InvalidClaim(what)),
+        Some(_) => Err(AuthError::InvalidClaim(what)),
+    }
+}
+
+/// `exp` (required), `nbf`, `iat` as numbers, checked against `now` with `leeway`. Returns `exp`.
+fn check_time_window(claims: &Map<String, Value>, now: u64, leeway: u64) -> Result<u64, AuthError> {
+    let now = now as f64;
+    let leeway = leeway as f64;
+    let exp = numeric(claims, "exp", "exp must be a number")?.ok_or(AuthError::MissingClaim)?;
+    if exp + leeway < now {
+        return Err(AuthError::Expired);
+    }
+    if let Some(nbf) = numeric(claims, "nbf", "nbf must be a number")?
+        && nbf - leeway > now
+    {
+        return Err(AuthError::NotYetValid);
+    }
+    if let Some(iat) = numeric(claims, "iat", "iat must be a number")?
+        && iat - leeway > now
+    {
+        return Err(AuthError::IssuedInFuture);
+    }
+    Ok(if exp <= 0.0 { 0 } else { exp as u64 })
+}
+
+/// `aud` is a string or an array of strings containing one of `accepted`.
+fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<(), AuthError> {
+    let matches = |s: &str| accepted.iter().any(|a| a == s);
+    match claims.get("aud") {
+        None => Err(AuthError::MissingClaim),
+        Some(Value::String(aud)) if matches(aud) => Ok(()),
+        Some(Value::String(_)) => Err(AuthError::WrongAudience),
+        Some(Value::Array(list)) => {
+            if list.iter().any(|v| !v.is_string()) {
+                return Err(AuthError::InvalidClaim("aud must be strings"));
+            }
+            if list.iter().filter_map(Value::as_str).any(matches) {
+                Ok(())
+            } else {
+                Err(AuthError::WrongAudience)
+            }
+        }
+        Some(_) => Err(AuthError::InvalidClaim(
+            "aud must be a string or an array of strings",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn time_window_honours_leeway_to_the_second() {
+        let now = 1_000_000;
+        let ok = |c: Value| check_time_window(&claims(c), now, 30);
+        assert!(ok(json!({"exp": now - 29})).is_ok());
+        assert!(ok(json!({"exp": now - 30})).is_ok());
+        assert_eq!(ok(json!({"exp": now - 31})), Err(AuthError::Expired));
+        assert!(ok(json!({"exp": now + 60, "nbf": now + 30})).is_ok());
+        assert_eq!(
+            ok(json!({"exp": now + 60, "nbf": now + 31})),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(ok(json!({"exp": now + 60, "iat": now + 30})).is_ok());
+        assert_eq!(
+            ok(json!({"exp": now + 60, "iat": now + 31})),
+            Err(AuthError::IssuedInFuture)
+        );
+        assert_eq!(ok(json!({"nbf": now})), Err(AuthError::MissingClaim));
+        assert!(matches!(
+            ok(json!({"exp": "tomorrow"})),
+            Err(AuthError::InvalidClaim(_))
+        ));
+        assert!(matches!(
+            ok(json!({"exp": now + 60, "iat": true})),
+            Err(AuthError::InvalidClaim(_))
+        ));
+    }
+
+    #[test]
+    fn audience_is_a_string_or_array_of_strings() {
+        let accepted = vec!["api".to_string()];
+        let check = |c: Value| check_audience(&claims(c), &accepted);
+        assert!(check(json!({"aud": "api"})).is_ok());
+        assert!(check(json!({"aud": ["web", "api"]})).is_ok());
+        assert_eq!(check(json!({"aud": "web"})), Err(AuthError::WrongAudience));
+        assert_eq!(check(json!({"aud": []})), Err(AuthError::WrongAudience));
+        assert_eq!(check(json!({})), Err(AuthError::MissingClaim));
+        assert!(matches!(
+            check(json!({"aud": ["api", 1]})),
+            Err(AuthError::InvalidClaim(_))
+        ));
+        assert!(matches!(
+            check(json!({"aud": {"x": "api"}})),
+            Err(AuthError::InvalidClaim(_))
+        ));
+    }
+}

@@ -1,0 +1,143 @@
+//! `[[issuers]]`: who may sign tokens, with which algorithms and keys, and what their claims become.
+
+use std::path::Path;
+
+use super::reader::{Problems, Section};
+use super::{IssuerConfig, KeySource};
+use crate::auth::keys::{ALGORITHMS, algorithm_from_name};
+
+pub(super) fn read_issuer(
+    mut s: Section<'_>,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<IssuerConfig> {
+    let name = super::validate::read_name(&mut s, problems);
+    let issuer: Option<String> = s.required(problems, "issuer");
+    if issuer.as_deref() == Some("") {
+        problems.push(&s.key_path("issuer"), "must not be empty");
+    }
+    let audiences: Option<Vec<String>> = s.required(problems, "audiences");
+    if audiences
+        .as_ref()
+        .is_some_and(|a| a.is_empty() || a.iter().any(String::is_empty))
+    {
+        problems.push(
+            &s.key_path("audiences"),
+            "needs at least one non-empty audience",
+        );
+    }
+    let algorithms = s
+        .required::<Vec<String>>(problems, "algorithms")
+        .map(|names| {
+            if names.is_empty() {
+                problems.push(&s.key_path("algorithms"), "needs at least one algorithm");
+            }
+            let mut algs = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                match algorithm_from_name(name) {
+                    Some(alg) => algs.push(alg),
+                    None => problems.push(
+                        &format!("{}[{i}]", s.key_path("algorithms")),
+                        format!(
+                            "{name:?} is not supported; use one of {}",
+                            ALGORITHMS.map(|(n, _)| n).join(", ")
+                        ),
+                    ),
+                }
+            }
+            algs
+        });
+
+    let url: Option<String> = s.optional(problems, "jwks_url");
+    let file: Option<String> = s.optional(problems, "jwks_file");
+    let pem: Option<String> = s.optional(problems, "public_key_pem");
+    let keys = match (url, file, pem) {
+        (Some(url), None, None) => {
+            if let Err(message) = check_jwks_url(&url) {
+                problems.push(&s.key_path("jwks_url"), message);
+            }
+            Some(KeySource::JwksUrl(url))
+        }
+        (None, Some(file), None) => Some(KeySource::JwksFile(base.join(file))),
+        (None, None, Some(pem)) => Some(KeySource::PublicKeyPem(pem)),
+        (None, None, None) => {
+            problems.push(
+                &s.key_path("jwks_url"),
+                "one of jwks_url, jwks_file or public_key_pem is required",
+            );
+            None
+        }
+        _ => {
+            problems.push(
+                &s.key_path("jwks_url"),
+                "give only one of jwks_url, jwks_file and public_key_pem",
+            );
+            None
+        }
+    };
+    let refresh_interval_s =
+        super::validate::ranged(&mut s, problems, "refresh_interval_s", 300, 1, 86_400);
+    let max_stale_s =
+        super::validate::ranged(&mut s, problems, "max_stale_s", 86_400, 0, 30 * 86_400);
+    let unknown_kid_cooldown_s =
+        super::validate::ranged(&mut s, problems, "unknown_kid_cooldown_s", 30, 1, 3600);
+    let leeway_s = super::validate::ranged(&mut s, problems, "leeway_s", 30, 0, 600);
+    let required_claims = s.or::<Vec<String>>(problems, "required_claims", vec!["sub".to_string()]);
+    let claims_to_headers = s
+        .optional::<toml::Table>(problems, "claims_to_headers")
+        .map(|table| {
+            let mut pairs = Vec::new();
+            for (claim, header) in table {
+                let path = format!("{}.{claim:?}", s.key_path("claims_to_headers"));
+                let Some(header) = header.as_str() else {
+                    problems.push(&path, "expected a header name (string)");
+                    continue;
+                };
+                let lower = header.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                    problems.push(&path, format!("{header:?} is not a valid header name"));
+                } else if claim.is_empty() || claim.split('.').any(str::is_empty) {
+                    problems.push(&path, "claim path must be names separated by dots");
+                } else {
+                    pairs.push((claim, lower));
+                }
+            }
+            pairs
+        })
+        .unwrap_or_default();
+    s.finish(problems);
+    Some(IssuerConfig {
+        name: name?,
+        issuer: issuer?,
+        audiences: audiences?,
+        algorithms: algorithms?,
+        keys: keys?,
+        refresh_interval_s,
+        max_stale_s,
+        unknown_kid_cooldown_s,
+        leeway_s,
+        required_claims,
+        claims_to_headers,
+    })
+}
+
+/// HTTPS, or plain HTTP to a loopback address only (local identity providers and tests).
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let parsed: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    let host = parsed.host().unwrap_or_default();
+    match parsed.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http")
+            if host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()) =>
+        {
+            Ok(())
+        }
+        Some("http") => Err(format!(
+            "{url:?} must use https (plain http only for loopback addresses)"
+        )),
+        _ => Err(format!("{url:?} must be an https:// URL")),
+    }
+}

@@ -1,0 +1,222 @@
+//! JWKS served by a real HTTP server: rotation, outage, garbage, cold start, unknown-kid floods.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::tokens::*;
+
+async fn gateway_for(
+    server: &JwksServer,
+    issuer_extra: &str,
+) -> (Gateway, edgewarden::echo::EchoOrigin) {
+    let origin_ = echo_origin("o").await;
+    let body = [
+        issuer_toml(&format!("jwks_url = \"{}\"", server.url()), issuer_extra),
+        origin("o", &[origin_.addr], ""),
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"required\"\n"
+            .to_string(),
+    ]
+    .concat();
+    (Gateway::start(&body).await, origin_)
+}
+
+async fn status_with(gw: &Gateway, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    request(gw.addr, "GET", "/x", &[("Authorization", &auth)])
+        .await
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_picked_up_and_retired_keys_stop_working() {
+    let a = Signer::rsa(RSA_A, "key-a");
+    let b = Signer::rsa(RSA_B, "key-b");
+    let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
+    let (gw, _o) = gateway_for(&server, "refresh_interval_s = 1").await;
+    let token_a = a.token(&good_claims("a"));
+    let token_b = b.token(&good_claims("b"));
+    assert_eq!(status_with(&gw, &token_a).await, 200);
+
+    server.set(Answer::Jwks(jwks(&[&b])));
+    assert!(
+        eventually(Duration::from_secs(10), async || status_with(&gw, &token_b)
+            .await
+            == 200)
+        .await
+    );
+    // The cached verification of token A is dropped with its key.
+    assert!(
+        eventually(Duration::from_secs(10), async || status_with(&gw, &token_a)
+            .await
+            == 401)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_or_garbage_keeps_the_last_good_keys() {
+    let a = Signer::rsa(RSA_A, "key-a");
+    let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
+    let (gw, _o) = gateway_for(&server, "refresh_interval_s = 1\nmax_stale_s = 3600").await;
+    let token = a.token(&good_claims("a"));
+    assert_eq!(status_with(&gw, &token).await, 200);
+
+    for bad in [
+        Answer::Status(503),
+        Answer::Body("<html>oops</html>".into()),
+        Answer::Jwks("{\"keys\": []}".into()),
+    ] {
+        server.set(bad);
+        let before = server.fetches();
+        assert!(
+            eventually(Duration::from_secs(10), async || server.fetches()
+                >= before + 2)
+            .await,
+            "no refresh attempts"
+        );
+        // A fresh token (not a cache hit) still verifies against the kept keys.
+        let fresh = a.token(&good_claims(&format!("fresh-{}", server.fetches())));
+        assert_eq!(status_with(&gw, &fresh).await, 200);
+        assert_eq!(get(gw.admin, "/readyz").await.expect("readyz").status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_jwks_at_cold_start_fails_closed_until_it_recovers() {
+    let a = Signer::rsa(RSA_A, "key-a");
+    let server = JwksServer::start(Answer::Status(500), Duration::ZERO).await;
+    let origin_ = echo_origin("o").await;
+    let body = [
+        issuer_toml(
+            &format!("jwks_url = \"{}\"", server.url()),
+            "refresh_interval_s = 1",
+        ),
+        origin("o", &[origin_.addr], ""),
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"required\"\n"
+            .to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start_unready(&body).await;
+    let ready = get(gw.admin, "/readyz").await.expect("readyz");
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.json()["missing"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("issuer main")
+    );
+    let token = a.token(&good_claims("a"));
+    assert_eq!(status_with(&gw, &token).await, 503, "no keys: fail closed");
+    assert_eq!(origin_.hits(), 0);
+
+    server.set(Answer::Jwks(jwks(&[&a])));
+    assert!(
+        eventually(Duration::from_secs(10), async || get(gw.admin, "/readyz")
+            .await
+            .is_ok_and(|r| r.status == 200))
+        .await
+    );
+    assert_eq!(status_with(&gw, &token).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_new_kid_cause_one_fetch() {
+    let a = Signer::rsa(RSA_A, "key-a");
+    let b = Signer::rsa(RSA_B, "key-b");
+    // A slow JWKS endpoint makes the requests really overlap.
+    let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::from_millis(300)).await;
+    let (gw, origin_) = gateway_for(
+        &server,
+        "refresh_interval_s = 3600\nunknown_kid_cooldown_s = 60",
+    )
+    .await;
+    server.set(Answer::Jwks(jwks(&[&a, &b])));
+    let before = server.fetches();
+    let token = b.token(&good_claims("b"));
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let token = token.clone();
+        let addr = gw.addr;
+        tasks.push(tokio::spawn(async move {
+            let auth = format!("Bearer {token}");
+            request(addr, "GET", "/x", &[("Authorization", &auth)])
+                .await
+                .map(|r| r.status)
+                .unwrap_or(0)
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("join"), 200);
+    }
+    assert_eq!(
+        server.fetches() - before,
+        1,
+        "one fetch for 200 concurrent requests"
+    );
+    assert_eq!(origin_.hits(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_random_kids_causes_bounded_fetches() {
+    let a = Signer::rsa(RSA_A, "key-a");
+    let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
+    let (gw, origin_) = gateway_for(
+        &server,
+        "refresh_interval_s = 3600\nunknown_kid_cooldown_s = 60",
+    )
+    .await;
+    let attacker = Signer::rsa(RSA_B, "unused");
+    let before = server.fetches();
+    let mut conn = Conn::open(gw.addr).await;
+    for i in 0..1000 {
+        let header = serde_json::json!({"alg": "RS256", "kid": format!("random-{i}")});
+        let token = attacker.token_with_header(&header, &good_claims("x"));
+        conn.send(
+            format!(
+                "GET /x HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+                gw.addr
+            )
+            .as_bytes(),
+        )
+        .await;
+        let resp = conn.read_response(false).await.expect("response");
+        assert_eq!(resp.status, 401);
+        assert_eq!(resp.json()["error"], "unknown_kid");
+    }
+    let fetched = server.fetches() - before;
+    assert!(
+        fetched <= 1,
+        "{fetched} fetches for 1000 unknown kids within one cooldown"
+    );
+    assert_eq!(origin_.hits(), 0);
+    // Good tokens still pass.
+    assert_eq!(status_with(&gw, &a.token(&good_claims("a"))).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_type_decides_the_algorithm_not_the_token() {
+    let rsa = Signer::rsa(RSA_A, "rsa-key");
+    let ec = Signer::es256("ec-key");
+    let server = JwksServer::start(Answer::Jwks(jwks(&[&rsa, &ec])), Duration::ZERO).await;
+    let (gw, origin_) = gateway_for(&server, "").await;
+    assert_eq!(status_with(&gw, &ec.token(&good_claims("ec"))).await, 200);
+    assert_eq!(status_with(&gw, &rsa.token(&good_claims("rsa"))).await, 200);
+    // An RSA signature presented under the EC key's kid, and an ES256 header on the RSA key's kid.
+    let header = serde_json::json!({"alg": "RS256", "kid": "ec-key"});
+    assert_eq!(status_with(&gw, &rsa.token_with_header(&header, &good_claims("x"))).await, 401);
+    let header = serde_json::json!({"alg": "ES256", "kid": "rsa-key"});
+    assert_eq!(status_with(&gw, &ec.token_with_header(&header, &good_claims("y"))).await, 401);
+    assert_eq!(origin_.hits(), 2);
+}

@@ -1,0 +1,189 @@
+//! Real keys and real signed tokens for the tests, plus a real JWKS server on loopback.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use edgewarden::auth::crypto;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use ring::rand::SystemRandom;
+use ring::signature::{self as sig, KeyPair};
+use serde_json::{Value, json};
+
+pub const ISSUER: &str = "https://id.test";
+pub const AUDIENCE: &str = "api";
+pub const RSA_A: &str = include_str!("../data/keys/rsa2048-private.pem");
+pub const RSA_B: &str = include_str!("../data/keys/rsa2048-b-private.pem");
+pub const RSA_A_PUBLIC: &str = include_str!("../data/keys/rsa2048-public.pem");
+
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+/// A signing key with its kid and public JWK.
+pub struct Signer {
+    pub kid: String,
+    pub alg: Algorithm,
+    key: EncodingKey,
+    pub jwk: Value,
+}
+
+impl Signer {
+    pub fn rsa(pem: &str, kid: &str) -> Signer {
+        crypto::install();
+        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("RSA PEM");
+        let pair = sig::RsaKeyPair::from_pkcs8(key.as_bytes())
+            .or_else(|_| sig::RsaKeyPair::from_der(key.as_bytes()))
+            .expect("RSA key pair");
+        let public = sig::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+        let jwk = json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64(&public.n), "e": b64(&public.e)});
+        Signer {
+            kid: kid.to_string(),
+            alg: Algorithm::RS256,
+            key,
+            jwk,
+        }
+    }
+
+    pub fn es256(kid: &str) -> Signer {
+        crypto::install();
+        let rng = SystemRandom::new();
+        let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("generate");
+        let pair = sig::EcdsaKeyPair::from_pkcs8(
+            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .expect("pair");
+        let point = pair.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64(&point[1..33]), "y": b64(&point[33..65])});
+        Signer {
+            kid: kid.to_string(),
+            alg: Algorithm::ES256,
+            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk,
+        }
+    }
+
+    /// A token with the standard header (`alg`, `kid`, `typ`).
+    pub fn token(&self, claims: &Value) -> String {
+        let alg = format!("{:?}", self.alg);
+        self.token_with_header(&json!({"alg": alg, "kid": self.kid, "typ": "JWT"}), claims)
+    }
+
+    /// A token with any header, signed by this key whatever the header claims.
+    pub fn token_with_header(&self, header: &Value, claims: &Value) -> String {
+        let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).expect("sign");
+        format!("{input}.{signature}")
+    }
+}
+
+/// Claims that pass every check of the test issuer, expiring in an hour.
+pub fn good_claims(sub: &str) -> Value {
+    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "exp": now() + 3600, "iat": now(), "scope": "read write",
+           "org": {"id": "org-7"}})
+}
+
+pub fn jwks(signers: &[&Signer]) -> String {
+    json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+/// `[[issuers]]` for the test issuer with keys from `source` (e.g. `jwks_url = "..."`).
+pub fn issuer_toml(source: &str, extra: &str) -> String {
+    format!(
+        "[[issuers]]\nname = \"main\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\", \"ES256\"]\n\
+         {source}\nleeway_s = 30\nrequired_claims = [\"sub\"]\n\
+         claims_to_headers = {{ sub = \"x-internal-user-id\", \"org.id\" = \"x-org-id\" }}\n{extra}\n"
+    )
+}
+
+/// What the JWKS server answers.
+#[derive(Clone)]
+pub enum Answer {
+    Jwks(String),
+    Status(u16),
+    Body(String),
+}
+
+/// A real HTTP server on loopback serving a JWKS document that tests can change.
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    answer: Arc<Mutex<Answer>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    pub async fn start(answer: Answer, delay: Duration) -> JwksServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let answer = Arc::new(Mutex::new(answer));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (a, f) = (answer.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (a, f) = (a.clone(), f.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| {
+                        let (a, f) = (a.clone(), f.clone());
+                        async move {
+                            f.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(delay).await;
+                            let answer = a.lock().map(|g| g.clone()).unwrap_or(Answer::Status(500));
+                            let (status, body) = match answer {
+                                Answer::Jwks(body) | Answer::Body(body) => (200, body),
+                                Answer::Status(code) => (code, String::new()),
+                            };
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        JwksServer {
+            addr,
+            answer,
+            fetches,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    pub fn set(&self, answer: Answer) {
+        if let Ok(mut guard) = self.answer.lock() {
+            *guard = answer;
+        }
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
