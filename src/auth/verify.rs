@@ -145,6 +145,33 @@ impl Verifier {
     }
 }
 
+/// Signature-level check of a compact JWS against a key set, with no claim semantics: strict
+/// parsing, an algorithm from `allowed` that fits the key's type, the key by `kid`, the signature.
+/// Returns the claims. The gateway's own path is [`Verifier::verify`]; this serves key-set tooling
+/// and test vectors.
+pub fn verify_jws(
+    token: &str,
+    keys: &super::keys::KeySet,
+    allowed: &[Algorithm],
+) -> Result<Map<String, Value>, AuthError> {
+    let parsed = jws::parse(token)?;
+    let alg = parse_alg(&parsed.alg)
+        .filter(|a| allowed.contains(a))
+        .ok_or(AuthError::AlgNotAllowed)?;
+    let key = keys
+        .find(parsed.kid.as_deref(), alg)
+        .ok_or(AuthError::UnknownKid)?;
+    match jsonwebtoken::crypto::verify(
+        parsed.signature,
+        parsed.signing_input.as_bytes(),
+        &key.decoding,
+        alg,
+    ) {
+        Ok(true) => Ok(parsed.claims),
+        _ => Err(AuthError::BadSignature),
+    }
+}
+
 /// Every field set on purpose: the algorithm comes from configuration and key type, never from the
 /// token alone.
 fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {

@@ -215,8 +215,14 @@ async fn the_key_type_decides_the_algorithm_not_the_token() {
     assert_eq!(status_with(&gw, &rsa.token(&good_claims("rsa"))).await, 200);
     // An RSA signature presented under the EC key's kid, and an ES256 header on the RSA key's kid.
     let header = serde_json::json!({"alg": "RS256", "kid": "ec-key"});
-    assert_eq!(status_with(&gw, &rsa.token_with_header(&header, &good_claims("x"))).await, 401);
+    assert_eq!(
+        status_with(&gw, &rsa.token_with_header(&header, &good_claims("x"))).await,
+        401
+    );
     let header = serde_json::json!({"alg": "ES256", "kid": "rsa-key"});
-    assert_eq!(status_with(&gw, &ec.token_with_header(&header, &good_claims("y"))).await, 401);
+    assert_eq!(
+        status_with(&gw, &ec.token_with_header(&header, &good_claims("y"))).await,
+        401
+    );
     assert_eq!(origin_.hits(), 2);
 }
