@@ -93,7 +93,14 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match Config::load(&config).and_then(|c| {
+            // Key files and PEM keys load here too, so a bad key fails the check.
+            edgewarden::auth::Auth::build(&c).map_err(|e| edgewarden::config::ConfigError {
+                file: config.clone(),
+                problems: vec![e],
+            })?;
+            Ok(c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} routes, {} origins)",

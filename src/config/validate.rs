@@ -60,7 +60,11 @@ pub(super) fn read(
         problems,
     );
     let mut indexed_routes = indexed_routes;
-    check_route_references(&mut indexed_routes, &origins, &issuers, problems);
+    // Names as written, so an origin or issuer with its own problems does not also make every
+    // route that names it look wrong.
+    let origin_names = raw_names(table, "origins");
+    let issuer_names = raw_names(table, "issuers");
+    check_route_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
     let routes: Vec<RouteConfig> = indexed_routes.into_iter().map(|(_, r)| r).collect();
 
     let server = server?;
@@ -344,24 +348,41 @@ fn valid_token_name(name: &str) -> bool {
 }
 
 /// Cross-references between routes and the rest of the file, plus what this build cannot enforce.
+fn raw_names(table: &Table, key: &str) -> Vec<String> {
+    table
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| {
+                    item.get("name")
+                        .and_then(|n| n.as_str())
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn check_route_references(
     routes: &mut [(usize, RouteConfig)],
-    origins: &[OriginConfig],
-    issuers: &[IssuerConfig],
+    origins: &[String],
+    issuers: &[String],
     problems: &mut Problems,
 ) {
     for n in 0..routes.len() {
         let (earlier, rest) = routes.split_at_mut(n);
         let (index, route) = &mut rest[0];
         let path = format!("routes[{index}]");
-        if !origins.iter().any(|o| o.name == route.origin) {
+        if !origins.contains(&route.origin) {
             problems.push(
                 &format!("{path}.origin"),
                 format!("no origin named {:?}", route.origin),
             );
         }
         for name in &route.issuers {
-            if !issuers.iter().any(|i| &i.name == name) {
+            if !issuers.contains(name) {
                 problems.push(
                     &format!("{path}.issuers"),
                     format!("no issuer named {name:?}"),
@@ -370,7 +391,7 @@ fn check_route_references(
         }
         if route.auth != AuthMode::Off && route.issuers.is_empty() {
             match issuers {
-                [only] => route.issuers.push(only.name.clone()),
+                [only] => route.issuers.push(only.clone()),
                 [] => problems.push(
                     &format!("{path}.auth"),
                     "checking tokens needs at least one [[issuers]] entry (or set auth = \"off\")",

@@ -208,3 +208,114 @@ fn run_refuses_a_bad_file_with_the_same_report() {
         "{stderr}"
     );
 }
+
+#[test]
+fn issuer_settings_are_validated() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:18080"]
+max_token_bytes = 10
+reserved_headers = ["x-ok-*", "bad header"]
+
+[[issuers]]
+name = "a"
+issuer = "https://id.test"
+audiences = []
+algorithms = ["RS256", "HS256", "none"]
+jwks_url = "http://id.example.com/jwks.json"
+leeway_s = 9999
+claims_to_headers = { sub = "bad header", "org..id" = "x-org" }
+
+[[issuers]]
+name = "b"
+issuer = "https://other.test"
+audiences = ["api"]
+algorithms = ["ES256"]
+jwks_file = "keys.json"
+public_key_pem = "x"
+
+[[origins]]
+name = "global"
+upstreams = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+origin = "global"
+auth = "required"
+token_from = ["header", "cookie:", "form:x"]
+
+[[routes]]
+name = "open"
+path_prefix = "/open"
+origin = "global"
+auth = "off"
+issuers = ["c"]
+required_scopes = ["read"]
+"#;
+    let (code, stderr, _) = check(text);
+    assert_eq!(code, 1);
+    for expected in [
+        "server.max_token_bytes: 10 is out of range 256..=65536",
+        "server.reserved_headers[1]: \"bad header\" is not a header name",
+        "issuers[0].audiences: needs at least one non-empty audience",
+        "issuers[0].algorithms[1]: \"HS256\" is not supported",
+        "issuers[0].algorithms[2]: \"none\" is not supported",
+        "issuers[0].jwks_url: \"http://id.example.com/jwks.json\" must use https",
+        "issuers[0].leeway_s: 9999 is out of range 0..=600",
+        "issuers[0].claims_to_headers.\"sub\": \"bad header\" is not a valid header name",
+        "issuers[0].claims_to_headers.\"org..id\": claim path must be names separated by dots",
+        "issuers[1].jwks_url: give only one of jwks_url, jwks_file and public_key_pem",
+        "routes[0].issuers: several issuers are configured: list the ones this route accepts",
+        "routes[0].token_from[1]: \"cookie:\" is not",
+        "routes[0].token_from[2]: \"form:x\" is not",
+        "routes[1].issuers: no issuer named \"c\"",
+        "routes[1].required_scopes: needs auth = \"required\" or \"optional\"",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_loads_key_files_and_refuses_weak_or_broken_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weak = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/keys/rsa1024-public.pem"
+    ))
+    .expect("key");
+    let config = format!(
+        "{}\n[[issuers]]\nname = \"main\"\nissuer = \"https://id.test\"\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\npublic_key_pem = \"\"\"\n{weak}\"\"\"\n",
+        VALID.replace("auth = \"off\"", "auth = \"required\"")
+    );
+    let path = dir.path().join("weak.toml");
+    std::fs::write(&path, &config).expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("issuers[0] (main): RSA key of 1024 bits is under 2048"),
+        "{stderr}"
+    );
+
+    let missing = config.replace(
+        &format!("public_key_pem = \"\"\"\n{weak}\"\"\""),
+        "jwks_file = \"nope.json\"",
+    );
+    std::fs::write(&path, missing).expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nope.json"), "{stderr}");
+}
