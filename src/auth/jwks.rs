@@ -115,6 +115,20 @@ impl IssuerKeys {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The generation while the keys are usable, `0` once they are gone or stale (so no cached
+    /// verification outlives the keys it was made with).
+    pub fn usable_generation(&self) -> u64 {
+        let guard = self.current.load();
+        match guard.as_ref() {
+            Some(Loaded {
+                usable_until: Some(until),
+                ..
+            }) if Instant::now() > *until => 0,
+            Some(_) => self.generation(),
+            None => 0,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

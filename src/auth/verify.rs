@@ -56,7 +56,9 @@ impl Verifier {
         let now = jsonwebtoken::get_current_timestamp();
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(token, now, |i| {
-                self.issuers.get(i).map_or(0, |x| x.keys.generation())
+                self.issuers
+                    .get(i)
+                    .map_or(0, |x| x.keys.usable_generation())
             })
         {
             if !allowed.contains(&hit.issuer) {

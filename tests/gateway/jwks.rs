@@ -226,3 +226,25 @@ async fn the_key_type_decides_the_algorithm_not_the_token() {
     );
     assert_eq!(origin_.hits(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_older_than_max_stale_fail_closed() {
+    let a = Signer::rsa(RSA_A, "key-a");
+    let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
+    let (gw, origin_) = gateway_for(&server, "refresh_interval_s = 1\nmax_stale_s = 0\n").await;
+    let seen = a.token(&good_claims("a"));
+    assert_eq!(status_with(&gw, &seen).await, 200);
+    server.set(Answer::Status(500));
+    assert!(
+        eventually(Duration::from_secs(10), async || get(gw.admin, "/readyz")
+            .await
+            .is_ok_and(|r| r.status == 503))
+        .await,
+        "readiness never dropped"
+    );
+    // A token never seen before cannot be verified any more.
+    assert_eq!(status_with(&gw, &a.token(&good_claims("late"))).await, 503);
+    // Nor does a cached verification outlive the keys it was made with.
+    assert_eq!(status_with(&gw, &seen).await, 503);
+    assert_eq!(origin_.hits(), 1);
+}
