@@ -13,10 +13,12 @@ pub mod verify;
 
 use std::sync::Arc;
 
+use pingora::http::RequestHeader;
 use pingora::services::background::background_service;
 
 use crate::config::{AuthMode, Config, TokenSource};
 use crate::origins::BackgroundServices;
+use error::AuthError;
 use identity::ReservedHeaders;
 use jwks::{IssuerKeys, Refresher};
 use verify::{Issuer, Verifier};
@@ -94,6 +96,45 @@ impl Auth {
             },
             services,
         ))
+    }
+
+    /// Strip the headers only the gateway may set, check the route's token, and on success set the
+    /// identity headers (and drop `Authorization` unless the route forwards it).
+    pub async fn authenticate(
+        &self,
+        req: &mut RequestHeader,
+        route: usize,
+    ) -> Result<(), AuthError> {
+        self.reserved.strip(req);
+        let Some(route_auth) = self.routes.get(route) else {
+            return Ok(());
+        };
+        if route_auth.mode == AuthMode::Off {
+            return Ok(());
+        }
+        let identity = match identity::extract_token(req, &route_auth.token_from)? {
+            Some(token) => self.verifier.verify(token, &route_auth.issuers).await?,
+            None if route_auth.mode == AuthMode::Required => return Err(AuthError::MissingToken),
+            None => return Ok(()),
+        };
+        if !identity::has_scopes(&identity.claims, &route_auth.scopes) {
+            return Err(AuthError::InsufficientScope);
+        }
+        let mapping = self
+            .verifier
+            .issuers
+            .get(identity.issuer)
+            .map(|i| i.config.claims_to_headers.as_slice())
+            .unwrap_or_default();
+        for (name, value) in identity::claim_headers(&identity.claims, mapping) {
+            if let Err(e) = req.insert_header(name, value) {
+                tracing::debug!(error = %e, "identity header not set");
+            }
+        }
+        if !route_auth.forward_authorization {
+            req.remove_header(&http::header::AUTHORIZATION);
+        }
+        Ok(())
     }
 
     /// Issuers some route relies on that have no usable keys, for readiness.

@@ -14,8 +14,7 @@ use pingora::{Error, Result};
 
 use crate::auth::Auth;
 use crate::auth::error::AuthError;
-use crate::auth::identity;
-use crate::config::{AuthMode, Config};
+use crate::config::Config;
 use crate::origins::Origin;
 use crate::routing::{RouteMatch, Router, path_is_ambiguous};
 use crate::shutdown::{InFlight, InFlightGuard};
@@ -76,56 +75,6 @@ pub struct RequestCtx {
 }
 
 impl Gateway {
-    /// Strip headers only the gateway may set, check the route's token, and on success set the
-    /// identity headers. `Some`: the request is refused.
-    async fn authenticate(&self, session: &mut Session, route: usize) -> Option<Rejection> {
-        let auth = &self.generation.auth;
-        auth.reserved.strip(session.req_header_mut());
-        let route_auth = auth.routes.get(route)?;
-        if route_auth.mode == AuthMode::Off {
-            return None;
-        }
-        let outcome = match identity::extract_token(session.req_header(), &route_auth.token_from) {
-            Err(e) => Err(e),
-            Ok(None) => Ok(None),
-            Ok(Some(token)) => auth
-                .verifier
-                .verify(token, &route_auth.issuers)
-                .await
-                .map(Some),
-        };
-        let identity = match outcome {
-            Err(e) => return Some(Rejection::Auth(e, String::new())),
-            Ok(None) if route_auth.mode == AuthMode::Required => {
-                return Some(Rejection::Auth(AuthError::MissingToken, String::new()));
-            }
-            Ok(None) => return None,
-            Ok(Some(identity)) => identity,
-        };
-        if !identity::has_scopes(&identity.claims, &route_auth.scopes) {
-            return Some(Rejection::Auth(
-                AuthError::InsufficientScope,
-                route_auth.scopes.join(" "),
-            ));
-        }
-        let mapping = auth
-            .verifier
-            .issuers
-            .get(identity.issuer)
-            .map(|i| i.config.claims_to_headers.as_slice())
-            .unwrap_or_default();
-        let req = session.req_header_mut();
-        for (name, value) in identity::claim_headers(&identity.claims, mapping) {
-            if let Err(e) = req.insert_header(name, value) {
-                tracing::debug!(error = %e, "identity header not set");
-            }
-        }
-        if !route_auth.forward_authorization {
-            req.remove_header(&http::header::AUTHORIZATION);
-        }
-        None
-    }
-
     async fn reject(
         &self,
         session: &mut Session,
@@ -166,8 +115,13 @@ impl ProxyHttp for Gateway {
             .find(headers::request_host(req), req.uri.path(), &req.method);
         match found {
             RouteMatch::Found(route) => {
-                if let Some(rejection) = self.authenticate(session, route).await {
-                    return self.reject(session, ctx, rejection).await;
+                let auth = &generation.auth;
+                if let Err(e) = auth.authenticate(session.req_header_mut(), route).await {
+                    let scopes = match e {
+                        AuthError::InsufficientScope => auth.routes[route].scopes.join(" "),
+                        _ => String::new(),
+                    };
+                    return self.reject(session, ctx, Rejection::Auth(e, scopes)).await;
                 }
                 ctx.origin = generation.route_origin.get(route).copied();
                 // Choosing the upstream here lets "no healthy upstream" be answered like any other

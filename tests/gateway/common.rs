@@ -46,9 +46,17 @@ impl DeadPort {
     }
 }
 
-/// A free loopback port for a listener that the gateway process will bind (bound once, then released).
+/// A free address for a listener that the gateway process will bind: a random address in
+/// 127.0.0.0/8 (so other tests and other test runs on the machine, which use 127.0.0.1, never take
+/// it) with a port the kernel picked for it (bound once, then released).
 pub fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let [a, b, c, ..] = random.to_le_bytes();
+    let ip = std::net::Ipv4Addr::new(127, a.max(2), b, c.max(1));
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("bind");
     listener.local_addr().expect("addr")
 }
 
@@ -121,7 +129,13 @@ impl Gateway {
                 eprintln!("gateway exited early ({status}):\n{}", self.stderr());
                 return false;
             }
-            if TcpStream::connect(self.addr).await.is_ok()
+            // The gateway logs "edgewarden ready" once its own listeners accept. The probe is a
+            // real HTTP exchange on the proxy port (a path the gateway rejects itself, so no origin
+            // sees it): a bare connect could be the kernel connecting the socket to itself.
+            if self.stderr().contains("edgewarden ready")
+                && request(self.addr, "GET", "/probe/../ready", &[])
+                    .await
+                    .is_ok_and(|r| r.status == 400)
                 && let Ok(resp) = get(self.admin, "/readyz").await
                 && (resp.status == 200 || !until_ready)
             {
@@ -143,6 +157,9 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- gateway stderr ---\n{}", self.stderr());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -198,10 +215,17 @@ pub struct Conn {
 
 impl Conn {
     pub async fn open(addr: SocketAddr) -> Conn {
-        Conn {
-            stream: TcpStream::connect(addr).await.expect("connect"),
+        Conn::try_open(addr).await.expect("connect")
+    }
+
+    pub async fn try_open(addr: SocketAddr) -> Result<Conn, String> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        Ok(Conn {
+            stream,
             buf: Vec::new(),
-        }
+        })
     }
 
     pub async fn send(&mut self, raw: &[u8]) {
@@ -313,7 +337,7 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Response, String> {
-    let mut conn = Conn::open(addr).await;
+    let mut conn = Conn::try_open(addr).await?;
     let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
     for (k, v) in headers {
         raw.push_str(&format!("{k}: {v}\r\n"));
