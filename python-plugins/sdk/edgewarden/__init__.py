@@ -1,0 +1,201 @@
+"""edgewarden policy SDK: what a Python policy plugin sees.
+
+A plugin is a module ``plugin.py`` with one function::
+
+    from edgewarden import Response, send_to_origin, settings
+
+    def handle_request(request):
+        if request.country == "GB":
+            request.origin = settings.get("GB", "uk")
+        return send_to_origin(request)
+
+``handle_request`` returns either ``send_to_origin(request)`` (forward, with any changes made to
+``request.headers``, ``request.origin`` and ``request.path``) or ``Response(status, headers, body)``
+(answer directly). ``settings`` holds the policy file's ``[settings]`` table.
+
+This module is plain Python: the same code runs in CPython under pytest and inside the gateway as a
+WebAssembly component (where ``edgewarden._guest`` connects it to the host).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+__all__ = ["Headers", "Request", "Response", "Forward", "send_to_origin", "settings", "log"]
+
+#: The policy's ``[settings]`` table. Filled in place before the first request.
+settings: Dict[str, object] = {}
+
+
+class Headers:
+    """Case-insensitive, multi-valued, mutable header mapping.
+
+    ``headers["X-A"]`` is the first value (``KeyError`` when absent), ``headers.get_all(name)`` every
+    value, ``headers[name] = value`` replaces all values, ``headers.add(name, value)`` appends,
+    ``del headers[name]`` removes every value.
+    """
+
+    def __init__(self, pairs: Iterable[Tuple[str, str]] = ()):
+        self._values: Dict[str, List[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name.lower(), []).append(value)
+
+    def __getitem__(self, name: str) -> str:
+        values = self._values.get(name.lower())
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        values = self._values.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> List[str]:
+        return list(self._values.get(name.lower(), []))
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._values[name.lower()] = [str(value)]
+
+    def add(self, name: str, value: str) -> None:
+        self._values.setdefault(name.lower(), []).append(str(value))
+
+    def __delitem__(self, name: str) -> None:
+        self._values.pop(name.lower(), None)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._values))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def items(self) -> List[Tuple[str, str]]:
+        return [(name, value) for name, values in self._values.items() for value in values]
+
+    def _snapshot(self) -> Dict[str, List[str]]:
+        return {name: list(values) for name, values in self._values.items()}
+
+
+class Request:
+    """The request as the policy sees it. ``headers``, ``origin`` and ``path`` may be changed."""
+
+    def __init__(
+        self,
+        method: str = "GET",
+        path: str = "/",
+        query: Optional[str] = None,
+        headers: Union[Headers, Iterable[Tuple[str, str]], Dict[str, str]] = (),
+        client_ip: str = "127.0.0.1",
+        route: str = "",
+        claims: Optional[dict] = None,
+        country: Optional[str] = None,
+    ):
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.client_ip = client_ip
+        self.route = route
+        #: Verified token claims (empty when the route has no token).
+        self.claims = claims or {}
+        #: Two-letter country code decided by the gateway, or None.
+        self.country = country
+        #: Origin name to send the request to; None keeps the route's origin.
+        self.origin: Optional[str] = None
+        self._original_headers = self.headers._snapshot()
+        self._original_path = path
+
+
+class Response:
+    """Answer the request directly."""
+
+    def __init__(self, status: int = 200, headers: Union[Dict[str, str], Iterable[Tuple[str, str]]] = (), body: Union[str, bytes] = b""):
+        self.status = int(status)
+        self.headers = list(headers.items()) if isinstance(headers, dict) else [(str(k), str(v)) for k, v in headers]
+        self.body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.headers!r}, {self.body!r})"
+
+
+class Forward:
+    """Send the request on to the origin with these changes (see ``send_to_origin``)."""
+
+    def __init__(self, set_headers, append_headers, remove_headers, origin, path):
+        self.set_headers: List[Tuple[str, str]] = set_headers
+        self.append_headers: List[Tuple[str, str]] = append_headers
+        self.remove_headers: List[str] = remove_headers
+        self.origin: Optional[str] = origin
+        self.path: Optional[str] = path
+
+    def __repr__(self) -> str:
+        return (
+            f"Forward(set={self.set_headers!r}, append={self.append_headers!r}, "
+            f"remove={self.remove_headers!r}, origin={self.origin!r}, path={self.path!r})"
+        )
+
+
+def send_to_origin(request: Request) -> Forward:
+    """Forward ``request`` with the changes made to it, expressed as header operations."""
+    before = request._original_headers
+    after = request.headers._snapshot()
+    set_headers: List[Tuple[str, str]] = []
+    append_headers: List[Tuple[str, str]] = []
+    remove_headers: List[str] = []
+    for name in before:
+        if name not in after:
+            remove_headers.append(name)
+    for name, values in after.items():
+        old = before.get(name)
+        if old == values:
+            continue
+        if old is not None and values[: len(old)] == old:
+            append_headers.extend((name, v) for v in values[len(old):])
+        else:
+            set_headers.append((name, values[0]))
+            append_headers.extend((name, v) for v in values[1:])
+    path = request.path if request.path != request._original_path else None
+    return Forward(set_headers, append_headers, remove_headers, request.origin, path)
+
+
+class _Log:
+    """Log through the gateway (plain ``print`` goes nowhere inside the gateway)."""
+
+    sink = None  # set by the guest glue; under CPython messages go to stderr
+
+    def _emit(self, level: str, message: str) -> None:
+        if _Log.sink is not None:
+            _Log.sink(level, str(message))
+        else:
+            import sys
+
+            print(f"[{level}] {message}", file=sys.stderr)
+
+    def debug(self, message: str) -> None:
+        self._emit("debug", message)
+
+    def info(self, message: str) -> None:
+        self._emit("info", message)
+
+    def warn(self, message: str) -> None:
+        self._emit("warn", message)
+
+    def error(self, message: str) -> None:
+        self._emit("error", message)
+
+
+log = _Log()
+
+
+def _load_settings(settings_json: str) -> None:
+    """Replace ``settings`` in place (plugins may hold a reference to it)."""
+    loaded = json.loads(settings_json) if settings_json else {}
+    if not isinstance(loaded, dict):
+        raise ValueError("settings must be a table")
+    settings.clear()
+    settings.update(loaded)
