@@ -262,6 +262,9 @@ fn rsa_key(kid: Option<String>, alg: Option<Algorithm>, n: &[u8], e: &[u8]) -> R
     if bits < MIN_RSA_BITS {
         return Err(format!("RSA key of {bits} bits is under {MIN_RSA_BITS}"));
     }
+    if has_roca_fingerprint(n) {
+        return Err("RSA modulus has the ROCA fingerprint (CVE-2017-15361)".into());
+    }
     let exponent_ok = e.len() <= 4 && e.last().is_some_and(|b| b & 1 == 1) && e != [1];
     if !exponent_ok {
         return Err("RSA exponent must be odd, above 1 and at most 32 bits".into());
@@ -296,4 +299,27 @@ pub const ALGORITHMS: [(&str, Algorithm); 9] = [
 /// Exact, case-sensitive lookup of a supported algorithm name.
 pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
     ALGORITHMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+}
+
+/// ROCA (CVE-2017-15361): moduli made by the Infineon RSALib satisfy `n mod p ∈ ⟨65537⟩ (mod p)`
+/// for every small prime p below; a random modulus almost never does (Nemec et al., CCS 2017).
+fn has_roca_fingerprint(n: &[u8]) -> bool {
+    const PRIMES: [u32; 38] = [
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89,
+        97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+    ];
+    PRIMES.iter().all(|&p| {
+        let residue = n.iter().fold(0, |acc, &b| (acc * 256 + u32::from(b)) % p);
+        let generator = 65537 % p;
+        let mut power = 1;
+        loop {
+            if power == residue {
+                return true;
+            }
+            power = power * generator % p;
+            if power == 1 {
+                return false;
+            }
+        }
+    })
 }

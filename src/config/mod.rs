@@ -6,6 +6,7 @@
 //! `config/edgewarden.toml`.
 
 mod issuers;
+mod policies;
 mod reader;
 mod validate;
 
@@ -25,6 +26,8 @@ pub struct Config {
     pub origins: Vec<OriginConfig>,
     pub routes: Vec<RouteConfig>,
     pub issuers: Vec<IssuerConfig>,
+    /// Every policy some route names, read from `policies_dir`, once each.
+    pub policies: Vec<PolicyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +101,43 @@ pub enum TokenSource {
     Header,
     Cookie(String),
     Query(String),
+}
+
+/// What happens when a plugin fails (trap, timeout, memory cap, invalid output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Answer 503.
+    Deny,
+    /// Skip this policy and go on.
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Initialised instances are reused across requests.
+    Warm,
+    /// A new instance for every request.
+    Fresh,
+}
+
+/// One policy file.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub file: PathBuf,
+    /// Directory name under `plugins_dir`.
+    pub plugin: String,
+    pub timeout_ms: u64,
+    pub memory_mb: u64,
+    pub on_error: OnError,
+    pub isolation: Isolation,
+    pub max_calls_per_instance: u64,
+    /// Request headers the plugin may set, append or remove (lower case; `prefix*` allowed).
+    pub allow_headers: Vec<String>,
+    /// Origins the plugin may send a request to.
+    pub allow_origins: Vec<String>,
+    /// `[settings]` as JSON, passed to the plugin's `init`.
+    pub settings_json: String,
 }
 
 /// Where an issuer's verification keys come from.

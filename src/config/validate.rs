@@ -9,8 +9,8 @@ use toml::Table;
 
 use super::reader::{Problems, Section};
 use super::{
-    AuthMode, Config, HealthCheckConfig, IssuerConfig, OriginConfig, RouteConfig, ServerConfig,
-    TokenSource,
+    AuthMode, Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig,
+    ServerConfig, TokenSource,
 };
 use crate::routing::path_is_ambiguous;
 
@@ -65,6 +65,10 @@ pub(super) fn read(
     let origin_names = raw_names(table, "origins");
     let issuer_names = raw_names(table, "issuers");
     check_route_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
+    let policies = match &server {
+        Some(server) => read_policies(&indexed_routes, server, &origin_names, problems),
+        None => Vec::new(),
+    };
     let routes: Vec<RouteConfig> = indexed_routes.into_iter().map(|(_, r)| r).collect();
 
     let server = server?;
@@ -82,7 +86,57 @@ pub(super) fn read(
         origins,
         routes,
         issuers,
+        policies,
     })
+}
+
+/// Read each policy file named by some route, once, and check what it refers to.
+fn read_policies(
+    routes: &[(usize, RouteConfig)],
+    server: &ServerConfig,
+    origins: &[String],
+    problems: &mut Problems,
+) -> Vec<PolicyConfig> {
+    let mut policies: Vec<PolicyConfig> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for (index, route) in routes {
+        for (i, name) in route.policies.iter().enumerate() {
+            let path = format!("routes[{index}].policies[{i}]");
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !valid {
+                problems.push(
+                    &path,
+                    format!("{name:?} must be a policy file name of a-z, 0-9, '_' or '-'"),
+                );
+                continue;
+            }
+            if seen.contains(&name.as_str()) {
+                continue;
+            }
+            seen.push(name);
+            let Some(policy) = super::policies::read_policy(
+                name,
+                &server.policies_dir,
+                &server.plugins_dir,
+                problems,
+            ) else {
+                continue;
+            };
+            for origin in &policy.allow_origins {
+                if !origins.contains(origin) {
+                    problems.push(
+                        &policy.file.display().to_string(),
+                        format!("allow_origins: no origin named {origin:?}"),
+                    );
+                }
+            }
+            policies.push(policy);
+        }
+    }
+    policies
 }
 
 fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<ServerConfig> {
