@@ -36,7 +36,8 @@ impl ServeHttp for Admin {
         match req.uri.path() {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
             "/readyz" => {
-                let missing = self.generation.auth.not_ready();
+                let mut missing = self.generation.auth.not_ready();
+                missing.extend(self.generation.plugins.not_ready());
                 if missing.is_empty() {
                     json(200, serde_json::json!({"status": "ready"}))
                 } else {

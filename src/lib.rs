@@ -13,6 +13,7 @@ pub mod demo;
 pub mod echo;
 pub mod mint;
 pub mod origins;
+pub mod plugins;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -13,6 +13,7 @@ use crate::admin::Admin;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::origins;
+use crate::plugins::Plugins;
 use crate::proxy::{Gateway, Generation};
 use crate::shutdown::{InFlight, Signals};
 
@@ -35,6 +36,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let (origins, health_checks) =
         origins::build(&config.origins).map_err(|e| StartError(format!("origins: {e}")))?;
     let (auth, refreshers) = Auth::build(&config).map_err(StartError)?;
+    let plugins = Plugins::build(
+        &config,
+        config.server.plugin_cache_dir.clone(),
+        config.server.threads,
+    )
+    .map_err(StartError)?;
 
     let conf = ServerConf {
         threads: config.server.threads,
@@ -51,7 +58,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let listen = config.server.listen.clone();
     let admin_listen = config.server.admin_listen;
     let grace = Duration::from_secs(config.server.shutdown_grace_s);
-    let generation = Arc::new(Generation::new(config, auth, origins));
+    let generation = Arc::new(Generation::new(config, auth, plugins, origins));
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,

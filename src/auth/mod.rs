@@ -21,7 +21,7 @@ use crate::origins::BackgroundServices;
 use error::AuthError;
 use identity::ReservedHeaders;
 use jwks::{IssuerKeys, Refresher};
-use verify::{Issuer, Verifier};
+use verify::{Identity, Issuer, Verifier};
 
 /// A route's authentication settings, resolved against the issuer list.
 pub struct RouteAuth {
@@ -99,23 +99,24 @@ impl Auth {
     }
 
     /// Strip the headers only the gateway may set, check the route's token, and on success set the
-    /// identity headers (and drop `Authorization` unless the route forwards it).
+    /// identity headers (and drop `Authorization` unless the route forwards it). Returns the
+    /// verified identity, if the request carried one.
     pub async fn authenticate(
         &self,
         req: &mut RequestHeader,
         route: usize,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Option<Identity>, AuthError> {
         self.reserved.strip(req);
         let Some(route_auth) = self.routes.get(route) else {
-            return Ok(());
+            return Ok(None);
         };
         if route_auth.mode == AuthMode::Off {
-            return Ok(());
+            return Ok(None);
         }
         let identity = match identity::extract_token(req, &route_auth.token_from)? {
             Some(token) => self.verifier.verify(token, &route_auth.issuers).await?,
             None if route_auth.mode == AuthMode::Required => return Err(AuthError::MissingToken),
-            None => return Ok(()),
+            None => return Ok(None),
         };
         if !identity::has_scopes(&identity.claims, &route_auth.scopes) {
             return Err(AuthError::InsufficientScope);
@@ -134,7 +135,7 @@ impl Auth {
         if !route_auth.forward_authorization {
             req.remove_header(&http::header::AUTHORIZATION);
         }
-        Ok(())
+        Ok(Some(identity))
     }
 
     /// Issuers some route relies on that have no usable keys, for readiness.

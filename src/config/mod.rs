@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     pub policies_dir: PathBuf,
     pub plugins_dir: PathBuf,
+    /// Built and precompiled plugins, by content hash.
+    pub plugin_cache_dir: PathBuf,
     /// Tokens longer than this are rejected before any parsing.
     pub max_token_bytes: usize,
     /// Verified-token cache bounds; `token_cache_entries = 0` turns the cache off.

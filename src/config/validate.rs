@@ -175,6 +175,11 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
     let policies_dir = base.join(s.or(problems, "policies_dir", String::from("../policies")));
     let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("../python-plugins")));
+    let plugin_cache_dir = base.join(s.or(
+        problems,
+        "plugin_cache_dir",
+        String::from("../.cache/plugins"),
+    ));
     let max_token_bytes = ranged(&mut s, problems, "max_token_bytes", 8192, 256, 65_536) as usize;
     let token_cache_entries = ranged(
         &mut s,
@@ -215,6 +220,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         shutdown_grace_s,
         policies_dir: clean(policies_dir),
         plugins_dir: clean(plugins_dir),
+        plugin_cache_dir: clean(plugin_cache_dir),
         max_token_bytes,
         token_cache_entries,
         token_cache_bytes,
@@ -460,12 +466,6 @@ fn check_route_references(
             problems.push(
                 &format!("{path}.required_scopes"),
                 "needs auth = \"required\" or \"optional\"",
-            );
-        }
-        if !route.policies.is_empty() {
-            problems.push(
-                &format!("{path}.policies"),
-                "policy plugins are not supported by this version yet: leave the list empty",
             );
         }
         for (_, earlier) in earlier.iter() {

@@ -16,6 +16,7 @@ use crate::auth::Auth;
 use crate::auth::error::AuthError;
 use crate::config::Config;
 use crate::origins::Origin;
+use crate::plugins::{self, Outcome, Plugins};
 use crate::routing::{RouteMatch, Router, path_is_ambiguous};
 use crate::shutdown::{InFlight, InFlightGuard};
 use respond::Rejection;
@@ -24,6 +25,7 @@ use respond::Rejection;
 pub struct Generation {
     pub config: Config,
     pub auth: Auth,
+    pub plugins: Plugins,
     router: Router,
     origins: Vec<Origin>,
     /// For each route, the index of its origin.
@@ -31,7 +33,7 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn new(config: Config, auth: Auth, origins: Vec<Origin>) -> Generation {
+    pub fn new(config: Config, auth: Auth, plugins: Plugins, origins: Vec<Origin>) -> Generation {
         let router = Router::new(&config.routes);
         let route_origin = config
             .routes
@@ -41,6 +43,7 @@ impl Generation {
         Generation {
             config,
             auth,
+            plugins,
             router,
             origins,
             route_origin,
@@ -116,14 +119,59 @@ impl ProxyHttp for Gateway {
         match found {
             RouteMatch::Found(route) => {
                 let auth = &generation.auth;
-                if let Err(e) = auth.authenticate(session.req_header_mut(), route).await {
-                    let scopes = match e {
-                        AuthError::InsufficientScope => auth.routes[route].scopes.join(" "),
-                        _ => String::new(),
-                    };
-                    return self.reject(session, ctx, Rejection::Auth(e, scopes)).await;
-                }
+                let identity = match auth.authenticate(session.req_header_mut(), route).await {
+                    Ok(identity) => identity,
+                    Err(e) => {
+                        let scopes = match e {
+                            AuthError::InsufficientScope => auth.routes[route].scopes.join(" "),
+                            _ => String::new(),
+                        };
+                        return self.reject(session, ctx, Rejection::Auth(e, scopes)).await;
+                    }
+                };
                 ctx.origin = generation.route_origin.get(route).copied();
+                if generation.plugins.route_has_policies(route) {
+                    let plugin_ctx = plugins::Context {
+                        client_ip: session
+                            .client_addr()
+                            .and_then(|a| a.as_inet())
+                            .map(|a| a.ip().to_string())
+                            .unwrap_or_default(),
+                        route: &generation.config.routes[route].name,
+                        claims_json: identity
+                            .as_ref()
+                            .and_then(|i| serde_json::to_string(&*i.claims).ok()),
+                        country: None,
+                    };
+                    match generation
+                        .plugins
+                        .run(route, session.req_header_mut(), &plugin_ctx)
+                        .await
+                    {
+                        Outcome::Forward { origin: None } => {}
+                        Outcome::Forward { origin: Some(name) } => {
+                            ctx.origin = generation.origins.iter().position(|o| o.name == name);
+                        }
+                        Outcome::Respond {
+                            status,
+                            headers,
+                            body,
+                        } => {
+                            respond::write_plugin_answer(
+                                session,
+                                status,
+                                headers,
+                                body,
+                                &ctx.request_id,
+                            )
+                            .await?;
+                            return Ok(true);
+                        }
+                        Outcome::Failed => {
+                            return self.reject(session, ctx, Rejection::PolicyFailed).await;
+                        }
+                    }
+                }
                 // Choosing the upstream here lets "no healthy upstream" be answered like any other
                 // early rejection, keeping the client connection; after Pingora has started on the
                 // upstream, any failure closes it.

@@ -37,6 +37,8 @@ pub enum Rejection {
     UpstreamTimeout,
     BadRequest,
     Internal,
+    /// A policy plugin failed and its policy says `on_error = "deny"`.
+    PolicyFailed,
     /// A token problem; the string is the route's required scopes for a 403 challenge.
     Auth(AuthError, String),
 }
@@ -48,6 +50,7 @@ impl Rejection {
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::Internal => 500,
+            Rejection::PolicyFailed => 503,
             Rejection::UpstreamUnavailable => 502,
             Rejection::NoHealthyUpstream => 503,
             Rejection::UpstreamTimeout => 504,
@@ -67,6 +70,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::BadRequest => "bad_request",
             Rejection::Internal => "internal_error",
+            Rejection::PolicyFailed => "policy_failed",
             Rejection::Auth(e, _) => e.reason(),
         }
     }
@@ -82,6 +86,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream did not answer in time",
             Rejection::BadRequest => "malformed request",
             Rejection::Internal => "internal error",
+            Rejection::PolicyFailed => "a policy could not decide",
             Rejection::Auth(e, _) => e.description(),
         }
     }
@@ -151,6 +156,35 @@ pub async fn write(session: &mut Session, rejection: &Rejection, request_id: &st
             .await?;
     }
     Ok(status)
+}
+
+/// Write a policy plugin's direct answer (already validated: status, headers, body size).
+pub async fn write_plugin_answer(
+    session: &mut Session,
+    status: u16,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: Vec<u8>,
+    request_id: &str,
+) -> Result<()> {
+    if !drain_small_body(session).await {
+        session.set_keepalive(None);
+    }
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+    for (name, value) in headers {
+        resp.append_header(name, value)?;
+    }
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("x-request-id", request_id)?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only || body.is_empty())
+        .await?;
+    if !head_only && !body.is_empty() {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
 }
 
 /// An early answer leaves the request body unread, and Pingora closes a connection whose request

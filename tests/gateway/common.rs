@@ -77,15 +77,30 @@ impl Gateway {
     }
 
     pub async fn start_with(body: &str, server_extra: &str) -> Gateway {
-        Gateway::launch(body, server_extra, true).await
+        Gateway::launch(body, server_extra, true, &|_| {}).await
+    }
+
+    /// Start with policies and plugins: `setup` writes files into the gateway's directory first.
+    /// Plugins are built once per test run into a shared cache.
+    pub async fn start_with_plugins(body: &str, setup: &dyn Fn(&std::path::Path)) -> Gateway {
+        let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/plugin-cache");
+        let extra = format!(
+            "policies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n"
+        );
+        Gateway::launch(body, &extra, true, setup).await
     }
 
     /// Start and wait only for the listeners, not for readiness.
     pub async fn start_unready(body: &str) -> Gateway {
-        Gateway::launch(body, "", false).await
+        Gateway::launch(body, "", false, &|_| {}).await
     }
 
-    async fn launch(body: &str, server_extra: &str, until_ready: bool) -> Gateway {
+    async fn launch(
+        body: &str,
+        server_extra: &str,
+        until_ready: bool,
+        setup: &dyn Fn(&std::path::Path),
+    ) -> Gateway {
         // Ports are picked by the kernel, released, then handed to the gateway; if another process
         // takes one in between, the gateway exits at once and we try again with new ports.
         for _ in 0..5 {
@@ -95,6 +110,7 @@ impl Gateway {
             let config = format!(
                 "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{server_extra}\n{body}"
             );
+            setup(dir.path());
             let path = dir.path().join("edgewarden.toml");
             std::fs::write(&path, config).expect("write config");
             let stderr_path = dir.path().join("stderr.log");
@@ -103,6 +119,10 @@ impl Gateway {
                 .args(["run", "-c"])
                 .arg(&path)
                 .env("EDGEWARDEN_LOG", "info")
+                .env(
+                    "EDGEWARDEN_COMPONENTIZE_PY",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/componentize-py"),
+                )
                 .stdout(Stdio::null())
                 .stderr(stderr)
                 .spawn()
@@ -114,7 +134,8 @@ impl Gateway {
                 _dir: dir,
                 stderr_path,
             };
-            if gw.wait_ready(Duration::from_secs(20), until_ready).await {
+            // Generous: the first gateway to use a plugin builds and compiles it.
+            if gw.wait_ready(Duration::from_secs(600), until_ready).await {
                 return gw;
             }
         }

@@ -169,10 +169,10 @@ auth = "off"
 }
 
 #[test]
-fn auth_without_issuers_and_policies_are_refused_not_ignored() {
+fn auth_without_issuers_and_missing_policies_are_refused() {
     let text = VALID.replace(
         "auth = \"off\"",
-        "auth = \"required\"\npolicies = [\"geo\"]",
+        "auth = \"required\"\npolicies = [\"geo\", \"../etc\"]",
     );
     let (code, stderr, _) = check(&text);
     assert_eq!(code, 1);
@@ -181,7 +181,11 @@ fn auth_without_issuers_and_policies_are_refused_not_ignored() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("routes[0].policies: policy plugins are not supported"),
+        stderr.contains("geo.toml: cannot read policy file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[0].policies[1]: \"../etc\" must be a policy file name"),
         "{stderr}"
     );
 }

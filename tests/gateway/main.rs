@@ -7,6 +7,7 @@ mod config_errors;
 mod framing;
 mod hygiene;
 mod jwks;
+mod plugins;
 mod routing;
 mod shutdown;
 mod tokens;

@@ -1,0 +1,71 @@
+"""Connects a plugin's ``handle_request`` to the gateway: the component's entry module.
+
+componentize-py builds every plugin with this module as its application; it imports the plugin's
+``plugin.py``, converts the host's request into an ``edgewarden.Request`` and the plugin's answer
+into the WIT ``decision``. Plugin authors never import it.
+"""
+
+import json
+
+import edgewarden
+import plugin
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import host
+from wit_world.imports.types import (
+    Decision_Forward,
+    Decision_Respond,
+    ForwardAction,
+    Response as WitResponse,
+)
+
+_LEVELS = {
+    "debug": host.LogLevel.DEBUG,
+    "info": host.LogLevel.INFO,
+    "warn": host.LogLevel.WARN,
+    "error": host.LogLevel.ERROR,
+}
+
+
+def _log(level, message):
+    host.log(_LEVELS.get(level, host.LogLevel.INFO), message)
+
+
+edgewarden._Log.sink = staticmethod(_log)
+
+
+class WitWorld(wit_world.WitWorld):
+    def init(self, settings_json: str) -> None:
+        try:
+            edgewarden._load_settings(settings_json)
+            setup = getattr(plugin, "setup", None)
+            if setup is not None:
+                setup(edgewarden.settings)
+        except Exception as e:
+            raise Err(f"{type(e).__name__}: {e}")
+
+    def handle_request(self, req):
+        request = edgewarden.Request(
+            method=req.method,
+            path=req.path,
+            query=req.query,
+            headers=req.headers,
+            client_ip=req.client_ip,
+            route=req.route,
+            claims=json.loads(req.claims_json) if req.claims_json else {},
+            country=req.country,
+        )
+        answer = plugin.handle_request(request)
+        if isinstance(answer, edgewarden.Response):
+            return Decision_Respond(WitResponse(status=answer.status, headers=answer.headers, body=answer.body))
+        if isinstance(answer, edgewarden.Forward):
+            return Decision_Forward(
+                ForwardAction(
+                    set_headers=answer.set_headers,
+                    append_headers=answer.append_headers,
+                    remove_headers=answer.remove_headers,
+                    origin=answer.origin,
+                    path=answer.path,
+                )
+            )
+        raise TypeError("handle_request must return send_to_origin(request) or Response(...)")

@@ -1,0 +1,255 @@
+//! Plugin build pipeline: Python sources → WebAssembly component (componentize-py) → native code
+//! for the running engine (wasmtime precompile). Both steps are cached by content hash, so an
+//! unchanged plugin costs a file read on the next start.
+//!
+//! The WIT world and the SDK are embedded in this binary and written next to the cache, so a
+//! plugin is always built against exactly the interface the host speaks.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use ring::digest::{Context, SHA256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Files every plugin is built with, embedded from the repository at compile time.
+const EMBEDDED: [(&str, &str); 3] = [
+    ("wit/policy.wit", include_str!("../../wit/policy.wit")),
+    (
+        "sdk/edgewarden/__init__.py",
+        include_str!("../../python-plugins/sdk/edgewarden/__init__.py"),
+    ),
+    (
+        "sdk/edgewarden_guest.py",
+        include_str!("../../python-plugins/sdk/edgewarden_guest.py"),
+    ),
+];
+const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+/// Longest componentize-py output kept in an error.
+const MAX_ERROR_CHARS: usize = 4000;
+
+/// Where builds happen and which componentize-py runs them.
+pub struct Builder {
+    pub cache_dir: PathBuf,
+    pub componentize_py: PathBuf,
+}
+
+/// A plugin compiled for this engine.
+pub struct Built {
+    pub component: Component,
+    /// What the step cost: "cached", or seconds spent building and compiling.
+    pub note: String,
+}
+
+impl Builder {
+    /// `componentize-py` from `EDGEWARDEN_COMPONENTIZE_PY`, else the project's `.venv` beside
+    /// `plugins_dir`, else `PATH`.
+    pub fn new(cache_dir: PathBuf, plugins_dir: &Path) -> Builder {
+        let componentize_py = std::env::var_os("EDGEWARDEN_COMPONENTIZE_PY")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let venv = plugins_dir.parent()?.join(".venv/bin/componentize-py");
+                venv.is_file().then_some(venv)
+            })
+            .unwrap_or_else(|| PathBuf::from("componentize-py"));
+        Builder {
+            cache_dir,
+            componentize_py,
+        }
+    }
+
+    /// Build (or reuse) `plugin_dir` as a component and load it into `engine`.
+    pub fn build(&self, engine: &Engine, name: &str, plugin_dir: &Path) -> Result<Built, String> {
+        std::fs::create_dir_all(&self.cache_dir)
+            .map_err(|e| format!("{}: {e}", self.cache_dir.display()))?;
+        let support = self.write_support()?;
+        let hash = source_hash(plugin_dir)?;
+        // One builder per plugin at a time, across processes: others wait, then find the result.
+        let lock_path = self.cache_dir.join(format!("{name}.lock"));
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+
+        let started = Instant::now();
+        let wasm = self.cache_dir.join(format!("{name}-{hash}.wasm"));
+        let mut built_now = false;
+        if !wasm.is_file() {
+            self.componentize(name, plugin_dir, &support, &wasm)?;
+            built_now = true;
+        }
+        let engine_hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        let native = self
+            .cache_dir
+            .join(format!("{name}-{hash}-{engine_hash:016x}.cwasm"));
+        if native.is_file() {
+            // SAFETY: `deserialize_file` trusts the file to be native code this engine wrote. Only
+            // this gateway writes into its cache directory (below), and wasmtime still checks the
+            // engine version and settings recorded in the artifact; on any mismatch it errors and
+            // the component is compiled again from the .wasm.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(engine, &native) } {
+                Ok(component) => {
+                    let note = if built_now {
+                        format!("built in {:.1}s", started.elapsed().as_secs_f64())
+                    } else {
+                        "cached".to_string()
+                    };
+                    return Ok(Built { component, note });
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = name, error = %e, "precompiled plugin not usable; compiling again")
+                }
+            }
+        }
+        let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+        let component =
+            Component::new(engine, &bytes).map_err(|e| format!("plugin {name}: compiling: {e}"))?;
+        let serialized = component
+            .serialize()
+            .map_err(|e| format!("plugin {name}: serializing: {e}"))?;
+        write_atomically(&native, &serialized)?;
+        Ok(Built {
+            component,
+            note: format!(
+                "built and compiled in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ),
+        })
+    }
+
+    /// The embedded WIT and SDK, written once per content.
+    fn write_support(&self) -> Result<PathBuf, String> {
+        let mut ctx = Context::new(&SHA256);
+        for (name, text) in EMBEDDED {
+            ctx.update(name.as_bytes());
+            ctx.update(text.as_bytes());
+        }
+        let dir = self
+            .cache_dir
+            .join(format!("support-{}", &hex(ctx.finish().as_ref())[..16]));
+        for (name, text) in EMBEDDED {
+            let path = dir.join(name);
+            if !path.is_file() {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+                write_atomically(&path, text.as_bytes())?;
+            }
+        }
+        Ok(dir)
+    }
+
+    fn componentize(
+        &self,
+        name: &str,
+        plugin_dir: &Path,
+        support: &Path,
+        out: &Path,
+    ) -> Result<(), String> {
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let output = Command::new(&self.componentize_py)
+            .env_remove("RUST_BACKTRACE")
+            .arg("-d")
+            .arg(support.join("wit"))
+            .args(["-w", "policy", "componentize", "-p"])
+            .arg(support.join("sdk"))
+            .arg("-p")
+            .arg(plugin_dir)
+            .arg("edgewarden_guest")
+            .arg("-o")
+            .arg(&tmp)
+            .output()
+            .map_err(|e| {
+                format!(
+                    "plugin {name}: cannot run {} ({e}); run scripts/setup to install componentize-py {COMPONENTIZE_PY_VERSION}",
+                    self.componentize_py.display()
+                )
+            })?;
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            // componentize-py names files by the index of their -p directory: /0/ is the SDK,
+            // /1/ the plugin.
+            let shown = python_error(&output.stderr)
+                .replace("\"/1/", &format!("\"{}/", plugin_dir.display()));
+            return Err(format!("plugin {name}: build failed:\n{shown}"));
+        }
+        std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
+    }
+}
+
+/// The part of componentize-py's output that names the plugin's file and line: the Python
+/// traceback and error line, without the Rust backtrace that follows.
+fn python_error(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("Traceback"))
+        .unwrap_or(0);
+    let end = lines
+        .iter()
+        .skip(start)
+        .position(|l| {
+            l.trim_start().starts_with("Stack backtrace") || l.trim_start().starts_with("0:")
+        })
+        .map_or(lines.len(), |n| start + n);
+    let kept = lines[start..end]
+        .iter()
+        .filter(|l| !l.contains("/.venv/") && !l.contains("componentize-py\", line"))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    kept.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+/// SHA-256 over the plugin's Python sources (tests excluded) and the build tool version.
+fn source_hash(plugin_dir: &Path) -> Result<String, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(plugin_dir)
+        .map_err(|e| format!("{}: {e}", plugin_dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "py")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_"))
+        })
+        .collect();
+    files.sort();
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(COMPONENTIZE_PY_VERSION.as_bytes());
+    for (name, text) in EMBEDDED {
+        ctx.update(name.as_bytes());
+        ctx.update(text.as_bytes());
+    }
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        ctx.update(
+            file.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        ctx.update(&bytes);
+    }
+    Ok(hex(&ctx.finish().as_ref()[..12]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    file.write_all(bytes)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}

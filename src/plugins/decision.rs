@@ -1,0 +1,255 @@
+//! What a plugin may decide, checked before anything is applied: legal header names and values,
+//! only headers the policy allows, only allowed origins, a sane path, a bounded direct answer.
+
+use http::header::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+
+use super::bindings::edgewarden::policy::types::{Decision, ForwardAction, Response};
+use crate::routing::path_is_ambiguous;
+
+/// Largest body a plugin may answer with.
+const MAX_BODY: usize = 1 << 20;
+/// Fields no plugin may touch: they frame the message or describe the connection.
+const FRAMING: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// A decision that passed validation.
+pub enum Checked {
+    Forward {
+        set: Vec<(HeaderName, HeaderValue)>,
+        append: Vec<(HeaderName, HeaderValue)>,
+        remove: Vec<HeaderName>,
+        origin: Option<String>,
+        path: Option<String>,
+    },
+    Respond {
+        status: u16,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Vec<u8>,
+    },
+}
+
+/// What a policy's output may touch.
+pub struct Allowed<'a> {
+    pub headers: &'a [String],
+    pub origins: &'a [String],
+}
+
+impl Allowed<'_> {
+    fn header(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        !FRAMING.contains(&name)
+            && self
+                .headers
+                .iter()
+                .any(|allowed| match allowed.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => allowed == name,
+                })
+    }
+}
+
+/// Validate a plugin's decision. `Err` names what was wrong (for logs, never for clients).
+pub fn check(decision: Decision, allowed: &Allowed<'_>) -> Result<Checked, String> {
+    match decision {
+        Decision::Forward(action) => check_forward(action, allowed),
+        Decision::Respond(response) => check_response(response),
+    }
+}
+
+fn pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("illegal header name {name:?}"))?;
+    let value =
+        HeaderValue::from_str(value).map_err(|_| format!("illegal value for header {name}"))?;
+    Ok((name, value))
+}
+
+fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked, String> {
+    let mut set = Vec::with_capacity(action.set_headers.len());
+    let mut append = Vec::with_capacity(action.append_headers.len());
+    let mut remove = Vec::with_capacity(action.remove_headers.len());
+    for (list, out) in [
+        (&action.set_headers, &mut set),
+        (&action.append_headers, &mut append),
+    ] {
+        for (name, value) in list {
+            let (name, value) = pair(name, value)?;
+            if !allowed.header(&name) {
+                return Err(format!("header {name} is not in allow_headers"));
+            }
+            out.push((name, value));
+        }
+    }
+    for name in &action.remove_headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("illegal header name {name:?}"))?;
+        if !allowed.header(&name) {
+            return Err(format!("header {name} is not in allow_headers"));
+        }
+        remove.push(name);
+    }
+    if let Some(origin) = &action.origin
+        && !allowed.origins.contains(origin)
+    {
+        return Err(format!("origin {origin:?} is not in allow_origins"));
+    }
+    if let Some(path) = &action.path
+        && (!path.starts_with('/') || path.contains(['?', '#']) || path_is_ambiguous(path))
+    {
+        return Err("path must be a plain absolute path".to_string());
+    }
+    Ok(Checked::Forward {
+        set,
+        append,
+        remove,
+        origin: action.origin,
+        path: action.path,
+    })
+}
+
+fn check_response(response: Response) -> Result<Checked, String> {
+    if !(200..=599).contains(&response.status) {
+        return Err(format!("status {} is outside 200-599", response.status));
+    }
+    if response.body.len() > MAX_BODY {
+        return Err(format!(
+            "body of {} bytes is over {MAX_BODY}",
+            response.body.len()
+        ));
+    }
+    let mut headers = Vec::with_capacity(response.headers.len());
+    for (name, value) in &response.headers {
+        let (name, value) = pair(name, value)?;
+        if FRAMING.contains(&name.as_str()) {
+            return Err(format!("header {name} is set by the gateway"));
+        }
+        headers.push((name, value));
+    }
+    Ok(Checked::Respond {
+        status: response.status,
+        headers,
+        body: response.body,
+    })
+}
+
+/// Apply a checked forward decision's header and path changes to the request.
+pub fn apply(
+    req: &mut RequestHeader,
+    set: Vec<(HeaderName, HeaderValue)>,
+    append: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+    path: Option<String>,
+) -> Result<(), String> {
+    for name in remove {
+        req.remove_header(&name);
+    }
+    for (name, value) in set {
+        req.insert_header(name, value).map_err(|e| e.to_string())?;
+    }
+    for (name, value) in append {
+        req.append_header(name, value).map_err(|e| e.to_string())?;
+    }
+    if let Some(path) = path {
+        let target = match req.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let uri: http::Uri = target
+            .parse()
+            .map_err(|_| "path does not form a URI".to_string())?;
+        req.set_uri(uri);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(set: &[(&str, &str)], origin: Option<&str>, path: Option<&str>) -> Decision {
+        Decision::Forward(ForwardAction {
+            set_headers: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            append_headers: vec![],
+            remove_headers: vec![],
+            origin: origin.map(str::to_string),
+            path: path.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn only_allowed_headers_origins_and_paths_pass() {
+        let headers = vec!["x-portal".to_string(), "x-internal-*".to_string()];
+        let origins = vec!["uk".to_string()];
+        let allowed = Allowed {
+            headers: &headers,
+            origins: &origins,
+        };
+        assert!(
+            check(
+                forward(
+                    &[("x-portal", "uk"), ("x-internal-user-id", "u")],
+                    Some("uk"),
+                    Some("/a")
+                ),
+                &allowed
+            )
+            .is_ok()
+        );
+        for bad in [
+            forward(&[("x-other", "1")], None, None),
+            forward(&[("x-portal", "a\r\nx-evil: 1")], None, None),
+            forward(&[("bad header", "1")], None, None),
+            forward(&[("host", "evil")], None, None),
+            forward(&[], Some("us"), None),
+            forward(&[], None, Some("/a/../admin")),
+            forward(&[], None, Some("relative")),
+        ] {
+            assert!(check(bad, &allowed).is_err());
+        }
+    }
+
+    #[test]
+    fn direct_answers_are_bounded() {
+        let allowed = Allowed {
+            headers: &[],
+            origins: &[],
+        };
+        let respond = |status: u16, headers: Vec<(String, String)>, body: usize| {
+            Decision::Respond(Response {
+                status,
+                headers,
+                body: vec![b'x'; body],
+            })
+        };
+        assert!(
+            check(
+                respond(200, vec![("content-type".into(), "text/plain".into())], 10),
+                &allowed
+            )
+            .is_ok()
+        );
+        assert!(check(respond(99, vec![], 0), &allowed).is_err());
+        assert!(check(respond(600, vec![], 0), &allowed).is_err());
+        assert!(
+            check(
+                respond(200, vec![("content-length".into(), "1".into())], 0),
+                &allowed
+            )
+            .is_err()
+        );
+        assert!(check(respond(200, vec![], MAX_BODY + 1), &allowed).is_err());
+    }
+}

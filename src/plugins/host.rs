@@ -1,0 +1,370 @@
+//! The wasmtime host: one engine with an epoch ticker, one store-data type, a linker with a
+//! locked-down WASI, and per policy an `InstancePre` plus a pool of warm, initialised instances.
+//!
+//! A call takes an instance out of the pool, runs it under the policy's wall-clock deadline and
+//! memory cap, and puts it back. An instance that trapped, timed out or hit its cap is dropped and
+//! a replacement is built in the background, off the request path.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::edgewarden::policy::host::{Host, LogLevel};
+use super::bindings::edgewarden::policy::types::{Decision, Request};
+use super::bindings::{Policy, PolicyPre};
+use crate::config::{Isolation, PolicyConfig};
+
+/// How often the engine's epoch advances; the granularity of plugin deadlines.
+const TICK: Duration = Duration::from_millis(1);
+/// Log lines a plugin may emit per call, and their length.
+const MAX_LOG_LINES: usize = 16;
+const MAX_LOG_CHARS: usize = 512;
+
+/// Why a plugin call produced no decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Timeout,
+    MemoryLimit,
+    Trap,
+}
+
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::MemoryLimit => "memory_limit",
+            Failure::Trap => "trap",
+        }
+    }
+}
+
+/// Store data: one per instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    call_started: Instant,
+    budget: Duration,
+    policy: Arc<str>,
+    logged: usize,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        if self.logged >= MAX_LOG_LINES {
+            return;
+        }
+        self.logged += 1;
+        let message: String = message.chars().take(MAX_LOG_CHARS).collect();
+        let policy = &*self.policy;
+        match level {
+            LogLevel::Trace | LogLevel::Debug => tracing::debug!(policy, "{message}"),
+            LogLevel::Info => tracing::info!(policy, "{message}"),
+            LogLevel::Warn => tracing::warn!(policy, "{message}"),
+            LogLevel::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+}
+
+impl super::bindings::edgewarden::policy::types::Host for HostState {}
+
+/// The engine, its epoch ticker and the linker shared by every plugin.
+pub struct Runtime {
+    pub engine: Engine,
+    linker: Linker<HostState>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new() -> Result<Runtime, String> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| format!("wasm linker: {e}"))?;
+        Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| format!("wasm linker: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (weak, flag) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| format!("epoch thread: {e}"))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            stop,
+        })
+    }
+
+    /// Prepare a compiled plugin for fast instantiation.
+    pub fn prepare(
+        &self,
+        config: &PolicyConfig,
+        component: &Component,
+    ) -> Result<Arc<PolicyHost>, String> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .and_then(PolicyPre::new)
+            .map_err(|e| {
+                format!(
+                    "policy {}: plugin {} does not fit the interface: {e}",
+                    config.name, config.plugin
+                )
+            })?;
+        Ok(Arc::new(PolicyHost {
+            engine: self.engine.clone(),
+            pre,
+            name: Arc::from(config.name.as_str()),
+            settings_json: config.settings_json.clone(),
+            budget: Duration::from_millis(config.timeout_ms),
+            memory_bytes: (config.memory_mb as usize) << 20,
+            isolation: config.isolation,
+            max_calls: config.max_calls_per_instance,
+            pool: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
+        }))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An instance taken from the pool for one call; retired unless handed back.
+struct Lease<'a> {
+    host: &'a Arc<PolicyHost>,
+    warm: Option<Warm>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(warm) = self.warm.take() {
+            self.host.retire(warm);
+        }
+    }
+}
+
+/// One initialised instance.
+struct Warm {
+    store: Store<HostState>,
+    policy: Policy,
+    calls: u64,
+}
+
+/// A policy's plugin, ready to run.
+pub struct PolicyHost {
+    engine: Engine,
+    pre: PolicyPre<HostState>,
+    pub name: Arc<str>,
+    settings_json: String,
+    budget: Duration,
+    memory_bytes: usize,
+    isolation: Isolation,
+    max_calls: u64,
+    pool: Mutex<Vec<Warm>>,
+    /// Instances in the pool or in use.
+    live: AtomicUsize,
+}
+
+impl PolicyHost {
+    /// Build and initialise one instance (~1 ms for a CPython plugin).
+    async fn instantiate(&self) -> Result<Warm, String> {
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+                call_started: Instant::now(),
+                // Start-up (CPython's own initialisation) gets a generous budget.
+                budget: Duration::from_secs(5),
+                policy: self.name.clone(),
+                logged: 0,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.call_started.elapsed() >= state.budget {
+                Err(wasmtime::format_err!(
+                    "deadline: plugin exceeded {:?}",
+                    state.budget
+                ))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let policy = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("policy {}: instantiate: {e}", self.name))?;
+        store.data_mut().call_started = Instant::now();
+        policy
+            .call_init(&mut store, &self.settings_json)
+            .await
+            .map_err(|e| format!("policy {}: init trapped: {e}", self.name))?
+            .map_err(|e| format!("policy {}: init refused its settings: {e}", self.name))?;
+        store.data_mut().budget = self.budget;
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Ok(Warm {
+            store,
+            policy,
+            calls: 0,
+        })
+    }
+
+    /// Fill the warm pool to `count` instances (start-up and reload, never a request).
+    pub async fn warm_up(&self, count: usize) -> Result<(), String> {
+        if self.isolation == Isolation::Fresh {
+            // Fresh isolation still proves at start-up that the plugin initialises.
+            let probe = self.instantiate().await?;
+            drop(probe);
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        for _ in 0..count {
+            let warm = self.instantiate().await?;
+            self.put_back(warm);
+        }
+        Ok(())
+    }
+
+    fn put_back(&self, warm: Warm) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.push(warm);
+        }
+    }
+
+    fn take(&self) -> Option<Warm> {
+        self.pool.lock().ok()?.pop()
+    }
+
+    /// Run the plugin on `request`.
+    pub async fn call(self: &Arc<Self>, request: &Request) -> Result<Decision, Failure> {
+        let pooled = match self.isolation {
+            Isolation::Warm => self.take(),
+            Isolation::Fresh => None,
+        };
+        let warm = match pooled {
+            Some(warm) => warm,
+            None => self.instantiate().await.map_err(|e| {
+                tracing::warn!(policy = %self.name, error = %e, "plugin instance could not be created");
+                Failure::Trap
+            })?,
+        };
+        // If this future is dropped mid-call (the client went away), the lease retires the
+        // instance: a half-run instance is never reused.
+        let mut lease = Lease {
+            host: self,
+            warm: Some(warm),
+        };
+        let Some(warm) = lease.warm.as_mut() else {
+            return Err(Failure::Trap);
+        };
+        let state = warm.store.data_mut();
+        state.call_started = Instant::now();
+        state.logged = 0;
+        warm.store.set_epoch_deadline(1);
+        match warm
+            .policy
+            .call_handle_request(&mut warm.store, request)
+            .await
+        {
+            Ok(decision) => {
+                warm.calls += 1;
+                let reusable = self.isolation == Isolation::Warm && warm.calls < self.max_calls;
+                if reusable && let Some(warm) = lease.warm.take() {
+                    self.put_back(warm);
+                }
+                Ok(decision)
+            }
+            Err(e) => {
+                let failure = classify(&e);
+                tracing::warn!(policy = %self.name, failure = failure.label(), error = %first_line(&e), "plugin call failed");
+                Err(failure)
+            }
+        }
+    }
+
+    /// Drop an instance; for warm policies, build its replacement in the background.
+    fn retire(self: &Arc<Self>, warm: Warm) {
+        drop(warm);
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        if self.isolation == Isolation::Warm
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let host = self.clone();
+            runtime.spawn(async move {
+                match host.instantiate().await {
+                    Ok(fresh) => host.put_back(fresh),
+                    Err(e) => tracing::warn!(policy = %host.name, error = %e, "replacement instance failed"),
+                }
+            });
+        }
+    }
+
+    /// Instances currently pooled or in use.
+    pub fn instances(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+fn classify(e: &wasmtime::Error) -> Failure {
+    let text = format!("{e:?}");
+    if text.contains("deadline: plugin exceeded") {
+        Failure::Timeout
+    } else if text.contains("memory")
+        && (text.contains("limit") || text.contains("grow") || text.contains("out of bounds"))
+    {
+        Failure::MemoryLimit
+    } else {
+        Failure::Trap
+    }
+}
+
+fn first_line(e: &wasmtime::Error) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}

@@ -1,0 +1,200 @@
+//! Python policy plugins through the running gateway, built for real with componentize-py.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use edgewarden::echo::EchoOrigin;
+
+use crate::common::*;
+use crate::tokens::*;
+
+fn link_plugin(dir: &Path, name: &str, source: &str) {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+    std::os::unix::fs::symlink(target, plugins.join(name)).expect("link plugin");
+}
+
+fn write_policy(dir: &Path, name: &str, text: &str) {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).expect("policies dir");
+    std::fs::write(policies.join(format!("{name}.toml")), text).expect("policy file");
+}
+
+/// Routes: /deny (misbehave, on_error deny, 50 ms), /allow (misbehave, on_error allow),
+/// /fresh (misbehave, fresh isolation), /plain (no policy).
+async fn misbehaving_gateway() -> (Gateway, EchoOrigin) {
+    let origin_ = echo_origin("o").await;
+    let body = [
+        origin("o", &[origin_.addr], ""),
+        route("deny", "/deny", "o", "policies = [\"misbehave-deny\"]"),
+        route("allow", "/allow", "o", "policies = [\"misbehave-allow\"]"),
+        route("fresh", "/fresh", "o", "policies = [\"misbehave-fresh\"]"),
+        route("plain", "/plain", "o", ""),
+    ]
+    .concat();
+    let gw = Gateway::start_with_plugins(&body, &|dir| {
+        link_plugin(dir, "misbehave", "tests/plugins/misbehave");
+        let common = "plugin = \"misbehave\"\ntimeout_ms = 50\nmemory_mb = 32\nallow_headers = [\"x-misbehave-ok\"]\n";
+        write_policy(dir, "misbehave-deny", &format!("{common}on_error = \"deny\"\n"));
+        write_policy(dir, "misbehave-allow", &format!("{common}on_error = \"allow\"\n"));
+        write_policy(dir, "misbehave-fresh", &format!("{common}on_error = \"deny\"\nisolation = \"fresh\"\n"));
+    })
+    .await;
+    (gw, origin_)
+}
+
+async fn with_mode(gw: &Gateway, path: &str, mode: &str) -> Response {
+    request(gw.addr, "GET", path, &[("x-misbehave", mode)])
+        .await
+        .expect("response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeeds() {
+    let (gw, origin_) = misbehaving_gateway().await;
+    let ok = with_mode(&gw, "/deny", "none").await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.origin_saw()["x-misbehave-ok"], vec!["1".to_string()]);
+    for mode in [
+        "loop",
+        "alloc",
+        "raise",
+        "recurse",
+        "crlf-header",
+        "forbidden-header",
+        "unknown-origin",
+        "bad-status",
+    ] {
+        let started = Instant::now();
+        let resp = with_mode(&gw, "/deny", mode).await;
+        let took = started.elapsed();
+        assert_eq!(resp.status, 503, "{mode}");
+        assert_eq!(resp.json()["error"], "policy_failed", "{mode}");
+        assert!(took < Duration::from_millis(1500), "{mode} took {took:?}");
+        // The instance that failed is replaced; the next request on the same policy works.
+        let next = with_mode(&gw, "/deny", "none").await;
+        assert_eq!(next.status, 200, "after {mode}");
+        assert!(next.header("x-injected").is_none());
+    }
+    assert_eq!(
+        origin_.hits(),
+        9,
+        "only the well-behaved requests reach the origin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_is_cut_at_its_deadline() {
+    let (gw, _origin) = misbehaving_gateway().await;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(with_mode(&gw, "/deny", "loop").await.status, 503);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    // 50 ms deadline plus a margin for a loaded 2-core machine.
+    assert!(
+        median < Duration::from_millis(500),
+        "median {median:?}, all {times:?}"
+    );
+    assert!(
+        median >= Duration::from_millis(50),
+        "answered before the deadline: {median:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_on_error_allow_a_failing_policy_is_skipped() {
+    let (gw, origin_) = misbehaving_gateway().await;
+    for mode in ["raise", "loop", "forbidden-header"] {
+        let resp = with_mode(&gw, "/allow", mode).await;
+        assert_eq!(resp.status, 200, "{mode}");
+        let seen = resp.origin_saw();
+        assert!(
+            !seen.contains_key("x-internal-user-id"),
+            "{mode}: a refused decision was applied"
+        );
+    }
+    assert_eq!(origin_.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plugin_does_not_stall_other_routes() {
+    let (gw, _origin) = misbehaving_gateway().await;
+    let addr = gw.addr;
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(
+                async move { request(addr, "GET", "/deny", &[("x-misbehave", "loop")]).await },
+            )
+        })
+        .collect();
+    let mut plain = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(get(gw.addr, "/plain").await.expect("response").status, 200);
+        plain.push(started.elapsed());
+    }
+    for l in loops {
+        assert_eq!(l.await.expect("join").expect("response").status, 503);
+    }
+    plain.sort();
+    let median = plain[plain.len() / 2];
+    assert!(
+        median < Duration::from_millis(50),
+        "plain route median {median:?} while plugins loop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_isolation_works_and_recovers() {
+    let (gw, _origin) = misbehaving_gateway().await;
+    assert_eq!(with_mode(&gw, "/fresh", "none").await.status, 200);
+    assert_eq!(with_mode(&gw, "/fresh", "raise").await.status, 503);
+    assert_eq!(with_mode(&gw, "/fresh", "none").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_plugin_passes_the_token_subject_to_the_origin() {
+    let signer = Signer::rsa(RSA_A, "key-a");
+    let origin_ = echo_origin("o").await;
+    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
+    // The issuer itself maps no claims to headers here: the plugin does it.
+    let issuer = issuer_toml(&format!("public_key_pem = \"{pem}\""), "").replace(
+        "claims_to_headers = { sub = \"x-internal-user-id\", \"org.id\" = \"x-org-id\" }",
+        "",
+    );
+    let body = [
+        issuer,
+        origin("o", &[origin_.addr], ""),
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"required\"\npolicies = [\"identity\"]\n"
+            .to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start_with_plugins(&body, &|dir| {
+        link_plugin(dir, "identity_headers", "python-plugins/identity_headers");
+        write_policy(
+            dir,
+            "identity",
+            "plugin = \"identity_headers\"\nallow_headers = [\"x-internal-user-id\"]\n",
+        );
+    })
+    .await;
+    let auth = format!("Bearer {}", signer.token(&good_claims("user-7")));
+    let resp = request(
+        gw.addr,
+        "GET",
+        "/x",
+        &[("Authorization", &auth), ("X-Internal-User-Id", "spoofed")],
+    )
+    .await
+    .expect("response");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.origin_saw()["x-internal-user-id"],
+        vec!["user-7".to_string()]
+    );
+}

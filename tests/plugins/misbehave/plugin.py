@@ -1,0 +1,35 @@
+"""A plugin that misbehaves on request (see tests/plugins/README.md)."""
+
+from edgewarden import Response, send_to_origin
+
+
+def recurse(n):
+    return recurse(n + 1) + 1
+
+
+def handle_request(request):
+    mode = request.headers.get("x-misbehave", "")
+    if mode == "loop":
+        while True:
+            pass
+    if mode == "alloc":
+        hoard = []
+        while True:
+            hoard.append(bytearray(1 << 20))
+    if mode == "raise":
+        raise RuntimeError("this plugin raises")
+    if mode == "recurse":
+        return recurse(0)
+    if mode == "crlf-header":
+        request.headers["x-misbehave-ok"] = "1\r\nx-injected: yes"
+        return send_to_origin(request)
+    if mode == "forbidden-header":
+        request.headers["x-internal-user-id"] = "admin"
+        return send_to_origin(request)
+    if mode == "unknown-origin":
+        request.origin = "elsewhere"
+        return send_to_origin(request)
+    if mode == "bad-status":
+        return Response(99, {}, "")
+    request.headers["x-misbehave-ok"] = "1"
+    return send_to_origin(request)
