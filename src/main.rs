@@ -70,12 +70,51 @@ enum Command {
         #[arg(long)]
         kid: String,
     },
+    /// Build Python policy plugins, or start a new one.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
     /// Run the shipped example configuration in front of built-in echo origins.
     Demo {
         /// Configuration file (the embedded example is used when it does not exist).
         #[arg(short, long, default_value = "config/edgewarden.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Build every plugin under plugins_dir (componentize-py, then precompile); cached by content.
+    Build {
+        #[arg(short, long, default_value = "config/edgewarden.toml")]
+        config: PathBuf,
+    },
+    /// Create plugins_dir/NAME with a plugin.py and its pytest file.
+    New {
+        name: String,
+        #[arg(short, long, default_value = "config/edgewarden.toml")]
+        config: PathBuf,
+    },
+}
+
+fn plugins_command(command: PluginsCommand) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        PluginsCommand::Build { config } => {
+            let config = Config::load(&config)?;
+            let built = edgewarden::plugins::build_all(&config)?;
+            for line in built {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        PluginsCommand::New { name, config } => {
+            let config = Config::load(&config)?;
+            let dir = edgewarden::plugins::scaffold(&config.server.plugins_dir, &name)?;
+            println!("created {}", dir.display());
+            Ok(())
+        }
+    }
 }
 
 fn read(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
@@ -99,6 +138,13 @@ fn main() -> ExitCode {
                 file: config.clone(),
                 problems: vec![e],
             })?;
+            // Plugin sources the routes use must build.
+            edgewarden::plugins::Plugins::build(&c, c.server.plugin_cache_dir.clone(), 1).map_err(
+                |e| edgewarden::config::ConfigError {
+                    file: config.clone(),
+                    problems: vec![e],
+                },
+            )?;
             Ok(c)
         }) {
             Ok(c) => {
@@ -117,6 +163,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         Command::Demo { config } => edgewarden::demo::run(&config),
+        Command::Plugins { command } => plugins_command(command),
         Command::Token {
             key,
             alg,

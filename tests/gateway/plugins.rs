@@ -198,3 +198,82 @@ async fn identity_headers_plugin_passes_the_token_subject_to_the_origin() {
         vec!["user-7".to_string()]
     );
 }
+
+#[test]
+fn a_plugin_that_fails_to_build_is_reported_with_its_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    link_plugin(dir.path(), "broken", "tests/plugins/broken");
+    write_policy(dir.path(), "broken", "plugin = \"broken\"\n");
+    let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/plugin-cache");
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\npolicies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n\
+         [[origins]]\nname = \"o\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [[routes]]\nname = \"r\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"off\"\npolicies = [\"broken\"]\n"
+    );
+    let path = dir.path().join("edgewarden.toml");
+    std::fs::write(&path, config).expect("config");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .env(
+            "EDGEWARDEN_COMPONENTIZE_PY",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/componentize-py"),
+        )
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("plugin broken: build failed"), "{stderr}");
+    assert!(stderr.contains("SyntaxError"), "{stderr}");
+    assert!(
+        stderr.contains("plugin.py") && stderr.contains("line 4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plugins_new_scaffolds_a_plugin_whose_tests_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+    let config = "[server]\nlisten = [\"127.0.0.1:1\"]\nplugins_dir = \"plugins\"\n\
+                  [[origins]]\nname = \"o\"\nupstreams = [\"127.0.0.1:9\"]\n\
+                  [[routes]]\nname = \"r\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"off\"\n";
+    let path = dir.path().join("edgewarden.toml");
+    std::fs::write(&path, config).expect("config");
+    let out = std::process::Command::new(BIN)
+        .args(["plugins", "new", "my_policy", "-c"])
+        .arg(&path)
+        .output()
+        .expect("plugins new");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plugin_dir = dir.path().join("plugins/my_policy");
+    assert!(plugin_dir.join("plugin.py").is_file() && plugin_dir.join("test_plugin.py").is_file());
+    // The scaffold's own tests pass with the project's SDK.
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("python-plugins");
+    for file in ["conftest.py", "pytest.ini"] {
+        std::fs::copy(sdk.join(file), dir.path().join("plugins").join(file)).expect("copy");
+    }
+    std::os::unix::fs::symlink(sdk.join("sdk"), dir.path().join("plugins/sdk")).expect("link sdk");
+    let pytest =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
+            .args(["-m", "pytest", "-q"])
+            .current_dir(dir.path().join("plugins"))
+            .output()
+            .expect("pytest");
+    assert!(
+        pytest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pytest.stdout)
+    );
+    // A second scaffold with the same name is refused.
+    let again = std::process::Command::new(BIN)
+        .args(["plugins", "new", "my_policy", "-c"])
+        .arg(&path)
+        .output()
+        .expect("plugins new");
+    assert!(!again.status.success());
+}
