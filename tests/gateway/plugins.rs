@@ -277,3 +277,66 @@ fn plugins_new_scaffolds_a_plugin_whose_tests_pass() {
         .expect("plugins new");
     assert!(!again.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_policies_run_through_the_gateway() {
+    let signer = Signer::rsa(RSA_A, "key-a");
+    let global = echo_origin("global").await;
+    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
+    let issuer = issuer_toml(&format!("public_key_pem = \"{pem}\""), "").replace(
+        "claims_to_headers = { sub = \"x-internal-user-id\", \"org.id\" = \"x-org-id\" }",
+        "",
+    );
+    let body = [
+        issuer,
+        origin("global", &[global.addr], ""),
+        "[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\norigin = \"global\"\nauth = \"required\"\n\
+         policies = [\"identity\", \"admins-only\"]\n"
+            .to_string(),
+        route("geo", "/geo", "global", "policies = [\"geo\"]"),
+    ]
+    .concat();
+    let gw = Gateway::start_with_plugins(&body, &|dir| {
+        for plugin in ["geo_router", "identity_headers", "require_claim"] {
+            link_plugin(dir, plugin, &format!("python-plugins/{plugin}"));
+        }
+        for policy in ["geo", "identity", "admins-only"] {
+            let text = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("policies/{policy}.toml")),
+            )
+            .expect("shipped policy");
+            write_policy(dir, policy, &text);
+        }
+    })
+    .await;
+
+    let mut admin = good_claims("boss");
+    admin["role"] = serde_json::json!("admin");
+    admin["email"] = serde_json::json!("boss@example.com");
+    let auth = format!("Bearer {}", signer.token(&admin));
+    let resp = request(gw.addr, "GET", "/admin/x", &[("Authorization", &auth)])
+        .await
+        .expect("response");
+    assert_eq!(resp.status, 200);
+    let seen = resp.origin_saw();
+    assert_eq!(seen["x-internal-user-id"], vec!["boss".to_string()]);
+    assert_eq!(
+        seen["x-internal-email"],
+        vec!["boss@example.com".to_string()]
+    );
+
+    let mut viewer = good_claims("peon");
+    viewer["role"] = serde_json::json!("viewer");
+    let auth = format!("Bearer {}", signer.token(&viewer));
+    let resp = request(gw.addr, "GET", "/admin/x", &[("Authorization", &auth)])
+        .await
+        .expect("response");
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.json()["error"], "forbidden");
+    assert!(resp.header("x-request-id").is_some());
+
+    let resp = get(gw.addr, "/geo/page").await.expect("response");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.origin_saw()["x-portal"], vec!["global".to_string()]);
+    assert_eq!(global.hits(), 2);
+}
