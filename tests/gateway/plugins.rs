@@ -15,6 +15,15 @@ fn link_plugin(dir: &Path, name: &str, source: &str) {
     std::os::unix::fs::symlink(target, plugins.join(name)).expect("link plugin");
 }
 
+/// The test issuer with a PEM key and no claims_to_headers: the plugins set identity headers.
+fn pem_issuer_leaving_headers_to_plugins() -> String {
+    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
+    issuer_toml(&format!("public_key_pem = \"{pem}\""), "").replace(
+        "claims_to_headers = { sub = \"x-internal-user-id\", \"org.id\" = \"x-org-id\" }",
+        "",
+    )
+}
+
 fn write_policy(dir: &Path, name: &str, text: &str) {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).expect("policies dir");
@@ -161,12 +170,7 @@ async fn fresh_isolation_works_and_recovers() {
 async fn identity_headers_plugin_passes_the_token_subject_to_the_origin() {
     let signer = Signer::rsa(RSA_A, "key-a");
     let origin_ = echo_origin("o").await;
-    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
-    // The issuer itself maps no claims to headers here: the plugin does it.
-    let issuer = issuer_toml(&format!("public_key_pem = \"{pem}\""), "").replace(
-        "claims_to_headers = { sub = \"x-internal-user-id\", \"org.id\" = \"x-org-id\" }",
-        "",
-    );
+    let issuer = pem_issuer_leaving_headers_to_plugins();
     let body = [
         issuer,
         origin("o", &[origin_.addr], ""),
@@ -282,11 +286,7 @@ fn plugins_new_scaffolds_a_plugin_whose_tests_pass() {
 async fn the_shipped_policies_run_through_the_gateway() {
     let signer = Signer::rsa(RSA_A, "key-a");
     let global = echo_origin("global").await;
-    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
-    let issuer = issuer_toml(&format!("public_key_pem = \"{pem}\""), "").replace(
-        "claims_to_headers = { sub = \"x-internal-user-id\", \"org.id\" = \"x-org-id\" }",
-        "",
-    );
+    let issuer = pem_issuer_leaving_headers_to_plugins();
     let body = [
         issuer,
         origin("global", &[global.addr], ""),

@@ -87,7 +87,15 @@ impl Signer {
 
     /// A token with any header, signed by this key whatever the header claims.
     pub fn token_with_header(&self, header: &Value, claims: &Value) -> String {
-        let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
+        self.sign_raw(&format!(
+            "{}.{}",
+            b64(header.to_string()),
+            b64(claims.to_string())
+        ))
+    }
+
+    /// `input.signature` for an already encoded `header.payload` (which may be any bytes).
+    pub fn sign_raw(&self, input: &str) -> String {
         let signature =
             jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).expect("sign");
         format!("{input}.{signature}")
