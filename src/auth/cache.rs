@@ -15,7 +15,7 @@ pub struct Verified {
     /// Index of the issuer that signed it.
     pub issuer: usize,
     pub claims: Arc<Map<String, Value>>,
-    /// Unix seconds after which the entry must not be used.
+    /// Unix seconds after which the entry must not be used: the token's `exp` plus the leeway.
     pub exp: u64,
     /// The issuer's key-set generation at verification time.
     pub generation: u64,

@@ -134,7 +134,8 @@ impl Verifier {
                 Verified {
                     issuer: index,
                     claims: claims.clone(),
-                    exp,
+                    // The verifier accepts the token until exp + leeway; so may the cache.
+                    exp: exp.saturating_add(issuer.config.leeway_s),
                     generation,
                     size: token.len() as u64 * 2,
                 },
