@@ -120,10 +120,7 @@ impl Issuers {
             .configs
             .iter()
             .zip(&self.keys)
-            .map(|(config, keys)| Issuer {
-                config: config.clone(),
-                keys: keys.clone(),
-            })
+            .map(|(config, keys)| Issuer::new(config.clone(), keys.clone()))
             .collect();
         let cache = if cache {
             TokenCache::new(10_000, 16 << 20)

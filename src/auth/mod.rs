@@ -56,10 +56,7 @@ impl Auth {
                     Refresher(keys.clone()),
                 )));
             }
-            issuers.push(Issuer {
-                config: issuer.clone(),
-                keys,
-            });
+            issuers.push(Issuer::new(issuer.clone(), keys));
         }
         let routes = config
             .routes

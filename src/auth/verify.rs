@@ -20,6 +20,23 @@ use crate::config::IssuerConfig;
 pub struct Issuer {
     pub config: IssuerConfig,
     pub keys: Arc<IssuerKeys>,
+    /// One `Validation` per configured algorithm, built once.
+    validations: Vec<(Algorithm, Validation)>,
+}
+
+impl Issuer {
+    pub fn new(config: IssuerConfig, keys: Arc<IssuerKeys>) -> Issuer {
+        let validations = config
+            .algorithms
+            .iter()
+            .map(|&alg| (alg, validation(&config, alg)))
+            .collect();
+        Issuer {
+            config,
+            keys,
+            validations,
+        }
+    }
 }
 
 /// A verified token.
@@ -123,8 +140,13 @@ impl Verifier {
         let key = keys.find(kid, alg).ok_or(AuthError::UnknownKid)?;
         let generation = issuer.keys.generation();
 
-        let validation = validation(&issuer.config, alg);
-        jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
+        let validation = issuer
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or(AuthError::AlgNotAllowed)?;
+        jsonwebtoken::decode::<Value>(token, &key.decoding, validation)
             .map_err(|e| map_error(e.kind()))?;
 
         let claims = Arc::new(parsed.claims);

@@ -285,7 +285,6 @@ required_scopes = ["read"]
 
 #[test]
 fn check_loads_key_files_and_refuses_weak_or_broken_keys() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let weak = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/keys/rsa1024-public.pem"
@@ -295,15 +294,8 @@ fn check_loads_key_files_and_refuses_weak_or_broken_keys() {
         "{}\n[[issuers]]\nname = \"main\"\nissuer = \"https://id.test\"\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\npublic_key_pem = \"\"\"\n{weak}\"\"\"\n",
         VALID.replace("auth = \"off\"", "auth = \"required\"")
     );
-    let path = dir.path().join("weak.toml");
-    std::fs::write(&path, &config).expect("write");
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .expect("check");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr, _) = check(&config);
+    assert_eq!(code, 1);
     assert!(
         stderr.contains("issuers[0] (main): RSA key of 1024 bits is under 2048"),
         "{stderr}"
@@ -313,13 +305,7 @@ fn check_loads_key_files_and_refuses_weak_or_broken_keys() {
         &format!("public_key_pem = \"\"\"\n{weak}\"\"\""),
         "jwks_file = \"nope.json\"",
     );
-    std::fs::write(&path, missing).expect("write");
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .expect("check");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr, _) = check(&missing);
+    assert_eq!(code, 1);
     assert!(stderr.contains("nope.json"), "{stderr}");
 }
