@@ -8,53 +8,39 @@ use crate::config::Config;
 use crate::mint::{self, TokenSpec};
 use crate::server::{self, StartError};
 
-/// The shipped example configuration and its demo key material, embedded so the demo runs from
-/// any directory.
-const EMBEDDED: [(&str, &str); 3] = [
-    ("edgewarden.toml", include_str!("../config/edgewarden.toml")),
-    ("demo/jwks.json", include_str!("../config/demo/jwks.json")),
-    (
-        "demo/demo-signing-key.pem",
-        include_str!("../config/demo/demo-signing-key.pem"),
-    ),
-];
-
-/// Load `path` if it exists, else write the embedded copy to a temporary directory and load that;
-/// start one echo origin on every upstream address; print curl lines; run the gateway.
+/// Load the example configuration at `path` (with its policies and plugin sources beside it),
+/// start one echo origin on every upstream address, print curl lines, run the gateway.
 pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let (config_path, _embedded_dir) = if path.exists() {
-        (path.to_path_buf(), None)
-    } else {
-        let dir = std::env::temp_dir().join(format!("edgewarden-demo-{}", std::process::id()));
-        for (name, text) in EMBEDDED {
-            let file = dir.join(name);
-            if let Some(parent) = file.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&file, text)?;
-        }
-        (dir.join("edgewarden.toml"), Some(dir))
-    };
+    if !path.exists() {
+        return Err(StartError(format!(
+            "{}: not found; run the demo from the repository root (scripts/demo)",
+            path.display()
+        ))
+        .into());
+    }
+    let config_path = path.to_path_buf();
     let config = Config::load(&config_path)?;
     let tokens = demo_tokens(&config, &config_path);
 
-    let mut upstreams: Vec<std::net::SocketAddr> = config
-        .origins
-        .iter()
-        .flat_map(|o| o.addresses.iter().copied())
-        .collect();
-    upstreams.sort();
-    upstreams.dedup();
+    // One echo origin per address, named after the first origin that lists it.
+    let mut upstreams: Vec<(std::net::SocketAddr, String)> = Vec::new();
+    for origin in &config.origins {
+        for (i, addr) in origin.addresses.iter().enumerate() {
+            if !upstreams.iter().any(|(a, _)| a == addr) {
+                upstreams.push((*addr, format!("{}-{}", origin.name, i + 1)));
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    for (i, addr) in upstreams.iter().enumerate() {
+    for (addr, name) in &upstreams {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .map_err(|e| StartError(format!("demo origin cannot listen on {addr}: {e}")))?;
         let _guard = runtime.enter();
-        crate::echo::spawn(listener, &format!("echo-{}", i + 1))?;
+        crate::echo::spawn(listener, name)?;
     }
     // The runtime must outlive the gateway: keep it on its own thread.
     std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
@@ -84,7 +70,7 @@ fn demo_tokens(config: &Config, config_path: &Path) -> Option<DemoTokens> {
     let spec = |scope: Option<&str>, expires_in: i64| TokenSpec {
         alg: "RS256".into(),
         kid: Some("demo-2026".into()),
-        claims: Some(r#"{"org": {"id": "acme"}}"#.into()),
+        claims: Some(r#"{"org": {"id": "acme"}, "email": "alice@example.com"}"#.into()),
         sub: Some("alice".into()),
         iss: Some(issuer.issuer.clone()),
         aud: issuer.audiences.first().cloned().into_iter().collect(),
@@ -130,9 +116,32 @@ fn print_curl_lines(
             "  curl -s -H 'Authorization: Bearer {}' {g}/api/hello",
             t.good
         );
+        println!(
+            "  # the identity policy (Python, python-plugins/identity_headers) passes sub and email on:"
+        );
+        println!(
+            "  # the origin shows x-internal-user-id: alice and x-internal-email: alice@example.com"
+        );
+        println!("  curl -s -H 'Authorization: Bearer {}' {g}/me", t.good);
         println!("  # spoofed identity headers are removed even on routes without auth");
         println!("  curl -s -H 'X-Internal-User-Id: admin' {g}/public/hello");
     }
+    println!(
+        "  # geo routing (Python, python-plugins/geo_router): the gateway decides the country and the"
+    );
+    println!(
+        "  # policy picks the portal (the answer's \"origin\": uk-1, fr-1, global-N). The demo database"
+    );
+    println!("  # places 127.0.0.2 in GB, 127.0.0.3 in FR, 127.0.0.4 in US:");
+    println!("  curl -s --interface 127.0.0.2 {g}/shop/   # GB -> uk-1, x-user-location: GB");
+    println!("  curl -s --interface 127.0.0.3 {g}/shop/   # FR -> fr-1");
+    println!("  curl -s --interface 127.0.0.4 {g}/shop/   # US -> global-N");
+    println!(
+        "  # 127.0.0.1 is a trusted proxy in the demo config, so it may state the country like a CDN:"
+    );
+    println!("  curl -s -H 'cf-ipcountry: FR' {g}/shop/");
+    println!("  # a client cannot: from an untrusted address the header is ignored (US wins)");
+    println!("  curl -s --interface 127.0.0.4 -H 'x-user-location: GB' {g}/shop/");
     println!("  # no route for this path: 404 with a JSON body");
     println!("  curl -i {g}/nowhere");
     println!("  # the /api route only takes GET and POST: 405 with Allow");

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod geo;
 pub mod mint;
 pub mod origins;
 pub mod plugins;

@@ -77,7 +77,7 @@ enum Command {
     },
     /// Run the shipped example configuration in front of built-in echo origins.
     Demo {
-        /// Configuration file (the embedded example is used when it does not exist).
+        /// Configuration file (the example in the repository by default).
         #[arg(short, long, default_value = "config/edgewarden.toml")]
         config: PathBuf,
     },

@@ -12,6 +12,7 @@ use pingora::services::listening::Service as ListeningService;
 use crate::admin::Admin;
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::geo::Geo;
 use crate::origins;
 use crate::plugins::Plugins;
 use crate::proxy::{Gateway, Generation};
@@ -58,7 +59,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let listen = config.server.listen.clone();
     let admin_listen = config.server.admin_listen;
     let grace = Duration::from_secs(config.server.shutdown_grace_s);
-    let generation = Arc::new(Generation::new(config, auth, plugins, origins));
+    let geo = Geo::build(&config).map_err(StartError)?;
+    let generation = Arc::new(Generation::new(config, auth, plugins, geo, origins));
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,

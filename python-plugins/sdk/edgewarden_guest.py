@@ -5,8 +5,6 @@ componentize-py builds every plugin with this module as its application; it impo
 into the WIT ``decision``. Plugin authors never import it.
 """
 
-import json
-
 import edgewarden
 import plugin
 import wit_world
@@ -45,15 +43,15 @@ class WitWorld(wit_world.WitWorld):
             raise Err(f"{type(e).__name__}: {e}")
 
     def handle_request(self, req):
-        request = edgewarden.Request(
-            method=req.method,
-            path=req.path,
-            query=req.query,
-            headers=req.headers,
-            client_ip=req.client_ip,
-            route=req.route,
-            claims=json.loads(req.claims_json) if req.claims_json else {},
-            country=req.country,
+        request = edgewarden.Request._from_host(
+            req.method,
+            req.path,
+            req.query,
+            req.headers,
+            req.client_ip,
+            req.route,
+            req.claims_json,
+            req.country,
         )
         answer = plugin.handle_request(request)
         if isinstance(answer, edgewarden.Response):
@@ -69,3 +67,4 @@ class WitWorld(wit_world.WitWorld):
                 )
             )
         raise TypeError("handle_request must return send_to_origin(request) or Response(...)")
+

@@ -44,3 +44,39 @@ def test_settings_are_replaced_in_place():
     assert held == {"GB": "uk"}
     edgewarden._load_settings("")
     assert held == {}
+
+
+def test_changes_before_and_after_the_first_read_are_both_seen():
+    h = Headers((n, v) for n, v in [("A", "1"), ("B", "2")])
+    h["c"] = "3"
+    del h["b"]
+    assert h.get("C") == "3" and "b" not in h and h["a"] == "1"
+    h.add("a", "4")
+    assert h.get_all("a") == ["1", "4"]
+    assert sorted(h.items()) == [("a", "1"), ("a", "4"), ("c", "3")]
+
+
+def test_setting_a_header_to_its_own_value_is_not_a_change():
+    r = Request(headers=[("Host", "example.com"), ("X", "1"), ("X", "2")])
+    r.headers["host"] = r.headers["host"]
+    r.headers.add("y", "1")
+    del r.headers["y"]
+    del r.headers["never-there"]
+    f = send_to_origin(r)
+    assert (f.set_headers, f.append_headers, f.remove_headers) == ([], [], [])
+
+
+def test_replacing_a_multi_valued_header_sets_then_appends():
+    r = Request(headers=[("X", "1"), ("X", "2")])
+    del r.headers["x"]
+    r.headers.add("x", "3")
+    r.headers.add("x", "4")
+    f = send_to_origin(r)
+    assert (f.set_headers, f.append_headers, f.remove_headers) == ([("x", "3")], [("x", "4")], [])
+
+
+def test_claims_from_the_gateway_are_parsed_only_when_read():
+    r = Request._from_host("GET", "/", None, [], "192.0.2.1", "api", '{"sub": "alice"}', "GB")
+    assert r._claims is None
+    assert r.claims["sub"] == "alice"
+    assert Request._from_host("GET", "/", None, [], "192.0.2.1", "api", None, None).claims == {}

@@ -78,8 +78,15 @@ impl Auth {
             .iter()
             .flat_map(|i| i.claims_to_headers.iter().map(|(_, h)| h.clone()))
             .collect();
-        let reserved =
-            ReservedHeaders::new(config.server.reserved_headers.iter().chain(targets.iter()));
+        let geo_header = config.geo.as_ref().map(|g| g.header.clone());
+        let reserved = ReservedHeaders::new(
+            config
+                .server
+                .reserved_headers
+                .iter()
+                .chain(targets.iter())
+                .chain(geo_header.iter()),
+        );
         let cache = cache::TokenCache::new(
             config.server.token_cache_entries,
             config.server.token_cache_bytes,

@@ -5,6 +5,7 @@
 //! directory that holds the file. Key names are the public contract documented in
 //! `config/edgewarden.toml`.
 
+mod geo;
 mod issuers;
 mod policies;
 mod reader;
@@ -28,6 +29,18 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Every policy some route names, read from `policies_dir`, once each.
     pub policies: Vec<PolicyConfig>,
+    /// `[geo]`: present when the gateway decides the client's country.
+    pub geo: Option<GeoConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GeoConfig {
+    /// A MaxMind-format country (or city) database, looked up on the client IP.
+    pub mmdb: Option<PathBuf>,
+    /// A CDN's country header (lower case), honoured only from trusted proxies.
+    pub country_header: Option<String>,
+    /// The header the gateway sets to the decided country (lower case).
+    pub header: String,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +60,8 @@ pub struct ServerConfig {
     pub token_cache_bytes: usize,
     /// Header names (lower case; a trailing `*` matches a prefix) that only the gateway may set.
     pub reserved_headers: Vec<String>,
+    /// Peers whose `X-Forwarded-For` and country headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]

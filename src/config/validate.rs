@@ -44,7 +44,14 @@ pub(super) fn read(
         .enumerate()
         .filter_map(|(i, s)| read_route(s, problems).map(|r| (i, r)))
         .collect();
+    let geo_section = root.table(problems, "geo");
     root.finish(problems);
+    let geo = geo_section.map(|section| {
+        let trusted = server
+            .as_ref()
+            .is_some_and(|s| !s.trusted_proxies.is_empty());
+        super::geo::read_geo(section, base, trusted, problems)
+    });
 
     if origins.is_empty() && !table.contains_key("origins") {
         problems.push("origins", "at least one [[origins]] entry is required");
@@ -87,6 +94,7 @@ pub(super) fn read(
         routes,
         issuers,
         policies,
+        geo,
     })
 }
 
@@ -212,6 +220,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
             Some(lower)
         })
         .collect();
+    let trusted_proxies = super::geo::read_trusted_proxies(&mut s, problems);
     s.finish(problems);
     Some(ServerConfig {
         listen: listen?,
@@ -225,6 +234,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         token_cache_entries,
         token_cache_bytes,
         reserved_headers,
+        trusted_proxies,
     })
 }
 

@@ -3,7 +3,10 @@
 //!
 //! A call takes an instance out of the pool, runs it under the policy's wall-clock deadline and
 //! memory cap, and puts it back. An instance that trapped, timed out or hit its cap is dropped and
-//! a replacement is built in the background, off the request path.
+//! a replacement is built in the background, off the request path. With `isolation = "fresh"`
+//! every instance serves one request and is then replaced the same way, so a request gets a
+//! never-used instance without paying for its instantiation. When the pool is empty (a burst), the
+//! request instantiates one itself.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -250,15 +253,10 @@ impl PolicyHost {
         })
     }
 
-    /// Fill the warm pool to `count` instances (start-up and reload, never a request).
+    /// Fill the pool to `count` initialised instances (start-up and reload, never a request).
+    /// Warm policies reuse them; fresh policies use each for one request and build its
+    /// replacement in the background.
     pub async fn warm_up(&self, count: usize) -> Result<(), String> {
-        if self.isolation == Isolation::Fresh {
-            // Fresh isolation still proves at start-up that the plugin initialises.
-            let probe = self.instantiate().await?;
-            drop(probe);
-            self.live.fetch_sub(1, Ordering::Relaxed);
-            return Ok(());
-        }
         for _ in 0..count {
             let warm = self.instantiate().await?;
             self.put_back(warm);
@@ -278,11 +276,7 @@ impl PolicyHost {
 
     /// Run the plugin on `request`.
     pub async fn call(self: &Arc<Self>, request: &Request) -> Result<Decision, Failure> {
-        let pooled = match self.isolation {
-            Isolation::Warm => self.take(),
-            Isolation::Fresh => None,
-        };
-        let warm = match pooled {
+        let warm = match self.take() {
             Some(warm) => warm,
             None => self.instantiate().await.map_err(|e| {
                 tracing::warn!(policy = %self.name, error = %e, "plugin instance could not be created");
@@ -323,21 +317,24 @@ impl PolicyHost {
         }
     }
 
-    /// Drop an instance; for warm policies, build its replacement in the background.
+    /// Drop an instance and build its replacement in the background.
+    /// Tearing an instance down (unmapping its memory) is done there too.
     fn retire(self: &Arc<Self>, warm: Warm) {
-        drop(warm);
         self.live.fetch_sub(1, Ordering::Relaxed);
-        if self.isolation == Isolation::Warm
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let host = self.clone();
-            runtime.spawn(async move {
-                match host.instantiate().await {
-                    Ok(fresh) => host.put_back(fresh),
-                    Err(e) => tracing::warn!(policy = %host.name, error = %e, "replacement instance failed"),
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            drop(warm);
+            return;
+        };
+        let host = self.clone();
+        runtime.spawn(async move {
+            drop(warm);
+            match host.instantiate().await {
+                Ok(fresh) => host.put_back(fresh),
+                Err(e) => {
+                    tracing::warn!(policy = %host.name, error = %e, "replacement instance failed")
                 }
-            });
-        }
+            }
+        });
     }
 
     /// Instances currently pooled or in use.

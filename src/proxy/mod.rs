@@ -15,6 +15,7 @@ use pingora::{Error, Result};
 use crate::auth::Auth;
 use crate::auth::error::AuthError;
 use crate::config::Config;
+use crate::geo::Geo;
 use crate::origins::Origin;
 use crate::plugins::{self, Outcome, Plugins};
 use crate::routing::{RouteMatch, Router, path_is_ambiguous};
@@ -26,6 +27,7 @@ pub struct Generation {
     pub config: Config,
     pub auth: Auth,
     pub plugins: Plugins,
+    pub geo: Geo,
     router: Router,
     origins: Vec<Origin>,
     /// For each route, the index of its origin.
@@ -33,7 +35,13 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn new(config: Config, auth: Auth, plugins: Plugins, origins: Vec<Origin>) -> Generation {
+    pub fn new(
+        config: Config,
+        auth: Auth,
+        plugins: Plugins,
+        geo: Geo,
+        origins: Vec<Origin>,
+    ) -> Generation {
         let router = Router::new(&config.routes);
         let route_origin = config
             .routes
@@ -44,6 +52,7 @@ impl Generation {
             config,
             auth,
             plugins,
+            geo,
             router,
             origins,
             route_origin,
@@ -118,6 +127,13 @@ impl ProxyHttp for Gateway {
             .find(headers::request_host(req), req.uri.path(), &req.method);
         match found {
             RouteMatch::Found(route) => {
+                // Read before authentication removes the reserved headers a trusted proxy may
+                // have set.
+                let peer = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let client = generation.geo.client(peer, session.req_header());
                 let auth = &generation.auth;
                 let identity = match auth.authenticate(session.req_header_mut(), route).await {
                     Ok(identity) => identity,
@@ -130,18 +146,20 @@ impl ProxyHttp for Gateway {
                     }
                 };
                 ctx.origin = generation.route_origin.get(route).copied();
+                let country = generation.geo.country(&client);
+                if let (Some(name), Some(country)) = (generation.geo.header(), country) {
+                    session
+                        .req_header_mut()
+                        .insert_header(name.clone(), country.as_str())?;
+                }
                 if generation.plugins.route_has_policies(route) {
                     let plugin_ctx = plugins::Context {
-                        client_ip: session
-                            .client_addr()
-                            .and_then(|a| a.as_inet())
-                            .map(|a| a.ip().to_string())
-                            .unwrap_or_default(),
+                        client_ip: client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
                         route: &generation.config.routes[route].name,
                         claims_json: identity
                             .as_ref()
                             .and_then(|i| serde_json::to_string(&*i.claims).ok()),
-                        country: None,
+                        country: country.map(|c| c.as_str().to_string()),
                     };
                     match generation
                         .plugins

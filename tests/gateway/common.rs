@@ -83,9 +83,18 @@ impl Gateway {
     /// Start with policies and plugins: `setup` writes files into the gateway's directory first.
     /// Plugins are built once per test run into a shared cache.
     pub async fn start_with_plugins(body: &str, setup: &dyn Fn(&std::path::Path)) -> Gateway {
+        Gateway::start_with_plugins_and(body, "", setup).await
+    }
+
+    /// As `start_with_plugins`, with `server_extra` added to `[server]`.
+    pub async fn start_with_plugins_and(
+        body: &str,
+        server_extra: &str,
+        setup: &dyn Fn(&std::path::Path),
+    ) -> Gateway {
         let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/plugin-cache");
         let extra = format!(
-            "policies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n"
+            "policies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n{server_extra}"
         );
         Gateway::launch(body, &extra, true, setup).await
     }
@@ -249,6 +258,17 @@ impl Conn {
         })
     }
 
+    /// Connect from a chosen loopback source address (the client IP the gateway sees).
+    pub async fn open_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> Conn {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((source, 0).into()).expect("bind source");
+        let stream = socket.connect(addr).await.expect("connect");
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn send(&mut self, raw: &[u8]) {
         self.stream.write_all(raw).await.expect("write request");
     }
@@ -366,6 +386,23 @@ pub async fn request(
     raw.push_str("\r\n");
     conn.send(raw.as_bytes()).await;
     conn.read_response(method == "HEAD").await
+}
+
+/// One `GET` on a fresh connection from `source`.
+pub async fn get_from(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut conn = Conn::open_from(source, addr).await;
+    let mut raw = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    conn.send(raw.as_bytes()).await;
+    conn.read_response(false).await.expect("response")
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {

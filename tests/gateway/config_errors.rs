@@ -309,3 +309,37 @@ fn check_loads_key_files_and_refuses_weak_or_broken_keys() {
     assert_eq!(code, 1);
     assert!(stderr.contains("nope.json"), "{stderr}");
 }
+
+#[test]
+fn geo_mistakes_are_reported_together() {
+    let text = VALID.replace(
+        "listen = [\"127.0.0.1:18080\"]",
+        "listen = [\"127.0.0.1:18080\"]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.1.2.3/8\", \"nope\"]",
+    ) + "\n[geo]\nmmdb = \"missing.mmdb\"\ncountry_header = \"bad header\"\nshade = 1\n";
+    let (code, stderr, _) = check(&text);
+    assert_eq!(code, 1, "{stderr}");
+    for expected in [
+        "FILE: server.trusted_proxies[1]: \"10.1.2.3/8\" has host bits set (did you mean \"10.0.0.0/8\"?)",
+        "FILE: server.trusted_proxies[2]: \"nope\" is not an IP address or CIDR",
+        "FILE: geo.mmdb: ",
+        "missing.mmdb: not a readable MaxMind database",
+        "FILE: geo.country_header: \"bad header\" is not a header name",
+        "FILE: geo.shade: unknown key",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_country_header_without_trusted_proxies_is_refused() {
+    let text = format!("{VALID}\n[geo]\ncountry_header = \"cf-ipcountry\"\n");
+    let (code, stderr, _) = check(&text);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("FILE: geo.country_header: is only honoured from server.trusted_proxies"),
+        "{stderr}"
+    );
+}

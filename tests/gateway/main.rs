@@ -5,6 +5,7 @@ mod auth;
 mod common;
 mod config_errors;
 mod framing;
+mod geo;
 mod hygiene;
 mod jwks;
 mod plugins;

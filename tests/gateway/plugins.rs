@@ -8,7 +8,7 @@ use edgewarden::echo::EchoOrigin;
 use crate::common::*;
 use crate::tokens::*;
 
-fn link_plugin(dir: &Path, name: &str, source: &str) {
+pub(crate) fn link_plugin(dir: &Path, name: &str, source: &str) {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugins dir");
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
@@ -24,7 +24,7 @@ fn pem_issuer_leaving_headers_to_plugins() -> String {
     )
 }
 
-fn write_policy(dir: &Path, name: &str, text: &str) {
+pub(crate) fn write_policy(dir: &Path, name: &str, text: &str) {
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).expect("policies dir");
     std::fs::write(policies.join(format!("{name}.toml")), text).expect("policy file");
@@ -286,10 +286,14 @@ fn plugins_new_scaffolds_a_plugin_whose_tests_pass() {
 async fn the_shipped_policies_run_through_the_gateway() {
     let signer = Signer::rsa(RSA_A, "key-a");
     let global = echo_origin("global").await;
+    let uk = echo_origin("uk").await;
+    let fr = echo_origin("fr").await;
     let issuer = pem_issuer_leaving_headers_to_plugins();
     let body = [
         issuer,
         origin("global", &[global.addr], ""),
+        origin("uk", &[uk.addr], ""),
+        origin("fr", &[fr.addr], ""),
         "[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\norigin = \"global\"\nauth = \"required\"\n\
          policies = [\"identity\", \"admins-only\"]\n"
             .to_string(),
@@ -335,8 +339,10 @@ async fn the_shipped_policies_run_through_the_gateway() {
     assert_eq!(resp.json()["error"], "forbidden");
     assert!(resp.header("x-request-id").is_some());
 
+    // No [geo] in this gateway: no country, so the default portal.
     let resp = get(gw.addr, "/geo/page").await.expect("response");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.origin_saw()["x-portal"], vec!["global".to_string()]);
+    assert_eq!(uk.hits() + fr.hits(), 0);
     assert_eq!(global.hits(), 2);
 }

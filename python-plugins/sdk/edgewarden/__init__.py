@@ -34,53 +34,102 @@ class Headers:
     ``headers["X-A"]`` is the first value (``KeyError`` when absent), ``headers.get_all(name)`` every
     value, ``headers[name] = value`` replaces all values, ``headers.add(name, value)`` appends,
     ``del headers[name]`` removes every value.
+
+    The mapping is built on first read and every change is recorded, so a policy pays only for
+    the headers it looks at, and ``send_to_origin`` reports changes without comparing copies.
     """
 
+    __slots__ = ("_pairs", "_map", "_changes")
+
     def __init__(self, pairs: Iterable[Tuple[str, str]] = ()):
-        self._values: Dict[str, List[str]] = {}
-        for name, value in pairs:
-            self._values.setdefault(name.lower(), []).append(value)
+        self._pairs = pairs if isinstance(pairs, list) else list(pairs)
+        self._map: Optional[Dict[str, List[str]]] = None
+        #: name -> values after the changes (an empty list: removed).
+        self._changes: Dict[str, List[str]] = {}
+
+    def _values(self) -> Dict[str, List[str]]:
+        if self._map is None:
+            built: Dict[str, List[str]] = {}
+            for name, value in self._pairs:
+                name = name.lower()
+                if name in built:
+                    built[name].append(value)
+                else:
+                    built[name] = [value]
+            for name, values in self._changes.items():
+                if values:
+                    built[name] = list(values)
+                else:
+                    built.pop(name, None)
+            self._map = built
+        return self._map
+
+    def _original(self, name: str) -> List[str]:
+        return [value for n, value in self._pairs if n.lower() == name]
 
     def __getitem__(self, name: str) -> str:
-        values = self._values.get(name.lower())
+        values = self._values().get(name.lower())
         if not values:
             raise KeyError(name)
         return values[0]
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        values = self._values.get(name.lower())
+        values = self._values().get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name: str) -> List[str]:
-        return list(self._values.get(name.lower(), []))
+        return list(self._values().get(name.lower(), []))
 
     def __setitem__(self, name: str, value: str) -> None:
-        self._values[name.lower()] = [str(value)]
+        name = name.lower()
+        self._changes[name] = [str(value)]
+        if self._map is not None:
+            self._map[name] = [str(value)]
 
     def add(self, name: str, value: str) -> None:
-        self._values.setdefault(name.lower(), []).append(str(value))
+        name = name.lower()
+        current = self._changes.get(name)
+        if current is None:
+            current = self._changes[name] = list(self._values().get(name, []))
+        current.append(str(value))
+        if self._map is not None:
+            self._map[name] = list(current)
 
     def __delitem__(self, name: str) -> None:
-        self._values.pop(name.lower(), None)
+        name = name.lower()
+        self._changes[name] = []
+        if self._map is not None:
+            self._map.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._values
+        return isinstance(name, str) and name.lower() in self._values()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._values))
+        return iter(list(self._values()))
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._values())
 
     def items(self) -> List[Tuple[str, str]]:
-        return [(name, value) for name, values in self._values.items() for value in values]
-
-    def _snapshot(self) -> Dict[str, List[str]]:
-        return {name: list(values) for name, values in self._values.items()}
+        return [(name, value) for name, values in self._values().items() for value in values]
 
 
 class Request:
     """The request as the policy sees it. ``headers``, ``origin`` and ``path`` may be changed."""
+
+    __slots__ = (
+        "method",
+        "path",
+        "query",
+        "headers",
+        "client_ip",
+        "route",
+        "_claims",
+        "_claims_json",
+        "country",
+        "origin",
+        "_original_path",
+    )
 
     def __init__(
         self,
@@ -98,17 +147,44 @@ class Request:
         self.method = method
         self.path = path
         self.query = query
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.headers = headers if isinstance(headers, Headers) else Headers(list(headers))
         self.client_ip = client_ip
         self.route = route
-        #: Verified token claims (empty when the route has no token).
-        self.claims = claims or {}
+        self._claims = claims or {}
+        self._claims_json = None
         #: Two-letter country code decided by the gateway, or None.
         self.country = country
         #: Origin name to send the request to; None keeps the route's origin.
         self.origin: Optional[str] = None
-        self._original_headers = self.headers._snapshot()
         self._original_path = path
+
+    @classmethod
+    def _from_host(cls, method, path, query, headers, client_ip, route, claims_json, country):
+        """Built by the gateway glue: claims stay JSON text until a policy reads them."""
+        request = cls.__new__(cls)
+        request.method = method
+        request.path = path
+        request.query = query
+        request.headers = Headers(headers)
+        request.client_ip = client_ip
+        request.route = route
+        request._claims = None
+        request._claims_json = claims_json
+        request.country = country
+        request.origin = None
+        request._original_path = path
+        return request
+
+    @property
+    def claims(self) -> dict:
+        """Verified token claims (empty when the route has no token)."""
+        if self._claims is None:
+            self._claims = json.loads(self._claims_json) if self._claims_json else {}
+        return self._claims
+
+    @claims.setter
+    def claims(self, value: dict) -> None:
+        self._claims = value
 
 
 class Response:
@@ -142,19 +218,17 @@ class Forward:
 
 def send_to_origin(request: Request) -> Forward:
     """Forward ``request`` with the changes made to it, expressed as header operations."""
-    before = request._original_headers
-    after = request.headers._snapshot()
+    headers = request.headers
     set_headers: List[Tuple[str, str]] = []
     append_headers: List[Tuple[str, str]] = []
     remove_headers: List[str] = []
-    for name in before:
-        if name not in after:
-            remove_headers.append(name)
-    for name, values in after.items():
-        old = before.get(name)
+    for name, values in headers._changes.items():
+        old = headers._original(name)
         if old == values:
             continue
-        if old is not None and values[: len(old)] == old:
+        if not values:
+            remove_headers.append(name)
+        elif old and values[: len(old)] == old:
             append_headers.extend((name, v) for v in values[len(old):])
         else:
             set_headers.append((name, values[0]))

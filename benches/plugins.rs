@@ -1,0 +1,175 @@
+//! Policy plugin benchmarks (criterion): what running a route's chain of Python policies costs
+//! inside the gateway process, from the request header in to the applied decision out, with the
+//! shipped plugins (`python-plugins/`) built by componentize-py and precompiled, as the gateway does.
+//!
+//! - `plugin_chain/none`: a route without policies (the floor: the chain lookup).
+//! - `plugin_chain/identity_warm`, `geo_warm`: one policy, warm instance pool.
+//! - `plugin_chain/identity_geo_warm`: two policies in a row.
+//! - `plugin_chain/geo_fresh`: `isolation = "fresh"`, back to back: each call uses a never-used
+//!   instance and the replacement is built on the same thread before the next call, so this is
+//!   the whole CPU cost per request (instantiate + initialise + call).
+//! - `fresh_request_path/geo`: the same policy on a two-worker runtime, timing only the call while
+//!   the pool has been refilled in the background between calls (8 ms apart, untimed): what a
+//!   request waits for when the gateway is not saturated.
+//!
+//! Every case is checked for its exact decision before it is timed. Calls are driven by a
+//! current-thread tokio runtime's `block_on` (about 0.19 µs per call, see `benches/jwt.rs`).
+//! Needs `.venv` (scripts/setup); the first run builds the plugins into `.cache/plugins`.
+//!
+//! Run: `cargo bench --bench plugins -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use edgewarden::config::Config;
+use edgewarden::plugins::{Context, Outcome, Plugins};
+use pingora::http::RequestHeader;
+
+const ROUTES: [(&str, &str); 5] = [
+    ("none", ""),
+    ("identity_warm", "\"identity\""),
+    ("geo_warm", "\"geo\""),
+    ("identity_geo_warm", "\"identity\", \"geo\""),
+    ("geo_fresh", "\"geo-fresh\""),
+];
+
+fn setup(dir: &Path) -> (Config, Plugins) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).expect("policies dir");
+    for name in ["identity", "geo"] {
+        std::fs::copy(
+            root.join(format!("policies/{name}.toml")),
+            policies.join(format!("{name}.toml")),
+        )
+        .expect("copy shipped policy");
+    }
+    let geo = std::fs::read_to_string(root.join("policies/geo.toml")).expect("geo policy");
+    let fresh = geo.replace("isolation = \"warm\"", "isolation = \"fresh\"");
+    assert_ne!(fresh, geo, "policies/geo.toml states its isolation");
+    std::fs::write(policies.join("geo-fresh.toml"), fresh).expect("write");
+
+    let mut text = format!(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
+         plugin_cache_dir = \"{}\"\n",
+        policies.display(),
+        root.join("python-plugins").display(),
+        root.join(".cache/plugins").display(),
+    );
+    for origin in ["global", "uk", "fr"] {
+        text.push_str(&format!(
+            "[[origins]]\nname = \"{origin}\"\nupstreams = [\"127.0.0.1:9\"]\n"
+        ));
+    }
+    for (name, policies) in ROUTES {
+        text.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\norigin = \"global\"\n\
+             auth = \"off\"\npolicies = [{policies}]\n"
+        ));
+    }
+    let config = Config::from_str(&text, &dir.join("bench.toml")).expect("bench config");
+    let plugins =
+        Plugins::build(&config, config.server.plugin_cache_dir.clone(), 1).expect("plugins");
+    (config, plugins)
+}
+
+fn request() -> RequestHeader {
+    let mut req = RequestHeader::build("GET", b"/shop/basket?item=42", None).expect("request");
+    for (name, value) in [
+        ("host", "shop.example.com"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("x-request-id", "0123456789abcdef0123456789abcdef"),
+        ("x-user-location", "GB"),
+    ] {
+        req.insert_header(name, value).expect("header");
+    }
+    req
+}
+
+fn plugin_chain(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, plugins) = setup(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let claims = r#"{"sub":"alice","email":"alice@example.com","iss":"https://id.example.com","aud":"api","exp":4102444800}"#;
+    let mut group = c.benchmark_group("plugin_chain");
+    for (index, (name, _)) in ROUTES.iter().enumerate() {
+        let ctx = Context {
+            client_ip: "203.0.113.7".to_string(),
+            route: &config.routes[index].name,
+            claims_json: Some(claims.to_string()),
+            country: Some("GB".to_string()),
+        };
+        let mut req = request();
+        // The decision each case must produce.
+        let outcome = rt.block_on(plugins.run(index, &mut req, &ctx));
+        let origin = match outcome {
+            Outcome::Forward { origin } => origin,
+            _ => panic!("{name}: expected forward"),
+        };
+        let portal = req.headers.get("x-portal").map(|v| v.as_bytes().to_vec());
+        let user = req
+            .headers
+            .get("x-internal-user-id")
+            .map(|v| v.as_bytes().to_vec());
+        let (want_origin, want_portal, want_user) = match *name {
+            "none" => (None, None, None),
+            "identity_warm" => (None, None, Some(&b"alice"[..])),
+            "geo_warm" | "geo_fresh" => (Some("uk"), Some(&b"uk"[..]), None),
+            _ => (Some("uk"), Some(&b"uk"[..]), Some(&b"alice"[..])),
+        };
+        assert_eq!(origin.as_deref(), want_origin, "{name}");
+        assert_eq!(portal.as_deref(), want_portal, "{name}");
+        assert_eq!(user.as_deref(), want_user, "{name}");
+
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                // The decisions set headers to the same values every time, so one request is
+                // reused; its header map does not grow.
+                black_box(rt.block_on(plugins.run(index, &mut req, &ctx)));
+            })
+        });
+    }
+    group.finish();
+
+    // Fresh isolation as a request sees it: replacements are built by the runtime's workers
+    // between calls.
+    let workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let index = ROUTES
+        .iter()
+        .position(|(name, _)| *name == "geo_fresh")
+        .expect("fresh route");
+    let ctx = Context {
+        client_ip: "203.0.113.7".to_string(),
+        route: &config.routes[index].name,
+        claims_json: Some(claims.to_string()),
+        country: Some("GB".to_string()),
+    };
+    let mut req = request();
+    let mut group = c.benchmark_group("fresh_request_path");
+    group.bench_function("geo", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                std::thread::sleep(std::time::Duration::from_millis(8));
+                let started = std::time::Instant::now();
+                let outcome = workers.block_on(plugins.run(index, &mut req, &ctx));
+                timed += started.elapsed();
+                assert!(matches!(outcome, Outcome::Forward { origin: Some(_) }));
+            }
+            timed
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, plugin_chain);
+criterion_main!(benches);

@@ -1,0 +1,161 @@
+//! The gateway decides the client's country ([geo]) and the shipped geo_router plugin routes on
+//! it: a MaxMind database built at test time, real origins, real plugin builds.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+use edgewarden::echo::EchoOrigin;
+
+use crate::common::*;
+use crate::plugins::{link_plugin, write_policy};
+
+/// Client source addresses and what the test database says about them.
+const GB_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 61, 0, 1);
+const FR_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 62, 0, 1);
+const US_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 63, 0, 1);
+/// A proxy in front of the gateway (in trusted_proxies, not in the database).
+const PROXY: Ipv4Addr = Ipv4Addr::new(127, 70, 0, 1);
+
+fn make_geo_db(path: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/make-geo-db"))
+        .arg(path)
+        .args(["127.61.0.0/16=GB", "127.62.0.0/16=FR", "127.63.0.0/16=US"])
+        .output()
+        .expect("run scripts/make-geo-db (scripts/setup prepares .venv)");
+    assert!(
+        out.status.success(),
+        "make-geo-db: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Portals {
+    uk: EchoOrigin,
+    fr: EchoOrigin,
+    global: EchoOrigin,
+}
+
+impl Portals {
+    fn hits(&self) -> [usize; 3] {
+        [self.uk.hits(), self.fr.hits(), self.global.hits()]
+    }
+}
+
+/// Three origins; `/shop` runs geo_router (GB → uk, FR → fr, else global, portal in x-portal).
+async fn geo_gateway() -> (Gateway, Portals) {
+    let portals = Portals {
+        uk: echo_origin("uk").await,
+        fr: echo_origin("fr").await,
+        global: echo_origin("global").await,
+    };
+    let body = [
+        origin("uk", &[portals.uk.addr], ""),
+        origin("fr", &[portals.fr.addr], ""),
+        origin("global", &[portals.global.addr], ""),
+        route("shop", "/shop", "global", "policies = [\"geo\"]"),
+        "[geo]\nmmdb = \"geo.mmdb\"\ncountry_header = \"cf-ipcountry\"\n".to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start_with_plugins_and(
+        &body,
+        "trusted_proxies = [\"127.70.0.0/16\"]\n",
+        &|dir| {
+            make_geo_db(&dir.join("geo.mmdb"));
+            link_plugin(dir, "geo_router", "python-plugins/geo_router");
+            write_policy(
+                dir,
+                "geo",
+                "plugin = \"geo_router\"\nallow_headers = [\"x-portal\"]\n\
+                 allow_origins = [\"uk\", \"fr\", \"global\"]\n\
+                 [settings]\nGB = \"uk\"\nFR = \"fr\"\ndefault = \"global\"\nheader = \"x-portal\"\n",
+            );
+        },
+    )
+    .await;
+    (gw, portals)
+}
+
+/// What the origin saw of the country and the portal.
+fn seen(resp: &Response) -> (Option<String>, Option<String>) {
+    assert_eq!(
+        resp.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    let saw = resp.origin_saw();
+    let one = |name: &str| {
+        saw.get(name).map(|values| {
+            assert_eq!(values.len(), 1, "{name}: {values:?}");
+            values[0].clone()
+        })
+    };
+    (one("x-user-location"), one("x-portal"))
+}
+
+fn pair(country: Option<&str>, portal: &str) -> (Option<String>, Option<String>) {
+    (country.map(str::to_string), Some(portal.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_from_gb_fr_and_us_reach_three_different_origins() {
+    let (gw, portals) = geo_gateway().await;
+    let gb = get_from(GB_CLIENT, gw.addr, "/shop/", &[]).await;
+    assert_eq!(seen(&gb), pair(Some("GB"), "uk"));
+    assert_eq!(portals.hits(), [1, 0, 0]);
+    let fr = get_from(FR_CLIENT, gw.addr, "/shop/", &[]).await;
+    assert_eq!(seen(&fr), pair(Some("FR"), "fr"));
+    assert_eq!(portals.hits(), [1, 1, 0]);
+    let us = get_from(US_CLIENT, gw.addr, "/shop/", &[]).await;
+    assert_eq!(seen(&us), pair(Some("US"), "global"));
+    assert_eq!(portals.hits(), [1, 1, 1]);
+    // Not in the database: no country header at all, default portal.
+    let unknown = get_from(Ipv4Addr::new(127, 0, 0, 1), gw.addr, "/shop/", &[]).await;
+    assert_eq!(seen(&unknown), pair(None, "global"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_location_from_an_untrusted_client_is_ignored() {
+    let (gw, portals) = geo_gateway().await;
+    let spoofed = [
+        ("X-User-Location", "FR"),
+        ("x-user-location", "GB"),
+        ("cf-ipcountry", "FR"),
+        ("x-forwarded-for", "127.62.0.9"),
+    ];
+    let resp = get_from(US_CLIENT, gw.addr, "/shop/", &spoofed).await;
+    assert_eq!(seen(&resp), pair(Some("US"), "global"));
+    let resp = get_from(
+        Ipv4Addr::new(127, 0, 0, 1),
+        gw.addr,
+        "/shop/",
+        &[("x-user-location", "GB")],
+    )
+    .await;
+    assert_eq!(seen(&resp), pair(None, "global"), "removed, not passed on");
+    assert_eq!(portals.hits(), [0, 0, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_may_state_the_country_or_forward_the_client_address() {
+    let (gw, portals) = geo_gateway().await;
+    let stated = get_from(PROXY, gw.addr, "/shop/", &[("x-user-location", "fr")]).await;
+    assert_eq!(seen(&stated), pair(Some("FR"), "fr"));
+    let cdn = get_from(PROXY, gw.addr, "/shop/", &[("cf-ipcountry", "GB")]).await;
+    assert_eq!(seen(&cdn), pair(Some("GB"), "uk"));
+    // The gateway's own header wins over the CDN's.
+    let both = [("cf-ipcountry", "GB"), ("x-user-location", "FR")];
+    let resp = get_from(PROXY, gw.addr, "/shop/", &both).await;
+    assert_eq!(seen(&resp), pair(Some("FR"), "fr"));
+    // The client address comes from X-Forwarded-For (rightmost untrusted hop) and is looked up.
+    let forwarded = [("x-forwarded-for", "127.61.0.7, 127.62.0.9")];
+    let resp = get_from(PROXY, gw.addr, "/shop/", &forwarded).await;
+    assert_eq!(seen(&resp), pair(Some("FR"), "fr"));
+    // A value that is not a country is not believed; the proxy itself is not in the database.
+    let garbage = get_from(PROXY, gw.addr, "/shop/", &[("x-user-location", "FRANCE")]).await;
+    assert_eq!(seen(&garbage), pair(None, "global"));
+    assert_eq!(portals.hits(), [1, 3, 1]);
+}
