@@ -1,8 +1,8 @@
 //! The wasmtime host: one engine with an epoch ticker, one store-data type, a linker with a
 //! locked-down WASI, and per policy an `InstancePre` plus a pool of warm, initialised instances.
 //!
-//! A call takes an instance out of the pool, runs it under the policy's wall-clock deadline and
-//! memory cap, and puts it back. An instance that trapped, timed out or hit its cap is dropped and
+//! A call takes an instance out of the pool, runs it under the policy's time budget (running
+//! time, see `clock`) and memory cap, and puts it back. An instance that trapped, timed out or hit its cap is dropped and
 //! a replacement is built in the background, off the request path. With `isolation = "fresh"`
 //! every instance serves one request and is then replaced the same way, so a request gets a
 //! never-used instance without paying for its instantiation. When the pool is empty (a burst), the
@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -19,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::bindings::edgewarden::policy::host::{Host, LogLevel};
 use super::bindings::edgewarden::policy::types::{Decision, Request};
 use super::bindings::{Policy, PolicyPre};
+use super::clock::{RunClock, Timed};
 use crate::config::{Isolation, PolicyConfig};
 
 /// How often the engine's epoch advances; the granularity of plugin deadlines.
@@ -50,7 +51,7 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    call_started: Instant,
+    clock: Arc<RunClock>,
     budget: Duration,
     policy: Arc<str>,
     logged: usize,
@@ -123,10 +124,13 @@ impl Runtime {
     }
 
     /// Prepare a compiled plugin for fast instantiation.
+    /// `max_instances` bounds the instances of this policy in use at once (and so its memory):
+    /// further calls wait for one to come back.
     pub fn prepare(
         &self,
         config: &PolicyConfig,
         component: &Component,
+        max_instances: usize,
     ) -> Result<Arc<PolicyHost>, String> {
         let pre = self
             .linker
@@ -149,6 +153,7 @@ impl Runtime {
             max_calls: config.max_calls_per_instance,
             pool: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
+            in_use: tokio::sync::Semaphore::new(max_instances.max(1)),
         }))
     }
 }
@@ -193,6 +198,8 @@ pub struct PolicyHost {
     pool: Mutex<Vec<Warm>>,
     /// Instances in the pool or in use.
     live: AtomicUsize,
+    /// One permit per instance that may be in use at once.
+    in_use: tokio::sync::Semaphore,
 }
 
 impl PolicyHost {
@@ -213,7 +220,7 @@ impl PolicyHost {
                 wasi,
                 table: ResourceTable::new(),
                 limits,
-                call_started: Instant::now(),
+                clock: Arc::default(),
                 // Start-up (CPython's own initialisation) gets a generous budget.
                 budget: Duration::from_secs(5),
                 policy: self.name.clone(),
@@ -223,7 +230,7 @@ impl PolicyHost {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
-            if state.call_started.elapsed() >= state.budget {
+            if state.clock.charge() >= state.budget {
                 Err(wasmtime::format_err!(
                     "deadline: plugin exceeded {:?}",
                     state.budget
@@ -233,14 +240,11 @@ impl PolicyHost {
             }
         });
         store.set_epoch_deadline(1);
-        let policy = self
-            .pre
-            .instantiate_async(&mut store)
+        let clock = store.data().clock.clone();
+        let policy = Timed::new(self.pre.instantiate_async(&mut store), clock.clone())
             .await
             .map_err(|e| format!("policy {}: instantiate: {e}", self.name))?;
-        store.data_mut().call_started = Instant::now();
-        policy
-            .call_init(&mut store, &self.settings_json)
+        Timed::new(policy.call_init(&mut store, &self.settings_json), clock)
             .await
             .map_err(|e| format!("policy {}: init trapped: {e}", self.name))?
             .map_err(|e| format!("policy {}: init refused its settings: {e}", self.name))?;
@@ -276,6 +280,9 @@ impl PolicyHost {
 
     /// Run the plugin on `request`.
     pub async fn call(self: &Arc<Self>, request: &Request) -> Result<Decision, Failure> {
+        // Calls yield at epoch ticks, so one thread can have many in flight; without this bound a
+        // burst would build an instance per concurrent request.
+        let _permit = self.in_use.acquire().await.map_err(|_| Failure::Trap)?;
         let warm = match self.take() {
             Some(warm) => warm,
             None => self.instantiate().await.map_err(|e| {
@@ -293,14 +300,11 @@ impl PolicyHost {
             return Err(Failure::Trap);
         };
         let state = warm.store.data_mut();
-        state.call_started = Instant::now();
         state.logged = 0;
+        let clock = state.clock.clone();
         warm.store.set_epoch_deadline(1);
-        match warm
-            .policy
-            .call_handle_request(&mut warm.store, request)
-            .await
-        {
+        let call = warm.policy.call_handle_request(&mut warm.store, request);
+        match Timed::new(call, clock).await {
             Ok(decision) => {
                 warm.calls += 1;
                 let reusable = self.isolation == Isolation::Warm && warm.calls < self.max_calls;

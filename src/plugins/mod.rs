@@ -4,6 +4,7 @@
 
 mod bindings;
 pub mod build;
+mod clock;
 pub mod decision;
 pub mod host;
 
@@ -53,7 +54,8 @@ pub struct Plugins {
 
 impl Plugins {
     /// Build, compile and warm every policy some route uses (blocking; start-up only).
-    /// `warm` is the number of initialised instances to keep per warm policy.
+    /// `warm` is the number of initialised instances to keep per policy; at most twice as many
+    /// are in use at once.
     pub fn build(
         config: &Config,
         cache_dir: std::path::PathBuf,
@@ -85,7 +87,7 @@ impl Plugins {
                 }
             };
             tracing::info!(policy = %policy.name, plugin = %policy.plugin, how = %built.note, "plugin ready");
-            let host = match runtime.prepare(policy, &built.component) {
+            let host = match runtime.prepare(policy, &built.component, warm * 2) {
                 Ok(host) => host,
                 Err(e) => {
                     errors.push(e);

@@ -1,0 +1,322 @@
+//! The gateways under test: edgewarden and the HAProxy peer, each started with an equivalent
+//! configuration, pinned to one CPU, and observed through /proc (CPU time, peak RSS).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::scenarios::{AUDIENCE, ISSUER};
+
+/// A running gateway process; killed when dropped.
+pub struct Target {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time (user + system) and peak RSS of a process and its threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub peak_rss_kib: u64,
+}
+
+impl Target {
+    pub fn usage(&self) -> Result<Usage, String> {
+        usage_of(self.child.id())
+    }
+}
+
+pub fn usage_of(pid: u32) -> Result<Usage, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the command name.
+    let hz = clock_ticks_per_second();
+    let cpu_ticks = ticks(11) + ticks(12);
+    let cpu = Duration::from_secs_f64(cpu_ticks as f64 / hz as f64);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Ok(Usage { cpu, peak_rss_kib })
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // USER_HZ is 100 on every Linux this runs on; sysconf would say the same.
+    100
+}
+
+pub fn free_addr() -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    listener.local_addr().map_err(|e| format!("addr: {e}"))
+}
+
+fn pinned(cpu: Option<usize>, program: &Path) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Wait until `addr` answers an HTTP request with any status.
+fn wait_http(
+    addr: SocketAddr,
+    path: &str,
+    want: Option<u16>,
+    child: &mut Child,
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited early ({status})"));
+        }
+        if let Ok(mut conn) = TcpStream::connect(addr) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: loadtest\r\nConnection: close\r\n\r\n");
+            let mut answer = Vec::new();
+            if conn.write_all(request.as_bytes()).is_ok() && conn.read_to_end(&mut answer).is_ok() {
+                let status: Option<u16> = std::str::from_utf8(answer.get(9..12).unwrap_or(&[]))
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+                match (status, want) {
+                    (Some(s), Some(w)) if s == w => return Ok(()),
+                    (Some(_), None) => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("not ready in time".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+/// edgewarden with the load-test configuration: one worker thread, the public key of the load
+/// test's issuer, and one route per kind of scenario.
+pub fn start_edgewarden(
+    binary: &Path,
+    dir: &Path,
+    root: &Path,
+    plugin_cache: &Path,
+    plugin_timeout_ms: Option<u64>,
+    origin: SocketAddr,
+    public_pem: &str,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let addr = free_addr()?;
+    let admin = free_addr()?;
+    let pem = public_pem.trim().replace('\n', "\\n");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).map_err(|e| format!("{}: {e}", policies.display()))?;
+    for (name, text) in [
+        (
+            "identity",
+            std::fs::read_to_string(root.join("policies/identity.toml")),
+        ),
+        (
+            "geo",
+            std::fs::read_to_string(root.join("policies/geo.toml")),
+        ),
+    ] {
+        let mut text = text.map_err(|e| format!("policies/{name}.toml: {e}"))?;
+        if let Some(ms) = plugin_timeout_ms {
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with("timeout_ms"))
+                .collect();
+            text = format!("timeout_ms = {ms}\n{}\n", kept.join("\n"));
+        }
+        let fresh = text.replace("isolation = \"warm\"", "isolation = \"fresh\"");
+        write(&policies.join(format!("{name}.toml")), &text)?;
+        write(&policies.join(format!("{name}-fresh.toml")), &fresh)?;
+    }
+    let mut config = format!(
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
+         plugin_cache_dir = \"{}\"\n\n\
+         [geo]\ncountry_header = \"cf-ipcountry\"\n\n\
+         [[issuers]]\nname = \"load\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n\
+         algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n\n",
+        policies.display(),
+        root.join("python-plugins").display(),
+        plugin_cache.display(),
+    );
+    for name in ["global", "uk", "fr"] {
+        config.push_str(&format!(
+            "[[origins]]\nname = \"{name}\"\nupstreams = [\"{origin}\"]\n\n"
+        ));
+    }
+    for (name, prefix, auth, policies) in [
+        ("auth", "/api", "required", ""),
+        ("open", "/open", "off", ""),
+        ("plugins", "/plugins", "required", "\"identity\", \"geo\""),
+        (
+            "plugins_fresh",
+            "/fresh",
+            "required",
+            "\"identity-fresh\", \"geo-fresh\"",
+        ),
+    ] {
+        config.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\norigin = \"global\"\n\
+             auth = \"{auth}\"\npolicies = [{policies}]\n\n"
+        ));
+    }
+    let no_cache = config.replace("threads = 1\n", "threads = 1\ntoken_cache_entries = 0\n");
+    let path = dir.join("edgewarden.toml");
+    write(&path, &config)?;
+    write(&dir.join("edgewarden-nocache.toml"), &no_cache)?;
+    launch_edgewarden(binary, &path, addr, admin, cpu)
+}
+
+/// The same gateway with the verified-token cache turned off (same ports are re-picked).
+pub fn start_edgewarden_without_cache(
+    binary: &Path,
+    dir: &Path,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let text = std::fs::read_to_string(dir.join("edgewarden-nocache.toml"))
+        .map_err(|e| format!("no-cache config: {e}"))?;
+    let addr = free_addr()?;
+    let admin = free_addr()?;
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("listen = ") {
+            lines.push(format!("listen = [\"{addr}\"]"));
+        } else if line.starts_with("admin_listen = ") {
+            lines.push(format!("admin_listen = \"{admin}\""));
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    let path = dir.join("edgewarden-nocache-run.toml");
+    write(&path, &lines.join("\n"))?;
+    launch_edgewarden(binary, &path, addr, admin, cpu)
+}
+
+fn launch_edgewarden(
+    binary: &Path,
+    config: &Path,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let mut child = pinned(cpu, binary)
+        .args(["run", "-c"])
+        .arg(config)
+        .env("EDGEWARDEN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    wait_http(admin, "/readyz", Some(200), &mut child).map_err(|e| format!("edgewarden: {e}"))?;
+    Ok(Target {
+        name: "edgewarden",
+        addr,
+        child,
+    })
+}
+
+/// HAProxy doing the same job with its native JWT support: 401 without a bearer token, RS256
+/// only, `jwt_verify` against the same public key, then `exp`, `iss` and `aud`; `/open` proxies
+/// without checks. One thread, like the edgewarden under test.
+pub fn start_haproxy(
+    haproxy: &Path,
+    dir: &Path,
+    origin: SocketAddr,
+    public_pem: &str,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let addr = free_addr()?;
+    let key = dir.join("haproxy-public.pem");
+    write(&key, public_pem)?;
+    let deny = "http-request return status 401 content-type application/json string \
+                '{\"error\":\"invalid_token\"}' hdr www-authenticate 'Bearer realm=\"haproxy\"'";
+    let config = format!(
+        "global\n  nbthread 1\n  maxconn 4096\n\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  \
+         option http-keep-alive\n\n\
+         frontend fe\n  bind {addr}\n  acl open path_beg /open\n  \
+         http-request set-var(txn.bearer) http_auth_bearer if !open\n  \
+         {deny} if !open !{{ var(txn.bearer) -m found }}\n  \
+         http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg') if !open\n  \
+         {deny} if !open !{{ var(txn.alg) -m str RS256 }}\n  \
+         {deny} if !open !{{ var(txn.bearer),jwt_verify(txn.alg,\"{key}\") -m int 1 }}\n  \
+         http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int') if !open\n  \
+         http-request set-var(txn.now) date() if !open\n  \
+         {deny} if !open {{ var(txn.exp),sub(txn.now) -m int lt 0 }}\n  \
+         {deny} if !open !{{ var(txn.bearer),jwt_payload_query('$.iss') -m str {ISSUER} }}\n  \
+         {deny} if !open !{{ var(txn.bearer),jwt_payload_query('$.aud') -m str {AUDIENCE} }}\n  \
+         http-request del-header authorization if !open\n  \
+         default_backend be\n\n\
+         backend be\n  server origin {origin}\n",
+        key = key.display(),
+    );
+    let path = dir.join("haproxy.cfg");
+    write(&path, &config)?;
+    let check = Command::new(haproxy)
+        .args(["-c", "-q", "-f"])
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", haproxy.display()))?;
+    if !check.status.success() {
+        return Err(format!(
+            "haproxy rejects its configuration: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        ));
+    }
+    let mut child = pinned(cpu, haproxy)
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start haproxy: {e}"))?;
+    wait_http(addr, "/api", Some(401), &mut child).map_err(|e| format!("haproxy: {e}"))?;
+    Ok(Target {
+        name: "haproxy",
+        addr,
+        child,
+    })
+}
+
+pub fn haproxy_version(haproxy: &Path) -> String {
+    Command::new(haproxy)
+        .arg("-v")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
