@@ -268,8 +268,8 @@ fn measure(
     oha_path: &std::path::Path,
     loads: &[Load<'_>],
 ) -> Result<Sample, String> {
+    let hits_before = settled(origin);
     let before = target.usage()?;
-    let hits_before = origin.hits();
     let measured: Result<Vec<Measured>, String> = std::thread::scope(|scope| {
         let handles: Vec<_> = loads
             .iter()
@@ -281,15 +281,29 @@ fn measure(
             .collect()
     });
     let measured = measured?;
-    // Requests the generator abandoned at its deadline may still be on their way.
-    std::thread::sleep(Duration::from_millis(200));
     let after = target.usage()?;
+    // Requests the generator abandoned at its deadline may still be on their way.
+    let hits_after = settled(origin);
     Ok(Sample {
         measured,
         cpu: after.cpu.saturating_sub(before.cpu),
         peak_rss_kib: after.peak_rss_kib,
-        origin_hits: origin.hits() - hits_before,
+        origin_hits: hits_after - hits_before,
     })
+}
+
+/// The origin's hit count once it has stopped moving (100 ms without a hit, at most 5 s).
+fn settled(origin: &crate::origin::Origin) -> u64 {
+    let mut last = origin.hits();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = origin.hits();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 /// Every answer must have the scenario's status; the origin must see exactly the accepted
