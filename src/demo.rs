@@ -48,7 +48,8 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.server.listen.clone();
     let admin = config.server.admin_listen;
     std::thread::spawn(move || {
-        if server::wait_until_listening(&listen, Duration::from_secs(30)) {
+        // The first start builds the plugins before the gateway listens: that can take minutes.
+        if server::wait_until_listening(&listen, Duration::from_secs(1800)) {
             print_curl_lines(listen[0], admin, tokens.as_ref());
         }
     });
