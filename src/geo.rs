@@ -108,14 +108,8 @@ impl Geo {
     /// hop that was believed.
     fn forwarded_client(&self, peer: IpAddr, req: &RequestHeader) -> IpAddr {
         let mut client = peer;
-        let values: Vec<&[u8]> = req
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        for value in values.iter().rev() {
-            for entry in value.rsplit(|&b| b == b',') {
+        for value in req.headers.get_all("x-forwarded-for").iter().rev() {
+            for entry in value.as_bytes().rsplit(|&b| b == b',') {
                 let Some(ip) = parse_hop(entry) else {
                     return client;
                 };

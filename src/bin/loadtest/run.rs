@@ -122,24 +122,23 @@ pub fn bench(options: &Options) -> Result<(), String> {
         .filter(|s| wanted(s.name))
         .collect();
 
-    let edgewarden = targets::start_edgewarden(
-        &options.edgewarden,
-        dir.path(),
-        &root,
-        &std::path::absolute(&options.plugin_cache).map_err(|e| format!("plugin cache: {e}"))?,
+    let plugin_cache =
+        std::path::absolute(&options.plugin_cache).map_err(|e| format!("plugin cache: {e}"))?;
+    let setup = targets::Edgewarden {
+        binary: &options.edgewarden,
+        dir: dir.path(),
+        root: &root,
+        plugin_cache: &plugin_cache,
         // Smoke runs share a small machine with whatever else runs; they check answers, not
         // plugin speed, so preemption must not turn into 503s.
-        options.smoke.then_some(250),
-        origin.addr,
-        PUBLIC_PEM,
-        gateway_cpu,
-    )?;
+        plugin_timeout_ms: options.smoke.then_some(250),
+        origin: origin.addr,
+        public_pem: PUBLIC_PEM,
+        cpu: gateway_cpu,
+    };
+    let edgewarden = setup.start(true)?;
     let no_cache = if scenarios.iter().any(|s| s.setup == Setup::NoCache) {
-        Some(targets::start_edgewarden_without_cache(
-            &options.edgewarden,
-            dir.path(),
-            gateway_cpu,
-        )?)
+        Some(setup.start(false)?)
     } else {
         None
     };

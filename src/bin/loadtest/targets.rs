@@ -48,9 +48,8 @@ pub fn usage_of(pid: u32) -> Result<Usage, String> {
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15, i.e. 11 and 12 after the command name.
-    let hz = clock_ticks_per_second();
     let cpu_ticks = ticks(11) + ticks(12);
-    let cpu = Duration::from_secs_f64(cpu_ticks as f64 / hz as f64);
+    let cpu = Duration::from_secs_f64(cpu_ticks as f64 / USER_HZ as f64);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
     let peak_rss_kib = status
@@ -61,10 +60,8 @@ pub fn usage_of(pid: u32) -> Result<Usage, String> {
     Ok(Usage { cpu, peak_rss_kib })
 }
 
-fn clock_ticks_per_second() -> u64 {
-    // USER_HZ is 100 on every Linux this runs on; sysconf would say the same.
-    100
-}
+/// Clock ticks per second in /proc/*/stat: 100 on every Linux this runs on.
+const USER_HZ: u64 = 100;
 
 pub fn free_addr() -> Result<SocketAddr, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
@@ -116,108 +113,93 @@ fn wait_http(
     Err("not ready in time".into())
 }
 
-#[allow(clippy::too_many_arguments)]
-/// edgewarden with the load-test configuration: one worker thread, the public key of the load
-/// test's issuer, and one route per kind of scenario.
-pub fn start_edgewarden(
-    binary: &Path,
-    dir: &Path,
-    root: &Path,
-    plugin_cache: &Path,
-    plugin_timeout_ms: Option<u64>,
-    origin: SocketAddr,
-    public_pem: &str,
-    cpu: Option<usize>,
-) -> Result<Target, String> {
-    let addr = free_addr()?;
-    let admin = free_addr()?;
-    let pem = public_pem.trim().replace('\n', "\\n");
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).map_err(|e| format!("{}: {e}", policies.display()))?;
-    for (name, text) in [
-        (
-            "identity",
-            std::fs::read_to_string(root.join("policies/identity.toml")),
-        ),
-        (
-            "geo",
-            std::fs::read_to_string(root.join("policies/geo.toml")),
-        ),
-    ] {
-        let mut text = text.map_err(|e| format!("policies/{name}.toml: {e}"))?;
-        if let Some(ms) = plugin_timeout_ms {
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.starts_with("timeout_ms"))
-                .collect();
-            text = format!("timeout_ms = {ms}\n{}\n", kept.join("\n"));
-        }
-        let fresh = text.replace("isolation = \"warm\"", "isolation = \"fresh\"");
-        write(&policies.join(format!("{name}.toml")), &text)?;
-        write(&policies.join(format!("{name}-fresh.toml")), &fresh)?;
-    }
-    let mut config = format!(
-        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\n\
-         trusted_proxies = [\"127.0.0.1/32\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
-         plugin_cache_dir = \"{}\"\n\n\
-         [geo]\ncountry_header = \"cf-ipcountry\"\n\n\
-         [[issuers]]\nname = \"load\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n\
-         algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n\n",
-        policies.display(),
-        root.join("python-plugins").display(),
-        plugin_cache.display(),
-    );
-    for name in ["global", "uk", "fr"] {
-        config.push_str(&format!(
-            "[[origins]]\nname = \"{name}\"\nupstreams = [\"{origin}\"]\n\n"
-        ));
-    }
-    for (name, prefix, auth, policies) in [
-        ("auth", "/api", "required", ""),
-        ("open", "/open", "off", ""),
-        ("plugins", "/plugins", "required", "\"identity\", \"geo\""),
-        (
-            "plugins_fresh",
-            "/fresh",
-            "required",
-            "\"identity-fresh\", \"geo-fresh\"",
-        ),
-    ] {
-        config.push_str(&format!(
-            "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\norigin = \"global\"\n\
-             auth = \"{auth}\"\npolicies = [{policies}]\n\n"
-        ));
-    }
-    let no_cache = config.replace("threads = 1\n", "threads = 1\ntoken_cache_entries = 0\n");
-    let path = dir.join("edgewarden.toml");
-    write(&path, &config)?;
-    write(&dir.join("edgewarden-nocache.toml"), &no_cache)?;
-    launch_edgewarden(binary, &path, addr, admin, cpu)
+/// How to run edgewarden for the load test: one worker thread, the public key of the load test's
+/// issuer, and one route per kind of scenario.
+pub struct Edgewarden<'a> {
+    pub binary: &'a Path,
+    pub dir: &'a Path,
+    pub root: &'a Path,
+    pub plugin_cache: &'a Path,
+    /// Replaces the shipped policies' `timeout_ms`.
+    pub plugin_timeout_ms: Option<u64>,
+    pub origin: SocketAddr,
+    pub public_pem: &'a str,
+    pub cpu: Option<usize>,
 }
 
-/// The same gateway with the verified-token cache turned off (same ports are re-picked).
-pub fn start_edgewarden_without_cache(
-    binary: &Path,
-    dir: &Path,
-    cpu: Option<usize>,
-) -> Result<Target, String> {
-    let text = std::fs::read_to_string(dir.join("edgewarden-nocache.toml"))
-        .map_err(|e| format!("no-cache config: {e}"))?;
-    let addr = free_addr()?;
-    let admin = free_addr()?;
-    let mut lines: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with("listen = ") {
-            lines.push(format!("listen = [\"{addr}\"]"));
-        } else if line.starts_with("admin_listen = ") {
-            lines.push(format!("admin_listen = \"{admin}\""));
+impl Edgewarden<'_> {
+    /// Start a gateway; `token_cache: false` turns the verified-token cache off.
+    pub fn start(&self, token_cache: bool) -> Result<Target, String> {
+        let policies = self.write_policies()?;
+        let addr = free_addr()?;
+        let admin = free_addr()?;
+        let pem = self.public_pem.trim().replace('\n', "\\n");
+        let cache = if token_cache {
+            ""
         } else {
-            lines.push(line.to_string());
+            "token_cache_entries = 0\n"
+        };
+        let mut config = format!(
+            "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\n{cache}\
+             trusted_proxies = [\"127.0.0.1/32\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
+             plugin_cache_dir = \"{}\"\n\n\
+             [geo]\ncountry_header = \"cf-ipcountry\"\n\n\
+             [[issuers]]\nname = \"load\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n\
+             algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n\n",
+            policies.display(),
+            self.root.join("python-plugins").display(),
+            self.plugin_cache.display(),
+        );
+        for name in ["global", "uk", "fr"] {
+            config.push_str(&format!(
+                "[[origins]]\nname = \"{name}\"\nupstreams = [\"{}\"]\n\n",
+                self.origin
+            ));
         }
+        for (name, prefix, auth, policies) in [
+            ("auth", "/api", "required", ""),
+            ("open", "/open", "off", ""),
+            ("plugins", "/plugins", "required", "\"identity\", \"geo\""),
+            (
+                "plugins_fresh",
+                "/fresh",
+                "required",
+                "\"identity-fresh\", \"geo-fresh\"",
+            ),
+        ] {
+            config.push_str(&format!(
+                "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\norigin = \"global\"\n\
+                 auth = \"{auth}\"\npolicies = [{policies}]\n\n"
+            ));
+        }
+        let path = self.dir.join(format!(
+            "edgewarden-{}.toml",
+            if token_cache { "cache" } else { "nocache" }
+        ));
+        write(&path, &config)?;
+        launch_edgewarden(self.binary, &path, addr, admin, self.cpu)
     }
-    let path = dir.join("edgewarden-nocache-run.toml");
-    write(&path, &lines.join("\n"))?;
-    launch_edgewarden(binary, &path, addr, admin, cpu)
+
+    /// The shipped `identity` and `geo` policies, each also with `isolation = "fresh"`.
+    fn write_policies(&self) -> Result<std::path::PathBuf, String> {
+        let policies = self.dir.join("policies");
+        std::fs::create_dir_all(&policies).map_err(|e| format!("{}: {e}", policies.display()))?;
+        for name in ["identity", "geo"] {
+            let mut text = std::fs::read_to_string(self.root.join(format!("policies/{name}.toml")))
+                .map_err(|e| format!("policies/{name}.toml: {e}"))?;
+            if let Some(ms) = self.plugin_timeout_ms {
+                let kept: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.starts_with("timeout_ms"))
+                    .collect();
+                text = format!("timeout_ms = {ms}\n{}\n", kept.join("\n"));
+            }
+            let fresh = text.replace("isolation = \"warm\"", "isolation = \"fresh\"");
+            write(&policies.join(format!("{name}.toml")), &text)?;
+            write(&policies.join(format!("{name}-fresh.toml")), &fresh)?;
+        }
+        Ok(policies)
+    }
 }
 
 fn launch_edgewarden(
