@@ -3,7 +3,11 @@
 //! shipped plugins (`python-plugins/`) built by componentize-py and precompiled, as the gateway does.
 //!
 //! - `plugin_chain/none`: a route without policies (the floor: the chain lookup).
+//! - `plugin_chain/empty_warm`: a plugin that forwards unchanged (`tests/plugins/forward_only`):
+//!   the floor of a warm call, i.e. crossing into Python and back.
 //! - `plugin_chain/identity_warm`, `geo_warm`: one policy, warm instance pool.
+//! - `plugin_chain/geo_warm_browser_headers`: `geo_warm` on a request with a browser's 16
+//!   headers instead of 5.
 //! - `plugin_chain/identity_geo_warm`: two policies in a row.
 //! - `plugin_chain/geo_fresh`: `isolation = "fresh"`, back to back: each call uses a never-used
 //!   instance and the replacement is built on the same thread before the next call, so this is
@@ -12,8 +16,10 @@
 //!   the pool has been refilled in the background between calls (8 ms apart, untimed): what a
 //!   request waits for when the gateway is not saturated.
 //!
-//! Every case is checked for its exact decision before it is timed. Calls are driven by a
-//! current-thread tokio runtime's `block_on` (about 0.19 µs per call, see `benches/jwt.rs`).
+//! Every case is checked for its exact decision before it is timed. Each call gets its own copy of
+//! the request (the copy is timed too, so `none` includes it), as the gateway gives each call a
+//! new request. Calls are driven by a current-thread tokio runtime's `block_on` (about 0.19 µs per
+//! call, see `benches/jwt.rs`).
 //! Needs `.venv` (scripts/setup); the first run builds the plugins into `.cache/plugins`.
 //!
 //! Run: `cargo bench --bench plugins -- --warm-up-time 1 --measurement-time 3`
@@ -26,18 +32,58 @@ use edgewarden::config::Config;
 use edgewarden::plugins::{Context, Outcome, Plugins};
 use pingora::http::RequestHeader;
 
-const ROUTES: [(&str, &str); 5] = [
+const ROUTES: [(&str, &str); 7] = [
     ("none", ""),
+    ("empty_warm", "\"empty\""),
     ("identity_warm", "\"identity\""),
     ("geo_warm", "\"geo\""),
+    ("geo_warm_browser_headers", "\"geo\""),
     ("identity_geo_warm", "\"identity\", \"geo\""),
     ("geo_fresh", "\"geo-fresh\""),
+];
+
+/// What a browser sends besides the five headers of `request()`.
+const BROWSER_HEADERS: [(&str, &str); 11] = [
+    ("accept-language", "en-GB,en;q=0.9,fr;q=0.8"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("referer", "https://shop.example.com/shop/"),
+    (
+        "cookie",
+        "session=4f2a9c1e7b3d; theme=dark; consent=analytics",
+    ),
+    (
+        "sec-ch-ua",
+        "\"Chromium\";v=\"142\", \"Not_A Brand\";v=\"24\"",
+    ),
+    ("sec-ch-ua-mobile", "?0"),
+    ("sec-ch-ua-platform", "\"Linux\""),
+    ("sec-fetch-dest", "document"),
+    ("sec-fetch-mode", "navigate"),
+    ("sec-fetch-site", "same-origin"),
+    ("upgrade-insecure-requests", "1"),
 ];
 
 fn setup(dir: &Path) -> (Config, Plugins) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).expect("policies dir");
+    // The shipped plugins plus the empty one, under one plugins directory with the project's
+    // virtualenv beside it (where the plugin builder looks for componentize-py).
+    let plugins_dir = dir.join("plugins");
+    std::fs::create_dir_all(&plugins_dir).expect("plugins dir");
+    std::os::unix::fs::symlink(root.join(".venv"), dir.join(".venv")).expect("link .venv");
+    for (name, source) in [
+        ("geo_router", "python-plugins/geo_router"),
+        ("identity_headers", "python-plugins/identity_headers"),
+        ("forward_only", "tests/plugins/forward_only"),
+    ] {
+        std::os::unix::fs::symlink(root.join(source), plugins_dir.join(name)).expect("link");
+    }
+    std::fs::write(
+        policies.join("empty.toml"),
+        "plugin = \"forward_only\"\ntimeout_ms = 10\nmemory_mb = 64\non_error = \"deny\"\n",
+    )
+    .expect("write");
     for name in ["identity", "geo"] {
         std::fs::copy(
             root.join(format!("policies/{name}.toml")),
@@ -54,7 +100,7 @@ fn setup(dir: &Path) -> (Config, Plugins) {
         "[server]\nlisten = [\"127.0.0.1:1\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
          plugin_cache_dir = \"{}\"\n",
         policies.display(),
-        root.join("python-plugins").display(),
+        plugins_dir.display(),
         root.join(".cache/plugins").display(),
     );
     for origin in ["global", "uk", "fr"] {
@@ -74,7 +120,7 @@ fn setup(dir: &Path) -> (Config, Plugins) {
     (config, plugins)
 }
 
-fn request() -> RequestHeader {
+fn request(browser: bool) -> RequestHeader {
     let mut req = RequestHeader::build("GET", b"/shop/basket?item=42", None).expect("request");
     for (name, value) in [
         ("host", "shop.example.com"),
@@ -84,6 +130,11 @@ fn request() -> RequestHeader {
         ("x-user-location", "GB"),
     ] {
         req.insert_header(name, value).expect("header");
+    }
+    if browser {
+        for (name, value) in BROWSER_HEADERS {
+            req.insert_header(name, value).expect("header");
+        }
     }
     req
 }
@@ -104,7 +155,8 @@ fn plugin_chain(c: &mut Criterion) {
             claims_json: Some(claims.to_string()),
             country: Some("GB".to_string()),
         };
-        let mut req = request();
+        let base = request(*name == "geo_warm_browser_headers");
+        let mut req = base.clone();
         // The decision each case must produce.
         let outcome = rt.block_on(plugins.run(index, &mut req, &ctx));
         let origin = match outcome {
@@ -117,9 +169,11 @@ fn plugin_chain(c: &mut Criterion) {
             .get("x-internal-user-id")
             .map(|v| v.as_bytes().to_vec());
         let (want_origin, want_portal, want_user) = match *name {
-            "none" => (None, None, None),
+            "none" | "empty_warm" => (None, None, None),
             "identity_warm" => (None, None, Some(&b"alice"[..])),
-            "geo_warm" | "geo_fresh" => (Some("uk"), Some(&b"uk"[..]), None),
+            "geo_warm" | "geo_warm_browser_headers" | "geo_fresh" => {
+                (Some("uk"), Some(&b"uk"[..]), None)
+            }
             _ => (Some("uk"), Some(&b"uk"[..]), Some(&b"alice"[..])),
         };
         assert_eq!(origin.as_deref(), want_origin, "{name}");
@@ -128,9 +182,9 @@ fn plugin_chain(c: &mut Criterion) {
 
         group.bench_function(*name, |b| {
             b.iter(|| {
-                // The decisions set headers to the same values every time, so one request is
-                // reused; its header map does not grow.
+                let mut req = base.clone();
                 black_box(rt.block_on(plugins.run(index, &mut req, &ctx)));
+                req
             })
         });
     }
@@ -153,13 +207,14 @@ fn plugin_chain(c: &mut Criterion) {
         claims_json: Some(claims.to_string()),
         country: Some("GB".to_string()),
     };
-    let mut req = request();
+    let base = request(false);
     let mut group = c.benchmark_group("fresh_request_path");
     group.bench_function("geo", |b| {
         b.iter_custom(|iters| {
             let mut timed = std::time::Duration::ZERO;
             for _ in 0..iters {
                 std::thread::sleep(std::time::Duration::from_millis(8));
+                let mut req = base.clone();
                 let started = std::time::Instant::now();
                 let outcome = workers.block_on(plugins.run(index, &mut req, &ctx));
                 timed += started.elapsed();

@@ -218,7 +218,10 @@ class Forward:
 
 def send_to_origin(request: Request) -> Forward:
     """Forward ``request`` with the changes made to it, expressed as header operations."""
+    path = request.path if request.path != request._original_path else None
     headers = request.headers
+    if not headers._changes:
+        return Forward([], [], [], request.origin, path)
     set_headers: List[Tuple[str, str]] = []
     append_headers: List[Tuple[str, str]] = []
     remove_headers: List[str] = []
@@ -228,12 +231,14 @@ def send_to_origin(request: Request) -> Forward:
             continue
         if not values:
             remove_headers.append(name)
-        elif old and values[: len(old)] == old:
-            append_headers.extend((name, v) for v in values[len(old):])
+            continue
+        if old and values[: len(old)] == old:
+            added = values[len(old):]
         else:
             set_headers.append((name, values[0]))
-            append_headers.extend((name, v) for v in values[1:])
-    path = request.path if request.path != request._original_path else None
+            added = values[1:]
+        for value in added:
+            append_headers.append((name, value))
     return Forward(set_headers, append_headers, remove_headers, request.origin, path)
 
 
