@@ -53,7 +53,7 @@ pub(super) fn read_policy(
             );
         }
     }
-    let timeout_ms = super::validate::ranged(&mut s, &mut local, "timeout_ms", 10, 1, 1000);
+    let timeout_ms = super::validate::ranged(&mut s, &mut local, "timeout_ms", 50, 1, 1000);
     let memory_mb = super::validate::ranged(&mut s, &mut local, "memory_mb", 64, 16, 1024);
     let on_error = match s.optional::<String>(&mut local, "on_error").as_deref() {
         None | Some("deny") => OnError::Deny,
