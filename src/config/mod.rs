@@ -144,7 +144,10 @@ pub struct PolicyConfig {
     pub file: PathBuf,
     /// Directory name under `plugins_dir`.
     pub plugin: String,
+    /// Processor time a call may use (waiting is not counted).
     pub timeout_ms: u64,
+    /// Wall-clock limit on a call, waiting included.
+    pub deadline_ms: u64,
     pub memory_mb: u64,
     pub on_error: OnError,
     pub isolation: Isolation,

@@ -54,6 +54,13 @@ pub(super) fn read_policy(
         }
     }
     let timeout_ms = super::validate::ranged(&mut s, &mut local, "timeout_ms", 50, 1, 1000);
+    let deadline_ms = super::validate::ranged(&mut s, &mut local, "deadline_ms", 1000, 1, 60_000);
+    if deadline_ms < timeout_ms {
+        local.push(
+            "deadline_ms",
+            format!("{deadline_ms} is below timeout_ms ({timeout_ms}): a call could never use its budget"),
+        );
+    }
     let memory_mb = super::validate::ranged(&mut s, &mut local, "memory_mb", 64, 16, 1024);
     let on_error = match s.optional::<String>(&mut local, "on_error").as_deref() {
         None | Some("deny") => OnError::Deny,
@@ -113,6 +120,7 @@ pub(super) fn read_policy(
         file,
         plugin: plugin?,
         timeout_ms,
+        deadline_ms,
         memory_mb,
         on_error,
         isolation,

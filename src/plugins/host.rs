@@ -1,16 +1,16 @@
 //! The wasmtime host: one engine with an epoch ticker, one store-data type, a linker with a
 //! locked-down WASI, and per policy an `InstancePre` plus a pool of warm, initialised instances.
 //!
-//! A call takes an instance out of the pool, runs it under the policy's time budget (running
-//! time, see `clock`) and memory cap, and puts it back. An instance that trapped, timed out or hit its cap is dropped and
+//! A call takes an instance out of the pool, runs it under the policy's time budget (processor
+//! time, see `clock`), its wall-clock deadline and its memory cap, and puts it back. An instance that trapped, timed out or hit its cap is dropped and
 //! a replacement is built in the background, off the request path. With `isolation = "fresh"`
 //! every instance serves one request and is then replaced the same way, so a request gets a
 //! never-used instance without paying for its instantiation. When the pool is empty (a burst), the
 //! request instantiates one itself.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -20,10 +20,8 @@ use super::bindings::edgewarden::policy::host::{Host, LogLevel};
 use super::bindings::edgewarden::policy::types::{Decision, Request};
 use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
+use super::ticker::Ticker;
 use crate::config::{Isolation, PolicyConfig};
-
-/// How often the engine's epoch advances; the granularity of plugin deadlines.
-const TICK: Duration = Duration::from_millis(1);
 /// Log lines a plugin may emit per call, and their length.
 const MAX_LOG_LINES: usize = 16;
 const MAX_LOG_CHARS: usize = 512;
@@ -89,7 +87,7 @@ impl super::bindings::edgewarden::policy::types::Host for HostState {}
 pub struct Runtime {
     pub engine: Engine,
     linker: Linker<HostState>,
-    stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl Runtime {
@@ -102,24 +100,11 @@ impl Runtime {
             .map_err(|e| format!("wasm linker: {e}"))?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| format!("wasm linker: {e}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (weak, flag) = (engine.weak(), stop.clone());
-        std::thread::Builder::new()
-            .name("plugin-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
-            .map_err(|e| format!("epoch thread: {e}"))?;
+        let ticker = Ticker::start(&engine)?;
         Ok(Runtime {
             engine,
             linker,
-            stop,
+            ticker,
         })
     }
 
@@ -144,10 +129,12 @@ impl Runtime {
             })?;
         Ok(Arc::new(PolicyHost {
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
             pre,
             name: Arc::from(config.name.as_str()),
             settings_json: config.settings_json.clone(),
             budget: Duration::from_millis(config.timeout_ms),
+            deadline: Duration::from_millis(config.deadline_ms),
             memory_bytes: (config.memory_mb as usize) << 20,
             isolation: config.isolation,
             max_calls: config.max_calls_per_instance,
@@ -155,12 +142,6 @@ impl Runtime {
             live: AtomicUsize::new(0),
             in_use: tokio::sync::Semaphore::new(max_instances.max(1)),
         }))
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -188,10 +169,14 @@ struct Warm {
 /// A policy's plugin, ready to run.
 pub struct PolicyHost {
     engine: Engine,
+    ticker: Arc<Ticker>,
     pre: PolicyPre<HostState>,
     pub name: Arc<str>,
     settings_json: String,
+    /// Processor time per call.
     budget: Duration,
+    /// Wall-clock time per call, waiting included.
+    deadline: Duration,
     memory_bytes: usize,
     isolation: Isolation,
     max_calls: u64,
@@ -205,6 +190,7 @@ pub struct PolicyHost {
 impl PolicyHost {
     /// Build and initialise one instance (~1 ms for a CPython plugin).
     async fn instantiate(&self) -> Result<Warm, String> {
+        let _busy = self.ticker.busy();
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
             .allow_udp(false)
@@ -303,8 +289,22 @@ impl PolicyHost {
         state.logged = 0;
         let clock = state.clock.clone();
         warm.store.set_epoch_deadline(1);
+        let _busy = self.ticker.busy();
+        let started = Instant::now();
         let call = warm.policy.call_handle_request(&mut warm.store, request);
-        match Timed::new(call, clock).await {
+        // The epoch callback stops a plugin that runs past its budget; this stops one that waits
+        // (sleeping through WASI, or a starved thread) past the deadline. Dropping the call
+        // retires the instance (`Lease`).
+        let Ok(result) = tokio::time::timeout(self.deadline, Timed::new(call, clock.clone())).await
+        else {
+            tracing::warn!(policy = %self.name, failure = "timeout", deadline = ?self.deadline, "plugin call passed its deadline");
+            return Err(Failure::Timeout);
+        };
+        let took = started.elapsed();
+        if took >= self.budget {
+            tracing::debug!(policy = %self.name, took = ?took, ran = ?clock.charge(), "plugin call waited");
+        }
+        match result {
             Ok(decision) => {
                 warm.calls += 1;
                 let reusable = self.isolation == Isolation::Warm && warm.calls < self.max_calls;

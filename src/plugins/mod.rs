@@ -7,6 +7,7 @@ pub mod build;
 mod clock;
 pub mod decision;
 pub mod host;
+mod ticker;
 
 use std::sync::Arc;
 

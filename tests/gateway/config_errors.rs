@@ -343,3 +343,41 @@ fn a_country_header_without_trusted_proxies_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn policy_file_limits_are_validated_all_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("policies")).expect("policies dir");
+    std::fs::create_dir_all(dir.path().join("plugins/p")).expect("plugin dir");
+    std::fs::write(dir.path().join("plugins/p/plugin.py"), "").expect("plugin");
+    std::fs::write(
+        dir.path().join("policies/limits.toml"),
+        "plugin = \"p\"\ntimeout_ms = 200\ndeadline_ms = 100\nmemory_mb = 2\nisolation = \"cold\"\n",
+    )
+    .expect("policy");
+    let text = VALID
+        .replace(
+            "[server]\n",
+            "[server]\npolicies_dir = \"policies\"\nplugins_dir = \"plugins\"\n",
+        )
+        .replace("auth = \"off\"", "auth = \"off\"\npolicies = [\"limits\"]");
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "limits.toml: deadline_ms: 100 is below timeout_ms (200)",
+        "limits.toml: memory_mb: 2 is out of range 16..=1024",
+        "limits.toml: isolation: \"cold\" is not \"warm\" or \"fresh\"",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ pub(crate) fn write_policy(dir: &Path, name: &str, text: &str) {
     std::fs::write(policies.join(format!("{name}.toml")), text).expect("policy file");
 }
 
-/// Routes: /deny (misbehave, on_error deny, 50 ms), /allow (misbehave, on_error allow),
+/// Routes: /deny (misbehave, on_error deny, 50 ms of processor time, 400 ms in all), /allow (misbehave, on_error allow),
 /// /fresh (misbehave, fresh isolation), /plain (no policy).
 async fn misbehaving_gateway() -> (Gateway, EchoOrigin) {
     let origin_ = echo_origin("o").await;
@@ -44,7 +44,7 @@ async fn misbehaving_gateway() -> (Gateway, EchoOrigin) {
     .concat();
     let gw = Gateway::start_with_plugins(&body, &|dir| {
         link_plugin(dir, "misbehave", "tests/plugins/misbehave");
-        let common = "plugin = \"misbehave\"\ntimeout_ms = 50\nmemory_mb = 32\nallow_headers = [\"x-misbehave-ok\"]\n";
+        let common = "plugin = \"misbehave\"\ntimeout_ms = 50\ndeadline_ms = 400\nmemory_mb = 32\nallow_headers = [\"x-misbehave-ok\"]\n";
         write_policy(dir, "misbehave-deny", &format!("{common}on_error = \"deny\"\n"));
         write_policy(dir, "misbehave-allow", &format!("{common}on_error = \"allow\"\n"));
         write_policy(dir, "misbehave-fresh", &format!("{common}on_error = \"deny\"\nisolation = \"fresh\"\n"));
@@ -67,6 +67,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
     assert_eq!(ok.origin_saw()["x-misbehave-ok"], vec!["1".to_string()]);
     for mode in [
         "loop",
+        "sleep",
         "alloc",
         "raise",
         "recurse",
@@ -88,7 +89,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
     }
     assert_eq!(
         origin_.hits(),
-        9,
+        10,
         "only the well-behaved requests reach the origin"
     );
 }
@@ -113,6 +114,20 @@ async fn a_loop_is_cut_at_its_deadline() {
         median >= Duration::from_millis(50),
         "answered before the deadline: {median:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_sleeps_is_cut_at_its_wall_clock_deadline() {
+    let (gw, _origin) = misbehaving_gateway().await;
+    let started = Instant::now();
+    let resp = with_mode(&gw, "/deny", "sleep").await;
+    let took = started.elapsed();
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"], "policy_failed");
+    // Sleeping uses no processor time, so only the 400 ms deadline can end it.
+    assert!(took >= Duration::from_millis(400), "took {took:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(with_mode(&gw, "/deny", "none").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
 """A plugin that misbehaves on request (see tests/plugins/README.md)."""
 
+import time
+
 from edgewarden import Response, send_to_origin
 
 
@@ -12,6 +14,8 @@ def handle_request(request):
     if mode == "loop":
         while True:
             pass
+    if mode == "sleep":
+        time.sleep(30)
     if mode == "alloc":
         hoard = []
         while True:
