@@ -76,7 +76,37 @@ def test_replacing_a_multi_valued_header_sets_then_appends():
 
 
 def test_claims_from_the_gateway_are_parsed_only_when_read():
-    r = Request._from_host("GET", "/", None, [], "192.0.2.1", "api", '{"sub": "alice"}', "GB")
+    r = Request._from_host("GET", "/", None, "", "192.0.2.1", "api", '{"sub": "alice"}', "GB")
     assert r._claims is None
     assert r.claims["sub"] == "alice"
-    assert Request._from_host("GET", "/", None, [], "192.0.2.1", "api", None, None).claims == {}
+    assert Request._from_host("GET", "/", None, "", "192.0.2.1", "api", None, None).claims == {}
+
+
+def _from_gateway(block):
+    return Request._from_host("GET", "/", None, block, "192.0.2.1", "api", None, None)
+
+
+def test_headers_from_the_gateway_are_read_from_their_lines():
+    r = _from_gateway("host: a.example\nx-multi: 1\nx-multi: two: 2\nx-empty: \n")
+    assert r.headers["Host"] == "a.example"
+    assert r.headers.get_all("x-multi") == ["1", "two: 2"]
+    assert r.headers["x-empty"] == ""
+    assert "x-missing" not in r.headers
+    assert len(r.headers) == 3
+
+
+def test_a_policy_that_only_adds_headers_never_splits_the_block():
+    r = _from_gateway("host: a.example\nx-portal-not: 1\n")
+    r.headers["x-portal"] = "uk"
+    f = send_to_origin(r)
+    assert f.set_headers == [("x-portal", "uk")]
+    assert r.headers._pairs_list is None
+
+
+def test_changes_to_headers_from_the_gateway_are_reported_against_the_originals():
+    r = _from_gateway("host: a.example\nx: 1\nx: 2\nkeep: k\n")
+    r.headers.add("x", "3")
+    r.headers["keep"] = "k"
+    del r.headers["host"]
+    f = send_to_origin(r)
+    assert (f.set_headers, f.append_headers, f.remove_headers) == ([], [("x", "3")], ["host"])

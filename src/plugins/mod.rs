@@ -279,14 +279,53 @@ fn request_for(req: &RequestHeader, ctx: &Context<'_>) -> Request {
         method: req.method.to_string(),
         path: req.uri.path().to_string(),
         query: req.uri.query().map(str::to_string),
-        headers: req
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: header_block(req),
         client_ip: ctx.client_ip.clone(),
         route: ctx.route.to_string(),
         claims_json: ctx.claims_json.clone(),
         country: ctx.country.clone(),
+    }
+}
+
+/// The request's headers as `name: value` lines (see `wit/policy.wit`). Values that are not
+/// visible ASCII are left out, as plugins could not set them back either.
+fn header_block(req: &RequestHeader) -> String {
+    let size: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 3)
+        .sum();
+    let mut block = String::with_capacity(size);
+    for (name, value) in &req.headers {
+        if let Ok(value) = value.to_str() {
+            block.push_str(name.as_str());
+            block.push_str(": ");
+            block.push_str(value);
+            block.push('\n');
+        }
+    }
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_reach_plugins_as_lines_in_order_without_unreadable_values() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        req.append_header("Host", "a.example").expect("header");
+        req.append_header("x-multi", "1").expect("header");
+        req.append_header("x-multi", "two: 2").expect("header");
+        req.append_header("x-empty", "").expect("header");
+        req.append_header(
+            "x-latin",
+            http::HeaderValue::from_bytes(b"caf\xe9").expect("value"),
+        )
+        .expect("header");
+        assert_eq!(
+            header_block(&req),
+            "host: a.example\nx-multi: 1\nx-multi: two: 2\nx-empty: \n"
+        );
     }
 }

@@ -35,17 +35,40 @@ class Headers:
     value, ``headers[name] = value`` replaces all values, ``headers.add(name, value)`` appends,
     ``del headers[name]`` removes every value.
 
-    The mapping is built on first read and every change is recorded, so a policy pays only for
-    the headers it looks at, and ``send_to_origin`` reports changes without comparing copies.
+    The gateway passes the headers as one block of lines, split into a mapping on first read, and
+    every change is recorded: a policy that only sets headers never splits the block, and
+    ``send_to_origin`` reports changes without comparing copies.
     """
 
-    __slots__ = ("_pairs", "_map", "_changes")
+    __slots__ = ("_block", "_pairs_list", "_map", "_changes")
 
     def __init__(self, pairs: Iterable[Tuple[str, str]] = ()):
-        self._pairs = pairs if isinstance(pairs, list) else list(pairs)
+        self._block: Optional[str] = None
+        self._pairs_list: Optional[List[Tuple[str, str]]] = pairs if isinstance(pairs, list) else list(pairs)
         self._map: Optional[Dict[str, List[str]]] = None
         #: name -> values after the changes (an empty list: removed).
         self._changes: Dict[str, List[str]] = {}
+
+    @classmethod
+    def _from_block(cls, block: str) -> "Headers":
+        """The gateway's form: ``name: value`` lines, names lower case (see ``wit/policy.wit``)."""
+        headers = cls.__new__(cls)
+        headers._block = block
+        headers._pairs_list = None
+        headers._map = None
+        headers._changes = {}
+        return headers
+
+    @property
+    def _pairs(self) -> List[Tuple[str, str]]:
+        if self._pairs_list is None:
+            pairs = []
+            for line in (self._block or "").split("\n"):
+                name, sep, value = line.partition(": ")
+                if sep:
+                    pairs.append((name, value))
+            self._pairs_list = pairs
+        return self._pairs_list
 
     def _values(self) -> Dict[str, List[str]]:
         if self._map is None:
@@ -65,6 +88,11 @@ class Headers:
         return self._map
 
     def _original(self, name: str) -> List[str]:
+        block = self._block
+        if self._pairs_list is None and block is not None:
+            # Most changes add a header the request did not have: answer without splitting.
+            if not block.startswith(name + ": ") and ("\n" + name + ": ") not in block:
+                return []
         return [value for n, value in self._pairs if n.lower() == name]
 
     def __getitem__(self, name: str) -> str:
@@ -165,7 +193,7 @@ class Request:
         request.method = method
         request.path = path
         request.query = query
-        request.headers = Headers(headers)
+        request.headers = Headers._from_block(headers)
         request.client_ip = client_ip
         request.route = route
         request._claims = None
