@@ -1,10 +1,12 @@
 //! Turns measurements into the report: a markdown table per run (medians of the repeats, with
-//! the edgewarden / HAProxy ratio measured in the same run) and an SVG bar chart of requests/s and
-//! p99 per scenario, edgewarden beside HAProxy.
+//! the edgewarden / HAProxy ratio measured in the same run) and an SVG bar chart (plotters) of
+//! requests/s and p99 per scenario, edgewarden beside HAProxy.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
+
+use plotters::prelude::*;
 
 use crate::oha::Measured;
 use crate::run::Sample;
@@ -235,107 +237,161 @@ pub fn target_summary(url: &str, m: &Measured) -> String {
 
 type Metric = fn(&Cell) -> f64;
 
-/// Two panels (requests/s, p99) of grouped bars, one group per scenario.
+const EDGEWARDEN: RGBColor = RGBColor(0x2b, 0x7b, 0xb9);
+const PEER: RGBColor = RGBColor(0xd9, 0x82, 0x2b);
+
+/// Two panels (requests/s, p99) of grouped bars, one group per scenario, edgewarden beside the
+/// peer (plotters, SVG backend).
 pub fn chart(rows: &[Row], path: &Path) -> Result<(), String> {
     let groups: Vec<(&str, Vec<&Cell>)> = rows
         .iter()
         .filter(|r| r.attack.is_none())
         .map(|r| (r.scenario.as_str(), r.cells.iter().collect()))
         .collect();
-    let (width, panel_height, left, top) = (960.0, 300.0, 70.0, 30.0);
-    let height = 2.0 * panel_height + 3.0 * top + 40.0;
-    let colour = |target: &str| {
-        if target == "edgewarden" {
-            "#2b7bb9"
-        } else {
-            "#d9822b"
-        }
-    };
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
+    let fail = |e: &dyn std::fmt::Display| format!("{}: chart: {e}", path.display());
+    let root = SVGBackend::new(path, (1000, 760)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let (body, legend) = root.split_vertically(720);
     let panels: [(&str, Metric); 2] = [
-        ("requests/s", |c: &Cell| c.rps),
-        ("p99 latency (ms)", |c: &Cell| c.p99_ms),
+        ("requests/s (higher is better)", |c: &Cell| c.rps),
+        ("p99 latency, ms (lower is better)", |c: &Cell| c.p99_ms),
     ];
-    for (p, (title, value)) in panels.iter().enumerate() {
-        let y0 = top + p as f64 * (panel_height + top);
+    for ((title, value), area) in panels.iter().zip(body.split_evenly((2, 1)).iter()) {
         let max = groups
             .iter()
             .flat_map(|(_, cells)| cells.iter().map(|c| value(c)))
             .filter(|v| v.is_finite())
             .fold(0.0f64, f64::max)
             .max(f64::MIN_POSITIVE);
-        let plot_w = width - left - 20.0;
-        let group_w = plot_w / groups.len().max(1) as f64;
-        let _ = writeln!(
-            svg,
-            "<text x=\"{left}\" y=\"{}\" font-size=\"13\">{title}</text>\n\
-             <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
-            y0 - 8.0,
-            y0 + panel_height,
-            width - 20.0,
-            y0 + panel_height
-        );
-        for tick in 0..=4 {
-            let v = max * tick as f64 / 4.0;
-            let y = y0 + panel_height - panel_height * tick as f64 / 4.0;
-            let _ = writeln!(
-                svg,
-                "<text x=\"{}\" y=\"{y}\" text-anchor=\"end\">{}</text>\
-                 <line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>",
-                left - 4.0,
+        let count = groups.len().max(1);
+        let mut chart = ChartBuilder::on(area)
+            .caption(*title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(28)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5f64..count as f64 - 0.5, 0.0..max * 1.08)
+            .map_err(|e| fail(&e))?;
+        let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
+        let label = |x: &f64| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names
+                    .get(i as usize)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(count)
+            .x_label_formatter(&label)
+            .y_labels(5)
+            .y_label_formatter(&|v| {
                 if max >= 100.0 {
                     format!("{v:.0}")
                 } else {
-                    format!("{v:.2}")
-                },
-                width - 20.0
-            );
-        }
-        for (g, (name, cells)) in groups.iter().enumerate() {
-            let bar_w = (group_w * 0.8) / cells.len().max(1) as f64;
-            for (i, cell) in cells.iter().enumerate() {
+                    format!("{v:.1}")
+                }
+            })
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let bars = groups.iter().enumerate().flat_map(|(g, (_, cells))| {
+            let width = 0.8 / cells.len().max(1) as f64;
+            cells.iter().enumerate().filter_map(move |(i, cell)| {
                 let v = value(cell);
-                let h = if v.is_finite() {
-                    panel_height * v / max
+                let x = g as f64 - 0.4 + i as f64 * width;
+                let colour = if cell.target == "edgewarden" {
+                    EDGEWARDEN
                 } else {
-                    0.0
+                    PEER
                 };
-                let x = left + g as f64 * group_w + group_w * 0.1 + i as f64 * bar_w;
-                let _ = writeln!(
-                    svg,
-                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"><title>{} {}: {v:.3}</title></rect>",
-                    y0 + panel_height - h,
-                    bar_w - 2.0,
-                    colour(cell.target),
-                    name,
-                    cell.target
-                );
-            }
-            let _ = writeln!(
-                svg,
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{name}</text>",
-                left + g as f64 * group_w + group_w / 2.0,
-                y0 + panel_height + 14.0
-            );
+                v.is_finite()
+                    .then(|| Rectangle::new([(x, 0.0), (x + width * 0.92, v)], colour.filled()))
+            })
+        });
+        chart.draw_series(bars).map_err(|e| fail(&e))?;
+    }
+    for (i, (name, colour)) in [("edgewarden", EDGEWARDEN), ("HAProxy", PEER)]
+        .into_iter()
+        .enumerate()
+    {
+        let x = 80 + i as i32 * 140;
+        legend
+            .draw(&Rectangle::new([(x, 10), (x + 12, 22)], colour.filled()))
+            .map_err(|e| fail(&e))?;
+        legend
+            .draw(&Text::new(name, (x + 18, 10), ("sans-serif", 13)))
+            .map_err(|e| fail(&e))?;
+    }
+    root.present().map_err(|e| fail(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(target: &'static str, rps: f64, p99_ms: f64) -> Cell {
+        Cell {
+            target,
+            rps,
+            p50_ms: p99_ms / 2.0,
+            p99_ms,
+            p999_ms: p99_ms * 1.5,
+            cpu_us: 10.0,
+            peak_rss_mib: 20.0,
+            accepted: 0,
+            origin_hits: 0,
         }
     }
-    let legend_y = height - 14.0;
-    let _ = writeln!(
-        svg,
-        "<rect x=\"{left}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{legend_y}\">edgewarden</text>\
-         <rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{legend_y}\">HAProxy</text>\n</svg>",
-        legend_y - 10.0,
-        colour("edgewarden"),
-        left + 16.0,
-        left + 110.0,
-        legend_y - 10.0,
-        colour("haproxy"),
-        left + 126.0
-    );
-    std::fs::write(path, svg).map_err(|e| format!("{}: {e}", path.display()))
+
+    fn row(scenario: &str, cells: Vec<Cell>) -> Row {
+        Row {
+            scenario: scenario.to_string(),
+            what: String::new(),
+            cells,
+            attack: None,
+        }
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_target_and_scenario_in_each_panel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chart.svg");
+        let rows = vec![
+            row(
+                "no_token",
+                vec![
+                    cell("edgewarden", 30000.0, 2.0),
+                    cell("haproxy", 40000.0, 1.5),
+                ],
+            ),
+            row("plugins_warm", vec![cell("edgewarden", 2000.0, 40.0)]),
+            row(
+                "auth_off",
+                vec![
+                    cell("edgewarden", 20000.0, 3.0),
+                    cell("haproxy", 25000.0, f64::NAN),
+                ],
+            ),
+        ];
+        chart(&rows, &path).expect("chart");
+        let svg = std::fs::read_to_string(&path).expect("svg");
+        for name in [
+            "no_token",
+            "plugins_warm",
+            "auth_off",
+            "edgewarden",
+            "HAProxy",
+        ] {
+            assert!(svg.contains(name), "{name} missing");
+        }
+        let fill = |c: RGBColor| format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
+        // Two panels; one bar per finite value, plus one legend swatch per colour.
+        assert_eq!(svg.matches(&fill(EDGEWARDEN)).count(), 2 * 3 + 1);
+        assert_eq!(svg.matches(&fill(PEER)).count(), 2 + 1 + 1);
+    }
 }
