@@ -6,7 +6,12 @@ use crate::common::BIN;
 
 fn check(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bad.toml");
+    check_in(dir.path(), text)
+}
+
+/// `edgewarden check` on `text` written as `dir/bad.toml` (relative paths resolve in `dir`).
+fn check_in(dir: &std::path::Path, text: &str) -> (i32, String, String) {
+    let path = dir.join("bad.toml");
     std::fs::write(&path, text).expect("write");
     let out = Command::new(BIN)
         .args(["check", "-c"])
@@ -361,15 +366,8 @@ fn policy_file_limits_are_validated_all_at_once() {
             "[server]\npolicies_dir = \"policies\"\nplugins_dir = \"plugins\"\n",
         )
         .replace("auth = \"off\"", "auth = \"off\"\npolicies = [\"limits\"]");
-    let path = dir.path().join("gw.toml");
-    std::fs::write(&path, text).expect("write");
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run check");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr, _) = check_in(dir.path(), &text);
+    assert_eq!(code, 1, "{stderr}");
     for expected in [
         "limits.toml: deadline_ms: 100 is below timeout_ms (200)",
         "limits.toml: memory_mb: 2 is out of range 16..=1024",
