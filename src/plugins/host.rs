@@ -22,6 +22,9 @@ use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
 use super::ticker::Ticker;
 use crate::config::{Isolation, PolicyConfig};
+/// Processor time and wall-clock time an instance may take to instantiate and run `init`.
+const START_BUDGET: Duration = Duration::from_secs(5);
+const START_DEADLINE: Duration = Duration::from_secs(10);
 /// Log lines a plugin may emit per call, and their length.
 const MAX_LOG_LINES: usize = 16;
 const MAX_LOG_CHARS: usize = 512;
@@ -188,8 +191,19 @@ pub struct PolicyHost {
 }
 
 impl PolicyHost {
-    /// Build and initialise one instance (~1 ms for a CPython plugin).
+    /// Build and initialise one instance (~1 ms for a CPython plugin), within [`START_DEADLINE`].
     async fn instantiate(&self) -> Result<Warm, String> {
+        tokio::time::timeout(START_DEADLINE, self.instantiate_unbounded())
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "policy {}: instantiate and init passed their {START_DEADLINE:?} deadline",
+                    self.name
+                ))
+            })
+    }
+
+    async fn instantiate_unbounded(&self) -> Result<Warm, String> {
         let _busy = self.ticker.busy();
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
@@ -208,7 +222,7 @@ impl PolicyHost {
                 limits,
                 clock: Arc::default(),
                 // Start-up (CPython's own initialisation) gets a generous budget.
-                budget: Duration::from_secs(5),
+                budget: START_BUDGET,
                 policy: self.name.clone(),
                 logged: 0,
             },
@@ -264,8 +278,21 @@ impl PolicyHost {
         self.pool.lock().ok()?.pop()
     }
 
-    /// Run the plugin on `request`.
+    /// Run the plugin on `request`, all of it (waiting for an instance, building one when the pool
+    /// is empty, the call) within the policy's wall-clock deadline. The epoch callback stops a
+    /// plugin that runs past its budget; the deadline stops one that waits (sleeping through WASI,
+    /// a starved thread). Dropping the call midway retires the instance (`Lease`).
     pub async fn call(self: &Arc<Self>, request: &Request) -> Result<Decision, Failure> {
+        match tokio::time::timeout(self.deadline, self.call_unbounded(request)).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(policy = %self.name, failure = "timeout", deadline = ?self.deadline, "plugin call passed its deadline");
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    async fn call_unbounded(self: &Arc<Self>, request: &Request) -> Result<Decision, Failure> {
         // Calls yield at epoch ticks, so one thread can have many in flight; without this bound a
         // burst would build an instance per concurrent request.
         let _permit = self.in_use.acquire().await.map_err(|_| Failure::Trap)?;
@@ -276,8 +303,8 @@ impl PolicyHost {
                 Failure::Trap
             })?,
         };
-        // If this future is dropped mid-call (the client went away), the lease retires the
-        // instance: a half-run instance is never reused.
+        // If this future is dropped mid-call (the client went away, the deadline passed), the
+        // lease retires the instance: a half-run instance is never reused.
         let mut lease = Lease {
             host: self,
             warm: Some(warm),
@@ -292,14 +319,7 @@ impl PolicyHost {
         let _busy = self.ticker.busy();
         let started = Instant::now();
         let call = warm.policy.call_handle_request(&mut warm.store, request);
-        // The epoch callback stops a plugin that runs past its budget; this stops one that waits
-        // (sleeping through WASI, or a starved thread) past the deadline. Dropping the call
-        // retires the instance (`Lease`).
-        let Ok(result) = tokio::time::timeout(self.deadline, Timed::new(call, clock.clone())).await
-        else {
-            tracing::warn!(policy = %self.name, failure = "timeout", deadline = ?self.deadline, "plugin call passed its deadline");
-            return Err(Failure::Timeout);
-        };
+        let result = Timed::new(call, clock.clone()).await;
         let took = started.elapsed();
         if took >= self.budget {
             tracing::debug!(policy = %self.name, took = ?took, ran = ?clock.charge(), "plugin call waited");

@@ -218,16 +218,17 @@ async fn identity_headers_plugin_passes_the_token_subject_to_the_origin() {
     );
 }
 
-#[test]
-fn a_plugin_that_fails_to_build_is_reported_with_its_file_and_line() {
+/// `edgewarden check` (which builds and starts the plugins routes use) on a config whose one route
+/// runs one policy; expects it to fail and returns its stderr.
+fn check_one_policy(plugin: &str, source: &str, policy: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    link_plugin(dir.path(), "broken", "tests/plugins/broken");
-    write_policy(dir.path(), "broken", "plugin = \"broken\"\n");
+    link_plugin(dir.path(), plugin, source);
+    write_policy(dir.path(), "p", policy);
     let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/plugin-cache");
     let config = format!(
         "[server]\nlisten = [\"127.0.0.1:1\"]\npolicies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n\
          [[origins]]\nname = \"o\"\nupstreams = [\"127.0.0.1:9\"]\n\
-         [[routes]]\nname = \"r\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"off\"\npolicies = [\"broken\"]\n"
+         [[routes]]\nname = \"r\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"off\"\npolicies = [\"p\"]\n"
     );
     let path = dir.path().join("edgewarden.toml");
     std::fs::write(&path, config).expect("config");
@@ -240,12 +241,31 @@ fn a_plugin_that_fails_to_build_is_reported_with_its_file_and_line() {
         )
         .output()
         .expect("check");
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_plugin_that_fails_to_build_is_reported_with_its_file_and_line() {
+    let stderr = check_one_policy("broken", "tests/plugins/broken", "plugin = \"broken\"\n");
     assert!(stderr.contains("plugin broken: build failed"), "{stderr}");
     assert!(stderr.contains("SyntaxError"), "{stderr}");
     assert!(
         stderr.contains("plugin.py") && stderr.contains("line 4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_plugin_whose_setup_never_returns_fails_the_start_at_its_deadline() {
+    let stderr = check_one_policy(
+        "misbehave",
+        "tests/plugins/misbehave",
+        "plugin = \"misbehave\"\n[settings]\nsleep_in_setup = true\n",
+    );
+    assert!(
+        stderr.contains("policy p: instantiate and init passed their 10s deadline"),
         "{stderr}"
     );
 }

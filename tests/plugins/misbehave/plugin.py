@@ -5,6 +5,11 @@ import time
 from edgewarden import Response, send_to_origin
 
 
+def setup(settings):
+    if settings.get("sleep_in_setup"):
+        time.sleep(3600)
+
+
 def recurse(n):
     return recurse(n + 1) + 1
 
