@@ -4,9 +4,9 @@
 //! - a call that yields at an epoch tick waits while other requests use the thread; otherwise a
 //!   busy gateway would time out well-behaved plugins and answer 503 exactly when it is loaded;
 //! - a thread that is runnable but not running (the machine's other work, a virtual CPU woken
-//!   from idle) or blocked on a page fault from disk. After a few idle minutes the first calls
-//!   were measured taking 24–37 ms of wall time on a 2-core virtual machine, almost all of it
-//!   such waiting.
+//!   from idle) or blocked on a page fault from disk. After a few idle minutes on a 2-core
+//!   virtual machine, first calls took tens of milliseconds to over half a second of wall time
+//!   and 10–16 major page faults.
 //!
 //! Reading a thread's CPU clock is a system call (~0.8 µs on that machine) while most calls end
 //! in tens of microseconds, well before an epoch tick. So a call is timed on the wall clock until
@@ -53,18 +53,16 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The calling thread's CPU time. Should the clock be unreadable, the wall clock stands in (the
-/// budget then counts waiting too: stricter, never looser).
-fn thread_cpu(wall: u64) -> u64 {
-    match clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID) {
-        Ok(t) => nanos(Duration::from(t)),
-        Err(_) => wall,
-    }
-}
-
 impl RunClock {
     fn wall(&self) -> u64 {
         nanos(self.base.elapsed())
+    }
+
+    /// The calling thread's CPU time. Should that clock be unreadable, the wall clock stands in
+    /// (the budget then counts waiting too: stricter, never looser).
+    fn thread_cpu(&self) -> u64 {
+        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .map_or_else(|_| self.wall(), |t| nanos(Duration::from(t)))
     }
 
     /// A new call starts running now.
@@ -77,7 +75,7 @@ impl RunClock {
     /// The call runs again after waiting (possibly on another thread).
     pub fn resume(&self) {
         let now = if self.on_cpu.load(Ordering::Relaxed) {
-            thread_cpu(self.wall())
+            self.thread_cpu()
         } else {
             self.wall()
         };
@@ -87,13 +85,14 @@ impl RunClock {
     /// Charge the running since the last (re)start and return the call's total. Called at epoch
     /// ticks, on the thread running the call.
     pub fn charge(&self) -> Duration {
-        let wall = self.wall();
         let since = if self.on_cpu.swap(true, Ordering::Relaxed) {
-            let now = thread_cpu(wall);
+            let now = self.thread_cpu();
             now.saturating_sub(self.resumed.swap(now, Ordering::Relaxed))
         } else {
-            let ran = wall.saturating_sub(self.resumed.load(Ordering::Relaxed));
-            self.resumed.store(thread_cpu(wall), Ordering::Relaxed);
+            let ran = self
+                .wall()
+                .saturating_sub(self.resumed.load(Ordering::Relaxed));
+            self.resumed.store(self.thread_cpu(), Ordering::Relaxed);
             ran.min(nanos(FIRST_SLICE_CAP))
         };
         let used = self.used.fetch_add(since, Ordering::Relaxed) + since;

@@ -2,8 +2,9 @@
 //! locked-down WASI, and per policy an `InstancePre` plus a pool of warm, initialised instances.
 //!
 //! A call takes an instance out of the pool, runs it under the policy's time budget (processor
-//! time, see `clock`), its wall-clock deadline and its memory cap, and puts it back. An instance that trapped, timed out or hit its cap is dropped and
-//! a replacement is built in the background, off the request path. With `isolation = "fresh"`
+//! time, see `clock`), its wall-clock deadline and its memory cap, and puts it back. An instance
+//! that trapped, timed out or hit its cap is dropped and a replacement is built in the
+//! background, off the request path. With `isolation = "fresh"`
 //! every instance serves one request and is then replaced the same way, so a request gets a
 //! never-used instance without paying for its instantiation. When the pool is empty (a burst), the
 //! request instantiates one itself.
@@ -22,6 +23,7 @@ use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
 use super::ticker::Ticker;
 use crate::config::{Isolation, PolicyConfig};
+
 /// Processor time and wall-clock time an instance may take to instantiate and run `init`.
 const START_BUDGET: Duration = Duration::from_secs(5);
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -317,11 +319,13 @@ impl PolicyHost {
         let clock = state.clock.clone();
         warm.store.set_epoch_deadline(1);
         let _busy = self.ticker.busy();
-        let started = Instant::now();
+        // Only read the clock for the diagnostic when it can be logged.
+        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let call = warm.policy.call_handle_request(&mut warm.store, request);
         let result = Timed::new(call, clock.clone()).await;
-        let took = started.elapsed();
-        if took >= self.budget {
+        if let Some(took) = started.map(|s| s.elapsed())
+            && took >= self.budget
+        {
             tracing::debug!(policy = %self.name, took = ?took, ran = ?clock.charge(), "plugin call waited");
         }
         match result {

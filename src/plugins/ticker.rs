@@ -2,8 +2,9 @@
 //! which is what lets the host check each call's budget and make long calls yield.
 //!
 //! An idle gateway should cost nothing, so the ticker parks after [`IDLE_TICKS`] ticks in which no
-//! call ran, and the next call wakes it. Under steady traffic it never parks, and a call pays one
-//! relaxed atomic load to see that; only the first call after a pause pays for the wake-up.
+//! call ran, and the next call wakes it. Under steady traffic it never parks, and a call pays an
+//! increment and a decrement of the count of running calls plus two loads; only the first call
+//! after a pause pays for the wake-up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -91,7 +91,8 @@ class Headers:
         block = self._block
         if self._pairs_list is None and block is not None:
             # Most changes add a header the request did not have: answer without splitting.
-            if not block.startswith(name + ": ") and ("\n" + name + ": ") not in block:
+            line = name + ": "
+            if not block.startswith(line) and "\n" + line not in block:
                 return []
         return [value for n, value in self._pairs if n.lower() == name]
 
