@@ -68,3 +68,27 @@ class WitWorld(wit_world.WitWorld):
             )
         raise TypeError("handle_request must return send_to_origin(request) or Response(...)")
 
+
+def _warm_up() -> None:
+    """Run the glue's own code paths once while componentize-py builds the component: the snapshot
+    it takes then holds an interpreter whose caches for these types and functions are already
+    filled, so a new instance's first request does less first-time work. Touches no plugin code."""
+    request = edgewarden.Request._from_host("GET", "/", None, "host: warm-up\n", "", "", "{}", None)
+    request.headers.get("host")
+    request.headers["x-warm-up"] = "1"
+    request.claims
+    answer = edgewarden.send_to_origin(request)
+    ForwardAction(
+        set_headers=answer.set_headers,
+        append_headers=answer.append_headers,
+        remove_headers=answer.remove_headers,
+        origin=answer.origin,
+        path=answer.path,
+    )
+    response = edgewarden.Response(200, {"content-type": "text/plain"}, "")
+    WitResponse(status=response.status, headers=response.headers, body=response.body)
+    edgewarden._load_settings("{}")
+
+
+_warm_up()
+
