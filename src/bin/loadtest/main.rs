@@ -5,6 +5,7 @@
 
 mod oha;
 mod origin;
+mod python_edge;
 mod report;
 mod run;
 mod scenarios;

@@ -1,6 +1,6 @@
 //! Turns measurements into the report: a markdown table per run (medians of the repeats, with
-//! the edgewarden / HAProxy ratio measured in the same run) and an SVG bar chart (plotters) of
-//! requests/s and p99 per scenario, edgewarden beside HAProxy.
+//! the edgewarden / peer ratio measured in the same run) and an SVG bar chart (plotters) of
+//! requests/s and p99 per scenario, edgewarden beside its peers (HAProxy, `wasmtime serve`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -45,6 +45,7 @@ pub struct Attack {
 
 pub struct Versions {
     pub haproxy: Option<String>,
+    pub wasmtime: Option<String>,
     pub oha: String,
 }
 
@@ -143,7 +144,7 @@ pub fn markdown(
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "Machine: {}. {}. edgewarden {} (1 worker thread){}; load generator: {}. Gateways pinned to \
+        "Machine: {}. {}. edgewarden {} (1 worker thread){}{}; load generator: {}. Gateways pinned to \
          CPU 0, generator and origin to CPU 1 (when there are two). {} s per run, {} connections, \
          median of {} runs; attack mix offered at {} req/s.\n",
         machine(),
@@ -154,6 +155,11 @@ pub fn markdown(
             .as_ref()
             .map(|v| format!(", peer: {v} (nbthread 1)"))
             .unwrap_or_default(),
+        versions
+            .wasmtime
+            .as_ref()
+            .map(|v| format!(", peer: `{v} serve` (one CPU)"))
+            .unwrap_or_default(),
         versions.oha,
         duration.as_secs_f64(),
         connections,
@@ -162,18 +168,20 @@ pub fn markdown(
     );
     let _ = writeln!(
         out,
-        "| scenario | target | req/s | ratio ew/haproxy | p50 ms | p99 ms | p99.9 ms | CPU µs/req | peak RSS MiB | accepted | origin hits |"
+        "| scenario | target | req/s | edgewarden ÷ target (req/s) | p50 ms | p99 ms | p99.9 ms | CPU µs/req | peak RSS MiB | accepted | origin hits |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
-        let peer = row
+        let ours = row
             .cells
             .iter()
-            .find(|c| c.target == "haproxy")
+            .find(|c| c.target == EDGEWARDEN_NAME)
             .map(|c| c.rps);
         for cell in &row.cells {
-            let ratio = match (cell.target, peer) {
-                ("edgewarden", Some(p)) if p > 0.0 => format!("{:.2}", cell.rps / p),
+            let ratio = match ours {
+                Some(ours) if cell.target != EDGEWARDEN_NAME && cell.rps > 0.0 => {
+                    format!("{:.2}", ours / cell.rps)
+                }
                 _ => String::from("—"),
             };
             let _ = writeln!(
@@ -237,11 +245,34 @@ pub fn target_summary(url: &str, m: &Measured) -> String {
 
 type Metric = fn(&Cell) -> f64;
 
-const EDGEWARDEN: RGBColor = RGBColor(0x2b, 0x7b, 0xb9);
-const PEER: RGBColor = RGBColor(0xd9, 0x82, 0x2b);
+const EDGEWARDEN_NAME: &str = "edgewarden";
 
-/// Two panels (requests/s, p99) of grouped bars, one group per scenario, edgewarden beside the
-/// peer (plotters, SVG backend).
+/// Each target's colour and legend name, edgewarden first.
+const TARGETS: [(&str, &str, RGBColor); 4] = [
+    (EDGEWARDEN_NAME, "edgewarden", RGBColor(0x2b, 0x7b, 0xb9)),
+    ("haproxy", "HAProxy", RGBColor(0xd9, 0x82, 0x2b)),
+    (
+        "wasmtime-serve-reuse",
+        "wasmtime serve, reuse",
+        RGBColor(0x3a, 0x9a, 0x4a),
+    ),
+    (
+        "wasmtime-serve-fresh",
+        "wasmtime serve, fresh",
+        RGBColor(0x8c, 0x8c, 0x8c),
+    ),
+];
+
+fn colour(target: &str) -> RGBColor {
+    TARGETS
+        .iter()
+        .find(|(name, _, _)| *name == target)
+        .map_or(BLACK, |(_, _, c)| *c)
+}
+
+/// Two panels of grouped bars, one group per scenario, edgewarden beside its peers (plotters, SVG
+/// backend): requests/s on a linear axis, and p99 on a logarithmic one, since a fresh-instance
+/// peer's p99 is hundreds of times a rejection's.
 pub fn chart(rows: &[Row], path: &Path) -> Result<(), String> {
     let groups: Vec<(&str, Vec<&Cell>)> = rows
         .iter()
@@ -249,27 +280,44 @@ pub fn chart(rows: &[Row], path: &Path) -> Result<(), String> {
         .map(|r| (r.scenario.as_str(), r.cells.iter().collect()))
         .collect();
     let fail = |e: &dyn std::fmt::Display| format!("{}: chart: {e}", path.display());
-    let root = SVGBackend::new(path, (1000, 760)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 760)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let (body, legend) = root.split_vertically(720);
-    let panels: [(&str, Metric); 2] = [
-        ("requests/s (higher is better)", |c: &Cell| c.rps),
-        ("p99 latency, ms (lower is better)", |c: &Cell| c.p99_ms),
+    let panels: [(&str, Metric, bool); 2] = [
+        ("requests/s (higher is better)", |c: &Cell| c.rps, false),
+        (
+            "p99 latency, ms, log scale (lower is better)",
+            |c: &Cell| c.p99_ms,
+            true,
+        ),
     ];
-    for ((title, value), area) in panels.iter().zip(body.split_evenly((2, 1)).iter()) {
-        let max = groups
-            .iter()
-            .flat_map(|(_, cells)| cells.iter().map(|c| value(c)))
-            .filter(|v| v.is_finite())
-            .fold(0.0f64, f64::max)
-            .max(f64::MIN_POSITIVE);
+    for ((title, metric, log), area) in panels.iter().zip(body.split_evenly((2, 1)).iter()) {
+        let values = || {
+            groups
+                .iter()
+                .flat_map(|(_, cells)| cells.iter().map(|c| metric(c)))
+                .filter(|v| v.is_finite() && *v > 0.0)
+        };
+        let max = values().fold(f64::MIN_POSITIVE, f64::max);
+        // On the log panel bars are drawn in decades (log10) from the decade below the smallest.
+        let (low, high, plot): (f64, f64, fn(f64) -> f64) = if *log {
+            let min = values().fold(f64::INFINITY, f64::min);
+            let low = if min.is_finite() {
+                min.log10().floor()
+            } else {
+                -1.0
+            };
+            (low, max.log10().ceil().max(low + 1.0), f64::log10)
+        } else {
+            (0.0, max * 1.08, |v| v)
+        };
         let count = groups.len().max(1);
         let mut chart = ChartBuilder::on(area)
             .caption(*title, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(28)
             .y_label_area_size(60)
-            .build_cartesian_2d(-0.5f64..count as f64 - 0.5, 0.0..max * 1.08)
+            .build_cartesian_2d(-0.5f64..count as f64 - 0.5, low..high)
             .map_err(|e| fail(&e))?;
         let names: Vec<&str> = groups.iter().map(|(name, _)| *name).collect();
         let label = |x: &f64| {
@@ -283,48 +331,58 @@ pub fn chart(rows: &[Row], path: &Path) -> Result<(), String> {
                 String::new()
             }
         };
+        let y_label = |v: &f64| {
+            if *log {
+                let ms = 10f64.powf(*v);
+                if ms >= 1.0 {
+                    format!("{ms:.0}")
+                } else {
+                    format!("{ms}")
+                }
+            } else if max >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        let decades = (high - low).round() as usize + 1;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(count)
             .x_label_formatter(&label)
-            .y_labels(5)
-            .y_label_formatter(&|v| {
-                if max >= 100.0 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.1}")
-                }
-            })
+            .y_labels(if *log { decades } else { 5 })
+            .y_label_formatter(&y_label)
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(|e| fail(&e))?;
         let bars = groups.iter().enumerate().flat_map(|(g, (_, cells))| {
             let width = 0.8 / cells.len().max(1) as f64;
             cells.iter().enumerate().filter_map(move |(i, cell)| {
-                let v = value(cell);
+                let v = metric(cell);
                 let x = g as f64 - 0.4 + i as f64 * width;
-                let colour = if cell.target == "edgewarden" {
-                    EDGEWARDEN
-                } else {
-                    PEER
-                };
-                v.is_finite()
-                    .then(|| Rectangle::new([(x, 0.0), (x + width * 0.92, v)], colour.filled()))
+                (v.is_finite() && v > 0.0).then(|| {
+                    Rectangle::new(
+                        [(x, low), (x + width * 0.92, plot(v))],
+                        colour(cell.target).filled(),
+                    )
+                })
             })
         });
         chart.draw_series(bars).map_err(|e| fail(&e))?;
     }
-    for (i, (name, colour)) in [("edgewarden", EDGEWARDEN), ("HAProxy", PEER)]
-        .into_iter()
-        .enumerate()
-    {
-        let x = 80 + i as i32 * 140;
+    let present = TARGETS.iter().filter(|(name, _, _)| {
+        groups
+            .iter()
+            .any(|(_, cells)| cells.iter().any(|c| c.target == *name))
+    });
+    for (i, (_, shown, colour)) in present.enumerate() {
+        let x = 80 + i as i32 * 200;
         legend
             .draw(&Rectangle::new([(x, 10), (x + 12, 22)], colour.filled()))
             .map_err(|e| fail(&e))?;
         legend
-            .draw(&Text::new(name, (x + 18, 10), ("sans-serif", 13)))
+            .draw(&Text::new(*shown, (x + 18, 10), ("sans-serif", 13)))
             .map_err(|e| fail(&e))?;
     }
     root.present().map_err(|e| fail(&e))
@@ -371,6 +429,13 @@ mod tests {
             ),
             row("plugins_warm", vec![cell("edgewarden", 2000.0, 40.0)]),
             row(
+                "seed_geo_fresh",
+                vec![
+                    cell("edgewarden", 900.0, 80.0),
+                    cell("wasmtime-serve-fresh", 450.0, 250.0),
+                ],
+            ),
+            row(
                 "auth_off",
                 vec![
                     cell("edgewarden", 20000.0, 3.0),
@@ -384,14 +449,21 @@ mod tests {
             "no_token",
             "plugins_warm",
             "auth_off",
+            "seed_geo_fresh",
             "edgewarden",
             "HAProxy",
+            "wasmtime serve, fresh",
         ] {
             assert!(svg.contains(name), "{name} missing");
         }
-        let fill = |c: RGBColor| format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
-        // Two panels; one bar per finite value, plus one legend swatch per colour.
-        assert_eq!(svg.matches(&fill(EDGEWARDEN)).count(), 2 * 3 + 1);
-        assert_eq!(svg.matches(&fill(PEER)).count(), 2 + 1 + 1);
+        let fill = |t: &str| {
+            let c = colour(t);
+            format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)
+        };
+        // Two panels; one bar per finite value, plus one legend swatch per target present.
+        assert_eq!(svg.matches(&fill("edgewarden")).count(), 2 * 4 + 1);
+        assert_eq!(svg.matches(&fill("haproxy")).count(), 2 + 1 + 1);
+        assert_eq!(svg.matches(&fill("wasmtime-serve-fresh")).count(), 2 + 1);
+        assert!(!svg.contains(&fill("wasmtime-serve-reuse")));
     }
 }

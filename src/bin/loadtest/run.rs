@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::oha::{self, Load, Measured};
+use crate::python_edge;
 use crate::report::{self, Row};
-use crate::scenarios::{self, PUBLIC_PEM, Scenario, Setup, Tokens};
+use crate::scenarios::{self, PUBLIC_PEM, Peer, Scenario, Setup, Tokens};
 use crate::targets::{self, Target};
 
 #[derive(clap::Args)]
@@ -38,6 +39,12 @@ pub struct Options {
     haproxy: PathBuf,
     #[arg(long, default_value = ".cache/tools/bin/oha")]
     oha: PathBuf,
+    /// wasmtime-cli, for the seed geo router's `wasmtime serve` peer.
+    #[arg(long, default_value = ".cache/tools/bin/wasmtime")]
+    wasmtime: PathBuf,
+    /// The wasi:http WIT files the peer component is built against.
+    #[arg(long, default_value = ".cache/tools/wasi-http-wit")]
+    wasi_http_wit: PathBuf,
     /// Built plugins (the gateway's plugin_cache_dir).
     #[arg(long, default_value = ".cache/plugins")]
     plugin_cache: PathBuf,
@@ -136,22 +143,57 @@ pub fn bench(options: &Options) -> Result<(), String> {
         public_pem: PUBLIC_PEM,
         cpu: gateway_cpu,
     };
-    let edgewarden = setup.start(true)?;
-    let no_cache = if scenarios.iter().any(|s| s.setup == Setup::NoCache) {
-        Some(setup.start(false)?)
+    let needs = |setup: Setup| scenarios.iter().any(|s| s.setup == setup);
+    let needs_peer = |p: Peer| peer && scenarios.iter().any(|s| s.peers.contains(&p));
+    let attack = wanted("attack_mix");
+    let edgewarden = (needs(Setup::Standard) || attack)
+        .then(|| setup.start(Setup::Standard))
+        .transpose()?;
+    let no_cache = needs(Setup::NoCache)
+        .then(|| setup.start(Setup::NoCache))
+        .transpose()?;
+    let seed_geo = needs(Setup::SeedGeo)
+        .then(|| setup.start(Setup::SeedGeo))
+        .transpose()?;
+    let haproxy = (needs_peer(Peer::Haproxy) || (peer && attack))
+        .then(|| {
+            targets::start_haproxy(
+                &options.haproxy,
+                dir.path(),
+                origin.addr,
+                PUBLIC_PEM,
+                gateway_cpu,
+            )
+        })
+        .transpose()?;
+    let (serve_reuse, serve_fresh) = if needs_peer(Peer::ServeReuse) || needs_peer(Peer::ServeFresh)
+    {
+        let tools = python_edge::Tools {
+            wasmtime: options.wasmtime.clone(),
+            wit: options.wasi_http_wit.clone(),
+        };
+        let cwasm = python_edge::build(&root, &tools, dir.path())?;
+        let start = |reuse| python_edge::serve(&tools, &cwasm, reuse, gateway_cpu);
+        (
+            needs_peer(Peer::ServeReuse)
+                .then(|| start(true))
+                .transpose()?,
+            needs_peer(Peer::ServeFresh)
+                .then(|| start(false))
+                .transpose()?,
+        )
     } else {
-        None
+        (None, None)
     };
-    let haproxy = if peer {
-        Some(targets::start_haproxy(
-            &options.haproxy,
-            dir.path(),
-            origin.addr,
-            PUBLIC_PEM,
-            gateway_cpu,
-        )?)
-    } else {
-        None
+    if let Some(seed_geo) = &seed_geo {
+        let mut answering = vec![(seed_geo, "/seed/"), (seed_geo, "/seed-fresh/")];
+        answering.extend(serve_reuse.iter().chain(&serve_fresh).map(|t| (t, "/")));
+        python_edge::same_answers(&runtime, &answering)?;
+    }
+    let peer_target = |p: &Peer| match p {
+        Peer::Haproxy => haproxy.as_ref(),
+        Peer::ServeReuse => serve_reuse.as_ref(),
+        Peer::ServeFresh => serve_fresh.as_ref(),
     };
 
     let mut rows: Vec<Row> = Vec::new();
@@ -160,13 +202,12 @@ pub fn bench(options: &Options) -> Result<(), String> {
         let mut runs: Vec<(&'static str, Vec<Sample>)> = Vec::new();
         for repeat in 0..repeats {
             let mut chosen: Vec<&Target> = Vec::new();
-            match scenario.setup {
-                Setup::Standard => chosen.push(&edgewarden),
-                Setup::NoCache => chosen.extend(no_cache.as_ref()),
-            }
-            if scenario.peer {
-                chosen.extend(haproxy.as_ref());
-            }
+            chosen.extend(match scenario.setup {
+                Setup::Standard => edgewarden.as_ref(),
+                Setup::NoCache => no_cache.as_ref(),
+                Setup::SeedGeo => seed_geo.as_ref(),
+            });
+            chosen.extend(scenario.peers.iter().filter_map(peer_target));
             for target in chosen {
                 let load = Load {
                     url: format!("http://{}{}", target.addr, scenario.path),
@@ -197,8 +238,8 @@ pub fn bench(options: &Options) -> Result<(), String> {
         rows.push(report::row(scenario.name, scenario.what, &runs));
     }
 
-    if wanted("attack_mix") {
-        let mut list = vec![&edgewarden];
+    if attack {
+        let mut list: Vec<&Target> = edgewarden.iter().collect();
         list.extend(haproxy.as_ref());
         for target in list {
             let (row, problems) = attack_mix(
@@ -217,7 +258,11 @@ pub fn bench(options: &Options) -> Result<(), String> {
     }
 
     let versions = report::Versions {
-        haproxy: peer.then(|| targets::haproxy_version(&options.haproxy)),
+        haproxy: haproxy
+            .is_some()
+            .then(|| targets::haproxy_version(&options.haproxy)),
+        wasmtime: (serve_reuse.is_some() || serve_fresh.is_some())
+            .then(|| tool_version(&options.wasmtime)),
         oha: tool_version(&options.oha),
     };
     let text = report::markdown(
@@ -317,7 +362,7 @@ fn check(scenario: &Scenario, target: &str, sample: &Sample, connections: usize)
             scenario.name, scenario.status, m.statuses, m.errors
         ));
     }
-    if scenario.reaches_origin() {
+    if scenario.reaches_origin {
         let (low, high) = (right, right + connections as u64);
         if sample.origin_hits < low || sample.origin_hits > high {
             problems.push(format!(

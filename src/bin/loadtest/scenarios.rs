@@ -17,6 +17,19 @@ pub enum Setup {
     Standard,
     /// edgewarden with the token cache off.
     NoCache,
+    /// edgewarden running only the seed's geo router (`benches/python-edge`), auth off.
+    SeedGeo,
+}
+
+/// The peers a scenario is measured against, in the same run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// HAProxy with its native JWT checks.
+    Haproxy,
+    /// The seed's geo router as a wasi:http component, `wasmtime serve` reusing instances.
+    ServeReuse,
+    /// The same with `wasmtime serve`'s default: a fresh instance per request.
+    ServeFresh,
 }
 
 #[derive(Debug, Clone)]
@@ -28,14 +41,10 @@ pub struct Scenario {
     /// The status every answer must have.
     pub status: u16,
     pub setup: Setup,
-    /// HAProxy does the same job (plugins have no HAProxy equivalent).
-    pub peer: bool,
-}
-
-impl Scenario {
-    pub fn reaches_origin(&self) -> bool {
-        self.status == 200
-    }
+    /// Who does the same job (the policy plugins have no HAProxy equivalent).
+    pub peers: &'static [Peer],
+    /// Accepted requests go on to the origin (the seed geo router answers them itself).
+    pub reaches_origin: bool,
 }
 
 /// Tokens used by the scenarios.
@@ -87,7 +96,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: Vec::new(),
             status: 401,
             setup: Setup::Standard,
-            peer: true,
+            peers: &[Peer::Haproxy],
+            reaches_origin: false,
         },
         Scenario {
             name: "malformed",
@@ -96,7 +106,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: bearer("not-a.valid.token"),
             status: 401,
             setup: Setup::Standard,
-            peer: true,
+            peers: &[Peer::Haproxy],
+            reaches_origin: false,
         },
         Scenario {
             name: "bad_signature",
@@ -105,7 +116,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: bearer(&tokens.bad_signature),
             status: 401,
             setup: Setup::Standard,
-            peer: true,
+            peers: &[Peer::Haproxy],
+            reaches_origin: false,
         },
         Scenario {
             name: "expired",
@@ -114,7 +126,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: bearer(&tokens.expired),
             status: 401,
             setup: Setup::Standard,
-            peer: true,
+            peers: &[Peer::Haproxy],
+            reaches_origin: false,
         },
         Scenario {
             name: "valid_cached",
@@ -123,7 +136,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: bearer(&tokens.valid),
             status: 200,
             setup: Setup::Standard,
-            peer: true,
+            peers: &[Peer::Haproxy],
+            reaches_origin: true,
         },
         Scenario {
             name: "valid_no_cache",
@@ -132,7 +146,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: bearer(&tokens.valid),
             status: 200,
             setup: Setup::NoCache,
-            peer: true,
+            peers: &[Peer::Haproxy],
+            reaches_origin: true,
         },
         Scenario {
             name: "plugins_warm",
@@ -141,7 +156,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: with_country(&tokens.valid),
             status: 200,
             setup: Setup::Standard,
-            peer: false,
+            peers: &[],
+            reaches_origin: true,
         },
         Scenario {
             name: "plugins_fresh",
@@ -150,7 +166,8 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: with_country(&tokens.valid),
             status: 200,
             setup: Setup::Standard,
-            peer: false,
+            peers: &[],
+            reaches_origin: true,
         },
         Scenario {
             name: "auth_off",
@@ -159,7 +176,34 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             headers: Vec::new(),
             status: 200,
             setup: Setup::Standard,
-            peer: true,
+            peers: &[Peer::Haproxy],
+            reaches_origin: true,
+        },
+        Scenario {
+            name: "seed_geo_warm",
+            what: "the seed's geo router answering directly; edgewarden: warm plugin, auth off",
+            path: "/seed/",
+            headers: location(),
+            status: 200,
+            setup: Setup::SeedGeo,
+            peers: &[Peer::ServeReuse, Peer::ServeFresh],
+            reaches_origin: false,
+        },
+        Scenario {
+            name: "seed_geo_fresh",
+            what: "the same; edgewarden: isolation = \"fresh\"",
+            path: "/seed-fresh/",
+            headers: location(),
+            status: 200,
+            setup: Setup::SeedGeo,
+            peers: &[Peer::ServeFresh],
+            reaches_origin: false,
         },
     ]
+}
+
+/// The seed geo router's input. From the load generator's address (a trusted proxy in the load
+/// test's configuration) edgewarden takes it as the client's country, as a CDN would send it.
+fn location() -> Vec<(String, String)> {
+    vec![("x-user-location".into(), "GB".into())]
 }

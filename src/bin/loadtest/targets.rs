@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::scenarios::{AUDIENCE, ISSUER};
+use crate::scenarios::{AUDIENCE, ISSUER, Setup};
 
 /// A running gateway process; killed when dropped.
 pub struct Target {
@@ -30,6 +30,21 @@ pub struct Usage {
 }
 
 impl Target {
+    /// A gateway process, ready once `ready` answers GET `path` with `status`; killed (by drop)
+    /// if it never does.
+    pub fn started(
+        name: &'static str,
+        addr: SocketAddr,
+        child: Child,
+        ready: SocketAddr,
+        path: &str,
+        status: u16,
+    ) -> Result<Target, String> {
+        let mut target = Target { name, addr, child };
+        wait_http(ready, path, status, &mut target.child).map_err(|e| format!("{name}: {e}"))?;
+        Ok(target)
+    }
+
     pub fn usage(&self) -> Result<Usage, String> {
         usage_of(self.child.id())
     }
@@ -68,7 +83,7 @@ pub fn free_addr() -> Result<SocketAddr, String> {
     listener.local_addr().map_err(|e| format!("addr: {e}"))
 }
 
-fn pinned(cpu: Option<usize>, program: &Path) -> Command {
+pub fn pinned(cpu: Option<usize>, program: &Path) -> Command {
     match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -79,13 +94,8 @@ fn pinned(cpu: Option<usize>, program: &Path) -> Command {
     }
 }
 
-/// Wait until `addr` answers an HTTP request with any status.
-fn wait_http(
-    addr: SocketAddr,
-    path: &str,
-    want: Option<u16>,
-    child: &mut Child,
-) -> Result<(), String> {
+/// Wait until `addr` answers GET `path` with `want`.
+fn wait_http(addr: SocketAddr, path: &str, want: u16, child: &mut Child) -> Result<(), String> {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(600);
     while Instant::now() < deadline {
@@ -101,10 +111,8 @@ fn wait_http(
                 let status: Option<u16> = std::str::from_utf8(answer.get(9..12).unwrap_or(&[]))
                     .ok()
                     .and_then(|s| s.parse().ok());
-                match (status, want) {
-                    (Some(s), Some(w)) if s == w => return Ok(()),
-                    (Some(_), None) => return Ok(()),
-                    _ => {}
+                if status == Some(want) {
+                    return Ok(());
                 }
             }
         }
@@ -128,17 +136,22 @@ pub struct Edgewarden<'a> {
 }
 
 impl Edgewarden<'_> {
-    /// Start a gateway; `token_cache: false` turns the verified-token cache off.
-    pub fn start(&self, token_cache: bool) -> Result<Target, String> {
-        let policies = self.write_policies()?;
+    /// Start a gateway configured for `setup`.
+    pub fn start(&self, setup: Setup) -> Result<Target, String> {
         let addr = free_addr()?;
         let admin = free_addr()?;
         let pem = self.public_pem.trim().replace('\n', "\\n");
-        let cache = if token_cache {
-            ""
-        } else {
-            "token_cache_entries = 0\n"
+        let (label, cache, plugins_dir, routes): (&str, &str, _, &[Route]) = match setup {
+            Setup::Standard => ("standard", "", self.root.join("python-plugins"), &STANDARD),
+            Setup::NoCache => (
+                "nocache",
+                "token_cache_entries = 0\n",
+                self.root.join("python-plugins"),
+                &STANDARD,
+            ),
+            Setup::SeedGeo => ("seed", "", self.root.join("benches/python-edge"), &SEED_GEO),
         };
+        let policies = self.write_policies(label, routes)?;
         let mut config = format!(
             "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\n{cache}\
              trusted_proxies = [\"127.0.0.1/32\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
@@ -147,7 +160,7 @@ impl Edgewarden<'_> {
              [[issuers]]\nname = \"load\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n\
              algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n\n",
             policies.display(),
-            self.root.join("python-plugins").display(),
+            plugins_dir.display(),
             self.plugin_cache.display(),
         );
         for name in ["global", "uk", "fr"] {
@@ -156,37 +169,37 @@ impl Edgewarden<'_> {
                 self.origin
             ));
         }
-        for (name, prefix, auth, policies) in [
-            ("auth", "/api", "required", ""),
-            ("open", "/open", "off", ""),
-            ("plugins", "/plugins", "required", "\"identity\", \"geo\""),
-            (
-                "plugins_fresh",
-                "/fresh",
-                "required",
-                "\"identity-fresh\", \"geo-fresh\"",
-            ),
-        ] {
+        for route in routes {
+            let policies: Vec<String> = route.policies.iter().map(|p| format!("{p:?}")).collect();
             config.push_str(&format!(
-                "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\norigin = \"global\"\n\
-                 auth = \"{auth}\"\npolicies = [{policies}]\n\n"
+                "[[routes]]\nname = \"{}\"\npath_prefix = \"{}\"\norigin = \"global\"\n\
+                 auth = \"{}\"\npolicies = [{}]\n\n",
+                route.name,
+                route.prefix,
+                route.auth,
+                policies.join(", ")
             ));
         }
-        let path = self.dir.join(format!(
-            "edgewarden-{}.toml",
-            if token_cache { "cache" } else { "nocache" }
-        ));
+        let path = self.dir.join(format!("edgewarden-{label}.toml"));
         write(&path, &config)?;
-        launch_edgewarden(self.binary, &path, addr, admin, self.cpu)
+        launch_edgewarden(self.binary, self.root, &path, addr, admin, self.cpu)
     }
 
-    /// The shipped `identity` and `geo` policies, each also with `isolation = "fresh"`.
-    fn write_policies(&self) -> Result<std::path::PathBuf, String> {
-        let policies = self.dir.join("policies");
+    /// The policies `routes` use, from the repository's files (`policies/` or, for the seed geo
+    /// router, `benches/python-edge/policies/`); a `-fresh` name is the same policy with
+    /// `isolation = "fresh"`.
+    fn write_policies(&self, label: &str, routes: &[Route]) -> Result<std::path::PathBuf, String> {
+        let policies = self.dir.join(format!("policies-{label}"));
         std::fs::create_dir_all(&policies).map_err(|e| format!("{}: {e}", policies.display()))?;
-        for name in ["identity", "geo"] {
-            let mut text = std::fs::read_to_string(self.root.join(format!("policies/{name}.toml")))
-                .map_err(|e| format!("policies/{name}.toml: {e}"))?;
+        let source_dir = match label {
+            "seed" => self.root.join("benches/python-edge/policies"),
+            _ => self.root.join("policies"),
+        };
+        for name in routes.iter().flat_map(|r| r.policies.iter()) {
+            let base = name.strip_suffix("-fresh").unwrap_or(name);
+            let source = source_dir.join(format!("{base}.toml"));
+            let mut text = std::fs::read_to_string(&source)
+                .map_err(|e| format!("{}: {e}", source.display()))?;
             if let Some(ms) = self.plugin_timeout_ms {
                 let kept: Vec<&str> = text
                     .lines()
@@ -194,35 +207,87 @@ impl Edgewarden<'_> {
                     .collect();
                 text = format!("timeout_ms = {ms}\n{}\n", kept.join("\n"));
             }
-            let fresh = text.replace("isolation = \"warm\"", "isolation = \"fresh\"");
+            if name != &base {
+                text = text.replace("isolation = \"warm\"", "isolation = \"fresh\"");
+            }
             write(&policies.join(format!("{name}.toml")), &text)?;
-            write(&policies.join(format!("{name}-fresh.toml")), &fresh)?;
         }
         Ok(policies)
     }
 }
 
+/// A route of the load test's gateway configuration.
+struct Route {
+    name: &'static str,
+    prefix: &'static str,
+    auth: &'static str,
+    policies: &'static [&'static str],
+}
+
+const STANDARD: [Route; 4] = [
+    Route {
+        name: "auth",
+        prefix: "/api",
+        auth: "required",
+        policies: &[],
+    },
+    Route {
+        name: "open",
+        prefix: "/open",
+        auth: "off",
+        policies: &[],
+    },
+    Route {
+        name: "plugins",
+        prefix: "/plugins",
+        auth: "required",
+        policies: &["identity", "geo"],
+    },
+    Route {
+        name: "plugins_fresh",
+        prefix: "/fresh",
+        auth: "required",
+        policies: &["identity-fresh", "geo-fresh"],
+    },
+];
+
+const SEED_GEO: [Route; 2] = [
+    Route {
+        name: "seed",
+        prefix: "/seed/",
+        auth: "off",
+        policies: &["seed_geo"],
+    },
+    Route {
+        name: "seed_fresh",
+        prefix: "/seed-fresh/",
+        auth: "off",
+        policies: &["seed_geo-fresh"],
+    },
+];
+
 fn launch_edgewarden(
     binary: &Path,
+    root: &Path,
     config: &Path,
     addr: SocketAddr,
     admin: SocketAddr,
     cpu: Option<usize>,
 ) -> Result<Target, String> {
-    let mut child = pinned(cpu, binary)
+    let child = pinned(cpu, binary)
         .args(["run", "-c"])
         .arg(config)
         .env("EDGEWARDEN_LOG", "warn")
+        // The seed geo router's plugins directory has no .venv beside it.
+        .env(
+            "EDGEWARDEN_COMPONENTIZE_PY",
+            root.join(".venv/bin/componentize-py"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    wait_http(admin, "/readyz", Some(200), &mut child).map_err(|e| format!("edgewarden: {e}"))?;
-    Ok(Target {
-        name: "edgewarden",
-        addr,
-        child,
-    })
+    Target::started("edgewarden", addr, child, admin, "/readyz", 200)
 }
 
 /// HAProxy doing the same job with its native JWT support: 401 without a bearer token, RS256
@@ -274,19 +339,14 @@ pub fn start_haproxy(
             String::from_utf8_lossy(&check.stderr)
         ));
     }
-    let mut child = pinned(cpu, haproxy)
+    let child = pinned(cpu, haproxy)
         .args(["-db", "-f"])
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start haproxy: {e}"))?;
-    wait_http(addr, "/api", Some(401), &mut child).map_err(|e| format!("haproxy: {e}"))?;
-    Ok(Target {
-        name: "haproxy",
-        addr,
-        child,
-    })
+    Target::started("haproxy", addr, child, addr, "/api", 401)
 }
 
 pub fn haproxy_version(haproxy: &Path) -> String {
