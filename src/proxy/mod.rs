@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
-use pingora::{Error, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::auth::Auth;
 use crate::auth::error::AuthError;
@@ -294,5 +294,11 @@ impl ProxyHttp for Gateway {
             error_code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// A client that hangs up before its answer is not a gateway fault (a load generator stopping
+    /// mid-request logged one error line per connection): logged at debug by `fail_to_proxy`.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        e.esource == ErrorSource::Downstream && e.etype == ErrorType::ConnectionClosed
     }
 }

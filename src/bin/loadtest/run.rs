@@ -242,18 +242,22 @@ pub fn bench(options: &Options) -> Result<(), String> {
         let mut list: Vec<&Target> = edgewarden.iter().collect();
         list.extend(haproxy.as_ref());
         for target in list {
-            let (row, problems) = attack_mix(
-                target,
-                &origin,
-                &options.oha,
-                &tokens,
-                attack_rate,
-                duration,
-                connections,
-                load_cpu,
-            )?;
-            failures.extend(problems);
-            rows.push(row);
+            let mut runs = Vec::with_capacity(repeats);
+            for _ in 0..repeats {
+                let (alone, attacked, problems) = attack_mix(
+                    target,
+                    &origin,
+                    &options.oha,
+                    &tokens,
+                    attack_rate,
+                    duration,
+                    connections,
+                    load_cpu,
+                )?;
+                failures.extend(problems);
+                runs.push((alone, attacked));
+            }
+            rows.push(report::attack_row(target.name, &runs));
         }
     }
 
@@ -379,8 +383,8 @@ fn check(scenario: &Scenario, target: &str, sample: &Sample, connections: usize)
     problems
 }
 
-/// 90 % bad tokens (malformed, bad signature, expired in equal parts) and 10 % valid at a fixed
-/// offered rate, against the valid stream alone at the same rate.
+/// One run of the attack mix: 90 % bad tokens (malformed, bad signature, expired in equal parts)
+/// and 10 % valid at a fixed offered rate, after the valid stream alone at the same rate.
 #[allow(clippy::too_many_arguments)]
 fn attack_mix(
     target: &Target,
@@ -391,7 +395,7 @@ fn attack_mix(
     duration: Duration,
     connections: usize,
     cpu: Option<usize>,
-) -> Result<(Row, Vec<String>), String> {
+) -> Result<(Sample, Sample, Vec<String>), String> {
     let url = format!("http://{}/api/item", target.addr);
     let bearer = |t: &str| vec![("authorization".to_string(), format!("Bearer {t}"))];
     let valid = bearer(&tokens.valid);
@@ -456,10 +460,7 @@ fn attack_mix(
         baseline.measured[0].p99_ms,
         attacked.measured.iter().skip(1).map(|m| m.rps).sum::<f64>()
     );
-    Ok((
-        report::attack_row(target.name, &baseline, &attacked),
-        problems,
-    ))
+    Ok((baseline, attacked, problems))
 }
 
 fn tool_version(path: &std::path::Path) -> String {
