@@ -55,14 +55,24 @@ fn run(command: &mut Command) -> Result<(), String> {
     ))
 }
 
-/// `wasmtime serve` on an ephemeral loopback port, pinned like the gateways.
+/// `wasmtime serve` on an ephemeral loopback port, pinned like the gateways. Its log (one hyper
+/// error per connection the load generator drops at the end of a run) goes to a file in `dir`.
 pub fn serve(
     tools: &Tools,
     cwasm: &Path,
     reuse: bool,
     cpu: Option<usize>,
+    dir: &Path,
 ) -> Result<Target, String> {
     let addr = targets::free_addr()?;
+    let name = if reuse {
+        "wasmtime-serve-reuse"
+    } else {
+        "wasmtime-serve-fresh"
+    };
+    let log_path = dir.join(format!("{name}.log"));
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut command = targets::pinned(cpu, &tools.wasmtime);
     // CPython components import wasi:cli (stdio, environment), which serve refuses without -S cli.
     command
@@ -74,15 +84,13 @@ pub fn serve(
     let child = command
         .arg(cwasm)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", tools.wasmtime.display()))?;
-    let name = if reuse {
-        "wasmtime-serve-reuse"
-    } else {
-        "wasmtime-serve-fresh"
-    };
-    Target::started(name, addr, child, addr, "/seed/", 200)
+    Target::started(name, addr, child, addr, "/seed/", 200).map_err(|e| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        format!("{e}\n{log}")
+    })
 }
 
 /// Every target must answer GB, FR and anyone else with the same three distinct messages.

@@ -173,7 +173,7 @@ pub fn bench(options: &Options) -> Result<(), String> {
             wit: options.wasi_http_wit.clone(),
         };
         let cwasm = python_edge::build(&root, &tools, dir.path())?;
-        let start = |reuse| python_edge::serve(&tools, &cwasm, reuse, gateway_cpu);
+        let start = |reuse| python_edge::serve(&tools, &cwasm, reuse, gateway_cpu, dir.path());
         (
             needs_peer(Peer::ServeReuse)
                 .then(|| start(true))
