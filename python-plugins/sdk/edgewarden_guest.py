@@ -53,20 +53,24 @@ class WitWorld(wit_world.WitWorld):
             req.claims_json,
             req.country,
         )
-        answer = plugin.handle_request(request)
-        if isinstance(answer, edgewarden.Response):
-            return Decision_Respond(WitResponse(status=answer.status, headers=answer.headers, body=answer.body))
-        if isinstance(answer, edgewarden.Forward):
-            return Decision_Forward(
-                ForwardAction(
-                    set_headers=answer.set_headers,
-                    append_headers=answer.append_headers,
-                    remove_headers=answer.remove_headers,
-                    origin=answer.origin,
-                    path=answer.path,
-                )
+        return _decision(plugin.handle_request(request))
+
+
+def _decision(answer):
+    """The plugin's answer as the WIT decision."""
+    if isinstance(answer, edgewarden.Response):
+        return Decision_Respond(WitResponse(status=answer.status, headers=answer.headers, body=answer.body))
+    if isinstance(answer, edgewarden.Forward):
+        return Decision_Forward(
+            ForwardAction(
+                set_headers=answer.set_headers,
+                append_headers=answer.append_headers,
+                remove_headers=answer.remove_headers,
+                origin=answer.origin,
+                path=answer.path,
             )
-        raise TypeError("handle_request must return send_to_origin(request) or Response(...)")
+        )
+    raise TypeError("handle_request must return send_to_origin(request) or Response(...)")
 
 
 def _warm_up() -> None:
@@ -77,16 +81,8 @@ def _warm_up() -> None:
     request.headers.get("host")
     request.headers["x-warm-up"] = "1"
     request.claims
-    answer = edgewarden.send_to_origin(request)
-    ForwardAction(
-        set_headers=answer.set_headers,
-        append_headers=answer.append_headers,
-        remove_headers=answer.remove_headers,
-        origin=answer.origin,
-        path=answer.path,
-    )
-    response = edgewarden.Response(200, {"content-type": "text/plain"}, "")
-    WitResponse(status=response.status, headers=response.headers, body=response.body)
+    _decision(edgewarden.send_to_origin(request))
+    _decision(edgewarden.Response(200, {"content-type": "text/plain"}, ""))
     edgewarden._load_settings("{}")
 
 
