@@ -214,3 +214,40 @@ where
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_while_the_origin_answers_is_not_logged_as_an_error() {
+    let slow = echo_origin("slow").await;
+    let body = [
+        origin("pool", &[slow.addr], ""),
+        route("all", "/", "pool", ""),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    let mut conn = Conn::open(gw.addr).await;
+    conn.send(
+        format!(
+            "GET /x HTTP/1.1\r\nHost: {}\r\nx-echo-delay-ms: 400\r\n\r\n",
+            gw.addr
+        )
+        .as_bytes(),
+    )
+    .await;
+    let addr = gw.addr;
+    let origin_has_it = poll_until(Duration::from_secs(5), || {
+        let hits = slow.hits();
+        async move { hits == 1 }
+    })
+    .await;
+    assert!(origin_has_it, "the request never reached the origin");
+    drop(conn);
+    // Nothing signals the end of an abandoned request: wait out the origin's delay, after which
+    // the gateway has had its answer (or has given up on it), then check the next one is served.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get(addr, "/y").await.expect("response").status, 200);
+    let log = gw.stderr();
+    assert!(
+        !log.contains("ERROR"),
+        "a client going away was logged as an error:\n{log}"
+    );
+}
