@@ -141,17 +141,16 @@ impl Edgewarden<'_> {
         let addr = free_addr()?;
         let admin = free_addr()?;
         let pem = self.public_pem.trim().replace('\n', "\\n");
-        let (label, cache, plugins_dir, routes): (&str, &str, _, &[Route]) = match setup {
-            Setup::Standard => ("standard", "", self.root.join("python-plugins"), &STANDARD),
-            Setup::NoCache => (
-                "nocache",
-                "token_cache_entries = 0\n",
-                self.root.join("python-plugins"),
-                &STANDARD,
-            ),
-            Setup::SeedGeo => ("seed", "", self.root.join("benches/python-edge"), &SEED_GEO),
-        };
-        let policies = self.write_policies(label, routes)?;
+        let shipped = (self.root.join("python-plugins"), self.root.join("policies"));
+        let edge = self.root.join("benches/python-edge");
+        // Where the plugins and the policy files they run with come from.
+        let (label, cache, (plugins_dir, policy_files), routes): (&str, &str, _, &[Route]) =
+            match setup {
+                Setup::Standard => ("standard", "", shipped, &STANDARD),
+                Setup::NoCache => ("nocache", "token_cache_entries = 0\n", shipped, &STANDARD),
+                Setup::SeedGeo => ("seed", "", (edge.clone(), edge.join("policies")), &SEED_GEO),
+            };
+        let policies = self.write_policies(label, &policy_files, routes)?;
         let mut config = format!(
             "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\n{cache}\
              trusted_proxies = [\"127.0.0.1/32\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
@@ -185,16 +184,17 @@ impl Edgewarden<'_> {
         launch_edgewarden(self.binary, self.root, &path, addr, admin, self.cpu)
     }
 
-    /// The policies `routes` use, from the repository's files (`policies/` or, for the seed geo
-    /// router, `benches/python-edge/policies/`); a `-fresh` name is the same policy with
-    /// `isolation = "fresh"`.
-    fn write_policies(&self, label: &str, routes: &[Route]) -> Result<std::path::PathBuf, String> {
+    /// The policies `routes` use, from the policy files in `source_dir` (`policies/`, or
+    /// `benches/python-edge/policies/` for the seed geo router); a `-fresh` name is the same policy
+    /// with `isolation = "fresh"`.
+    fn write_policies(
+        &self,
+        label: &str,
+        source_dir: &Path,
+        routes: &[Route],
+    ) -> Result<std::path::PathBuf, String> {
         let policies = self.dir.join(format!("policies-{label}"));
         std::fs::create_dir_all(&policies).map_err(|e| format!("{}: {e}", policies.display()))?;
-        let source_dir = match label {
-            "seed" => self.root.join("benches/python-edge/policies"),
-            _ => self.root.join("policies"),
-        };
         for name in routes.iter().flat_map(|r| r.policies.iter()) {
             let base = name.strip_suffix("-fresh").unwrap_or(name);
             let source = source_dir.join(format!("{base}.toml"));
