@@ -160,7 +160,7 @@ fn plugin_chain(c: &mut Criterion) {
         // The decision each case must produce.
         let outcome = rt.block_on(plugins.run(index, &mut req, &ctx));
         let origin = match outcome {
-            Outcome::Forward { origin } => origin,
+            Outcome::Forward { origin, .. } => origin,
             _ => panic!("{name}: expected forward"),
         };
         let portal = req.headers.get("x-portal").map(|v| v.as_bytes().to_vec());
@@ -218,7 +218,13 @@ fn plugin_chain(c: &mut Criterion) {
                 let started = std::time::Instant::now();
                 let outcome = workers.block_on(plugins.run(index, &mut req, &ctx));
                 timed += started.elapsed();
-                assert!(matches!(outcome, Outcome::Forward { origin: Some(_) }));
+                assert!(matches!(
+                    outcome,
+                    Outcome::Forward {
+                        origin: Some(_),
+                        ..
+                    }
+                ));
             }
             timed
         })

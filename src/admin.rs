@@ -1,4 +1,5 @@
-//! The admin listener: liveness and readiness for load balancers and orchestrators.
+//! The admin listener: liveness and readiness for load balancers and orchestrators, and the
+//! Prometheus metrics.
 
 use async_trait::async_trait;
 use http::Response;
@@ -9,8 +10,9 @@ use std::sync::Arc;
 
 use crate::proxy::Generation;
 
-/// Answers `GET /healthz` (the process is alive) and `GET /readyz` (the configuration is loaded and
-/// every issuer a route relies on has usable keys; otherwise 503 with the list of what is missing).
+/// Answers `GET /healthz` (the process is alive), `GET /readyz` (the configuration is loaded,
+/// every issuer a route relies on has usable keys and every warm policy an initialised instance;
+/// otherwise 503 with the list of what is missing) and `GET /metrics` (Prometheus text format).
 pub struct Admin {
     pub generation: Arc<Generation>,
 }
@@ -35,6 +37,18 @@ impl ServeHttp for Admin {
         }
         match req.uri.path() {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
+            "/metrics" => {
+                self.generation.auth.report_keys();
+                self.generation.plugins.report_instances();
+                let body = crate::metrics::get().render();
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                    .header("cache-control", "no-store")
+                    .header("content-length", body.len())
+                    .body(body)
+                    .unwrap_or_default()
+            }
             "/readyz" => {
                 let mut missing = self.generation.auth.not_ready();
                 missing.extend(self.generation.plugins.not_ready());

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod geo;
+pub mod metrics;
 pub mod mint;
 pub mod origins;
 pub mod plugins;

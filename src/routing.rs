@@ -146,6 +146,7 @@ mod tests {
             origin: "o".into(),
             auth: AuthMode::Off,
             policies: vec![],
+            debug_trace: false,
             issuers: vec![],
             required_scopes: vec![],
             token_from: vec![],

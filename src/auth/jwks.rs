@@ -37,6 +37,7 @@ struct Loaded {
     keys: Arc<KeySet>,
     /// `None`: never expires (file and PEM keys).
     usable_until: Option<Instant>,
+    loaded_at: Instant,
 }
 
 pub struct IssuerKeys {
@@ -85,6 +86,7 @@ impl IssuerKeys {
         let current = loaded.map(|keys| Loaded {
             keys: Arc::new(keys),
             usable_until: None,
+            loaded_at: Instant::now(),
         });
         Ok(Arc::new(IssuerKeys {
             name: config.name.clone(),
@@ -133,6 +135,13 @@ impl IssuerKeys {
         &self.name
     }
 
+    /// The number of usable keys and how long ago they were loaded (metrics).
+    pub fn status(&self) -> (usize, Option<Duration>) {
+        let guard = self.current.load();
+        let age = guard.as_ref().as_ref().map(|l| l.loaded_at.elapsed());
+        (self.current().map_or(0, |keys| keys.len()), age)
+    }
+
     /// Number of JWKS fetches made so far.
     pub fn fetch_count(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
@@ -154,6 +163,16 @@ impl IssuerKeys {
             return Ok(self.refresh_interval);
         };
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = self.fetch(url, client).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        crate::metrics::get()
+            .jwks_refresh
+            .with_label_values(&[self.name.as_str(), label])
+            .inc();
+        result
+    }
+
+    async fn fetch(&self, url: &str, client: &reqwest::Client) -> Result<Duration, String> {
         let mut response = client
             .get(url)
             .send()
@@ -186,6 +205,7 @@ impl IssuerKeys {
         self.current.store(Arc::new(Some(Loaded {
             keys: Arc::new(keys),
             usable_until: Some(Instant::now() + next + self.max_stale),
+            loaded_at: Instant::now(),
         })));
         self.generation.fetch_add(1, Ordering::AcqRel);
         tracing::info!(issuer = %self.name, keys = count, "JWKS loaded");

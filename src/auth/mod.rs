@@ -157,6 +157,22 @@ impl Auth {
         missing
     }
 
+    /// Set the key-count and key-age gauges of every issuer (at scrape time).
+    pub fn report_keys(&self) {
+        let m = crate::metrics::get();
+        for issuer in &self.verifier.issuers {
+            let name = issuer.config.name.as_str();
+            let (count, age) = issuer.keys.status();
+            m.jwks_keys.with_label_values(&[name]).set(count as i64);
+            match age {
+                Some(age) => m.jwks_age.with_label_values(&[name]).set(age.as_secs_f64()),
+                None => {
+                    let _ = m.jwks_age.remove_label_values(&[name]);
+                }
+            }
+        }
+    }
+
     pub fn issuer_keys(&self, name: &str) -> Option<Arc<IssuerKeys>> {
         self.verifier
             .issuers

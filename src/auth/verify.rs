@@ -71,6 +71,7 @@ impl Verifier {
             return Err(AuthError::TokenTooLarge);
         }
         let now = jsonwebtoken::get_current_timestamp();
+        let metrics = crate::metrics::get();
         if let Some(cache) = &self.cache
             && let Some(hit) = cache.get(token, now, |i| {
                 self.issuers
@@ -81,11 +82,16 @@ impl Verifier {
             if !allowed.contains(&hit.issuer) {
                 return Err(AuthError::WrongIssuer);
             }
+            metrics.token_cache_hits.inc();
             return Ok(Identity {
                 issuer: hit.issuer,
                 claims: hit.claims.clone(),
             });
         }
+        if self.cache.is_some() {
+            metrics.token_cache_misses.inc();
+        }
+        let _timer = metrics.jwt_verify_duration.start_timer();
 
         let parsed = jws::parse(token)?;
         let alg = parse_alg(&parsed.alg)

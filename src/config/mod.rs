@@ -7,6 +7,7 @@
 
 mod geo;
 mod issuers;
+mod observe;
 mod policies;
 mod reader;
 mod validate;
@@ -31,6 +32,31 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// `[geo]`: present when the gateway decides the client's country.
     pub geo: Option<GeoConfig>,
+    /// `[access_log]`.
+    pub access_log: AccessLogConfig,
+}
+
+/// One JSON line per request on standard output. Off unless the file has `[access_log]`.
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// Log one request in this many (rejections and errors included unless `errors_only`).
+    pub sample_one_in: u64,
+    /// Only requests the gateway rejected or that failed (sampling does not apply to them).
+    pub errors_only: bool,
+    /// Log the query string (values of a route's `query:NAME` token sources are redacted).
+    pub query: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: false,
+            sample_one_in: 1,
+            errors_only: false,
+            query: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +88,8 @@ pub struct ServerConfig {
     pub reserved_headers: Vec<String>,
     /// Peers whose `X-Forwarded-For` and country headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A request carrying this value in `x-edgewarden-trace-key` gets the decision trace header.
+    pub trace_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +129,10 @@ pub struct RouteConfig {
     pub methods: Option<Vec<Method>>,
     pub origin: String,
     pub auth: AuthMode,
-    pub policies: Vec<String>,
+    /// Policies in order; shadow ones run but are never enforced.
+    pub policies: Vec<RoutePolicy>,
+    /// Every response on this route carries the decision trace header.
+    pub debug_trace: bool,
     /// Names of `[[issuers]]` whose tokens this route accepts.
     pub issuers: Vec<String>,
     /// Scopes the token must carry (`scope` space-separated or `scp` array).
@@ -109,6 +140,14 @@ pub struct RouteConfig {
     pub token_from: Vec<TokenSource>,
     /// Keep the client's `Authorization` header when forwarding (removed by default).
     pub forward_authorization: bool,
+}
+
+/// A route's use of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub name: String,
+    /// `mode = "shadow"`: its decision is counted and logged, never applied.
+    pub shadow: bool,
 }
 
 /// Where a route looks for the bearer token, in order.

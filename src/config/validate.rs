@@ -45,6 +45,10 @@ pub(super) fn read(
         .filter_map(|(i, s)| read_route(s, problems).map(|r| (i, r)))
         .collect();
     let geo_section = root.table(problems, "geo");
+    let access_log = root
+        .table(problems, "access_log")
+        .map(|section| super::observe::read_access_log(section, problems))
+        .unwrap_or_default();
     root.finish(problems);
     let geo = geo_section.map(|section| {
         let trusted = server
@@ -95,6 +99,7 @@ pub(super) fn read(
         issuers,
         policies,
         geo,
+        access_log,
     })
 }
 
@@ -108,7 +113,7 @@ fn read_policies(
     let mut policies: Vec<PolicyConfig> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for (index, route) in routes {
-        for (i, name) in route.policies.iter().enumerate() {
+        for (i, name) in route.policies.iter().map(|p| &p.name).enumerate() {
             let path = format!("routes[{index}].policies[{i}]");
             let valid = !name.is_empty()
                 && name
@@ -221,6 +226,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         })
         .collect();
     let trusted_proxies = super::geo::read_trusted_proxies(&mut s, problems);
+    let trace_secret = super::observe::read_trace_secret(&mut s, problems);
     s.finish(problems);
     Some(ServerConfig {
         listen: listen?,
@@ -235,6 +241,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         token_cache_bytes,
         reserved_headers,
         trusted_proxies,
+        trace_secret,
     })
 }
 
@@ -354,7 +361,8 @@ fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig
             AuthMode::Required
         }
     };
-    let policies = s.or::<Vec<String>>(problems, "policies", Vec::new());
+    let policies = super::observe::read_route_policies(&mut s, problems);
+    let debug_trace = s.or(problems, "debug_trace", false);
     let issuers = s.or::<Vec<String>>(problems, "issuers", Vec::new());
     let required_scopes = s.or::<Vec<String>>(problems, "required_scopes", Vec::new());
     if required_scopes
@@ -403,6 +411,7 @@ fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig
         origin: origin?,
         auth,
         policies,
+        debug_trace,
         issuers,
         required_scopes,
         token_from,

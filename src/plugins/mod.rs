@@ -7,7 +7,11 @@ pub mod build;
 mod clock;
 pub mod decision;
 pub mod host;
+mod scaffold;
+mod shadow;
 mod ticker;
+
+pub use scaffold::scaffold;
 
 use std::sync::Arc;
 
@@ -20,16 +24,20 @@ use host::{PolicyHost, Runtime};
 
 /// What a route's policies decided.
 pub enum Outcome {
-    /// Go on to the origin, possibly another one.
-    Forward { origin: Option<String> },
-    /// Answer with this response.
+    /// Go on to the origin; `origin` is another one chosen by policy `chosen_by`.
+    Forward {
+        origin: Option<String>,
+        chosen_by: Option<Arc<str>>,
+    },
+    /// Answer with this response, as `policy` decided.
     Respond {
+        policy: Arc<str>,
         status: u16,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
         body: Vec<u8>,
     },
-    /// A policy with `on_error = "deny"` failed: answer 503.
-    Failed,
+    /// `policy`, with `on_error = "deny"`, failed (`why` is its plugin outcome label): answer 503.
+    Failed { policy: Arc<str>, why: &'static str },
 }
 
 /// Facts about the request that plugins see besides its header.
@@ -41,15 +49,49 @@ pub struct Context<'a> {
 }
 
 struct Loaded {
-    config: PolicyConfig,
+    config: Arc<PolicyConfig>,
     host: Arc<PolicyHost>,
+    metrics: PolicyMetrics,
+}
+
+/// A policy's hot-path metrics, resolved once.
+struct PolicyMetrics {
+    duration: prometheus::Histogram,
+    forwarded: prometheus::IntCounter,
+    responded: prometheus::IntCounter,
+}
+
+impl PolicyMetrics {
+    fn new(policy: &str) -> PolicyMetrics {
+        let m = crate::metrics::get();
+        PolicyMetrics {
+            duration: m.plugin_duration.with_label_values(&[policy]),
+            forwarded: m.plugin_outcomes.with_label_values(&[policy, "forwarded"]),
+            responded: m.plugin_outcomes.with_label_values(&[policy, "responded"]),
+        }
+    }
+
+    fn failed(policy: &str, outcome: &str) {
+        crate::metrics::get()
+            .plugin_outcomes
+            .with_label_values(&[policy, outcome])
+            .inc();
+    }
+}
+
+/// One entry of a route's chain.
+#[derive(Clone, Copy)]
+struct Step {
+    policy: usize,
+    shadow: bool,
 }
 
 /// Every policy of one configuration, built and warmed.
 pub struct Plugins {
     policies: Vec<Loaded>,
-    /// For each route, indexes into `policies`, in order.
-    routes: Vec<Vec<usize>>,
+    /// For each route, its policies in order.
+    routes: Vec<Vec<Step>>,
+    shadows: shadow::Shadows,
     _runtime: Option<Runtime>,
 }
 
@@ -67,6 +109,7 @@ impl Plugins {
             return Ok(Plugins {
                 policies: Vec::new(),
                 routes: vec![Vec::new(); config.routes.len()],
+                shadows: shadow::Shadows::default(),
                 _runtime: None,
             });
         }
@@ -100,7 +143,8 @@ impl Plugins {
                 continue;
             }
             policies.push(Loaded {
-                config: policy.clone(),
+                config: Arc::new(policy.clone()),
+                metrics: PolicyMetrics::new(&policy.name),
                 host,
             });
         }
@@ -113,13 +157,20 @@ impl Plugins {
             .map(|r| {
                 r.policies
                     .iter()
-                    .filter_map(|name| policies.iter().position(|p| &p.config.name == name))
+                    .filter_map(|rp| {
+                        let policy = policies.iter().position(|p| p.config.name == rp.name)?;
+                        Some(Step {
+                            policy,
+                            shadow: rp.shadow,
+                        })
+                    })
                     .collect()
             })
             .collect();
         Ok(Plugins {
             policies,
             routes,
+            shadows: shadow::Shadows::default(),
             _runtime: Some(runtime),
         })
     }
@@ -139,36 +190,64 @@ impl Plugins {
             .collect()
     }
 
+    /// Set the instance gauge of every policy (at scrape time).
+    pub fn report_instances(&self) {
+        let gauge = &crate::metrics::get().plugin_instances;
+        for p in &self.policies {
+            gauge
+                .with_label_values(&[p.config.name.as_str()])
+                .set(p.host.instances() as i64);
+        }
+    }
+
     /// Run the route's policies in order on `req`, applying each forward decision before the next.
+    /// Shadow policies see the request as it stands at their place in the chain; they run in the
+    /// background and change nothing.
     pub async fn run(&self, route: usize, req: &mut RequestHeader, ctx: &Context<'_>) -> Outcome {
         let Some(chain) = self.routes.get(route) else {
-            return Outcome::Forward { origin: None };
+            return Outcome::Forward {
+                origin: None,
+                chosen_by: None,
+            };
         };
         let mut origin = None;
-        for &index in chain {
-            let Some(policy) = self.policies.get(index) else {
+        let mut chosen_by = None;
+        for step in chain {
+            let Some(policy) = self.policies.get(step.policy) else {
                 continue;
             };
             let input = request_for(req, ctx);
-            let checked = match policy.host.call(&input).await {
+            if step.shadow {
+                self.shadows
+                    .run(policy.host.clone(), policy.config.clone(), input);
+                continue;
+            }
+            let name = &policy.host.name;
+            let timer = policy.metrics.duration.start_timer();
+            let called = policy.host.call(&input).await;
+            timer.observe_duration();
+            let checked = match called {
                 Ok(decision) => {
                     let allowed = Allowed {
                         headers: &policy.config.allow_headers,
                         origins: &policy.config.allow_origins,
                     };
                     decision::check(decision, &allowed).map_err(|why| {
-                        tracing::warn!(policy = %policy.config.name, %why, "plugin output refused");
+                        tracing::warn!(policy = %name, %why, "plugin output refused");
+                        INVALID_OUTPUT
                     })
                 }
-                Err(_) => Err(()),
+                Err(failure) => Err(failure.label()),
             };
-            match checked {
+            let failure = match checked {
                 Ok(Checked::Respond {
                     status,
                     headers,
                     body,
                 }) => {
+                    policy.metrics.responded.inc();
                     return Outcome::Respond {
+                        policy: name.clone(),
                         status,
                         headers,
                         body,
@@ -180,24 +259,36 @@ impl Plugins {
                     remove,
                     origin: chosen,
                     path,
-                }) => {
-                    if let Err(why) = decision::apply(req, set, append, remove, path) {
-                        tracing::warn!(policy = %policy.config.name, %why, "plugin decision not applied");
-                        if policy.config.on_error == OnError::Deny {
-                            return Outcome::Failed;
+                }) => match decision::apply(req, set, append, remove, path) {
+                    Ok(()) => {
+                        policy.metrics.forwarded.inc();
+                        if chosen.is_some() {
+                            origin = chosen;
+                            chosen_by = Some(name.clone());
                         }
+                        continue;
                     }
-                    if chosen.is_some() {
-                        origin = chosen;
+                    Err(why) => {
+                        tracing::warn!(policy = %name, %why, "plugin decision not applied");
+                        INVALID_OUTPUT
                     }
-                }
-                Err(()) if policy.config.on_error == OnError::Deny => return Outcome::Failed,
-                Err(()) => {}
+                },
+                Err(failure) => failure,
+            };
+            PolicyMetrics::failed(name, failure);
+            if policy.config.on_error == OnError::Deny {
+                return Outcome::Failed {
+                    policy: name.clone(),
+                    why: failure,
+                };
             }
         }
-        Outcome::Forward { origin }
+        Outcome::Forward { origin, chosen_by }
     }
 }
+
+/// Outcome label of a decision that broke the policy's rules or could not be applied.
+const INVALID_OUTPUT: &str = "invalid_output";
 
 /// Build every plugin directory under `plugins_dir` (those with a `plugin.py`). One line per plugin.
 pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
@@ -227,51 +318,6 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
     } else {
         Err(errors.join("\n"))
     }
-}
-
-/// Create `plugins_dir/<name>/` with a forwarding `plugin.py` and a pytest file.
-pub fn scaffold(plugins_dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf, String> {
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit());
-    if !valid {
-        return Err(format!(
-            "{name:?}: a plugin name is a Python identifier of a-z, 0-9 and '_'"
-        ));
-    }
-    let dir = plugins_dir.join(name);
-    if dir.exists() {
-        return Err(format!("{} already exists", dir.display()));
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let plugin = format!(
-        "\"\"\"{name}: what this policy does.\"\"\"\n\nfrom edgewarden import Response, send_to_origin, settings\n\n\n\
-         def handle_request(request):\n    if request.headers.get(\"x-blocked\"):\n        \
-         return Response(403, {{\"content-type\": \"text/plain\"}}, \"blocked\\n\")\n    \
-         return send_to_origin(request)\n"
-    );
-    let test = r#"from conftest import load_plugin
-from edgewarden import Forward, Request, Response
-
-plugin = load_plugin(__file__)
-
-
-def test_plain_requests_are_forwarded():
-    assert isinstance(plugin.handle_request(Request()), Forward)
-
-
-def test_blocked_requests_get_403():
-    answer = plugin.handle_request(Request(headers={"x-blocked": "1"}))
-    assert isinstance(answer, Response) and answer.status == 403
-"#
-    .to_string();
-    for (file, text) in [("plugin.py", plugin), ("test_plugin.py", test)] {
-        std::fs::write(dir.join(file), text)
-            .map_err(|e| format!("{}: {e}", dir.join(file).display()))?;
-    }
-    Ok(dir)
 }
 
 fn request_for(req: &RequestHeader, ctx: &Context<'_>) -> Request {

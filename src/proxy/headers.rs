@@ -141,6 +141,8 @@ pub fn clean_response(resp: &mut ResponseHeader) {
     for name in HOP_BY_HOP_RESPONSE {
         resp.remove_header(name);
     }
+    // Only the gateway writes the decision trace.
+    resp.remove_header(super::record::TRACE);
 }
 
 /// Field names listed in `Connection` headers.

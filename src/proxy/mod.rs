@@ -2,9 +2,11 @@
 //! `request_filter`, origin selection, header hygiene, and error answers.
 
 mod headers;
+pub mod record;
 pub mod respond;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -20,6 +22,7 @@ use crate::origins::Origin;
 use crate::plugins::{self, Outcome, Plugins};
 use crate::routing::{RouteMatch, Router, path_is_ambiguous};
 use crate::shutdown::{InFlight, InFlightGuard};
+use record::{Decided, Record, Sampler};
 use respond::Rejection;
 
 /// Everything a request needs that was built from one configuration.
@@ -32,6 +35,10 @@ pub struct Generation {
     origins: Vec<Origin>,
     /// For each route, the index of its origin.
     route_origin: Vec<usize>,
+    /// Duration histograms resolved per route and per origin (indexed alike).
+    route_duration: Vec<prometheus::Histogram>,
+    upstream_duration: Vec<prometheus::Histogram>,
+    sampler: Sampler,
 }
 
 impl Generation {
@@ -48,6 +55,16 @@ impl Generation {
             .iter()
             .map(|r| origins.iter().position(|o| o.name == r.origin).unwrap_or(0))
             .collect();
+        let m = crate::metrics::get();
+        let route_duration = config
+            .routes
+            .iter()
+            .map(|r| m.request_duration.with_label_values(&[r.name.as_str()]))
+            .collect();
+        let upstream_duration = origins
+            .iter()
+            .map(|o| m.upstream_duration.with_label_values(&[o.name.as_str()]))
+            .collect();
         Generation {
             config,
             auth,
@@ -56,6 +73,9 @@ impl Generation {
             router,
             origins,
             route_origin,
+            route_duration,
+            upstream_duration,
+            sampler: Sampler::default(),
         }
     }
 }
@@ -83,6 +103,7 @@ pub struct RequestCtx {
     /// Upstream chosen while routing, used by the first connect attempt.
     peer: Option<Box<HttpPeer>>,
     connect_attempts: usize,
+    record: Record,
     _in_flight: InFlightGuard,
 }
 
@@ -90,11 +111,23 @@ impl Gateway {
     async fn reject(
         &self,
         session: &mut Session,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         rejection: Rejection,
     ) -> Result<bool> {
-        respond::write(session, &rejection, &ctx.request_id).await?;
+        ctx.record.decided = Decided::Rejected {
+            code: rejection.code(),
+            auth: matches!(rejection, Rejection::Auth(..)),
+        };
+        let trace = self.trace(ctx);
+        respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await?;
         Ok(true)
+    }
+
+    /// The trace header's value, when this request asked for it.
+    fn trace(&self, ctx: &RequestCtx) -> Option<String> {
+        ctx.record
+            .trace
+            .then(|| ctx.record.trace_value(&self.generation))
     }
 }
 
@@ -108,12 +141,21 @@ impl ProxyHttp for Gateway {
             origin: None,
             peer: None,
             connect_attempts: 0,
+            record: Record::new(),
             _in_flight: self.in_flight.enter(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = headers::request_id(session.req_header());
+        let generation = &self.generation;
+        if session.req_header().headers.contains_key(record::TRACE_KEY) {
+            ctx.record.trace = record::has_trace_key(
+                session.req_header(),
+                generation.config.server.trace_secret.as_deref(),
+            );
+            session.req_header_mut().remove_header(record::TRACE_KEY);
+        }
         if headers::framing_is_ambiguous(session) {
             return self.reject(session, ctx, Rejection::AmbiguousFraming).await;
         }
@@ -121,12 +163,16 @@ impl ProxyHttp for Gateway {
         if path_is_ambiguous(req.uri.path()) {
             return self.reject(session, ctx, Rejection::AmbiguousPath).await;
         }
-        let generation = &self.generation;
         let found = generation
             .router
             .find(headers::request_host(req), req.uri.path(), &req.method);
         match found {
             RouteMatch::Found(route) => {
+                ctx.record.route = Some(route);
+                if generation.config.routes[route].debug_trace {
+                    ctx.record.trace = true;
+                }
+                let timing = generation.config.access_log.enabled;
                 // Read before authentication removes the reserved headers a trusted proxy may
                 // have set.
                 let peer = session
@@ -135,9 +181,17 @@ impl ProxyHttp for Gateway {
                     .map(|a| a.ip());
                 let client = generation.geo.client(peer, session.req_header());
                 let auth = &generation.auth;
-                let identity = match auth.authenticate(session.req_header_mut(), route).await {
+                let auth_started = timing.then(Instant::now);
+                let authenticated = auth.authenticate(session.req_header_mut(), route).await;
+                ctx.record.auth_time = auth_started.map(|t| t.elapsed());
+                let identity = match authenticated {
                     Ok(identity) => identity,
                     Err(e) => {
+                        let route_name = generation.config.routes[route].name.as_str();
+                        crate::metrics::get()
+                            .auth_rejections
+                            .with_label_values(&[route_name, e.reason()])
+                            .inc();
                         let scopes = match e {
                             AuthError::InsufficientScope => auth.routes[route].scopes.join(" "),
                             _ => String::new(),
@@ -147,6 +201,11 @@ impl ProxyHttp for Gateway {
                 };
                 ctx.origin = generation.route_origin.get(route).copied();
                 let country = generation.geo.country(&client);
+                if timing {
+                    ctx.record.client_ip = client.ip;
+                    ctx.record.country = country;
+                }
+                let mut chosen_by = None;
                 if let (Some(name), Some(country)) = (generation.geo.header(), country) {
                     session
                         .req_header_mut()
@@ -161,32 +220,55 @@ impl ProxyHttp for Gateway {
                             .and_then(|i| serde_json::to_string(&*i.claims).ok()),
                         country: country.map(|c| c.as_str().to_string()),
                     };
-                    match generation
+                    let plugins_started = timing.then(Instant::now);
+                    let outcome = generation
                         .plugins
                         .run(route, session.req_header_mut(), &plugin_ctx)
-                        .await
-                    {
-                        Outcome::Forward { origin: None } => {}
-                        Outcome::Forward { origin: Some(name) } => {
+                        .await;
+                    ctx.record.plugins_time = plugins_started.map(|t| t.elapsed());
+                    match outcome {
+                        Outcome::Forward {
+                            origin: None,
+                            chosen_by: _,
+                        } => {}
+                        Outcome::Forward {
+                            origin: Some(name),
+                            chosen_by: policy,
+                        } => {
                             ctx.origin = generation.origins.iter().position(|o| o.name == name);
+                            chosen_by = policy;
                         }
                         Outcome::Respond {
+                            policy,
                             status,
                             headers,
                             body,
                         } => {
-                            respond::write_plugin_answer(
-                                session,
+                            ctx.record.decided = Decided::PolicyResponded { policy, status };
+                            let trace = self.trace(ctx);
+                            let answer = respond::PluginAnswer {
                                 status,
                                 headers,
                                 body,
+                            };
+                            respond::write_plugin_answer(
+                                session,
+                                answer,
                                 &ctx.request_id,
+                                trace.as_deref(),
                             )
                             .await?;
                             return Ok(true);
                         }
-                        Outcome::Failed => {
-                            return self.reject(session, ctx, Rejection::PolicyFailed).await;
+                        Outcome::Failed { policy, why } => {
+                            let rejection = Rejection::PolicyFailed;
+                            let trace = ctx.record.trace.then(|| {
+                                ctx.record.decided = Decided::PolicyFailed { policy, why };
+                                ctx.record.trace_value(generation)
+                            });
+                            respond::write(session, &rejection, &ctx.request_id, trace.as_deref())
+                                .await?;
+                            return Ok(true);
                         }
                     }
                 }
@@ -197,9 +279,12 @@ impl ProxyHttp for Gateway {
                     .origin
                     .and_then(|i| generation.origins.get(i))
                     .and_then(Origin::select);
-                match ctx.peer {
-                    Some(_) => Ok(false),
-                    None => {
+                match (ctx.peer.as_ref(), ctx.origin) {
+                    (Some(_), Some(origin)) => {
+                        ctx.record.decided = Decided::Forwarded { origin, chosen_by };
+                        Ok(false)
+                    }
+                    _ => {
                         self.reject(session, ctx, Rejection::NoHealthyUpstream)
                             .await
                     }
@@ -219,6 +304,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         ctx.connect_attempts += 1;
+        if ctx.record.upstream_started.is_none() {
+            ctx.record.upstream_started = Some(Instant::now());
+        }
         if let Some(peer) = ctx.peer.take() {
             return Ok(peer);
         }
@@ -236,6 +324,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        // Counted; the deciding step is set only if proxying fails in the end.
+        self.count_upstream_error(ctx, &e);
         // Nothing was sent yet, so trying the next upstream is safe for any method.
         let upstreams = ctx
             .origin
@@ -262,6 +352,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         headers::clean_response(resp);
         resp.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(trace) = self.trace(ctx) {
+            resp.insert_header(record::TRACE, trace)?;
+        }
         Ok(())
     }
 
@@ -280,12 +373,24 @@ impl ProxyHttp for Gateway {
         if ctx.request_id.is_empty() {
             ctx.request_id = headers::request_id(session.req_header());
         }
+        if !respond::is_connect_error(e) {
+            self.count_upstream_error(ctx, e);
+        }
+        ctx.record.decided = match (respond::upstream_error_kind(e), ctx.origin) {
+            (Some(kind), Some(origin)) => Decided::UpstreamFailed { origin, kind },
+            _ => Decided::Rejected {
+                code: rejection.code(),
+                auth: false,
+            },
+        };
         let error_code = rejection.status();
+        let trace = self.trace(ctx);
         // Pingora does not reuse a client connection once proxying to the upstream has failed;
         // say so in the answer instead of advertising keep-alive.
         session.set_keepalive(None);
         if session.response_written().is_none()
-            && let Err(write_error) = respond::write(session, &rejection, &ctx.request_id).await
+            && let Err(write_error) =
+                respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await
         {
             tracing::debug!(error = %write_error, "could not write error response");
         }
@@ -296,9 +401,40 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16());
+        ctx.record.finish(
+            &self.generation,
+            session.req_header(),
+            &ctx.request_id,
+            status,
+        );
+    }
+
     /// A client that hangs up before its answer is not a gateway fault (a load generator stopping
     /// mid-request logged one error line per connection): logged at debug by `fail_to_proxy`.
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
         e.esource == ErrorSource::Downstream && e.etype == ErrorType::ConnectionClosed
+    }
+}
+
+impl Gateway {
+    /// Count an upstream failure: each failed connect attempt, or the failure that ended proxying.
+    fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
+        let Some(kind) = respond::upstream_error_kind(e) else {
+            return;
+        };
+        let Some(origin) = ctx.origin else {
+            return;
+        };
+        let name = self
+            .generation
+            .origins
+            .get(origin)
+            .map_or("", |o| o.name.as_str());
+        crate::metrics::get()
+            .upstream_errors
+            .with_label_values(&[name, kind])
+            .inc();
     }
 }

@@ -113,8 +113,55 @@ impl Rejection {
     }
 }
 
-/// Write `rejection` as the whole response. Returns the status written.
-pub async fn write(session: &mut Session, rejection: &Rejection, request_id: &str) -> Result<u16> {
+/// The closed-set `kind` label of an upstream failure; `None` for failures that are not about
+/// reaching or reading an upstream.
+pub fn upstream_error_kind(e: &Error) -> Option<&'static str> {
+    use ErrorType::*;
+    Some(match e.etype() {
+        ConnectTimedout => "connect_timeout",
+        ConnectRefused => "connect_refused",
+        ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure => {
+            "connect_error"
+        }
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => "tls",
+        ReadTimedout => "read_timeout",
+        WriteTimedout => "write_timeout",
+        ReadError | ConnectionClosed => "read_error",
+        WriteError => "write_error",
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => "protocol",
+        HTTPStatus(_) => return None,
+        _ if e.esource() == &ErrorSource::Upstream => "other",
+        _ => return None,
+    })
+}
+
+/// Whether `e` is a failure to connect (counted by `fail_to_connect`, attempt by attempt).
+pub fn is_connect_error(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectNoRoute
+            | ConnectError
+            | BindError
+            | SocketError
+            | ConnectProxyFailure
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+            | InvalidCert
+            | HandshakeError
+    )
+}
+
+/// Write `rejection` as the whole response, with the decision trace header when asked for.
+/// Returns the status written.
+pub async fn write(
+    session: &mut Session,
+    rejection: &Rejection,
+    request_id: &str,
+    trace: Option<&str>,
+) -> Result<u16> {
     if rejection.must_close() || !drain_small_body(session).await {
         session.set_keepalive(None);
     }
@@ -130,6 +177,9 @@ pub async fn write(session: &mut Session, rejection: &Rejection, request_id: &st
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     resp.insert_header("x-request-id", request_id)?;
+    if let Some(trace) = trace {
+        resp.insert_header(super::record::TRACE, trace)?;
+    }
     match rejection {
         Rejection::MethodNotAllowed(allow) => {
             resp.insert_header(header::ALLOW, allow.as_str())?;
@@ -158,14 +208,25 @@ pub async fn write(session: &mut Session, rejection: &Rejection, request_id: &st
     Ok(status)
 }
 
-/// Write a policy plugin's direct answer (already validated: status, headers, body size).
+/// A policy plugin's direct answer (already validated: status, headers, body size).
+pub struct PluginAnswer {
+    pub status: u16,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub body: Vec<u8>,
+}
+
+/// Write a plugin's answer, with the decision trace header when asked for.
 pub async fn write_plugin_answer(
     session: &mut Session,
-    status: u16,
-    headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    body: Vec<u8>,
+    answer: PluginAnswer,
     request_id: &str,
+    trace: Option<&str>,
 ) -> Result<()> {
+    let PluginAnswer {
+        status,
+        headers,
+        body,
+    } = answer;
     if !drain_small_body(session).await {
         session.set_keepalive(None);
     }
@@ -175,6 +236,9 @@ pub async fn write_plugin_answer(
     }
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", request_id)?;
+    if let Some(trace) = trace {
+        resp.insert_header(super::record::TRACE, trace)?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only || body.is_empty())

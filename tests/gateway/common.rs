@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use edgewarden::echo::{self, EchoOrigin};
@@ -67,6 +67,7 @@ pub struct Gateway {
     pub admin: SocketAddr,
     _dir: tempfile::TempDir,
     pub stderr_path: PathBuf,
+    pub stdout_path: PathBuf,
 }
 
 impl Gateway {
@@ -124,6 +125,8 @@ impl Gateway {
             std::fs::write(&path, config).expect("write config");
             let stderr_path = dir.path().join("stderr.log");
             let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+            let stdout_path = dir.path().join("stdout.log");
+            let stdout = std::fs::File::create(&stdout_path).expect("stdout file");
             let child = Command::new(BIN)
                 .args(["run", "-c"])
                 .arg(&path)
@@ -132,7 +135,7 @@ impl Gateway {
                     "EDGEWARDEN_COMPONENTIZE_PY",
                     concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/componentize-py"),
                 )
-                .stdout(Stdio::null())
+                .stdout(stdout)
                 .stderr(stderr)
                 .spawn()
                 .expect("spawn gateway");
@@ -142,6 +145,7 @@ impl Gateway {
                 admin,
                 _dir: dir,
                 stderr_path,
+                stdout_path,
             };
             // Generous: the first gateway to use a plugin builds and compiles it.
             if gw.wait_ready(Duration::from_secs(600), until_ready).await {
@@ -178,6 +182,35 @@ impl Gateway {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// What the gateway wrote to standard output (the access log).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// A scrape of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
+        let resp = get(self.admin, "/metrics").await.expect("metrics");
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        Metrics(String::from_utf8(resp.body).expect("utf-8"))
+    }
+
+    /// The first scrape for which `ready` holds (or the last one after 10 s): the gateway counts
+    /// a request just after writing its response, so a client can see the answer first.
+    pub async fn metrics_when(&self, ready: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.metrics().await;
+            if ready(&m) || Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -423,4 +456,48 @@ pub fn route(name: &str, prefix: &str, origin: &str, extra: &str) -> String {
     format!(
         "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\norigin = \"{origin}\"\nauth = \"off\"\n{extra}\n"
     )
+}
+
+/// A Prometheus text exposition.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the series `name` with exactly these labels, if present.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        wanted.sort();
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (series_name, rest) = match series.split_once('{') {
+                    Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                    None => (series, ""),
+                };
+                let mut have: Vec<String> = if rest.is_empty() {
+                    Vec::new()
+                } else {
+                    rest.split("\",")
+                        .map(|p| p.trim_end_matches('"').to_string() + "\"")
+                        .collect()
+                };
+                have.sort();
+                (series_name == name && have == wanted).then(|| value.parse().ok())?
+            })
+    }
+
+    /// The sum of every series named `name`.
+    pub fn total(&self, name: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// As `value`, 0 when the series is absent.
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or(0.0)
+    }
 }

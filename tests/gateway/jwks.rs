@@ -129,6 +129,26 @@ async fn unreachable_jwks_at_cold_start_fails_closed_until_it_recovers() {
         .await
     );
     assert_eq!(status_with(&gw, &token).await, 200);
+    let m = gw.metrics().await;
+    let refreshes = |result: &str| {
+        m.count(
+            "edgewarden_jwks_refresh_total",
+            &[("issuer", "main"), ("result", result)],
+        )
+    };
+    assert!(refreshes("error") >= 1.0, "{}", m.0);
+    assert!(refreshes("ok") >= 1.0, "{}", m.0);
+    assert_eq!(
+        m.value("edgewarden_jwks_keys", &[("issuer", "main")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.count(
+            "edgewarden_auth_rejections_total",
+            &[("route", "api"), ("reason", "keys_unavailable")]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

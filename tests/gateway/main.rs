@@ -8,6 +8,7 @@ mod framing;
 mod geo;
 mod hygiene;
 mod jwks;
+mod metrics;
 mod plugins;
 mod routing;
 mod shutdown;

@@ -92,6 +92,44 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
         10,
         "only the well-behaved requests reach the origin"
     );
+    let m = gw
+        .metrics_when(|m| m.total("edgewarden_requests_total") >= 19.0)
+        .await;
+    let outcome = |outcome: &str| {
+        m.count(
+            "edgewarden_plugin_outcomes_total",
+            &[("policy", "misbehave-deny"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(outcome("forwarded"), 10.0);
+    assert_eq!(outcome("timeout"), 2.0, "loop and sleep");
+    assert_eq!(outcome("memory_limit"), 1.0, "alloc");
+    assert_eq!(outcome("trap"), 2.0, "raise and recurse");
+    assert_eq!(outcome("invalid_output"), 4.0);
+    assert_eq!(
+        m.count(
+            "edgewarden_plugin_duration_seconds_count",
+            &[("policy", "misbehave-deny")]
+        ),
+        19.0
+    );
+    assert!(
+        m.count(
+            "edgewarden_plugin_instances",
+            &[("policy", "misbehave-deny")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        m.count(
+            "edgewarden_requests_total",
+            &[
+                ("route", "deny"),
+                ("status_class", "5xx"),
+                ("outcome", "error")
+            ]
+        ),
+        9.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
