@@ -180,6 +180,9 @@ impl ProxyHttp for Gateway {
                     .and_then(|a| a.as_inet())
                     .map(|a| a.ip());
                 let client = generation.geo.client(peer, session.req_header());
+                if timing {
+                    ctx.record.client_ip = client.ip;
+                }
                 let auth = &generation.auth;
                 let auth_started = timing.then(Instant::now);
                 let authenticated = auth.authenticate(session.req_header_mut(), route).await;
@@ -202,7 +205,6 @@ impl ProxyHttp for Gateway {
                 ctx.origin = generation.route_origin.get(route).copied();
                 let country = generation.geo.country(&client);
                 if timing {
-                    ctx.record.client_ip = client.ip;
                     ctx.record.country = country;
                 }
                 let mut chosen_by = None;

@@ -379,3 +379,27 @@ fn policy_file_limits_are_validated_all_at_once() {
         );
     }
 }
+
+#[test]
+fn observability_settings_are_checked_with_the_rest() {
+    let text = VALID
+        .replace(
+            "listen = [\"127.0.0.1:18080\"]",
+            "listen = [\"127.0.0.1:18080\"]\ntrace_secret = \"short\"",
+        )
+        .replace(
+            "auth = \"off\"",
+            "auth = \"off\"\npolicies = [{ policy = \"p\", mode = \"dry-run\" }]",
+        )
+        + "\n[access_log]\nsample_one_in = 0\nformat = \"clf\"\n";
+    let (code, stderr, _) = check(&text);
+    assert_eq!(code, 1, "{stderr}");
+    for expected in [
+        "FILE: server.trace_secret: must be at least 16 visible ASCII characters",
+        "FILE: routes[0].policies[0].mode: \"dry-run\" is not \"enforce\" or \"shadow\"",
+        "FILE: access_log.sample_one_in:",
+        "FILE: access_log.format: unknown key",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+}

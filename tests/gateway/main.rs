@@ -9,6 +9,7 @@ mod geo;
 mod hygiene;
 mod jwks;
 mod metrics;
+mod observe;
 mod plugins;
 mod routing;
 mod shutdown;

@@ -1,0 +1,260 @@
+//! What operators see: the decision trace header, shadow policies and the access log.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::plugins::{link_plugin, write_policy};
+use crate::tokens::*;
+
+const SECRET: &str = "trace-secret-0123456789";
+const TRACE: &str = "x-edgewarden-trace";
+const TRACE_KEY: &str = "x-edgewarden-trace-key";
+
+fn pem_issuer() -> String {
+    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
+    issuer_toml(&format!("public_key_pem = \"{pem}\""), "")
+}
+
+/// The shipped `require_claim` plugin as policy `admins` (403 unless `role` is `admin`).
+fn admins_policy(dir: &std::path::Path) {
+    link_plugin(dir, "require_claim", "python-plugins/require_claim");
+    write_policy(
+        dir,
+        "admins",
+        "plugin = \"require_claim\"\n[settings]\nclaim = \"role\"\nallowed = [\"admin\"]\n",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_header_names_the_deciding_step_only_when_asked() {
+    let signer = Signer::rsa(RSA_A, "key-a");
+    let origin_ = echo_origin("o").await;
+    let body = [
+        pem_issuer(),
+        origin("o", &[origin_.addr], ""),
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"o\"\nauth = \"required\"\n"
+            .to_string(),
+        route("open", "/open", "o", "debug_trace = true"),
+        route("staff", "/staff", "o", "policies = [\"admins\"]"),
+    ]
+    .concat();
+    let gw = Gateway::start_with_plugins_and(
+        &body,
+        &format!("trace_secret = \"{SECRET}\""),
+        &admins_policy,
+    )
+    .await;
+    let trace_of = async |path: &str, headers: &[(&str, &str)]| {
+        let resp = request(gw.addr, "GET", path, headers)
+            .await
+            .expect("response");
+        (resp.status, resp.header(TRACE).map(str::to_string), resp)
+    };
+
+    let (status, trace, _) = trace_of("/api/x", &[]).await;
+    assert_eq!((status, trace), (401, None), "not asked for");
+    let (status, trace, _) = trace_of("/api/x", &[(TRACE_KEY, "wrong-secret-0123456789")]).await;
+    assert_eq!((status, trace), (401, None), "wrong secret");
+    let (_, trace, _) = trace_of("/api/x", &[(TRACE_KEY, SECRET)]).await;
+    assert_eq!(trace.as_deref(), Some("auth:missing_token"));
+
+    let token = signer.token(&good_claims("user-7"));
+    let bearer = format!("Bearer {token}");
+    let (status, trace, resp) =
+        trace_of("/api/x", &[(TRACE_KEY, SECRET), ("Authorization", &bearer)]).await;
+    assert_eq!((status, trace.as_deref()), (200, Some("forward:o")));
+    assert!(
+        !resp.origin_saw().contains_key(TRACE_KEY),
+        "the secret never reaches the origin"
+    );
+
+    let (_, trace, _) = trace_of("/open/x", &[]).await;
+    assert_eq!(trace.as_deref(), Some("forward:o"), "debug_trace route");
+    let (_, trace, _) = trace_of("/nowhere", &[(TRACE_KEY, SECRET)]).await;
+    assert_eq!(trace.as_deref(), Some("gateway:no_route"));
+    let (status, trace, _) = trace_of("/staff/x", &[(TRACE_KEY, SECRET)]).await;
+    assert_eq!(
+        (status, trace.as_deref()),
+        (403, Some("policy:admins:respond:403"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_policy_is_counted_but_never_changes_the_response() {
+    let origin_ = echo_origin("o").await;
+    let body = [
+        origin("o", &[origin_.addr], ""),
+        route(
+            "shadowed",
+            "/",
+            "o",
+            "policies = [{ policy = \"admins\", mode = \"shadow\" }, \
+             { policy = \"misbehave-shadow\", mode = \"shadow\" }]",
+        ),
+    ]
+    .concat();
+    let gw = Gateway::start_with_plugins(&body, &|dir| {
+        admins_policy(dir);
+        link_plugin(dir, "misbehave", "tests/plugins/misbehave");
+        write_policy(
+            dir,
+            "misbehave-shadow",
+            "plugin = \"misbehave\"\ntimeout_ms = 50\ndeadline_ms = 400\nallow_headers = [\"x-misbehave-ok\"]\n",
+        );
+    })
+    .await;
+
+    // Both would act (a 403, a header); neither does.
+    let resp = request(gw.addr, "GET", "/x", &[("x-misbehave", "none")])
+        .await
+        .expect("response");
+    assert_eq!(resp.status, 200);
+    assert!(!resp.origin_saw().contains_key("x-misbehave-ok"));
+    // A shadow policy stuck until its 400 ms deadline does not hold the request.
+    let started = Instant::now();
+    let resp = request(gw.addr, "GET", "/x", &[("x-misbehave", "sleep")])
+        .await
+        .expect("response");
+    assert_eq!(resp.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let shadow = |m: &Metrics, policy: &str, decision: &str| {
+        m.count(
+            "edgewarden_plugin_shadow_decisions_total",
+            &[("policy", policy), ("decision", decision)],
+        )
+    };
+    let m = gw
+        .metrics_when(|m| m.total("edgewarden_plugin_shadow_decisions_total") >= 4.0)
+        .await;
+    assert_eq!(shadow(&m, "admins", "respond"), 2.0, "{}", m.0);
+    assert_eq!(shadow(&m, "misbehave-shadow", "forward"), 1.0);
+    assert_eq!(shadow(&m, "misbehave-shadow", "error"), 1.0);
+    assert_eq!(origin_.hits(), 2);
+}
+
+/// Access-log lines (JSON) whose `request_id` starts with `prefix`, once `count` are written.
+async fn access_lines(gw: &Gateway, prefix: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<serde_json::Value> = gw
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter(|v: &serde_json::Value| {
+                v["request_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with(prefix))
+            })
+            .collect();
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_json_line_per_request_and_never_a_token_or_cookie() {
+    let signer = Signer::rsa(RSA_A, "key-a");
+    let origin_ = echo_origin("o").await;
+    let body = [
+        pem_issuer(),
+        origin("o", &[origin_.addr], ""),
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"o\"\nauth = \"required\"\n\
+         token_from = [\"header\", \"query:access_token\"]\n"
+            .to_string(),
+        "[access_log]\nquery = true\n".to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    let token = signer.token(&good_claims("user-7"));
+    let bearer = format!("Bearer {token}");
+    let cookie = "session=cookie-value-secret";
+    let sent = [
+        ("log-1", "/api/a?x=1".to_string(), None),
+        ("log-2", "/api/b".to_string(), Some(bearer.as_str())),
+        ("log-3", format!("/api/c?access_token={token}&y=2"), None),
+    ];
+    for (id, path, auth) in &sent {
+        let mut headers = vec![("x-request-id", *id), ("cookie", cookie)];
+        if let Some(auth) = auth {
+            headers.push(("Authorization", auth));
+        }
+        request(gw.addr, "GET", path, &headers)
+            .await
+            .expect("response");
+    }
+    let lines = access_lines(&gw, "log-", 3).await;
+    assert_eq!(lines.len(), 3, "{}", gw.stdout());
+    let rejected = &lines[0];
+    assert_eq!(rejected["request_id"], "log-1");
+    assert_eq!(rejected["route"], "api");
+    assert_eq!(rejected["method"], "GET");
+    assert_eq!(rejected["path"], "/api/a");
+    assert_eq!(rejected["query"], "x=1");
+    assert_eq!(rejected["status"], 401);
+    assert_eq!(rejected["outcome"], "rejected");
+    assert_eq!(rejected["reason"], "missing_token");
+    assert_eq!(rejected["client_ip"], "127.0.0.1");
+    assert!(rejected["total_us"].is_u64() && rejected["auth_us"].is_u64());
+    assert!(rejected["upstream_us"].is_null());
+
+    let forwarded = &lines[1];
+    assert_eq!(forwarded["status"], 200);
+    assert_eq!(forwarded["outcome"], "forwarded");
+    assert!(forwarded["upstream_us"].is_u64());
+    assert!(forwarded["reason"].is_null());
+    assert_eq!(lines[2]["query"], "access_token=REDACTED&y=2");
+    assert_eq!(lines[2]["status"], 200);
+
+    let out = gw.stdout();
+    assert!(!out.contains(&token), "a token in the access log");
+    assert!(
+        !out.contains("cookie-value-secret"),
+        "a cookie in the access log"
+    );
+    assert!(
+        !gw.stderr().contains("log-1"),
+        "access lines stay out of the diagnostics"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_access_log_section_nothing_is_written_to_stdout() {
+    let origin_ = echo_origin("o").await;
+    let gw = Gateway::start(&[origin("o", &[origin_.addr], ""), route("r", "/", "o", "")].concat())
+        .await;
+    request(gw.addr, "GET", "/x", &[("x-request-id", "quiet-1")])
+        .await
+        .expect("response");
+    // The request is counted just after its answer; once it is, its log line would be written.
+    gw.metrics_when(|m| m.total("edgewarden_request_duration_seconds_count") >= 1.0)
+        .await;
+    assert!(!gw.stdout().contains("quiet-1"), "{}", gw.stdout());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_only_logs_rejections_and_skips_forwarded_requests() {
+    let origin_ = echo_origin("o").await;
+    let body = [
+        origin("o", &[origin_.addr], ""),
+        route("r", "/r", "o", ""),
+        "[access_log]\nerrors_only = true\n".to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start(&body).await;
+    for (id, path) in [("only-1", "/r/x"), ("only-2", "/missing")] {
+        request(gw.addr, "GET", path, &[("x-request-id", id)])
+            .await
+            .expect("response");
+    }
+    let lines = access_lines(&gw, "only-", 1).await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["request_id"], "only-2");
+    assert_eq!(lines[0]["reason"], "no_route");
+}
