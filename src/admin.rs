@@ -6,15 +6,13 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use std::sync::Arc;
-
-use crate::proxy::Generation;
+use crate::generation::Current;
 
 /// Answers `GET /healthz` (the process is alive), `GET /readyz` (the configuration is loaded,
 /// every issuer a route relies on has usable keys and every warm policy an initialised instance;
 /// otherwise 503 with the list of what is missing) and `GET /metrics` (Prometheus text format).
 pub struct Admin {
-    pub generation: Arc<Generation>,
+    pub current: Current,
 }
 
 fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
@@ -35,11 +33,12 @@ impl ServeHttp for Admin {
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json(405, serde_json::json!({"error": "method_not_allowed"}));
         }
+        let generation = self.current.load_full();
         match req.uri.path() {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
             "/metrics" => {
-                self.generation.auth.report_keys();
-                self.generation.plugins.report_instances();
+                generation.auth.report_keys();
+                generation.plugins.report_instances();
                 let body = crate::metrics::get().render();
                 Response::builder()
                     .status(200)
@@ -50,8 +49,8 @@ impl ServeHttp for Admin {
                     .unwrap_or_default()
             }
             "/readyz" => {
-                let mut missing = self.generation.auth.not_ready();
-                missing.extend(self.generation.plugins.not_ready());
+                let mut missing = generation.auth.not_ready();
+                missing.extend(generation.plugins.not_ready());
                 if missing.is_empty() {
                     json(200, serde_json::json!({"status": "ready"}))
                 } else {

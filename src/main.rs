@@ -159,27 +159,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Check { config } => match Config::load(&config).and_then(|c| {
-            // Key files and PEM keys load here too, so a bad key fails the check.
-            edgewarden::auth::Auth::build(&c).map_err(|e| edgewarden::config::ConfigError {
-                file: config.clone(),
-                problems: vec![e],
-            })?;
-            // Plugin sources the routes use must build.
-            edgewarden::plugins::Plugins::build(&c, c.server.plugin_cache_dir.clone(), 1).map_err(
-                |e| edgewarden::config::ConfigError {
+            // Everything a start would build, with every problem at once: origins, issuers and
+            // their key files, geo databases, policies and their plugins (built and initialised).
+            let summary = format!("{} routes, {} origins", c.routes.len(), c.origins.len());
+            edgewarden::generation::Generation::build(c)
+                .map(|_| summary)
+                .map_err(|e| edgewarden::config::ConfigError {
                     file: config.clone(),
-                    problems: vec![e],
-                },
-            )?;
-            Ok(c)
+                    problems: e.lines().map(str::to_string).collect(),
+                })
         }) {
-            Ok(c) => {
-                println!(
-                    "{}: OK ({} routes, {} origins)",
-                    config.display(),
-                    c.routes.len(),
-                    c.origins.len()
-                );
+            Ok(summary) => {
+                println!("{}: OK ({summary})", config.display());
                 Ok(())
             }
             Err(e) => Err(e.into()),

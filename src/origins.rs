@@ -11,8 +11,7 @@ use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::prelude::HttpPeer;
-use pingora::services::ServiceWithDependents;
-use pingora::services::background::background_service;
+use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 
 use crate::config::OriginConfig;
@@ -51,13 +50,13 @@ impl Origin {
     }
 }
 
-/// Background services (health checks) that must run beside the proxy.
-pub type BackgroundServices = Vec<Box<dyn ServiceWithDependents>>;
+/// Background jobs of one configuration (health checks, JWKS refreshes), run while it serves.
+pub type Jobs = Vec<Arc<dyn BackgroundService + Send + Sync>>;
 
-/// Build every origin. Origins with a health check also return the background service that runs it.
-pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, BackgroundServices)> {
+/// Build every origin. Origins with a health check also return the job that runs it.
+pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Jobs)> {
     let mut origins = Vec::with_capacity(configs.len());
-    let mut services: BackgroundServices = Vec::new();
+    let mut jobs: Jobs = Vec::new();
     for config in configs {
         let addrs: Vec<String> = config.addresses.iter().map(ToString::to_string).collect();
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs)?;
@@ -77,9 +76,8 @@ pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Backgrou
                     }
                 }
                 lb.health_check_frequency = Some(Duration::from_secs(hc.interval_s));
-                let service = background_service(&format!("health check {}", config.name), lb);
-                let pool = service.task();
-                services.push(Box::new(service));
+                let pool = Arc::new(lb);
+                jobs.push(pool.clone());
                 pool
             }
         };
@@ -93,5 +91,5 @@ pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Backgrou
             read_timeout: Duration::from_millis(config.read_timeout_ms),
         });
     }
-    Ok((origins, services))
+    Ok((origins, jobs))
 }

@@ -1,21 +1,20 @@
 //! Assembles the Pingora server from a validated configuration and runs it until shutdown.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service as ListeningService;
 
 use crate::admin::Admin;
-use crate::auth::Auth;
 use crate::config::Config;
-use crate::geo::Geo;
-use crate::origins;
-use crate::plugins::Plugins;
-use crate::proxy::{Gateway, Generation};
+use crate::generation::Generation;
+use crate::proxy::Gateway;
+use crate::reload::Reloader;
 use crate::shutdown::{InFlight, Signals};
 
 /// Why the gateway could not start.
@@ -34,21 +33,20 @@ impl std::error::Error for StartError {}
 /// or after shutdown.
 pub fn run(config: Config) -> Result<(), StartError> {
     check_bindable(&config)?;
-    let (origins, health_checks) =
-        origins::build(&config.origins).map_err(|e| StartError(format!("origins: {e}")))?;
-    let (auth, refreshers) = Auth::build(&config).map_err(StartError)?;
-    let plugins = Plugins::build(
-        &config,
-        config.server.plugin_cache_dir.clone(),
-        config.server.threads,
-    )
-    .map_err(StartError)?;
+    let source = config.source.clone();
+    let conf_threads = config.server.threads;
+    let grace_s = config.server.shutdown_grace_s;
+    let listen = config.server.listen.clone();
+    let admin_listen = config.server.admin_listen;
+    let (generation, jobs) = Generation::build(config).map_err(StartError)?;
+    crate::reload::catch_hangup_early();
+    let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation));
 
     let conf = ServerConf {
-        threads: config.server.threads,
+        threads: conf_threads,
         // The shutdown watcher exits the process as soon as in-flight requests are done, or at the
         // end of this grace; Pingora's own wait is the backstop.
-        grace_period_seconds: Some(config.server.shutdown_grace_s),
+        grace_period_seconds: Some(grace_s),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -56,15 +54,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.bootstrap();
 
     let in_flight = InFlight::default();
-    let listen = config.server.listen.clone();
-    let admin_listen = config.server.admin_listen;
-    let grace = Duration::from_secs(config.server.shutdown_grace_s);
-    let geo = Geo::build(&config).map_err(StartError)?;
-    let generation = Arc::new(Generation::new(config, auth, plugins, geo, origins));
+    let grace = Duration::from_secs(grace_s);
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(generation.clone(), in_flight.clone()),
+        Gateway::new(current.clone(), in_flight.clone()),
         "edgewarden proxy",
     );
     for addr in &listen {
@@ -73,14 +67,24 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(proxy);
 
     if let Some(addr) = admin_listen {
-        let mut admin = ListeningService::new("edgewarden admin".to_string(), Admin { generation });
+        let mut admin = ListeningService::new(
+            "edgewarden admin".to_string(),
+            Admin {
+                current: current.clone(),
+            },
+        );
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);
         server.add_service(admin);
     }
-    for service in health_checks.into_iter().chain(refreshers) {
-        server.add_boxed_service(service);
-    }
+    server.add_service(background_service(
+        "edgewarden reload",
+        Reloader {
+            current,
+            path: source,
+            initial_jobs: Mutex::new(Some(jobs)),
+        },
+    ));
 
     let announce = listen.clone();
     std::thread::spawn(move || {

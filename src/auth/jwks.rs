@@ -135,6 +135,14 @@ impl IssuerKeys {
         &self.name
     }
 
+    /// Serve `other`'s current keys (a reload whose first fetch failed keeps the serving keys).
+    pub fn adopt(&self, other: &IssuerKeys) {
+        if self.current().is_none() {
+            self.current.store(other.current.load_full());
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// The number of usable keys and how long ago they were loaded (metrics).
     pub fn status(&self) -> (usize, Option<Duration>) {
         let guard = self.current.load();

@@ -14,10 +14,9 @@ pub mod verify;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
-use pingora::services::background::background_service;
 
 use crate::config::{AuthMode, Config, TokenSource};
-use crate::origins::BackgroundServices;
+use crate::origins::Jobs;
 use error::AuthError;
 use identity::ReservedHeaders;
 use jwks::{IssuerKeys, Refresher};
@@ -43,20 +42,26 @@ pub struct Auth {
 
 impl Auth {
     /// Build issuers (file and PEM keys load now) and the JWKS refreshers to run in the background.
-    pub fn build(config: &Config) -> Result<(Auth, BackgroundServices), String> {
+    pub fn build(config: &Config) -> Result<(Auth, Jobs), String> {
         crypto::install();
         let mut issuers = Vec::with_capacity(config.issuers.len());
-        let mut services: BackgroundServices = Vec::new();
+        let mut services: Jobs = Vec::new();
+        let mut errors = Vec::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
-            let keys = IssuerKeys::new(issuer)
-                .map_err(|e| format!("issuers[{i}] ({}): {e}", issuer.name))?;
+            let keys = match IssuerKeys::new(issuer) {
+                Ok(keys) => keys,
+                Err(e) => {
+                    errors.push(format!("issuers[{i}] ({}): {e}", issuer.name));
+                    continue;
+                }
+            };
             if matches!(issuer.keys, crate::config::KeySource::JwksUrl(_)) {
-                services.push(Box::new(background_service(
-                    &format!("jwks {}", issuer.name),
-                    Refresher(keys.clone()),
-                )));
+                services.push(Arc::new(Refresher(keys.clone())));
             }
             issuers.push(Issuer::new(issuer.clone(), keys));
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
         }
         let routes = config
             .routes

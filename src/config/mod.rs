@@ -200,7 +200,7 @@ pub struct PolicyConfig {
 }
 
 /// Where an issuer's verification keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     JwksUrl(String),
     JwksFile(PathBuf),

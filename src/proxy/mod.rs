@@ -14,89 +14,31 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::Auth;
 use crate::auth::error::AuthError;
-use crate::config::Config;
-use crate::geo::Geo;
+use crate::generation::{Current, Generation};
 use crate::origins::Origin;
-use crate::plugins::{self, Outcome, Plugins};
-use crate::routing::{RouteMatch, Router, path_is_ambiguous};
+use crate::plugins::{self, Outcome};
+use crate::routing::{RouteMatch, path_is_ambiguous};
 use crate::shutdown::{InFlight, InFlightGuard};
-use record::{Decided, Record, Sampler};
+use record::{Decided, Record};
 use respond::Rejection;
-
-/// Everything a request needs that was built from one configuration.
-pub struct Generation {
-    pub config: Config,
-    pub auth: Auth,
-    pub plugins: Plugins,
-    pub geo: Geo,
-    router: Router,
-    origins: Vec<Origin>,
-    /// For each route, the index of its origin.
-    route_origin: Vec<usize>,
-    /// Duration histograms resolved per route and per origin (indexed alike).
-    route_duration: Vec<prometheus::Histogram>,
-    upstream_duration: Vec<prometheus::Histogram>,
-    sampler: Sampler,
-}
-
-impl Generation {
-    pub fn new(
-        config: Config,
-        auth: Auth,
-        plugins: Plugins,
-        geo: Geo,
-        origins: Vec<Origin>,
-    ) -> Generation {
-        let router = Router::new(&config.routes);
-        let route_origin = config
-            .routes
-            .iter()
-            .map(|r| origins.iter().position(|o| o.name == r.origin).unwrap_or(0))
-            .collect();
-        let m = crate::metrics::get();
-        let route_duration = config
-            .routes
-            .iter()
-            .map(|r| m.request_duration.with_label_values(&[r.name.as_str()]))
-            .collect();
-        let upstream_duration = origins
-            .iter()
-            .map(|o| m.upstream_duration.with_label_values(&[o.name.as_str()]))
-            .collect();
-        Generation {
-            config,
-            auth,
-            plugins,
-            geo,
-            router,
-            origins,
-            route_origin,
-            route_duration,
-            upstream_duration,
-            sampler: Sampler::default(),
-        }
-    }
-}
 
 /// The proxy application.
 pub struct Gateway {
-    generation: Arc<Generation>,
+    current: Current,
     in_flight: InFlight,
 }
 
 impl Gateway {
-    pub fn new(generation: Arc<Generation>, in_flight: InFlight) -> Gateway {
-        Gateway {
-            generation,
-            in_flight,
-        }
+    pub fn new(current: Current, in_flight: InFlight) -> Gateway {
+        Gateway { current, in_flight }
     }
 }
 
 /// Per-request state.
 pub struct RequestCtx {
+    /// The generation this request is served from, start to end (a reload does not change it).
+    generation: Arc<Generation>,
     request_id: String,
     /// Index of the matched route's origin.
     origin: Option<usize>,
@@ -127,7 +69,7 @@ impl Gateway {
     fn trace(&self, ctx: &RequestCtx) -> Option<String> {
         ctx.record
             .trace
-            .then(|| ctx.record.trace_value(&self.generation))
+            .then(|| ctx.record.trace_value(&ctx.generation))
     }
 }
 
@@ -137,6 +79,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            generation: self.current.load_full(),
             request_id: String::new(),
             origin: None,
             peer: None,
@@ -148,7 +91,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = headers::request_id(session.req_header());
-        let generation = &self.generation;
+        let generation = ctx.generation.clone();
+        let generation = &*generation;
         if session.req_header().headers.contains_key(record::TRACE_KEY) {
             ctx.record.trace = record::has_trace_key(
                 session.req_header(),
@@ -314,7 +258,7 @@ impl ProxyHttp for Gateway {
         }
         let origin = ctx
             .origin
-            .and_then(|i| self.generation.origins.get(i))
+            .and_then(|i| ctx.generation.origins.get(i))
             .ok_or_else(respond::no_healthy_upstream)?;
         origin.select().ok_or_else(respond::no_healthy_upstream)
     }
@@ -327,11 +271,11 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Counted; the deciding step is set only if proxying fails in the end.
-        self.count_upstream_error(ctx, &e);
+        Self::count_upstream_error(ctx, &e);
         // Nothing was sent yet, so trying the next upstream is safe for any method.
         let upstreams = ctx
             .origin
-            .and_then(|i| self.generation.origins.get(i))
+            .and_then(|i| ctx.generation.origins.get(i))
             .map_or(1, Origin::upstream_count);
         e.set_retry(ctx.connect_attempts < upstreams);
         e
@@ -376,7 +320,7 @@ impl ProxyHttp for Gateway {
             ctx.request_id = headers::request_id(session.req_header());
         }
         if !respond::is_connect_error(e) {
-            self.count_upstream_error(ctx, e);
+            Self::count_upstream_error(ctx, e);
         }
         ctx.record.decided = match (respond::upstream_error_kind(e), ctx.origin) {
             (Some(kind), Some(origin)) => Decided::UpstreamFailed { origin, kind },
@@ -406,7 +350,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16());
         ctx.record.finish(
-            &self.generation,
+            &ctx.generation,
             session.req_header(),
             &ctx.request_id,
             status,
@@ -422,14 +366,14 @@ impl ProxyHttp for Gateway {
 
 impl Gateway {
     /// Count an upstream failure: each failed connect attempt, or the failure that ended proxying.
-    fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
+    fn count_upstream_error(ctx: &RequestCtx, e: &Error) {
         let Some(kind) = respond::upstream_error_kind(e) else {
             return;
         };
         let Some(origin) = ctx.origin else {
             return;
         };
-        let name = self
+        let name = ctx
             .generation
             .origins
             .get(origin)

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use pingora::http::RequestHeader;
 
-use super::Generation;
 use crate::config::TokenSource;
+use crate::generation::Generation;
 use crate::geo::Country;
 use crate::metrics;
 

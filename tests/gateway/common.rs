@@ -68,6 +68,9 @@ pub struct Gateway {
     _dir: tempfile::TempDir,
     pub stderr_path: PathBuf,
     pub stdout_path: PathBuf,
+    /// The config file and its `[server]` section as written at start.
+    pub config_path: PathBuf,
+    config_head: String,
 }
 
 impl Gateway {
@@ -117,9 +120,10 @@ impl Gateway {
             let addr = free_port();
             let admin = free_port();
             let dir = tempfile::tempdir().expect("tempdir");
-            let config = format!(
-                "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{server_extra}\n{body}"
+            let config_head = format!(
+                "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{server_extra}\n"
             );
+            let config = format!("{config_head}{body}");
             setup(dir.path());
             let path = dir.path().join("edgewarden.toml");
             std::fs::write(&path, config).expect("write config");
@@ -146,6 +150,8 @@ impl Gateway {
                 _dir: dir,
                 stderr_path,
                 stdout_path,
+                config_path: path.clone(),
+                config_head,
             };
             // Generous: the first gateway to use a plugin builds and compiles it.
             if gw.wait_ready(Duration::from_secs(600), until_ready).await {
@@ -182,6 +188,16 @@ impl Gateway {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Replace the config file's body (everything after `[server]`); `reload` applies it.
+    pub fn rewrite_config(&self, body: &str) {
+        std::fs::write(&self.config_path, format!("{}{body}", self.config_head)).expect("rewrite");
+    }
+
+    /// Ask the gateway to reload its configuration (SIGHUP).
+    pub fn reload(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
     }
 
     /// What the gateway wrote to standard output (the access log).

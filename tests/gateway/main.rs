@@ -11,6 +11,7 @@ mod jwks;
 mod metrics;
 mod observe;
 mod plugins;
+mod reload;
 mod routing;
 mod shutdown;
 mod tokens;

@@ -259,6 +259,11 @@ async fn identity_headers_plugin_passes_the_token_subject_to_the_origin() {
 /// `edgewarden check` (which builds and starts the plugins routes use) on a config whose one route
 /// runs one policy; expects it to fail and returns its stderr.
 fn check_one_policy(plugin: &str, source: &str, policy: &str) -> String {
+    check_one_policy_with(plugin, source, policy, "")
+}
+
+/// As `check_one_policy`, with `extra` appended to the config file.
+fn check_one_policy_with(plugin: &str, source: &str, policy: &str, extra: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     link_plugin(dir.path(), plugin, source);
     write_policy(dir.path(), "p", policy);
@@ -266,7 +271,7 @@ fn check_one_policy(plugin: &str, source: &str, policy: &str) -> String {
     let config = format!(
         "[server]\nlisten = [\"127.0.0.1:1\"]\npolicies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n\
          [[origins]]\nname = \"o\"\nupstreams = [\"127.0.0.1:9\"]\n\
-         [[routes]]\nname = \"r\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"off\"\npolicies = [\"p\"]\n"
+         [[routes]]\nname = \"r\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"off\"\npolicies = [\"p\"]\n{extra}"
     );
     let path = dir.path().join("edgewarden.toml");
     std::fs::write(&path, config).expect("config");
@@ -282,6 +287,23 @@ fn check_one_policy(plugin: &str, source: &str, policy: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     stderr
+}
+
+#[test]
+fn check_reports_a_bad_key_and_a_plugin_that_fails_to_build_together() {
+    let pem = "-----BEGIN PUBLIC KEY-----\\nbm90IGEga2V5\\n-----END PUBLIC KEY-----";
+    let issuer = format!(
+        "[[issuers]]\nname = \"broken-key\"\nissuer = \"https://i.example\"\naudiences = [\"a\"]\n\
+         algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n"
+    );
+    let stderr = check_one_policy_with(
+        "broken",
+        "tests/plugins/broken",
+        "plugin = \"broken\"\n",
+        &issuer,
+    );
+    assert!(stderr.contains("issuers[0] (broken-key)"), "{stderr}");
+    assert!(stderr.contains("plugin broken: build failed"), "{stderr}");
 }
 
 #[test]

@@ -1,0 +1,162 @@
+//! Hot reload. On SIGHUP the gateway re-reads its configuration file, policy files, keys and
+//! plugin sources, builds the next generation off the request path (plugins compiled where their
+//! source changed, instances warmed, JWKS fetched), starts its background jobs and swaps it in
+//! atomically. Requests in flight finish on the generation they started with; the old
+//! generation's jobs stop after the swap.
+//!
+//! A file that fails validation, a key that does not load, or a plugin that does not build leaves
+//! the serving generation in place: every problem is logged and the attempt is counted
+//! (`edgewarden_config_reloads_total{result="error"}`). Listener addresses, worker threads and
+//! the shutdown grace are fixed at start; a reload that changes them is refused with that reason.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::generation::{Current, Generation};
+use crate::origins::Jobs;
+
+/// SIGHUP's default action ends the process. Installing the handler before the servers start
+/// means a SIGHUP that arrives before the reloader listens is dropped instead.
+pub fn catch_hangup_early() {
+    let installed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(async { signal(SignalKind::hangup()).map(drop) }));
+    if let Ok(Err(e)) | Err(e) = installed {
+        tracing::warn!(error = %e, "SIGHUP handler not installed early");
+    }
+}
+
+/// Runs the serving generation's background jobs and replaces the generation on SIGHUP.
+pub struct Reloader {
+    pub current: Current,
+    /// The configuration file, read again at each reload.
+    pub path: PathBuf,
+    /// The first generation's jobs, started with this service.
+    pub initial_jobs: Mutex<Option<Jobs>>,
+}
+
+/// One generation's running jobs; they stop when this is dropped.
+struct Running(watch::Sender<bool>);
+
+impl Running {
+    fn start(jobs: Jobs) -> Running {
+        let (stop, watch) = watch::channel(false);
+        for job in jobs {
+            let watch = watch.clone();
+            tokio::spawn(async move { job.start(watch).await });
+        }
+        Running(stop)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let initial = self
+            .initial_jobs
+            .lock()
+            .ok()
+            .and_then(|mut jobs| jobs.take())
+            .unwrap_or_default();
+        let mut running = Running::start(initial);
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => Some(hangup),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot handle SIGHUP; configuration reload is off");
+                None
+            }
+        };
+        let counter = &crate::metrics::get().config_reloads;
+        if hangup.is_some() {
+            tracing::info!(file = %self.path.display(), "SIGHUP reloads the configuration");
+        }
+        loop {
+            tokio::select! {
+                Some(()) = async { hangup.as_mut()?.recv().await } => {
+                    tracing::info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
+                    match self.build_next().await {
+                        Ok((next, jobs)) => {
+                            let next_jobs = Running::start(jobs);
+                            self.current.store(Arc::new(next));
+                            // The previous generation's jobs stop here; requests still using it
+                            // finish with what they hold.
+                            running = next_jobs;
+                            counter.with_label_values(&["ok"]).inc();
+                            tracing::info!("configuration reloaded");
+                        }
+                        Err(problems) => {
+                            counter.with_label_values(&["error"]).inc();
+                            for problem in problems.lines().filter(|l| !l.is_empty()) {
+                                tracing::error!(problem, "reload refused");
+                            }
+                            tracing::error!("configuration not reloaded; still serving the previous one");
+                        }
+                    }
+                }
+                _ = shutdown.changed() => {
+                    drop(running);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Reloader {
+    /// Read, validate and build the next generation on a blocking thread, then fetch its keys.
+    async fn build_next(&self) -> Result<(Generation, Jobs), String> {
+        let path = self.path.clone();
+        let serving = self.current.load_full();
+        let fixed = serving.config.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            fixed_at_start(&fixed, &config)?;
+            Generation::build(config)
+        })
+        .await
+        .map_err(|e| format!("reload stopped: {e}"))??;
+        built.0.prime_keys(&serving).await;
+        Ok(built)
+    }
+}
+
+/// Settings that only a restart can change.
+fn fixed_at_start(serving: &Config, next: &Config) -> Result<(), String> {
+    let (a, b) = (&serving.server, &next.server);
+    let mut changed = Vec::new();
+    if a.listen != b.listen {
+        changed.push("server.listen");
+    }
+    if a.admin_listen != b.admin_listen {
+        changed.push("server.admin_listen");
+    }
+    if a.threads != b.threads {
+        changed.push("server.threads");
+    }
+    if a.shutdown_grace_s != b.shutdown_grace_s {
+        changed.push("server.shutdown_grace_s");
+    }
+    if changed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {} changed; these take effect only when the gateway is restarted",
+            next.source.display(),
+            changed.join(", ")
+        ))
+    }
+}
