@@ -55,6 +55,23 @@ impl EchoOrigin {
 
 /// Serve on `listener` in the current Tokio runtime until the runtime ends.
 pub fn spawn(listener: TcpListener, name: &str) -> std::io::Result<EchoOrigin> {
+    serve(listener, name, None)
+}
+
+/// As [`spawn`], over TLS with this acceptor's certificate (HTTP/1.1).
+pub fn spawn_tls(
+    listener: TcpListener,
+    name: &str,
+    acceptor: pingora::tls::TlsAcceptor,
+) -> std::io::Result<EchoOrigin> {
+    serve(listener, name, Some(acceptor))
+}
+
+fn serve(
+    listener: TcpListener,
+    name: &str,
+    tls: Option<pingora::tls::TlsAcceptor>,
+) -> std::io::Result<EchoOrigin> {
     let addr = listener.local_addr()?;
     let state = Arc::new(State::default());
     let name: Arc<str> = Arc::from(name);
@@ -67,11 +84,17 @@ pub fn spawn(listener: TcpListener, name: &str) -> std::io::Result<EchoOrigin> {
             shared.connections.fetch_add(1, Ordering::SeqCst);
             let name = name.clone();
             let state = shared.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| answer(req, name.clone(), state.clone()));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = http1::Builder::new();
+                let _ = match tls {
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });

@@ -23,6 +23,11 @@ pub struct Origin {
     upstream_count: usize,
     tls: bool,
     sni: String,
+    ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    /// Pingora pools upstream connections by address and TLS name, not by CA: a separate pool
+    /// per origin and trust anchors keeps a connection verified for one origin from serving
+    /// another that trusts different CAs.
+    pool_key: u64,
     connect_timeout: Duration,
     read_timeout: Duration,
 }
@@ -32,12 +37,14 @@ impl Origin {
     pub fn select(&self) -> Option<Box<HttpPeer>> {
         let backend = self.pool.select(b"", self.upstream_count.max(1) * 2)?;
         let mut peer = HttpPeer::new(backend.addr.to_string(), self.tls, self.sni.clone());
+        peer.group_key = self.pool_key;
         let options = &mut peer.options;
         options.connection_timeout = Some(self.connect_timeout);
         options.total_connection_timeout = Some(self.connect_timeout);
         options.read_timeout = Some(self.read_timeout);
         options.write_timeout = Some(self.read_timeout);
         options.idle_timeout = Some(Duration::from_secs(60));
+        options.ca = self.ca.clone();
         // Hop-by-hop request fields, including every field named in `Connection`, are removed by
         // Pingora under this policy; only WebSocket upgrades are forwarded.
         options.http_upstream_request_policy = HttpUpstreamRequestPolicy::standard();
@@ -81,8 +88,23 @@ pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Jobs)> {
                 pool
             }
         };
+        let ca = match &config.ca_file {
+            Some(path) => Some(crate::config::tls::load_ca(path).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let pool_key = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            config.name.hash(&mut hasher);
+            for cert in ca.iter().flat_map(|c| c.iter()) {
+                cert.borrow_raw_cert().hash(&mut hasher);
+            }
+            hasher.finish()
+        };
         origins.push(Origin {
             name: config.name.clone(),
+            ca,
+            pool_key,
             pool,
             upstream_count: config.addresses.len(),
             tls: config.tls,

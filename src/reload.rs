@@ -138,7 +138,7 @@ impl Reloader {
 fn fixed_at_start(serving: &Config, next: &Config) -> Result<(), String> {
     let (a, b) = (&serving.server, &next.server);
     let mut changed = Vec::new();
-    if a.listen != b.listen {
+    if a.listen != b.listen || a.tls_listeners != b.tls_listeners {
         changed.push("server.listen");
     }
     if a.admin_listen != b.admin_listen {

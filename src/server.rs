@@ -4,6 +4,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -37,6 +38,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let conf_threads = config.server.threads;
     let grace_s = config.server.shutdown_grace_s;
     let listen = config.server.listen.clone();
+    let tls_listeners = config.server.tls_listeners.clone();
     let admin_listen = config.server.admin_listen;
     let (generation, jobs) = Generation::build(config).map_err(StartError)?;
     crate::reload::catch_hangup_early();
@@ -62,7 +64,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "edgewarden proxy",
     );
     for addr in &listen {
-        proxy.add_tcp(&addr.to_string());
+        match tls_listeners.iter().find(|(a, _)| a == addr) {
+            Some((_, files)) => {
+                // Checked when the configuration was read: the files load and match.
+                let mut tls = TlsSettings::intermediate(
+                    &files.cert.display().to_string(),
+                    &files.key.display().to_string(),
+                )
+                .map_err(|e| StartError(format!("TLS listener {addr}: {e}")))?;
+                tls.enable_h2();
+                proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+            }
+            None => proxy.add_tcp(&addr.to_string()),
+        }
     }
     server.add_service(proxy);
 

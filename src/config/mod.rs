@@ -10,6 +10,7 @@ mod issuers;
 mod observe;
 mod policies;
 mod reader;
+pub mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -71,7 +72,10 @@ pub struct GeoConfig {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Every proxy listener, TLS or not.
     pub listen: Vec<SocketAddr>,
+    /// The listeners of `listen` that terminate TLS (HTTP/2 offered by ALPN), with their files.
+    pub tls_listeners: Vec<(SocketAddr, TlsFiles)>,
     pub admin_listen: Option<SocketAddr>,
     pub threads: usize,
     pub shutdown_grace_s: u64,
@@ -92,6 +96,13 @@ pub struct ServerConfig {
     pub trace_secret: Option<String>,
 }
 
+/// A certificate chain and its private key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
     pub name: String,
@@ -101,7 +112,10 @@ pub struct OriginConfig {
     pub connect_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub tls: bool,
+    /// The name the origin's certificate is verified against (and sent as SNI).
     pub sni: String,
+    /// CA certificates the origin's certificate must chain to, instead of the system's.
+    pub ca_file: Option<PathBuf>,
     pub health_check: Option<HealthCheckConfig>,
 }
 

@@ -31,7 +31,7 @@ pub(super) fn read(
     let origins: Vec<OriginConfig> = root
         .tables(problems, "origins")
         .into_iter()
-        .filter_map(|s| read_origin(s, problems))
+        .filter_map(|s| read_origin(s, base, problems))
         .collect();
     let issuers: Vec<IssuerConfig> = root
         .tables(problems, "issuers")
@@ -153,25 +153,7 @@ fn read_policies(
 }
 
 fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<ServerConfig> {
-    let listen: Option<Vec<String>> = s.required(problems, "listen");
-    let listen = listen.map(|list| {
-        if list.is_empty() {
-            problems.push(&s.key_path("listen"), "needs at least one address");
-        }
-        let mut seen = HashSet::new();
-        let mut addrs = Vec::new();
-        for (i, text) in list.iter().enumerate() {
-            let path = format!("{}[{i}]", s.key_path("listen"));
-            match text.parse::<SocketAddr>() {
-                Ok(addr) if !seen.insert(addr) => {
-                    problems.push(&path, format!("{addr} is listed twice"))
-                }
-                Ok(addr) => addrs.push(addr),
-                Err(_) => problems.push(&path, format!("{text:?} is not an IP:port address")),
-            }
-        }
-        addrs
-    });
+    let listen = super::tls::read_listen(&mut s, base, problems);
     let admin_listen = s
         .optional::<String>(problems, "admin_listen")
         .and_then(|text| match text.parse::<SocketAddr>() {
@@ -228,8 +210,10 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     let trusted_proxies = super::geo::read_trusted_proxies(&mut s, problems);
     let trace_secret = super::observe::read_trace_secret(&mut s, problems);
     s.finish(problems);
+    let (listen, tls_listeners) = listen?;
     Some(ServerConfig {
-        listen: listen?,
+        listen,
+        tls_listeners,
         admin_listen,
         threads: threads as usize,
         shutdown_grace_s,
@@ -245,13 +229,17 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     })
 }
 
-fn read_origin(mut s: Section<'_>, problems: &mut Problems) -> Option<OriginConfig> {
+fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<OriginConfig> {
     let name = read_name(&mut s, problems);
     let upstreams: Option<Vec<String>> = s.required(problems, "upstreams");
     let connect_timeout_ms = ranged(&mut s, problems, "connect_timeout_ms", 1000, 1, 60_000);
     let read_timeout_ms = ranged(&mut s, problems, "read_timeout_ms", 30_000, 1, 3_600_000);
     let tls = s.or(problems, "tls", false);
     let sni: Option<String> = s.optional(problems, "sni");
+    let ca_file = super::tls::read_ca_file(&mut s, base, problems);
+    if ca_file.is_some() && !tls {
+        problems.push(&s.key_path("ca_file"), "only applies with tls = true");
+    }
     let health_check = s.table(problems, "health_check").map(|mut hc| {
         let path: Option<String> = hc.optional(problems, "path");
         if let Some(p) = &path
@@ -290,6 +278,12 @@ fn read_origin(mut s: Section<'_>, problems: &mut Problems) -> Option<OriginConf
             .map(|(host, _)| host.trim_matches(['[', ']']).to_string())
             .unwrap_or_default()
     });
+    if tls && sni.is_empty() {
+        problems.push(
+            &s.key_path("sni"),
+            "must name the host the origin's certificate is issued for (verification is never skipped)",
+        );
+    }
     s.finish(problems);
     Some(OriginConfig {
         name: name?,
@@ -299,6 +293,7 @@ fn read_origin(mut s: Section<'_>, problems: &mut Problems) -> Option<OriginConf
         read_timeout_ms,
         tls,
         sni,
+        ca_file,
         health_check,
     })
 }

@@ -81,7 +81,7 @@ impl Gateway {
     }
 
     pub async fn start_with(body: &str, server_extra: &str) -> Gateway {
-        Gateway::launch(body, server_extra, true, &|_| {}).await
+        Gateway::launch(body, server_extra, "", true, &|_| {}).await
     }
 
     /// Start with policies and plugins: `setup` writes files into the gateway's directory first.
@@ -100,17 +100,28 @@ impl Gateway {
         let extra = format!(
             "policies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n{server_extra}"
         );
-        Gateway::launch(body, &extra, true, setup).await
+        Gateway::launch(body, &extra, "", true, setup).await
     }
 
     /// Start and wait only for the listeners, not for readiness.
     pub async fn start_unready(body: &str) -> Gateway {
-        Gateway::launch(body, "", false, &|_| {}).await
+        Gateway::launch(body, "", "", false, &|_| {}).await
+    }
+
+    /// Start with more listeners: `listen_extra` is appended to the `listen` array (with `{dir}`
+    /// replaced by the gateway's directory, where `setup` may write files).
+    pub async fn start_with_listeners(
+        body: &str,
+        listen_extra: &str,
+        setup: &dyn Fn(&std::path::Path),
+    ) -> Gateway {
+        Gateway::launch(body, "", listen_extra, true, setup).await
     }
 
     async fn launch(
         body: &str,
         server_extra: &str,
+        listen_extra: &str,
         until_ready: bool,
         setup: &dyn Fn(&std::path::Path),
     ) -> Gateway {
@@ -120,8 +131,15 @@ impl Gateway {
             let addr = free_port();
             let admin = free_port();
             let dir = tempfile::tempdir().expect("tempdir");
+            let extra = match listen_extra {
+                "" => String::new(),
+                more => format!(
+                    ", {}",
+                    more.replace("{dir}", &dir.path().display().to_string())
+                ),
+            };
             let config_head = format!(
-                "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{server_extra}\n"
+                "[server]\nlisten = [\"{addr}\"{extra}]\nadmin_listen = \"{admin}\"\nthreads = 2\n{server_extra}\n"
             );
             let config = format!("{config_head}{body}");
             setup(dir.path());

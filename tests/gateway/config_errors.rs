@@ -403,3 +403,31 @@ fn observability_settings_are_checked_with_the_rest() {
         assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
     }
 }
+
+#[test]
+fn tls_settings_that_would_fail_or_skip_verification_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("not-a-cert.pem"), "hello").expect("write");
+    let text = VALID
+        .replace(
+            "listen = [\"127.0.0.1:18080\"]",
+            "listen = [\"127.0.0.1:18080\", { addr = \"127.0.0.1:18443\", tls = { cert = \"missing.pem\", key = \"missing.key\" } }, \
+             { addr = \"127.0.0.1:18444\", tls = { cert = \"not-a-cert.pem\", key = \"not-a-cert.pem\" } }]",
+        )
+        .replace(
+            "upstreams = [\"127.0.0.1:9000\"]",
+            "upstreams = [\"127.0.0.1:9000\"]\ntls = true\nsni = \"\"\nca_file = \"not-a-cert.pem\"",
+        );
+    let (code, stderr, _) = check_in(dir.path(), &text);
+    assert_eq!(code, 1, "{stderr}");
+    for expected in [
+        "FILE: server.listen[1].tls: ",
+        "missing.pem: No such file",
+        "FILE: server.listen[2].tls: ",
+        "no PEM certificate in the first or no PEM private key in the second",
+        "FILE: origins[0].sni: must name the host",
+        "FILE: origins[0].ca_file: ",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+}

@@ -14,5 +14,6 @@ mod plugins;
 mod reload;
 mod routing;
 mod shutdown;
+mod tls;
 mod tokens;
 mod upstreams;

@@ -1,0 +1,134 @@
+//! TLS in the configuration: listeners that terminate TLS (certificate chain and key, checked to
+//! load and to match), and the CA file an origin's certificate is verified against.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::TlsFiles;
+use super::reader::{Problems, Section};
+
+/// `listen = ["127.0.0.1:8080", { addr = "0.0.0.0:8443", tls = { cert = "...", key = "..." } }]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Listen {
+    Addr(String),
+    Table { addr: String, tls: Option<TlsTable> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsTable {
+    cert: String,
+    key: String,
+}
+
+/// Every listener address, and the TLS files of those that terminate TLS.
+type Listeners = (Vec<SocketAddr>, Vec<(SocketAddr, TlsFiles)>);
+
+pub(super) fn read_listen(
+    s: &mut Section<'_>,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<Listeners> {
+    let list: Vec<Listen> = s.required(problems, "listen")?;
+    if list.is_empty() {
+        problems.push(&s.key_path("listen"), "needs at least one address");
+    }
+    let mut seen = HashSet::new();
+    let mut addrs = Vec::new();
+    let mut tls = Vec::new();
+    for (i, entry) in list.into_iter().enumerate() {
+        let path = format!("{}[{i}]", s.key_path("listen"));
+        let (text, files) = match entry {
+            Listen::Addr(text) => (text, None),
+            Listen::Table { addr, tls } => (addr, tls),
+        };
+        let addr = match text.parse::<SocketAddr>() {
+            Ok(addr) if !seen.insert(addr) => {
+                problems.push(&path, format!("{addr} is listed twice"));
+                continue;
+            }
+            Ok(addr) => addr,
+            Err(_) => {
+                problems.push(&path, format!("{text:?} is not an IP:port address"));
+                continue;
+            }
+        };
+        addrs.push(addr);
+        if let Some(files) = files {
+            let files = TlsFiles {
+                cert: base.join(files.cert),
+                key: base.join(files.key),
+            };
+            if let Err(e) = check_cert_and_key(&files) {
+                problems.push(&format!("{path}.tls"), e);
+            }
+            tls.push((addr, files));
+        }
+    }
+    Some((addrs, tls))
+}
+
+/// The chain and key load, and the key belongs to the chain's first certificate.
+fn check_cert_and_key(files: &TlsFiles) -> Result<(), String> {
+    let (cert, key) = (files.cert.display(), files.key.display());
+    for path in [&files.cert, &files.key] {
+        std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let loaded = pingora::tls::load_certs_and_key_files(&cert.to_string(), &key.to_string())
+        .map_err(|e| format!("{cert} / {key}: {e}"))?;
+    let Some((chain, private_key)) = loaded else {
+        return Err(format!(
+            "{cert} / {key}: no PEM certificate in the first or no PEM private key in the second"
+        ));
+    };
+    pingora::tls::install_default_crypto_provider();
+    pingora::tls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| format!("{cert} / {key}: {e}"))?;
+    Ok(())
+}
+
+/// `ca_file`: PEM certificates an origin's certificate must chain to (instead of the system's).
+pub(super) fn read_ca_file(
+    s: &mut Section<'_>,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<PathBuf> {
+    let path = base.join(s.optional::<String>(problems, "ca_file")?);
+    if let Err(e) = load_ca(&path) {
+        problems.push(&s.key_path("ca_file"), e);
+    }
+    Some(path)
+}
+
+/// Every certificate in a PEM file, for an origin's peer options.
+pub fn load_ca(path: &Path) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let shown = path.display();
+    let mut store = pingora::tls::RootCertStore::empty();
+    let mut certs = Vec::new();
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("{shown}: {e}"))?;
+    for cert in iter {
+        let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
+        // Parsed as a trust anchor first, so the wrapper below is given a valid certificate.
+        store
+            .add(cert.clone())
+            .map_err(|e| format!("{shown}: not a usable CA certificate: {e}"))?;
+        let raw = cert.as_ref().to_vec();
+        certs.push(pingora::utils::tls::WrappedX509::new(raw, |raw| {
+            pingora::utils::tls::parse_x509(raw)
+        }));
+    }
+    if certs.is_empty() {
+        return Err(format!("{shown}: no PEM certificate"));
+    }
+    Ok(Arc::from(certs.into_boxed_slice()))
+}

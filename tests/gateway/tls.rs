@@ -1,0 +1,203 @@
+//! TLS: listeners that terminate TLS and offer HTTP/2 by ALPN, and origins reached over TLS with
+//! their certificate verified. Certificates are made at test time by a throwaway CA.
+
+use std::path::Path;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpListener;
+
+use crate::common::*;
+
+/// A throwaway CA and a certificate it signed for `names`.
+#[derive(Clone)]
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki(names: &[&str]) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "edgewarden test CA");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let key = KeyPair::generate().expect("leaf key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = CertificateParams::new(names)
+        .expect("leaf params")
+        .signed_by(&key, &ca)
+        .expect("leaf");
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+fn write_pki(dir: &Path, pki: &Pki) {
+    std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("cert");
+    std::fs::write(dir.join("key.pem"), &pki.key_pem).expect("key");
+    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).expect("ca");
+}
+
+/// A gateway with a plain listener and a TLS one (certificate for `gateway.test`) in front of an
+/// echo origin; the second value is the TLS listener's address.
+async fn tls_gateway() -> (Gateway, std::net::SocketAddr, Pki) {
+    let origin_ = echo_origin("o").await;
+    let tls_addr = free_port();
+    let pki = pki(&["gateway.test"]);
+    let body = [
+        origin("o", &[origin_.addr], ""),
+        route("api", "/", "o", ""),
+        "[[routes]]\nname = \"private\"\npath_prefix = \"/private\"\norigin = \"o\"\nauth = \"required\"\n"
+            .to_string(),
+        crate::tokens::issuer_toml(
+            &format!(
+                "public_key_pem = \"{}\"",
+                crate::tokens::RSA_A_PUBLIC.trim().replace('\n', "\\n")
+            ),
+            "",
+        ),
+    ]
+    .concat();
+    let pki_files = pki.clone();
+    let gw = Gateway::start_with_listeners(
+        &body,
+        &format!(
+            "{{ addr = \"{tls_addr}\", tls = {{ cert = \"{{dir}}/cert.pem\", key = \"{{dir}}/key.pem\" }} }}"
+        ),
+        &move |dir| write_pki(dir, &pki_files),
+    )
+    .await;
+    (gw, tls_addr, pki)
+}
+
+fn client(pki: &Pki, tls_addr: std::net::SocketAddr, http1_only: bool) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("ca");
+    let builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .resolve("gateway.test", tls_addr);
+    if http1_only {
+        builder.http1_only().build().expect("client")
+    } else {
+        builder.build().expect("client")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_serves_http1_and_negotiates_http2_by_alpn() {
+    let (gw, tls_addr, pki) = tls_gateway().await;
+    let url = format!("https://gateway.test:{}/hello?x=1", tls_addr.port());
+
+    let h1 = client(&pki, tls_addr, true)
+        .get(&url)
+        .send()
+        .await
+        .expect("HTTPS/1.1 request");
+    assert_eq!(h1.version(), reqwest::Version::HTTP_11);
+    assert_eq!(h1.status(), 200);
+    let echoed: serde_json::Value = h1.json().await.expect("echo");
+    assert_eq!(echoed["path"], "/hello");
+
+    let h2_client = client(&pki, tls_addr, false);
+    let h2 = h2_client.get(&url).send().await.expect("HTTP/2 request");
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2);
+    assert_eq!(h2.status(), 200);
+    let echoed: serde_json::Value = h2.json().await.expect("echo");
+    assert_eq!(echoed["path"], "/hello");
+    assert_eq!(echoed["query"], "x=1");
+    // An early rejection over HTTP/2, then the same connection serves again.
+    let denied = h2_client
+        .get(format!("https://gateway.test:{}/private", tls_addr.port()))
+        .send()
+        .await
+        .expect("HTTP/2 rejection");
+    assert_eq!(denied.version(), reqwest::Version::HTTP_2);
+    assert_eq!(denied.status(), 401);
+    let body: serde_json::Value = denied.json().await.expect("json");
+    assert_eq!(body["error"], "missing_token");
+    let again = h2_client.get(&url).send().await.expect("again");
+    assert_eq!(again.status(), 200);
+
+    // The plain listener is unchanged.
+    assert_eq!(get(gw.addr, "/x").await.expect("plain").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_over_tls_is_verified_against_the_configured_ca() {
+    let origin_pki = pki(&["origin.test"]);
+    pingora::tls::install_default_crypto_provider();
+    let certs = vec![
+        rustls_pki_types::CertificateDer::from_pem_slice(origin_pki.cert_pem.as_bytes())
+            .expect("cert"),
+    ];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(origin_pki.key_pem.as_bytes())
+        .expect("key");
+    let config = pingora::tls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let acceptor = pingora::tls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let secure = edgewarden::echo::spawn_tls(listener, "secure", acceptor).expect("tls origin");
+
+    let other_ca = pki(&["origin.test"]);
+    let body = [
+        origin(
+            "verified",
+            &[secure.addr],
+            "tls = true\nsni = \"origin.test\"\nca_file = \"origin-ca.pem\"",
+        ),
+        origin(
+            "untrusted",
+            &[secure.addr],
+            "tls = true\nsni = \"origin.test\"\nca_file = \"other-ca.pem\"",
+        ),
+        origin(
+            "wrong-name",
+            &[secure.addr],
+            "tls = true\nsni = \"elsewhere.test\"\nca_file = \"origin-ca.pem\"",
+        ),
+        route("verified", "/ok", "verified", ""),
+        route("untrusted", "/untrusted", "untrusted", ""),
+        route("wrong-name", "/wrong-name", "wrong-name", ""),
+    ]
+    .concat();
+    let (ca, other) = (origin_pki.ca_pem.clone(), other_ca.ca_pem.clone());
+    let gw = Gateway::start_with_listeners(&body, "", &move |dir| {
+        std::fs::write(dir.join("origin-ca.pem"), &ca).expect("ca");
+        std::fs::write(dir.join("other-ca.pem"), &other).expect("ca");
+    })
+    .await;
+
+    let ok = get(gw.addr, "/ok/x").await.expect("response");
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json()["origin"], "secure");
+    for path in ["/untrusted/x", "/wrong-name/x"] {
+        let refused = get(gw.addr, path).await.expect("response");
+        assert_eq!(refused.status, 502, "{path}");
+    }
+    assert_eq!(
+        secure.hits(),
+        1,
+        "only the verified connection carried a request"
+    );
+    let m = gw
+        .metrics_when(|m| m.total("edgewarden_upstream_errors_total") >= 2.0)
+        .await;
+    assert_eq!(
+        m.count(
+            "edgewarden_upstream_errors_total",
+            &[("origin", "untrusted"), ("kind", "tls")]
+        ),
+        1.0,
+        "{}",
+        m.0
+    );
+}
