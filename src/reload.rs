@@ -1,13 +1,14 @@
-//! Hot reload. On SIGHUP the gateway re-reads its configuration file, policy files, keys and
-//! plugin sources, builds the next generation off the request path (plugins compiled where their
-//! source changed, instances warmed, JWKS fetched), starts its background jobs and swaps it in
-//! atomically. Requests in flight finish on the generation they started with; the old
+//! Hot reload. On SIGHUP the gateway re-reads its configuration file, policy files, keys, plugin
+//! sources and TLS listener certificates, builds the next generation off the request path
+//! (plugins compiled where their source changed, instances warmed, JWKS fetched), starts its
+//! background jobs and swaps it in atomically. Requests in flight finish on the generation they started with; the old
 //! generation's jobs stop after the swap.
 //!
 //! A file that fails validation, a key that does not load, or a plugin that does not build leaves
 //! the serving generation in place: every problem is logged and the attempt is counted
-//! (`edgewarden_config_reloads_total{result="error"}`). Listener addresses, worker threads and
-//! the shutdown grace are fixed at start; a reload that changes them is refused with that reason.
+//! (`edgewarden_config_reloads_total{result="error"}`). Listener addresses (and TLS file paths),
+//! worker threads and the shutdown grace are fixed at start; a reload that changes them is refused
+//! with that reason.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,12 +16,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::tls::sign::CertifiedKey;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::generation::{Current, Generation};
 use crate::origins::Jobs;
+use crate::tls::ListenerCerts;
 
 /// SIGHUP's default action ends the process. Installing the handler before the servers start
 /// means a SIGHUP that arrives before the reloader listens is dropped instead.
@@ -39,6 +42,8 @@ pub struct Reloader {
     pub current: Current,
     /// The configuration file, read again at each reload.
     pub path: PathBuf,
+    /// The TLS listeners' certificates, read again at each reload.
+    pub certs: Arc<ListenerCerts>,
     /// The first generation's jobs, started with this service.
     pub initial_jobs: Mutex<Option<Jobs>>,
 }
@@ -89,9 +94,10 @@ impl BackgroundService for Reloader {
                 Some(()) = async { hangup.as_mut()?.recv().await } => {
                     tracing::info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
                     match self.build_next().await {
-                        Ok((next, jobs)) => {
+                        Ok((next, jobs, certs)) => {
                             let next_jobs = Running::start(jobs);
                             self.current.store(Arc::new(next));
+                            self.certs.install(certs);
                             // The previous generation's jobs stop here; requests still using it
                             // finish with what they hold.
                             running = next_jobs;
@@ -117,20 +123,31 @@ impl BackgroundService for Reloader {
 }
 
 impl Reloader {
-    /// Read, validate and build the next generation on a blocking thread, then fetch its keys.
-    async fn build_next(&self) -> Result<(Generation, Jobs), String> {
+    /// Read, validate and build the next generation on a blocking thread (with the listeners'
+    /// certificates read again), then fetch its keys.
+    async fn build_next(&self) -> Result<(Generation, Jobs, Vec<CertifiedKey>), String> {
         let path = self.path.clone();
         let serving = self.current.load_full();
         let fixed = serving.config.clone();
-        let built = tokio::task::spawn_blocking(move || {
+        let certs = self.certs.clone();
+        let (next, jobs, keys) = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             fixed_at_start(&fixed, &config)?;
-            Generation::build(config)
+            let keys = certs.read_again();
+            let built = Generation::build(config);
+            match (built, keys) {
+                (Ok((next, jobs)), Ok(keys)) => Ok((next, jobs, keys)),
+                (built, keys) => Err([built.err(), keys.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("\n")),
+            }
         })
         .await
         .map_err(|e| format!("reload stopped: {e}"))??;
-        built.0.prime_keys(&serving).await;
-        Ok(built)
+        next.prime_keys(&serving).await;
+        Ok((next, jobs, keys))
     }
 }
 

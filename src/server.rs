@@ -17,6 +17,7 @@ use crate::generation::Generation;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::shutdown::{InFlight, Signals};
+use crate::tls::ListenerCerts;
 
 /// Why the gateway could not start.
 #[derive(Debug)]
@@ -38,7 +39,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let conf_threads = config.server.threads;
     let grace_s = config.server.shutdown_grace_s;
     let listen = config.server.listen.clone();
-    let tls_listeners = config.server.tls_listeners.clone();
+    let certs = Arc::new(ListenerCerts::load(&config.server.tls_listeners).map_err(StartError)?);
     let admin_listen = config.server.admin_listen;
     let (generation, jobs) = Generation::build(config).map_err(StartError)?;
     crate::reload::catch_hangup_early();
@@ -64,14 +65,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         "edgewarden proxy",
     );
     for addr in &listen {
-        match tls_listeners.iter().find(|(a, _)| a == addr) {
-            Some((_, files)) => {
-                // Checked when the configuration was read: the files load and match.
-                let mut tls = TlsSettings::intermediate(
-                    &files.cert.display().to_string(),
-                    &files.key.display().to_string(),
-                )
-                .map_err(|e| StartError(format!("TLS listener {addr}: {e}")))?;
+        match certs.resolver(*addr) {
+            Some(resolver) => {
+                // The certificate comes from the resolver (re-read at each reload), not from paths.
+                let mut tls = TlsSettings::intermediate("", "")
+                    .map_err(|e| StartError(format!("TLS listener {addr}: {e}")))?;
+                tls.set_cert_resolver(resolver);
                 tls.enable_h2();
                 proxy.add_tls_with_settings(&addr.to_string(), None, tls);
             }
@@ -96,6 +95,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Reloader {
             current,
             path: source,
+            certs,
             initial_jobs: Mutex::new(Some(jobs)),
         },
     ));

@@ -75,23 +75,32 @@ pub(super) fn read_listen(
 
 /// The chain and key load, and the key belongs to the chain's first certificate.
 fn check_cert_and_key(files: &TlsFiles) -> Result<(), String> {
+    certified_key(files).map(drop)
+}
+
+/// A listener's certificate chain and key, ready to serve (read from its files now).
+pub fn certified_key(files: &TlsFiles) -> Result<pingora::tls::sign::CertifiedKey, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
     let (cert, key) = (files.cert.display(), files.key.display());
     for path in [&files.cert, &files.key] {
         std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let loaded = pingora::tls::load_certs_and_key_files(&cert.to_string(), &key.to_string())
-        .map_err(|e| format!("{cert} / {key}: {e}"))?;
-    let Some((chain, private_key)) = loaded else {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let private_key = PrivateKeyDer::from_pem_file(&files.key).ok();
+    let Some(private_key) = private_key.filter(|_| !chain.is_empty()) else {
         return Err(format!(
             "{cert} / {key}: no PEM certificate in the first or no PEM private key in the second"
         ));
     };
     pingora::tls::install_default_crypto_provider();
-    pingora::tls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, private_key)
-        .map_err(|e| format!("{cert} / {key}: {e}"))?;
-    Ok(())
+    let provider = pingora::tls::CryptoProvider::get_default()
+        .ok_or_else(|| "no TLS crypto provider".to_string())?;
+    pingora::tls::sign::CertifiedKey::from_der(chain, private_key, provider)
+        .map_err(|e| format!("{cert} / {key}: {e}"))
 }
 
 /// `ca_file`: PEM certificates an origin's certificate must chain to (instead of the system's).

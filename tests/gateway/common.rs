@@ -213,9 +213,29 @@ impl Gateway {
         std::fs::write(&self.config_path, format!("{}{body}", self.config_head)).expect("rewrite");
     }
 
-    /// Ask the gateway to reload its configuration (SIGHUP).
-    pub fn reload(&self) {
+    /// Ask the gateway to reload its configuration (SIGHUP), once its reloader listens, and wait
+    /// until the reload has been counted with `result` ("ok" or "error").
+    pub async fn reload_and_wait(&self, result: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.stderr().contains("SIGHUP reloads the configuration") {
+            assert!(Instant::now() < deadline, "reloader not started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reloads = async || {
+            self.metrics()
+                .await
+                .count("edgewarden_config_reloads_total", &[("result", result)])
+        };
+        let before = reloads().await;
         nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+        while reloads().await <= before {
+            assert!(
+                Instant::now() < deadline,
+                "no {result} reload counted:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// What the gateway wrote to standard output (the access log).

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::plugins::{link_plugin, write_policy};
@@ -72,27 +71,6 @@ impl Load {
     }
 }
 
-async fn reloads(gw: &Gateway, result: &str) -> f64 {
-    gw.metrics()
-        .await
-        .count("edgewarden_config_reloads_total", &[("result", result)])
-}
-
-/// Send SIGHUP and wait until the reload has been counted as `result`.
-async fn reload_and_wait(gw: &Gateway, result: &str) {
-    let before = reloads(gw, result).await;
-    gw.reload();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while reloads(gw, result).await <= before {
-        assert!(
-            Instant::now() < deadline,
-            "no {result} reload counted:\n{}",
-            gw.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_reloads_under_load_drop_no_request_and_each_good_one_goes_live() {
     let origin_ = echo_origin("o").await;
@@ -112,11 +90,6 @@ async fn twenty_reloads_under_load_drop_no_request_and_each_good_one_goes_live()
         write_policy(dir, "broken", "plugin = \"broken\"\n");
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.stderr().contains("SIGHUP reloads the configuration") {
-        assert!(Instant::now() < deadline, "reloader not started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 
     let load = Load::start(gw.addr, "/base");
     let mut live = Vec::new();
@@ -147,7 +120,7 @@ async fn twenty_reloads_under_load_drop_no_request_and_each_good_one_goes_live()
                     route("p", "/p", "o", policies)
                 );
                 gw.rewrite_config(&body);
-                reload_and_wait(&gw, "ok").await;
+                gw.reload_and_wait("ok").await;
                 let fresh = get(gw.addr, &format!("/v{i}/x")).await.expect("response");
                 assert_eq!(fresh.status, 200, "route of reload {i} is live");
                 let p = get(gw.addr, "/p").await.expect("response");
@@ -163,7 +136,7 @@ async fn twenty_reloads_under_load_drop_no_request_and_each_good_one_goes_live()
                 continue;
             }
         }
-        reload_and_wait(&gw, "error").await;
+        gw.reload_and_wait("error").await;
         let last = live
             .last()
             .map_or("/base".to_string(), |i| format!("/v{i}/x"));
@@ -207,14 +180,9 @@ async fn a_reload_that_changes_the_listeners_is_refused_with_the_reason() {
     let origin_ = echo_origin("o").await;
     let body = [origin("o", &[origin_.addr], ""), route("r", "/", "o", "")].concat();
     let gw = Gateway::start(&body).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.stderr().contains("SIGHUP reloads the configuration") {
-        assert!(Instant::now() < deadline, "reloader not started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let text = std::fs::read_to_string(&gw.config_path).expect("config");
     std::fs::write(&gw.config_path, text.replace("threads = 2", "threads = 3")).expect("write");
-    reload_and_wait(&gw, "error").await;
+    gw.reload_and_wait("error").await;
     assert!(
         gw.stderr().contains("server.threads changed"),
         "{}",
