@@ -149,10 +149,21 @@ fn print_curl_lines(
     println!("  curl -i -X DELETE {g}/api/hello");
     println!("  # the origin answers after 3 s but the route's origin allows 1 s: 504");
     println!("  curl -i -H 'x-echo-delay-ms: 3000' {g}/slow");
+    println!("  # the shop route has debug_trace = true: the answer names the step that decided");
+    println!(
+        "  curl -si --interface 127.0.0.3 {g}/shop/ | grep -i x-edgewarden-trace   # policy:geo:forward:fr"
+    );
     if let Some(admin) = admin {
-        println!("  # liveness and readiness");
+        println!("  # liveness, readiness, Prometheus metrics");
         println!("  curl -s http://{admin}/healthz; curl -s http://{admin}/readyz");
+        println!("  curl -s http://{admin}/metrics | grep ^edgewarden_requests_total");
     }
+    println!();
+    println!(
+        "Edit the config or a policy, then reload without dropping a request: kill -HUP {}",
+        std::process::id()
+    );
+    println!("The access log (one JSON line per request) follows below.");
     println!();
     println!(
         "Sign your own: edgewarden token --key config/demo/demo-signing-key.pem --kid demo-2026 \\"
