@@ -7,12 +7,17 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::generation::Current;
+use crate::shutdown::Draining;
 
 /// Answers `GET /healthz` (the process is alive), `GET /readyz` (the configuration is loaded,
 /// every issuer a route relies on has usable keys and every warm policy an initialised instance;
-/// otherwise 503 with the list of what is missing) and `GET /metrics` (Prometheus text format).
+/// otherwise 503 with the list of what is missing), `GET /metrics` (Prometheus text format), and
+/// `GET /drain` (or POST): from then on readiness fails and answers close their connections; the
+/// reply comes after `[server] drain_s` seconds of serving, so a Kubernetes `preStop` hook
+/// (`httpGet`) holds SIGTERM back until load balancers have moved traffic away.
 pub struct Admin {
     pub current: Current,
+    pub draining: Draining,
 }
 
 fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
@@ -30,11 +35,15 @@ fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        let generation = self.current.load_full();
+        if req.uri.path() == "/drain" && req.method == http::Method::POST {
+            return self.drain(generation.config.server.drain_s).await;
+        }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json(405, serde_json::json!({"error": "method_not_allowed"}));
         }
-        let generation = self.current.load_full();
         match req.uri.path() {
+            "/drain" => self.drain(generation.config.server.drain_s).await,
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
             "/metrics" => {
                 generation.auth.report_keys();
@@ -47,6 +56,9 @@ impl ServeHttp for Admin {
                     .header("content-length", body.len())
                     .body(body)
                     .unwrap_or_default()
+            }
+            "/readyz" if self.draining.is_on() => {
+                json(503, serde_json::json!({"status": "draining"}))
             }
             "/readyz" => {
                 let mut missing = generation.auth.not_ready();
@@ -62,5 +74,22 @@ impl ServeHttp for Admin {
             }
             _ => json(404, serde_json::json!({"error": "not_found"})),
         }
+    }
+}
+
+impl Admin {
+    async fn drain(&self, drain_s: u64) -> Response<Vec<u8>> {
+        if !self.draining.is_on() {
+            tracing::info!(
+                drain_s,
+                "draining: readiness fails, connections close after their answer"
+            );
+        }
+        self.draining.start();
+        tokio::time::sleep(std::time::Duration::from_secs(drain_s)).await;
+        json(
+            200,
+            serde_json::json!({"status": "draining", "waited_s": drain_s}),
+        )
     }
 }

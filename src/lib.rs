@@ -23,3 +23,4 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod watch;

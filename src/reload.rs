@@ -85,44 +85,65 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let counter = &crate::metrics::get().config_reloads;
         if hangup.is_some() {
             tracing::info!(file = %self.path.display(), "SIGHUP reloads the configuration");
         }
+        let mut watching = Watching::start(&self.current.load().config).await;
         loop {
+            let changed = async {
+                match watching.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(()) = async { hangup.as_mut()?.recv().await } => {
                     tracing::info!(file = %self.path.display(), "SIGHUP: reloading the configuration");
-                    match self.build_next().await {
-                        Ok((next, jobs, certs)) => {
-                            let next_jobs = Running::start(jobs);
-                            self.current.store(Arc::new(next));
-                            self.certs.install(certs);
-                            // The previous generation's jobs stop here; requests still using it
-                            // finish with what they hold.
-                            running = next_jobs;
-                            counter.with_label_values(&["ok"]).inc();
-                            tracing::info!("configuration reloaded");
-                        }
-                        Err(problems) => {
-                            counter.with_label_values(&["error"]).inc();
-                            for problem in problems.lines().filter(|l| !l.is_empty()) {
-                                tracing::error!(problem, "reload refused");
-                            }
-                            tracing::error!("configuration not reloaded; still serving the previous one");
-                        }
-                    }
+                }
+                () = changed => {
+                    tracing::info!(file = %self.path.display(), "configuration files changed: reloading");
                 }
                 _ = shutdown.changed() => {
                     drop(running);
                     return;
                 }
             }
+            if let Some(next) = self.reload().await {
+                running = next;
+            }
+            // The files now in place (and those of the configuration now serving) are the ones
+            // watched for the next change, whether or not this reload succeeded.
+            watching = Watching::start(&self.current.load().config).await;
         }
     }
 }
 
 impl Reloader {
+    /// Build and swap in the next generation; its started jobs, or `None` when it was refused.
+    async fn reload(&self) -> Option<Running> {
+        let counter = &crate::metrics::get().config_reloads;
+        match self.build_next().await {
+            Ok((next, jobs, certs)) => {
+                let running = Running::start(jobs);
+                self.current.store(Arc::new(next));
+                self.certs.install(certs);
+                counter.with_label_values(&["ok"]).inc();
+                tracing::info!("configuration reloaded");
+                // The caller drops the previous generation's jobs; requests still using it
+                // finish with what they hold.
+                Some(running)
+            }
+            Err(problems) => {
+                counter.with_label_values(&["error"]).inc();
+                for problem in problems.lines().filter(|l| !l.is_empty()) {
+                    tracing::error!(problem, "reload refused");
+                }
+                tracing::error!("configuration not reloaded; still serving the previous one");
+                None
+            }
+        }
+    }
+
     /// Read, validate and build the next generation on a blocking thread (with the listeners'
     /// certificates read again), then fetch its keys.
     async fn build_next(&self) -> Result<(Generation, Jobs, Vec<CertifiedKey>), String> {
@@ -175,5 +196,55 @@ fn fixed_at_start(serving: &Config, next: &Config) -> Result<(), String> {
             next.source.display(),
             changed.join(", ")
         ))
+    }
+}
+
+/// Polls the fingerprint of the serving configuration's files (`[server] watch_interval_s`).
+struct Watching {
+    files: Vec<std::path::PathBuf>,
+    dirs: Vec<std::path::PathBuf>,
+    last: crate::watch::Fingerprint,
+    interval: tokio::time::Interval,
+}
+
+impl Watching {
+    async fn start(config: &Config) -> Option<Watching> {
+        let every = config.server.watch_interval_s;
+        if every == 0 {
+            return None;
+        }
+        let (files, dirs) = crate::watch::watched(config);
+        let last = Self::take(&files, &dirs).await;
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(every));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        Some(Watching {
+            files,
+            dirs,
+            last,
+            interval,
+        })
+    }
+
+    async fn take(
+        files: &[std::path::PathBuf],
+        dirs: &[std::path::PathBuf],
+    ) -> crate::watch::Fingerprint {
+        let (files, dirs) = (files.to_vec(), dirs.to_vec());
+        tokio::task::spawn_blocking(move || crate::watch::fingerprint(&files, &dirs))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Returns at the first check that finds the files different.
+    async fn changed(&mut self) {
+        loop {
+            self.interval.tick().await;
+            let now = Self::take(&self.files, &self.dirs).await;
+            if now != self.last {
+                self.last = now;
+                return;
+            }
+        }
     }
 }

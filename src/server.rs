@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::generation::Generation;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
-use crate::shutdown::{InFlight, Signals};
+use crate::shutdown::{Draining, InFlight, Signals};
 use crate::tls::ListenerCerts;
 
 /// Why the gateway could not start.
@@ -38,6 +38,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let source = config.source.clone();
     let conf_threads = config.server.threads;
     let grace_s = config.server.shutdown_grace_s;
+    let shutdown_timeout_s = config.server.shutdown_timeout_s;
     let listen = config.server.listen.clone();
     let certs = Arc::new(ListenerCerts::load(&config.server.tls_listeners).map_err(StartError)?);
     let admin_listen = config.server.admin_listen;
@@ -50,18 +51,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         // The shutdown watcher exits the process as soon as in-flight requests are done, or at the
         // end of this grace; Pingora's own wait is the backstop.
         grace_period_seconds: Some(grace_s),
-        graceful_shutdown_timeout_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(shutdown_timeout_s),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
     let in_flight = InFlight::default();
+    let draining = Draining::default();
     let grace = Duration::from_secs(grace_s);
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(current.clone(), in_flight.clone()),
+        Gateway::new(current.clone(), in_flight.clone(), draining.clone()),
         "edgewarden proxy",
     );
     for addr in &listen {
@@ -84,6 +86,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             "edgewarden admin".to_string(),
             Admin {
                 current: current.clone(),
+                draining,
             },
         );
         admin.add_tcp(&addr.to_string());

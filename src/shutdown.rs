@@ -40,6 +40,21 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// Set once the admin listener was asked to drain: readiness fails and every answer closes its
+/// connection, so clients move to other replicas while this one still serves.
+#[derive(Clone, Default)]
+pub struct Draining(Arc<std::sync::atomic::AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Signal handling handed to Pingora's `Server::run`.
 pub struct Signals {
     pub in_flight: InFlight,

@@ -79,6 +79,13 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     pub threads: usize,
     pub shutdown_grace_s: u64,
+    /// After the grace, how long Pingora waits for its services to stop before exiting.
+    pub shutdown_timeout_s: u64,
+    /// `GET /drain` on the admin listener: readiness fails at once, and the answer comes after this
+    /// many seconds of serving as usual (a Kubernetes preStop hook waits for it).
+    pub drain_s: u64,
+    /// Reload when the configuration's files change, checked this often (0: only on SIGHUP).
+    pub watch_interval_s: u64,
     pub policies_dir: PathBuf,
     pub plugins_dir: PathBuf,
     /// Built and precompiled plugins, by content hash.

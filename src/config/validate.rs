@@ -168,6 +168,9 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         });
     let threads = ranged(&mut s, problems, "threads", 2, 1, 256);
     let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
+    let shutdown_timeout_s = ranged(&mut s, problems, "shutdown_timeout_s", 1, 0, 600);
+    let drain_s = ranged(&mut s, problems, "drain_s", 5, 0, 600);
+    let watch_interval_s = ranged(&mut s, problems, "watch_interval_s", 0, 0, 3600);
     let policies_dir = base.join(s.or(problems, "policies_dir", String::from("../policies")));
     let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("../python-plugins")));
     let plugin_cache_dir = base.join(s.or(
@@ -217,6 +220,9 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         admin_listen,
         threads: threads as usize,
         shutdown_grace_s,
+        shutdown_timeout_s,
+        drain_s,
+        watch_interval_s,
         policies_dir: clean(policies_dir),
         plugins_dir: clean(plugins_dir),
         plugin_cache_dir: clean(plugin_cache_dir),

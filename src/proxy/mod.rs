@@ -19,7 +19,7 @@ use crate::generation::{Current, Generation};
 use crate::origins::Origin;
 use crate::plugins::{self, Outcome};
 use crate::routing::{RouteMatch, path_is_ambiguous};
-use crate::shutdown::{InFlight, InFlightGuard};
+use crate::shutdown::{Draining, InFlight, InFlightGuard};
 use record::{Decided, Record};
 use respond::Rejection;
 
@@ -27,11 +27,16 @@ use respond::Rejection;
 pub struct Gateway {
     current: Current,
     in_flight: InFlight,
+    draining: Draining,
 }
 
 impl Gateway {
-    pub fn new(current: Current, in_flight: InFlight) -> Gateway {
-        Gateway { current, in_flight }
+    pub fn new(current: Current, in_flight: InFlight, draining: Draining) -> Gateway {
+        Gateway {
+            current,
+            in_flight,
+            draining,
+        }
     }
 }
 
@@ -91,6 +96,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = headers::request_id(session.req_header());
+        if self.draining.is_on() {
+            // Clients move to another replica after this answer.
+            session.set_keepalive(None);
+        }
         let generation = ctx.generation.clone();
         let generation = &*generation;
         if session.req_header().headers.contains_key(record::TRACE_KEY) {

@@ -10,6 +10,7 @@ mod hygiene;
 mod jwks;
 mod metrics;
 mod observe;
+mod orchestration;
 mod plugins;
 mod reload;
 mod routing;
