@@ -61,22 +61,28 @@ impl Builder {
     }
 
     /// Build (or reuse) `plugin_dir` as a component and load it into `engine`.
+    ///
+    /// A cache that already holds the component works read-only (a container image ships it so):
+    /// nothing is written unless something must be built, and native code compiled because the
+    /// shipped precompiled copy does not fit this engine or CPU is used from memory when it
+    /// cannot be stored.
     pub fn build(&self, engine: &Engine, name: &str, plugin_dir: &Path) -> Result<Built, String> {
-        std::fs::create_dir_all(&self.cache_dir)
-            .map_err(|e| format!("{}: {e}", self.cache_dir.display()))?;
-        let support = self.write_support()?;
         let hash = source_hash(plugin_dir)?;
-        // One builder per plugin at a time, across processes: others wait, then find the result.
-        let lock_path = self.cache_dir.join(format!("{name}.lock"));
-        let lock = std::fs::File::create(&lock_path)
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-
         let started = Instant::now();
         let wasm = self.cache_dir.join(format!("{name}-{hash}.wasm"));
+        // One builder per plugin at a time, across processes: others wait, then find the result.
+        // Held until this function returns.
+        let _lock = if wasm.is_file() {
+            self.try_lock(name)
+        } else {
+            std::fs::create_dir_all(&self.cache_dir)
+                .map_err(|e| format!("{}: {e}", self.cache_dir.display()))?;
+            let lock = self.lock(name)?;
+            Some(lock)
+        };
         let mut built_now = false;
         if !wasm.is_file() {
+            let support = self.write_support()?;
             self.componentize(name, plugin_dir, &support, &wasm)?;
             built_now = true;
         }
@@ -112,10 +118,13 @@ impl Builder {
         let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
         let component =
             Component::new(engine, &bytes).map_err(|e| format!("plugin {name}: compiling: {e}"))?;
-        let serialized = component
+        let stored = component
             .serialize()
-            .map_err(|e| format!("plugin {name}: serializing: {e}"))?;
-        write_atomically(&native, &serialized)?;
+            .map_err(|e| format!("plugin {name}: serializing: {e}"))
+            .and_then(|serialized| write_atomically(&native, &serialized));
+        if let Err(e) = stored {
+            tracing::warn!(plugin = name, error = %e, "compiled plugin not cached; it will be compiled again at the next start");
+        }
         Ok(Built {
             component,
             note: format!(
@@ -123,6 +132,21 @@ impl Builder {
                 started.elapsed().as_secs_f64()
             ),
         })
+    }
+
+    fn lock(&self, name: &str) -> Result<std::fs::File, String> {
+        let path = self.cache_dir.join(format!("{name}.lock"));
+        let lock = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(lock)
+    }
+
+    /// The lock, unless the cache cannot be written (then nothing will be written to it either).
+    fn try_lock(&self, name: &str) -> Option<std::fs::File> {
+        self.lock(name)
+            .map_err(|e| tracing::debug!(plugin = name, error = %e, "plugin cache not writable"))
+            .ok()
     }
 
     /// The embedded WIT and SDK, written once per content.

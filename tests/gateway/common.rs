@@ -108,6 +108,15 @@ impl Gateway {
         Gateway::launch(body, "", "", false, &|_| {}).await
     }
 
+    /// Start with `server_extra` in `[server]` after `setup` wrote files into the directory.
+    pub async fn start_with_setup(
+        body: &str,
+        server_extra: &str,
+        setup: &dyn Fn(&std::path::Path),
+    ) -> Gateway {
+        Gateway::launch(body, server_extra, "", true, setup).await
+    }
+
     /// Start with more listeners: `listen_extra` is appended to the `listen` array (with `{dir}`
     /// replaced by the gateway's directory, where `setup` may write files).
     pub async fn start_with_listeners(

@@ -441,3 +441,56 @@ async fn the_shipped_policies_run_through_the_gateway() {
     assert_eq!(uk.hits() + fr.hits(), 0);
     assert_eq!(global.hits(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_precompiled_plugin_that_does_not_fit_this_engine_is_compiled_again_from_its_component() {
+    let origin_ = echo_origin("o").await;
+    let body = [
+        origin("o", &[origin_.addr], ""),
+        route("r", "/", "o", "policies = [\"admins\"]"),
+    ]
+    .concat();
+    let setup = |dir: &Path| {
+        link_plugin(dir, "require_claim", "python-plugins/require_claim");
+        write_policy(
+            dir,
+            "admins",
+            "plugin = \"require_claim\"\n[settings]\nclaim = \"role\"\nallowed = [\"admin\"]\n",
+        );
+    };
+    // Once through the shared cache, so the component and its native code exist there.
+    let first = Gateway::start_with_plugins(&body, &setup).await;
+    assert_eq!(get(first.addr, "/x").await.expect("response").status, 403);
+    drop(first);
+
+    // A cache as an image ships it: the component, and native code this engine cannot load.
+    let shared = Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/plugin-cache"));
+    let cache = tempfile::tempdir().expect("cache");
+    let mut shipped = 0;
+    for entry in std::fs::read_dir(shared).expect("shared cache").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("require_claim-") {
+            continue;
+        }
+        if name.ends_with(".wasm") {
+            std::fs::copy(entry.path(), cache.path().join(&name)).expect("copy");
+            shipped += 1;
+        } else if name.ends_with(".cwasm") {
+            std::fs::write(cache.path().join(&name), b"native code for another machine")
+                .expect("write");
+        }
+    }
+    assert!(shipped >= 1, "no component in the shared cache");
+    let extra = format!(
+        "policies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{}\"\n",
+        cache.path().display()
+    );
+    let gw = Gateway::start_with_setup(&body, &extra, &setup).await;
+    assert_eq!(get(gw.addr, "/x").await.expect("response").status, 403);
+    assert!(
+        gw.stderr()
+            .contains("precompiled plugin not usable; compiling again"),
+        "{}",
+        gw.stderr()
+    );
+}
