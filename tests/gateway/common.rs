@@ -81,7 +81,7 @@ impl Gateway {
     }
 
     pub async fn start_with(body: &str, server_extra: &str) -> Gateway {
-        Gateway::launch(body, server_extra, "", true, &|_| {}).await
+        Gateway::launch(body, server_extra, "", true, &|_| {}, None).await
     }
 
     /// Start with policies and plugins: `setup` writes files into the gateway's directory first.
@@ -100,12 +100,12 @@ impl Gateway {
         let extra = format!(
             "policies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n{server_extra}"
         );
-        Gateway::launch(body, &extra, "", true, setup).await
+        Gateway::launch(body, &extra, "", true, setup, None).await
     }
 
     /// Start and wait only for the listeners, not for readiness.
     pub async fn start_unready(body: &str) -> Gateway {
-        Gateway::launch(body, "", "", false, &|_| {}).await
+        Gateway::launch(body, "", "", false, &|_| {}, None).await
     }
 
     /// Start with `server_extra` in `[server]` after `setup` wrote files into the directory.
@@ -114,7 +114,7 @@ impl Gateway {
         server_extra: &str,
         setup: &dyn Fn(&std::path::Path),
     ) -> Gateway {
-        Gateway::launch(body, server_extra, "", true, setup).await
+        Gateway::launch(body, server_extra, "", true, setup, None).await
     }
 
     /// Start with more listeners: `listen_extra` is appended to the `listen` array (with `{dir}`
@@ -124,7 +124,17 @@ impl Gateway {
         listen_extra: &str,
         setup: &dyn Fn(&std::path::Path),
     ) -> Gateway {
-        Gateway::launch(body, "", listen_extra, true, setup).await
+        Gateway::launch(body, "", listen_extra, true, setup, None).await
+    }
+
+    /// Start on these addresses (a replica restarted in place); `None` if it does not get ready.
+    pub async fn start_at(
+        addr: SocketAddr,
+        admin: SocketAddr,
+        body: &str,
+        server_extra: &str,
+    ) -> Gateway {
+        Gateway::launch(body, server_extra, "", true, &|_| {}, Some((addr, admin))).await
     }
 
     async fn launch(
@@ -133,12 +143,12 @@ impl Gateway {
         listen_extra: &str,
         until_ready: bool,
         setup: &dyn Fn(&std::path::Path),
+        fixed: Option<(SocketAddr, SocketAddr)>,
     ) -> Gateway {
         // Ports are picked by the kernel, released, then handed to the gateway; if another process
         // takes one in between, the gateway exits at once and we try again with new ports.
         for _ in 0..5 {
-            let addr = free_port();
-            let admin = free_port();
+            let (addr, admin) = fixed.unwrap_or_else(|| (free_port(), free_port()));
             let dir = tempfile::tempdir().expect("tempdir");
             let extra = match listen_extra {
                 "" => String::new(),

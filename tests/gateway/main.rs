@@ -13,6 +13,7 @@ mod observe;
 mod orchestration;
 mod plugins;
 mod reload;
+mod replicas;
 mod routing;
 mod shutdown;
 mod tls;

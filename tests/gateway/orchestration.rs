@@ -52,7 +52,7 @@ async fn drain_fails_readiness_keeps_serving_and_closes_each_connection_after_it
 
 /// Move `dir/edgewarden.toml` into a Kubernetes-style volume: `..v1/edgewarden.toml`, `..data`
 /// pointing at `..v1`, and `edgewarden.toml` a link through `..data`.
-fn as_mounted_volume(dir: &Path) {
+pub(crate) fn as_mounted_volume(dir: &Path) {
     std::fs::create_dir(dir.join("..v1")).expect("v1");
     std::fs::rename(
         dir.join("edgewarden.toml"),
@@ -65,7 +65,7 @@ fn as_mounted_volume(dir: &Path) {
 }
 
 /// Publish `text` as the volume's next version, swapping `..data` atomically.
-fn publish(dir: &Path, version: &str, text: &str) {
+pub(crate) fn publish(dir: &Path, version: &str, text: &str) {
     std::fs::create_dir(dir.join(version)).expect("version dir");
     std::fs::write(dir.join(version).join("edgewarden.toml"), text).expect("write");
     std::os::unix::fs::symlink(version, dir.join("..data_tmp")).expect("tmp link");

@@ -1,0 +1,288 @@
+//! Three gateway replicas behind HAProxy on loopback, under continuous load: a rolling restart,
+//! a JWKS rotation, a kubelet-style configuration update, and a replica killed outright.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::orchestration::{as_mounted_volume, publish};
+use crate::tokens::*;
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+const CLIENTS: usize = 6;
+
+/// HAProxy in front of the replicas: readiness checks every 100 ms on the admin port, and
+/// retries of idempotent requests on another replica when a connection fails.
+struct Balancer {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    async fn start(replicas: &[(SocketAddr, SocketAddr)]) -> Balancer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = free_port();
+        let servers: String = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, (proxy, admin))| {
+                format!(
+                    "  server g{i} {proxy} check addr {} port {}\n",
+                    admin.ip(),
+                    admin.port()
+                )
+            })
+            .collect();
+        let config = format!(
+            "global\n  maxconn 2000\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n\
+             \x20 retries 3\n  option redispatch 1\n  retry-on all-retryable-errors\n\
+             frontend fe\n  bind {addr}\n  default_backend replicas\n\
+             backend replicas\n  balance roundrobin\n  option httpchk GET /readyz\n\
+             \x20 http-check expect status 200\n  default-server inter 100ms fall 1 rise 1\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).expect("haproxy config");
+        let child = Command::new(HAPROXY)
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/setup installs it)");
+        let balancer = Balancer {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !get(addr, "/public/x").await.is_ok_and(|r| r.status == 200) {
+            assert!(Instant::now() < deadline, "haproxy did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        balancer
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Clients on kept-alive connections through the balancer, each with a valid token.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, token: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..CLIENTS)
+            .map(|_| {
+                let (stop, ok, failed, token) =
+                    (stop.clone(), ok.clone(), failed.clone(), token.clone());
+                tokio::spawn(async move {
+                    let mut conn: Option<Conn> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        if conn.is_none() {
+                            conn = Conn::try_open(addr).await.ok();
+                        }
+                        let Some(c) = conn.as_mut() else {
+                            failed.lock().expect("lock").push("connect".into());
+                            continue;
+                        };
+                        let raw = format!(
+                            "GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+                        );
+                        c.send(raw.as_bytes()).await;
+                        match c.read_response(false).await {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                if r.header("connection") == Some("close") {
+                                    conn = None;
+                                }
+                            }
+                            Ok(r) => {
+                                failed.lock().expect("lock").push(format!("status {}", r.status));
+                                conn = None;
+                            }
+                            Err(e) => {
+                                failed.lock().expect("lock").push(e);
+                                conn = None;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.failed.lock().expect("lock").clone()
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("load task");
+        }
+    }
+}
+
+/// Wait until `check` holds, at most `timeout`.
+async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Let the load run for a moment and check that it progresses.
+async fn load_progresses(load: &Load) {
+    let before = load.ok();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(load.ok() > before, "no request succeeded for 300 ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_in_flight_requests()
+{
+    let a = Signer::rsa(RSA_A, "key-a");
+    let b = Signer::rsa(RSA_B, "key-b");
+    let jwks_server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
+    let origin_ = echo_origin("o").await;
+    let body = [
+        issuer_toml(
+            &format!("jwks_url = \"{}\"", jwks_server.url()),
+            "refresh_interval_s = 1\nunknown_kid_cooldown_s = 1",
+        ),
+        origin("o", &[origin_.addr], ""),
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"o\"\nauth = \"required\"\n"
+            .to_string(),
+        route("public", "/public", "o", ""),
+    ]
+    .concat();
+    let server = "drain_s = 1\nshutdown_grace_s = 5\nwatch_interval_s = 1";
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Gateway::start_with(&body, server).await);
+    }
+    let addrs: Vec<(SocketAddr, SocketAddr)> = replicas.iter().map(|g| (g.addr, g.admin)).collect();
+    let balancer = Balancer::start(&addrs).await;
+    let load = Load::start(balancer.addr, a.token(&good_claims("user-1")));
+    load_progresses(&load).await;
+
+    // 1. Rolling restart: drain, SIGTERM, start again on the same addresses, one at a time.
+    for i in 0..replicas.len() {
+        let (addr, admin) = addrs[i];
+        let drained = get(admin, "/drain").await.expect("drain");
+        assert_eq!(drained.status, 200);
+        let old = &mut replicas[i];
+        nix::sys::signal::kill(old.pid(), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = old.child.wait().expect("exit");
+        assert!(status.success(), "replica {i} exited with {status}");
+        replicas[i] = Gateway::start_at(addr, admin, &body, server).await;
+        // The balancer sees it ready again before the next one goes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        load_progresses(&load).await;
+    }
+    let failures = load.failures();
+    assert!(
+        failures.is_empty(),
+        "rolling restart: {} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+
+    // 2. A JWKS rotation reaches every replica.
+    jwks_server.set(Answer::Jwks(jwks(&[&a, &b])));
+    let token_b = format!("Bearer {}", b.token(&good_claims("user-2")));
+    for (i, replica) in replicas.iter().enumerate() {
+        assert!(
+            eventually(Duration::from_secs(10), async || request(
+                replica.addr,
+                "GET",
+                "/api/x",
+                &[("Authorization", &token_b)]
+            )
+            .await
+            .is_ok_and(|r| r.status == 200))
+            .await,
+            "replica {i} never accepted the rotated key"
+        );
+    }
+
+    // 3. A configuration update written the way the kubelet writes a ConfigMap reaches every
+    //    replica.
+    for replica in &replicas {
+        let dir = replica.config_path.parent().expect("dir").to_path_buf();
+        let text = std::fs::read_to_string(&replica.config_path).expect("config");
+        as_mounted_volume(&dir);
+        publish(
+            &dir,
+            "..v2",
+            &format!("{text}{}", route("added", "/added", "o", "")),
+        );
+    }
+    for (i, replica) in replicas.iter().enumerate() {
+        assert!(
+            eventually(Duration::from_secs(10), async || get(
+                replica.addr,
+                "/added/x"
+            )
+            .await
+            .is_ok_and(|r| r.status == 200))
+            .await,
+            "replica {i} never loaded the new configuration"
+        );
+    }
+    let failures = load.failures();
+    assert!(failures.is_empty(), "rotation and reload: {failures:?}");
+
+    // 4. SIGKILL one replica: only requests in flight on it may fail, at most one per client.
+    let before = load.failures().len();
+    nix::sys::signal::kill(replicas[1].pid(), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    load_progresses(&load).await;
+    let lost = load.failures().len() - before;
+    eprintln!(
+        "SIGKILL of one replica under load: {lost} request(s) lost (at most {CLIENTS} in flight)"
+    );
+    assert!(lost <= CLIENTS, "lost {lost}: {:?}", load.failures());
+    let settled = load.failures().len();
+    load_progresses(&load).await;
+    assert_eq!(
+        load.failures().len(),
+        settled,
+        "requests still fail after the balancer saw the replica gone"
+    );
+    let served = load.ok();
+    load.stop().await;
+    assert!(served > 100, "only {served} requests under load");
+    drop(balancer);
+}
