@@ -1,8 +1,12 @@
 //! edgewarden: an edge gateway built on Pingora that puts authentication and per-route policy in
 //! front of origins.
 //!
-//! Request path: listener → `proxy::Gateway::request_filter` (framing, path and route checks) →
-//! `origins` (round robin, health) → origin. Everything is built from one validated `config::Config`.
+//! Request path: listener → `proxy::Gateway::request_filter` (framing, path and route checks,
+//! `auth`, `plugins`) → `origins` (round robin, health) → origin; `proxy::record` turns what was
+//! decided into metrics, the access log and the trace header. Everything a request uses is a
+//! `generation::Generation` built from one validated `config::Config`; `reload` builds the next one
+//! beside it and swaps it in. `admin` serves health, readiness, metrics and drain; `server`
+//! assembles the Pingora services.
 
 #![deny(unsafe_code)]
 
