@@ -1,8 +1,9 @@
 //! JWKS served by a real HTTP server: rotation, outage, garbage, cold start, unknown-kid floods.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
+use crate::load::eventually;
 use crate::tokens::*;
 
 async fn gateway_for(
@@ -26,17 +27,6 @@ async fn status_with(gw: &Gateway, token: &str) -> u16 {
         .await
         .map(|r| r.status)
         .unwrap_or(0)
-}
-
-async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

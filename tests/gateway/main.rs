@@ -8,6 +8,7 @@ mod framing;
 mod geo;
 mod hygiene;
 mod jwks;
+mod load;
 mod metrics;
 mod observe;
 mod orchestration;

@@ -1,75 +1,9 @@
 //! Hot reload (SIGHUP) under continuous load: good configurations go live, bad ones change
 //! nothing, and no request fails either way.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
 use crate::common::*;
+use crate::load::Load;
 use crate::plugins::{link_plugin, write_policy};
-
-/// Clients looping on `path` until stopped: half on kept-alive connections, half on new ones.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: std::net::SocketAddr, path: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let tasks = (0..4)
-            .map(|i| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                tokio::spawn(async move {
-                    let keep_alive = i % 2 == 0;
-                    let mut conn: Option<Conn> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        if conn.is_none() {
-                            conn = Conn::try_open(addr).await.ok();
-                        }
-                        let Some(c) = conn.as_mut() else {
-                            failed.lock().expect("lock").push("connect".into());
-                            continue;
-                        };
-                        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                            .await;
-                        match c.read_response(false).await {
-                            Ok(r) if r.status == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => failed
-                                .lock()
-                                .expect("lock")
-                                .push(format!("status {}", r.status)),
-                            Err(e) => failed.lock().expect("lock").push(e),
-                        }
-                        if !keep_alive {
-                            conn = None;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("load task");
-        }
-        let failed = self.failed.lock().expect("lock").clone();
-        (self.ok.load(Ordering::Relaxed), failed)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_reloads_under_load_drop_no_request_and_each_good_one_goes_live() {
@@ -91,7 +25,7 @@ async fn twenty_reloads_under_load_drop_no_request_and_each_good_one_goes_live()
     })
     .await;
 
-    let load = Load::start(gw.addr, "/base");
+    let load = Load::start(gw.addr, "/base", &[], 4, true);
     let mut live = Vec::new();
     for i in 0..20 {
         match i % 5 {

@@ -3,11 +3,10 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::load::{Load, eventually};
 use crate::orchestration::{as_mounted_volume, publish};
 use crate::tokens::*;
 
@@ -75,100 +74,6 @@ impl Drop for Balancer {
     }
 }
 
-/// Clients on kept-alive connections through the balancer, each with a valid token.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, token: String) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let tasks = (0..CLIENTS)
-            .map(|_| {
-                let (stop, ok, failed, token) =
-                    (stop.clone(), ok.clone(), failed.clone(), token.clone());
-                tokio::spawn(async move {
-                    let mut conn: Option<Conn> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        if conn.is_none() {
-                            conn = Conn::try_open(addr).await.ok();
-                        }
-                        let Some(c) = conn.as_mut() else {
-                            failed.lock().expect("lock").push("connect".into());
-                            continue;
-                        };
-                        let raw = format!(
-                            "GET /api/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
-                        );
-                        c.send(raw.as_bytes()).await;
-                        match c.read_response(false).await {
-                            Ok(r) if r.status == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                if r.header("connection") == Some("close") {
-                                    conn = None;
-                                }
-                            }
-                            Ok(r) => {
-                                failed.lock().expect("lock").push(format!("status {}", r.status));
-                                conn = None;
-                            }
-                            Err(e) => {
-                                failed.lock().expect("lock").push(e);
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failed,
-            tasks,
-        }
-    }
-
-    fn failures(&self) -> Vec<String> {
-        self.failed.lock().expect("lock").clone()
-    }
-
-    fn ok(&self) -> usize {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("load task");
-        }
-    }
-}
-
-/// Wait until `check` holds, at most `timeout`.
-async fn eventually(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
-/// Let the load run for a moment and check that it progresses.
-async fn load_progresses(load: &Load) {
-    let before = load.ok();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(load.ok() > before, "no request succeeded for 300 ms");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_in_flight_requests()
 {
@@ -194,8 +99,15 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
     }
     let addrs: Vec<(SocketAddr, SocketAddr)> = replicas.iter().map(|g| (g.addr, g.admin)).collect();
     let balancer = Balancer::start(&addrs).await;
-    let load = Load::start(balancer.addr, a.token(&good_claims("user-1")));
-    load_progresses(&load).await;
+    let bearer = format!("Bearer {}", a.token(&good_claims("user-1")));
+    let load = Load::start(
+        balancer.addr,
+        "/api/x",
+        &[("Authorization", &bearer)],
+        CLIENTS,
+        false,
+    );
+    load.progresses().await;
 
     // 1. Rolling restart: drain, SIGTERM, start again on the same addresses, one at a time.
     for i in 0..replicas.len() {
@@ -209,7 +121,7 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
         replicas[i] = Gateway::start_at(addr, admin, &body, server).await;
         // The balancer sees it ready again before the next one goes.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        load_progresses(&load).await;
+        load.progresses().await;
     }
     let failures = load.failures();
     assert!(
@@ -268,21 +180,20 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
     let before = load.failures().len();
     nix::sys::signal::kill(replicas[1].pid(), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    load_progresses(&load).await;
+    load.progresses().await;
     let lost = load.failures().len() - before;
     eprintln!(
         "SIGKILL of one replica under load: {lost} request(s) lost (at most {CLIENTS} in flight)"
     );
     assert!(lost <= CLIENTS, "lost {lost}: {:?}", load.failures());
     let settled = load.failures().len();
-    load_progresses(&load).await;
+    load.progresses().await;
     assert_eq!(
         load.failures().len(),
         settled,
         "requests still fail after the balancer saw the replica gone"
     );
-    let served = load.ok();
-    load.stop().await;
+    let (served, _) = load.finish().await;
     assert!(served > 100, "only {served} requests under load");
     drop(balancer);
 }
