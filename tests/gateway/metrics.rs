@@ -138,8 +138,15 @@ async fn upstream_failures_are_counted_by_origin_and_kind() {
     let gw = Gateway::start(&body).await;
     let resp = get(gw.addr, "/x").await.expect("resp");
     assert_eq!(resp.status, 502);
+    // The failed connect is counted before the answer, the request itself just after it.
     let m = gw
-        .metrics_when(|m| m.total("edgewarden_upstream_errors_total") >= 1.0)
+        .metrics_when(|m| {
+            m.total("edgewarden_upstream_errors_total") >= 1.0
+                && m.count(
+                    "edgewarden_request_duration_seconds_count",
+                    &[("route", "down")],
+                ) >= 1.0
+        })
         .await;
     assert_eq!(
         m.count(

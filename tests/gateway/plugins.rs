@@ -93,7 +93,12 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
         "only the well-behaved requests reach the origin"
     );
     let m = gw
-        .metrics_when(|m| m.total("edgewarden_requests_total") >= 19.0)
+        .metrics_when(|m| {
+            m.count(
+                "edgewarden_request_duration_seconds_count",
+                &[("route", "deny")],
+            ) >= 19.0
+        })
         .await;
     let outcome = |outcome: &str| {
         m.count(
