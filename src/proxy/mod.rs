@@ -216,13 +216,15 @@ impl ProxyHttp for Gateway {
                             return Ok(true);
                         }
                         Outcome::Failed { policy, why } => {
-                            let rejection = Rejection::PolicyFailed;
-                            let trace = ctx.record.trace.then(|| {
-                                ctx.record.decided = Decided::PolicyFailed { policy, why };
-                                ctx.record.trace_value(generation)
-                            });
-                            respond::write(session, &rejection, &ctx.request_id, trace.as_deref())
-                                .await?;
+                            ctx.record.decided = Decided::PolicyFailed { policy, why };
+                            let trace = self.trace(ctx);
+                            respond::write(
+                                session,
+                                &Rejection::PolicyFailed,
+                                &ctx.request_id,
+                                trace.as_deref(),
+                            )
+                            .await?;
                             return Ok(true);
                         }
                     }
