@@ -36,10 +36,12 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let generation = self.current.load_full();
-        if req.uri.path() == "/drain" && req.method == http::Method::POST {
-            return self.drain(generation.config.server.drain_s).await;
-        }
-        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        // A preStop hook can only GET; POST is accepted for the usual way of changing state.
+        let allowed = match req.uri.path() {
+            "/drain" => [http::Method::GET, http::Method::POST].contains(&req.method),
+            _ => req.method == http::Method::GET || req.method == http::Method::HEAD,
+        };
+        if !allowed {
             return json(405, serde_json::json!({"error": "method_not_allowed"}));
         }
         match req.uri.path() {

@@ -56,17 +56,11 @@ pub fn get() -> &'static Metrics {
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    register(registry, &metric, name);
-    metric
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    register(registry, &metric, name);
-    metric
+    registered(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(
@@ -77,55 +71,58 @@ fn histogram(
     buckets: &[f64],
 ) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    let metric =
-        HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    register(registry, &metric, name);
-    metric
+    registered(registry, HistogramVec::new(opts, labels))
 }
 
-fn register<M: prometheus::core::Collector + Clone + 'static>(
+/// A metric from the fixed definitions here (building one cannot fail for them), registered.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
-    metric: &M,
-    name: &str,
-) {
+    built: prometheus::Result<M>,
+) -> M {
+    let metric = built.unwrap_or_else(|e| unreachable!("metric definition: {e}"));
     if let Err(e) = registry.register(Box::new(metric.clone())) {
-        tracing::error!(metric = name, error = %e, "metric not registered");
+        tracing::error!(error = %e, "metric not registered");
     }
+    metric
 }
 
 impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
-        let jwt_verify_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "edgewarden_jwt_verify_duration_seconds",
-                "Time to check a token not found in the verified-token cache (parse, claims, signature)",
-            )
-            .buckets(FAST_BUCKETS.to_vec()),
-        )
-        .unwrap_or_else(|e| unreachable!("jwt histogram: {e}"));
-        register(&r, &jwt_verify_duration, "jwt_verify_duration");
-        let token_cache_hits = IntCounter::new(
-            "edgewarden_token_cache_hits_total",
-            "Tokens found in the verified-token cache",
-        )
-        .unwrap_or_else(|e| unreachable!("cache hits: {e}"));
-        register(&r, &token_cache_hits, "token_cache_hits");
-        let token_cache_misses = IntCounter::new(
-            "edgewarden_token_cache_misses_total",
-            "Tokens not in the verified-token cache (checked in full)",
-        )
-        .unwrap_or_else(|e| unreachable!("cache misses: {e}"));
-        register(&r, &token_cache_misses, "token_cache_misses");
-        let jwks_age = GaugeVec::new(
-            Opts::new(
-                "edgewarden_jwks_age_seconds",
-                "Seconds since the issuer's current keys were loaded",
+        let jwt_verify_duration = registered(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "edgewarden_jwt_verify_duration_seconds",
+                    "Time to check a token not found in the verified-token cache (parse, claims, signature)",
+                )
+                .buckets(FAST_BUCKETS.to_vec()),
             ),
-            &["issuer"],
-        )
-        .unwrap_or_else(|e| unreachable!("jwks age: {e}"));
-        register(&r, &jwks_age, "jwks_age");
+        );
+        let token_cache_hits = registered(
+            &r,
+            IntCounter::new(
+                "edgewarden_token_cache_hits_total",
+                "Tokens found in the verified-token cache",
+            ),
+        );
+        let token_cache_misses = registered(
+            &r,
+            IntCounter::new(
+                "edgewarden_token_cache_misses_total",
+                "Tokens not in the verified-token cache (checked in full)",
+            ),
+        );
+        let jwks_age = registered(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "edgewarden_jwks_age_seconds",
+                    "Seconds since the issuer's current keys were loaded",
+                ),
+                &["issuer"],
+            ),
+        );
 
         let metrics = Metrics {
             requests: counter(

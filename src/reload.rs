@@ -149,11 +149,11 @@ impl Reloader {
     async fn build_next(&self) -> Result<(Generation, Jobs, Vec<CertifiedKey>), String> {
         let path = self.path.clone();
         let serving = self.current.load_full();
-        let fixed = serving.config.clone();
+        let fixed = serving.clone();
         let certs = self.certs.clone();
         let (next, jobs, keys) = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
-            fixed_at_start(&fixed, &config)?;
+            fixed_at_start(&fixed.config, &config)?;
             let keys = certs.read_again();
             let built = Generation::build(config);
             match (built, keys) {

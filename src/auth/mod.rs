@@ -162,18 +162,18 @@ impl Auth {
         missing
     }
 
-    /// Set the key-count and key-age gauges of every issuer (at scrape time).
+    /// Set the key-count and key-age gauges of this configuration's issuers (at scrape time);
+    /// issuers a reload removed disappear.
     pub fn report_keys(&self) {
         let m = crate::metrics::get();
+        m.jwks_keys.reset();
+        m.jwks_age.reset();
         for issuer in &self.verifier.issuers {
             let name = issuer.config.name.as_str();
             let (count, age) = issuer.keys.status();
             m.jwks_keys.with_label_values(&[name]).set(count as i64);
-            match age {
-                Some(age) => m.jwks_age.with_label_values(&[name]).set(age.as_secs_f64()),
-                None => {
-                    let _ = m.jwks_age.remove_label_values(&[name]);
-                }
+            if let Some(age) = age {
+                m.jwks_age.with_label_values(&[name]).set(age.as_secs_f64());
             }
         }
     }

@@ -64,7 +64,7 @@ pub(super) fn read_listen(
                 cert: base.join(files.cert),
                 key: base.join(files.key),
             };
-            if let Err(e) = check_cert_and_key(&files) {
+            if let Err(e) = certified_key(&files) {
                 problems.push(&format!("{path}.tls"), e);
             }
             tls.push((addr, files));
@@ -73,12 +73,8 @@ pub(super) fn read_listen(
     Some((addrs, tls))
 }
 
-/// The chain and key load, and the key belongs to the chain's first certificate.
-fn check_cert_and_key(files: &TlsFiles) -> Result<(), String> {
-    certified_key(files).map(drop)
-}
-
-/// A listener's certificate chain and key, ready to serve (read from its files now).
+/// A listener's certificate chain and key, ready to serve (read from its files now): both load,
+/// and the key belongs to the chain's first certificate.
 pub fn certified_key(files: &TlsFiles) -> Result<pingora::tls::sign::CertifiedKey, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};

@@ -193,6 +193,8 @@ impl Plugins {
     /// Set the instance gauge of every policy (at scrape time).
     pub fn report_instances(&self) {
         let gauge = &crate::metrics::get().plugin_instances;
+        // Policies a reload removed disappear.
+        gauge.reset();
         for p in &self.policies {
             gauge
                 .with_label_values(&[p.config.name.as_str()])

@@ -152,7 +152,7 @@ impl Record {
             histogram.observe(took.as_secs_f64());
         }
         let log = &generation.config.access_log;
-        if log.enabled && generation.access_log_sampled(outcome, log) {
+        if log.enabled && generation.access_log_sampled(outcome) {
             let line = Line {
                 request_id,
                 route,
@@ -224,7 +224,8 @@ pub struct Sampler(AtomicU64);
 impl Generation {
     /// Whether this request gets an access-log line: with `errors_only`, every rejected or
     /// failed request; otherwise one request in `sample_one_in`.
-    fn access_log_sampled(&self, outcome: &str, log: &crate::config::AccessLogConfig) -> bool {
+    fn access_log_sampled(&self, outcome: &str) -> bool {
+        let log = &self.config.access_log;
         let failed = outcome == "rejected" || outcome == "error";
         if log.errors_only {
             return failed;

@@ -137,20 +137,9 @@ pub fn upstream_error_kind(e: &Error) -> Option<&'static str> {
 
 /// Whether `e` is a failure to connect (counted by `fail_to_connect`, attempt by attempt).
 pub fn is_connect_error(e: &Error) -> bool {
-    use ErrorType::*;
     matches!(
-        e.etype(),
-        ConnectTimedout
-            | ConnectRefused
-            | ConnectNoRoute
-            | ConnectError
-            | BindError
-            | SocketError
-            | ConnectProxyFailure
-            | TLSHandshakeFailure
-            | TLSHandshakeTimedout
-            | InvalidCert
-            | HandshakeError
+        upstream_error_kind(e),
+        Some("connect_timeout" | "connect_refused" | "connect_error" | "tls")
     )
 }
 
