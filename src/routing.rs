@@ -114,17 +114,34 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// characters. A gateway that routed such a path by its raw text could send `/public/../admin` past
 /// the checks on `/admin`, so these requests are rejected rather than repaired.
 pub fn path_is_ambiguous(path: &str) -> bool {
-    if path.contains("//") || path.contains('\\') || path.bytes().any(|b| b.is_ascii_control()) {
+    let bytes = path.as_bytes();
+    if path.contains("//") || bytes.iter().any(|&b| b == b'\\' || b.is_ascii_control()) {
         return true;
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-        return true;
+    // Encoded slash, backslash or NUL, in either case.
+    let encoded_separator = bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'f') | (b'5', b'c') | (b'0', b'0')
+            )
+    });
+    encoded_separator || path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, with any dot possibly written `%2e` / `%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
     }
-    lower.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
+    matches!(dots, 1 | 2)
 }
 
 #[cfg(test)]
@@ -247,6 +264,9 @@ mod tests {
             "/a\\b",
             "//admin",
             "/a%00",
+            "/a/%2E",
+            "/a/%2e%2e",
+            "/a%2Fb",
         ] {
             assert!(path_is_ambiguous(bad), "{bad}");
         }
@@ -256,6 +276,9 @@ mod tests {
             "/a/..b",
             "/a/.well-known/jwks.json",
             "/a%20b",
+            "/a/...",
+            "/a/%2e%2e%2e",
+            "/a/.%2",
         ] {
             assert!(!path_is_ambiguous(good), "{good}");
         }

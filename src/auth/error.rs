@@ -75,7 +75,7 @@ impl AuthError {
     }
 
     /// The `WWW-Authenticate` value (RFC 6750 §3): no error attribute when no token was sent.
-    pub fn challenge(&self, scopes: &[String]) -> Option<String> {
+    pub fn challenge(&self, scopes: &str) -> Option<String> {
         const REALM: &str = "Bearer realm=\"edgewarden\"";
         match self {
             AuthError::MissingToken => Some(REALM.to_string()),
@@ -83,7 +83,7 @@ impl AuthError {
             AuthError::InsufficientScope => Some(format!(
                 "{REALM}, error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
                 self.description(),
-                scopes.join(" ")
+                scopes
             )),
             _ => Some(format!(
                 "{REALM}, error=\"invalid_token\", error_description=\"{}\"",

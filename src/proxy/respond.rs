@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header;
+use http::{HeaderValue, header};
 use pingora::http::ResponseHeader;
 use pingora::prelude::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use serde::Serialize;
 
 use crate::auth::error::AuthError;
 
@@ -154,18 +155,23 @@ pub async fn write(
     if rejection.must_close() || !drain_small_body(session).await {
         session.set_keepalive(None);
     }
-    let body = serde_json::json!({
-        "error": rejection.code(),
-        "message": rejection.message(),
-        "request_id": request_id,
-    })
-    .to_string();
+    let body = ErrorBody {
+        error: rejection.code(),
+        message: rejection.message(),
+        request_id,
+    }
+    .to_json();
     let status = rejection.status();
-    let mut resp = ResponseHeader::build(status, Some(5))?;
-    resp.insert_header(header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    resp.insert_header("x-request-id", request_id)?;
+    // Header names are sent in lower case (HTTP field names are case-insensitive), which spares
+    // Pingora's case-preserving name map on this path.
+    let mut resp = ResponseHeader::build_no_case(status, Some(6))?;
+    resp.insert_header(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )?;
+    resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
+    resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
+    resp.insert_header(super::headers::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
         resp.insert_header(super::record::TRACE, trace)?;
     }
@@ -174,12 +180,7 @@ pub async fn write(
             resp.insert_header(header::ALLOW, allow.as_str())?;
         }
         Rejection::Auth(e, scopes) => {
-            let scopes: Vec<String> = scopes
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-            if let Some(challenge) = e.challenge(&scopes) {
+            if let Some(challenge) = e.challenge(scopes) {
                 resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
             }
         }
@@ -195,6 +196,25 @@ pub async fn write(
             .await?;
     }
     Ok(status)
+}
+
+/// The JSON body of every answer the gateway writes itself.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    message: &'static str,
+    request_id: &'a str,
+}
+
+impl ErrorBody<'_> {
+    fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        // Writing three strings into a Vec cannot fail.
+        if serde_json::to_writer(&mut out, self).is_err() {
+            out.clear();
+        }
+        out
+    }
 }
 
 /// A policy plugin's direct answer (already validated: status, headers, body size).
