@@ -36,7 +36,10 @@ impl Origin {
     /// Next healthy upstream in round-robin order, or `None` when every upstream is down.
     pub fn select(&self) -> Option<Box<HttpPeer>> {
         let backend = self.pool.select(b"", self.upstream_count.max(1) * 2)?;
-        let mut peer = HttpPeer::new(backend.addr.to_string(), self.tls, self.sni.clone());
+        // Origins are IP addresses; building the peer from the parsed address skips a
+        // format-and-parse round trip per request.
+        let addr = *backend.addr.as_inet()?;
+        let mut peer = HttpPeer::new(addr, self.tls, self.sni.clone());
         peer.group_key = self.pool_key;
         let options = &mut peer.options;
         options.connection_timeout = Some(self.connect_timeout);

@@ -4,6 +4,8 @@
 //! Hop-by-hop request fields (including every field a `Connection` header names) are removed by
 //! Pingora's upstream request policy, set in `origins`; responses are cleaned here.
 
+use std::fmt::Write as _;
+
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 use pingora::Result;
@@ -14,14 +16,16 @@ pub const REQUEST_ID: &str = "x-request-id";
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Response fields that describe one connection, never the message.
-const HOP_BY_HOP_RESPONSE: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "trailer",
-    "upgrade",
+/// Parsed once: removing by `&str` would parse each name again on every response.
+const HOP_BY_HOP_RESPONSE: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
+const TRACE: HeaderName = HeaderName::from_static(super::record::TRACE);
 
 /// The client's request id if it is a sane token, else a new one.
 pub fn request_id(req: &RequestHeader) -> String {
@@ -83,23 +87,21 @@ pub fn add_forwarding(
     upstream: &mut RequestHeader,
     request_id: &str,
 ) -> Result<()> {
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string());
-    let previous: Vec<String> = upstream
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
-    let mut chain = previous.join(", ");
-    if let Some(ip) = client_ip {
+    let mut chain = String::new();
+    for previous in upstream.headers.get_all("x-forwarded-for") {
+        if let Ok(previous) = previous.to_str() {
+            if !chain.is_empty() {
+                chain.push_str(", ");
+            }
+            chain.push_str(previous);
+        }
+    }
+    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
         if !chain.is_empty() {
             chain.push_str(", ");
         }
-        chain.push_str(&ip);
+        // Writing to a String cannot fail.
+        let _ = write!(chain, "{}", addr.ip());
     }
     upstream.remove_header("x-forwarded-for");
     if !chain.is_empty() {
@@ -138,11 +140,11 @@ pub fn clean_response(resp: &mut ResponseHeader) {
     for name in nominated(&resp.headers) {
         resp.remove_header(&name);
     }
-    for name in HOP_BY_HOP_RESPONSE {
+    for name in &HOP_BY_HOP_RESPONSE {
         resp.remove_header(name);
     }
     // Only the gateway writes the decision trace.
-    resp.remove_header(super::record::TRACE);
+    resp.remove_header(&TRACE);
 }
 
 /// Field names listed in `Connection` headers.
