@@ -162,8 +162,8 @@ pub async fn write(
     }
     .to_json();
     let status = rejection.status();
-    // Header names are sent in lower case (HTTP field names are case-insensitive), which spares
-    // Pingora's case-preserving name map on this path.
+    // Without Pingora's case-preserving name map (one map less per answer): standard names go out
+    // title-cased, others in lower case; HTTP field names are case-insensitive.
     let mut resp = ResponseHeader::build_no_case(status, Some(6))?;
     resp.insert_header(
         header::CONTENT_TYPE,
