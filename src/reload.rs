@@ -185,6 +185,9 @@ fn fixed_at_start(serving: &Config, next: &Config) -> Result<(), String> {
     if a.threads != b.threads {
         changed.push("server.threads");
     }
+    if a.work_stealing != b.work_stealing {
+        changed.push("server.work_stealing");
+    }
     if a.shutdown_grace_s != b.shutdown_grace_s {
         changed.push("server.shutdown_grace_s");
     }

@@ -37,6 +37,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     check_bindable(&config)?;
     let source = config.source.clone();
     let conf_threads = config.server.threads;
+    let work_stealing = config.server.work_stealing;
     let grace_s = config.server.shutdown_grace_s;
     let shutdown_timeout_s = config.server.shutdown_timeout_s;
     let listen = config.server.listen.clone();
@@ -48,6 +49,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let conf = ServerConf {
         threads: conf_threads,
+        work_stealing,
         // The shutdown watcher exits the process as soon as in-flight requests are done, or at the
         // end of this grace; Pingora's own wait is the backstop.
         grace_period_seconds: Some(grace_s),

@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub tls_listeners: Vec<(SocketAddr, TlsFiles)>,
     pub admin_listen: Option<SocketAddr>,
     pub threads: usize,
+    /// Let idle worker threads take tasks from busy ones (one shared runtime) instead of one
+    /// runtime per thread with connections spread at random.
+    pub work_stealing: bool,
     pub shutdown_grace_s: u64,
     /// After the grace, how long Pingora waits for its services to stop before exiting.
     pub shutdown_timeout_s: u64,

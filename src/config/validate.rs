@@ -167,6 +167,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
             }
         });
     let threads = ranged(&mut s, problems, "threads", 2, 1, 256);
+    let work_stealing = s.or(problems, "work_stealing", false);
     let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
     let shutdown_timeout_s = ranged(&mut s, problems, "shutdown_timeout_s", 1, 0, 600);
     let drain_s = ranged(&mut s, problems, "drain_s", 5, 0, 600);
@@ -219,6 +220,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         tls_listeners,
         admin_listen,
         threads: threads as usize,
+        work_stealing,
         shutdown_grace_s,
         shutdown_timeout_s,
         drain_s,

@@ -41,11 +41,12 @@ auth = "off"
 "#;
 
 #[test]
-fn a_file_with_three_mistakes_reports_all_three_and_exits_1() {
+fn a_file_with_four_mistakes_reports_all_four_and_exits_1() {
     let text = r#"
 [server]
 listen = ["127.0.0.1:18080"]
 threads = "two"
+work_stealing = "no"
 
 [[origins]]
 name = "global"
@@ -66,9 +67,15 @@ auth = "off"
 "#;
     let (code, stderr, _) = check(text);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("FILE: 3 problems found"), "{stderr}");
+    assert!(stderr.contains("FILE: 4 problems found"), "{stderr}");
     assert!(
         stderr.contains("FILE: server.threads: invalid type: string \"two\", expected u64"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "FILE: server.work_stealing: invalid type: string \"no\", expected a boolean"
+        ),
         "{stderr}"
     );
     assert!(

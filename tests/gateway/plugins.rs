@@ -33,6 +33,11 @@ pub(crate) fn write_policy(dir: &Path, name: &str, text: &str) {
 /// Routes: /deny (misbehave, on_error deny, 50 ms of processor time, 400 ms in all), /allow (misbehave, on_error allow),
 /// /fresh (misbehave, fresh isolation), /plain (no policy).
 async fn misbehaving_gateway() -> (Gateway, EchoOrigin) {
+    misbehaving_gateway_with("").await
+}
+
+/// `server_extra` goes into `[server]`.
+async fn misbehaving_gateway_with(server_extra: &str) -> (Gateway, EchoOrigin) {
     let origin_ = echo_origin("o").await;
     let body = [
         origin("o", &[origin_.addr], ""),
@@ -42,7 +47,7 @@ async fn misbehaving_gateway() -> (Gateway, EchoOrigin) {
         route("plain", "/plain", "o", ""),
     ]
     .concat();
-    let gw = Gateway::start_with_plugins(&body, &|dir| {
+    let gw = Gateway::start_with_plugins_and(&body, server_extra, &|dir| {
         link_plugin(dir, "misbehave", "tests/plugins/misbehave");
         let common = "plugin = \"misbehave\"\ntimeout_ms = 50\ndeadline_ms = 400\nmemory_mb = 32\nallow_headers = [\"x-misbehave-ok\"]\n";
         write_policy(dir, "misbehave-deny", &format!("{common}on_error = \"deny\"\n"));
@@ -190,7 +195,16 @@ async fn with_on_error_allow_a_failing_policy_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_plugin_does_not_stall_other_routes() {
-    let (gw, _origin) = misbehaving_gateway().await;
+    looping_plugin_beside_a_plain_route("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plugin_does_not_stall_other_routes_with_work_stealing() {
+    looping_plugin_beside_a_plain_route("work_stealing = true\n").await;
+}
+
+async fn looping_plugin_beside_a_plain_route(server_extra: &str) {
+    let (gw, _origin) = misbehaving_gateway_with(server_extra).await;
     let addr = gw.addr;
     let loops: Vec<_> = (0..4)
         .map(|_| {
