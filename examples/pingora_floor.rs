@@ -59,6 +59,8 @@ fn main() {
         .unwrap_or_else(|| "127.0.0.1:18080".to_string());
     let conf = pingora::server::configuration::ServerConf {
         threads: 1,
+        // As edgewarden runs by default (`server.work_stealing = false`).
+        work_stealing: false,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
