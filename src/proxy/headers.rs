@@ -81,6 +81,15 @@ pub fn request_host(req: &RequestHeader) -> Option<&str> {
     Some(host)
 }
 
+/// Append one hop to an `X-Forwarded-For` chain.
+fn add_hop(chain: &mut String, hop: impl std::fmt::Display) {
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(chain, "{hop}");
+}
+
 /// Fields the gateway adds on the way to the origin.
 pub fn add_forwarding(
     session: &Session,
@@ -90,18 +99,11 @@ pub fn add_forwarding(
     let mut chain = String::new();
     for previous in upstream.headers.get_all("x-forwarded-for") {
         if let Ok(previous) = previous.to_str() {
-            if !chain.is_empty() {
-                chain.push_str(", ");
-            }
-            chain.push_str(previous);
+            add_hop(&mut chain, previous);
         }
     }
     if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        if !chain.is_empty() {
-            chain.push_str(", ");
-        }
-        // Writing to a String cannot fail.
-        let _ = write!(chain, "{}", addr.ip());
+        add_hop(&mut chain, addr.ip());
     }
     upstream.remove_header("x-forwarded-for");
     if !chain.is_empty() {
