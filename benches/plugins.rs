@@ -9,12 +9,11 @@
 //! - `plugin_chain/geo_warm_browser_headers`: `geo_warm` on a request with a browser's 16
 //!   headers instead of 5.
 //! - `plugin_chain/identity_geo_warm`: two policies in a row.
-//! - `plugin_chain/geo_fresh`: `isolation = "fresh"`, back to back: each call uses a never-used
-//!   instance and the replacement is built on the same thread before the next call, so this is
-//!   the whole CPU cost per request (instantiate + initialise + call).
-//! - `fresh_request_path/geo`: the same policy on a two-worker runtime, timing only the call while
-//!   the pool has been refilled in the background between calls (8 ms apart, untimed): what a
-//!   request waits for when the gateway is not saturated.
+//! - `plugin_chain/geo_fresh`: `isolation = "fresh"`, back to back: each call starts from the
+//!   state saved after `init` and is followed by putting back the pages it wrote, so this is the
+//!   whole CPU cost per request (call + restore).
+//! - `fresh_request_path/geo`: the same policy on a two-worker runtime, one call every 8 ms (the
+//!   gaps untimed): what a request waits for when the gateway is not saturated.
 //!
 //! Every case is checked for its exact decision before it is timed. Each call gets its own copy of
 //! the request (the copy is timed too, so `none` includes it), as the gateway gives each call a
@@ -190,8 +189,8 @@ fn plugin_chain(c: &mut Criterion) {
     }
     group.finish();
 
-    // Fresh isolation as a request sees it: replacements are built by the runtime's workers
-    // between calls.
+    // Fresh isolation as a request sees it on an idle gateway: one call now and then, on a
+    // two-worker runtime.
     let workers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

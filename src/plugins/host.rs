@@ -1,13 +1,14 @@
-//! The wasmtime host: one engine with an epoch ticker, one store-data type, a linker with a
-//! locked-down WASI, and per policy an `InstancePre` plus a pool of warm, initialised instances.
+//! The wasmtime host: an engine with an epoch ticker per isolation mode, one store-data type, a
+//! linker with a locked-down WASI, and per policy an `InstancePre` plus a pool of initialised
+//! instances.
 //!
 //! A call takes an instance out of the pool, runs it under the policy's time budget (processor
 //! time, see `clock`), its wall-clock deadline and its memory cap, and puts it back. An instance
 //! that trapped, timed out or hit its cap is dropped and a replacement is built in the
-//! background, off the request path. With `isolation = "fresh"`
-//! every instance serves one request and is then replaced the same way, so a request gets a
-//! never-used instance without paying for its instantiation. When the pool is empty (a burst), the
-//! request instantiates one itself.
+//! background, off the request path. With `isolation = "fresh"` the instance's memory is saved
+//! after `init` and put back after every call (`snapshot`), so each request starts from the
+//! same state; a call that grew the memory or made a WASI call retires the instance instead.
+//! When the pool is empty (a burst), the request instantiates one itself.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use super::bindings::edgewarden::policy::host::{Host, LogLevel};
 use super::bindings::edgewarden::policy::types::{Decision, Request};
 use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
+use super::snapshot::{self, Saved};
 use super::ticker::Ticker;
 use crate::config::{Isolation, PolicyConfig};
 
@@ -58,10 +60,14 @@ pub struct HostState {
     budget: Duration,
     policy: Arc<str>,
     logged: usize,
+    /// WASI calls so far: a call that made one may have changed host-side state (resources), so
+    /// its instance is not put back to its saved memory for reuse.
+    wasi_calls: u64,
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.wasi_calls += 1;
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
@@ -96,9 +102,17 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new() -> Result<Runtime, String> {
+    /// The engine for `isolation`: fresh policies' instances get memories that can be put back
+    /// to a saved state (`snapshot`); warm ones keep wasmtime's copy-on-write memories, shared
+    /// with the compiled plugin's image.
+    pub fn new(isolation: Isolation) -> Result<Runtime, String> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        if isolation == Isolation::Fresh {
+            // Data segments are copied in once per instance: the saved copy is what requests map.
+            config.memory_init_cow(false);
+            config.with_host_memory(Arc::new(snapshot::Creator));
+        }
         let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -169,6 +183,8 @@ struct Warm {
     store: Store<HostState>,
     policy: Policy,
     calls: u64,
+    /// Fresh isolation: the memories as they were after `init`, put back after every call.
+    saved: Vec<Saved>,
 }
 
 /// A policy's plugin, ready to run.
@@ -227,6 +243,7 @@ impl PolicyHost {
                 budget: START_BUDGET,
                 policy: self.name.clone(),
                 logged: 0,
+                wasi_calls: 0,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -243,19 +260,32 @@ impl PolicyHost {
         });
         store.set_epoch_deadline(1);
         let clock = store.data().clock.clone();
-        let policy = Timed::new(self.pre.instantiate_async(&mut store), clock.clone())
-            .await
-            .map_err(|e| format!("policy {}: instantiate: {e}", self.name))?;
+        let (policy, regions) = snapshot::Collect::new(Timed::new(
+            self.pre.instantiate_async(&mut store),
+            clock.clone(),
+        ))
+        .await;
+        let policy = policy.map_err(|e| format!("policy {}: instantiate: {e}", self.name))?;
         Timed::new(policy.call_init(&mut store, &self.settings_json), clock)
             .await
             .map_err(|e| format!("policy {}: init trapped: {e}", self.name))?
             .map_err(|e| format!("policy {}: init refused its settings: {e}", self.name))?;
         store.data_mut().budget = self.budget;
+        let saved = if self.isolation == Isolation::Fresh {
+            regions
+                .into_iter()
+                .map(Saved::take)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("policy {}: {e}", self.name))?
+        } else {
+            Vec::new()
+        };
         self.live.fetch_add(1, Ordering::Relaxed);
         Ok(Warm {
             store,
             policy,
             calls: 0,
+            saved,
         })
     }
 
@@ -316,6 +346,7 @@ impl PolicyHost {
         };
         let state = warm.store.data_mut();
         state.logged = 0;
+        let wasi_calls = state.wasi_calls;
         let clock = state.clock.clone();
         warm.store.set_epoch_deadline(1);
         let _busy = self.ticker.busy();
@@ -331,7 +362,11 @@ impl PolicyHost {
         match result {
             Ok(decision) => {
                 warm.calls += 1;
-                let reusable = self.isolation == Isolation::Warm && warm.calls < self.max_calls;
+                let reusable = warm.calls < self.max_calls
+                    && match self.isolation {
+                        Isolation::Warm => true,
+                        Isolation::Fresh => restore(warm, wasi_calls, &self.name),
+                    };
                 if reusable && let Some(warm) = lease.warm.take() {
                     self.put_back(warm);
                 }
@@ -369,6 +404,26 @@ impl PolicyHost {
     pub fn instances(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }
+}
+
+/// Put a fresh policy's instance back to its state after `init`, for the next request. `false`
+/// (retire it instead) when that cannot be exact: the call made WASI calls (host-side state may
+/// have changed), a memory grew, or nothing was saved.
+fn restore(warm: &Warm, wasi_calls_before: u64, policy: &str) -> bool {
+    if warm.saved.is_empty() || warm.store.data().wasi_calls != wasi_calls_before {
+        return false;
+    }
+    for saved in &warm.saved {
+        match saved.restore() {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(policy, error = %e, "plugin instance could not be reset");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn classify(e: &wasmtime::Error) -> Failure {

@@ -9,6 +9,7 @@ pub mod decision;
 pub mod host;
 mod scaffold;
 mod shadow;
+mod snapshot;
 mod ticker;
 
 pub use scaffold::scaffold;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
-use crate::config::{Config, OnError, PolicyConfig};
+use crate::config::{Config, Isolation, OnError, PolicyConfig};
 use bindings::edgewarden::policy::types::Request;
 use decision::{Allowed, Checked};
 use host::{PolicyHost, Runtime};
@@ -92,7 +93,8 @@ pub struct Plugins {
     /// For each route, its policies in order.
     routes: Vec<Vec<Step>>,
     shadows: shadow::Shadows,
-    _runtime: Option<Runtime>,
+    /// The engines the policies run on: one for warm policies, one for fresh ones.
+    _runtimes: Vec<Runtime>,
 }
 
 impl Plugins {
@@ -110,10 +112,19 @@ impl Plugins {
                 policies: Vec::new(),
                 routes: vec![Vec::new(); config.routes.len()],
                 shadows: shadow::Shadows::default(),
-                _runtime: None,
+                _runtimes: Vec::new(),
             });
         }
-        let runtime = Runtime::new()?;
+        let runtime = Runtime::new(Isolation::Warm)?;
+        let fresh_runtime = if config
+            .policies
+            .iter()
+            .any(|p| p.isolation == Isolation::Fresh)
+        {
+            Some(Runtime::new(Isolation::Fresh)?)
+        } else {
+            None
+        };
         let builder = build::Builder::new(cache_dir, &config.server.plugins_dir);
         let warmer = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -123,6 +134,10 @@ impl Plugins {
         let mut errors = Vec::new();
         for policy in &config.policies {
             let dir = config.server.plugins_dir.join(&policy.plugin);
+            let runtime = match (&fresh_runtime, policy.isolation) {
+                (Some(fresh), Isolation::Fresh) => fresh,
+                _ => &runtime,
+            };
             let built = match builder.build(&runtime.engine, &policy.plugin, &dir) {
                 Ok(built) => built,
                 Err(e) => {
@@ -171,7 +186,7 @@ impl Plugins {
             policies,
             routes,
             shadows: shadow::Shadows::default(),
-            _runtime: Some(runtime),
+            _runtimes: std::iter::once(runtime).chain(fresh_runtime).collect(),
         })
     }
 
@@ -294,7 +309,7 @@ const INVALID_OUTPUT: &str = "invalid_output";
 
 /// Build every plugin directory under `plugins_dir` (those with a `plugin.py`). One line per plugin.
 pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new(Isolation::Warm)?;
     let builder = build::Builder::new(
         config.server.plugin_cache_dir.clone(),
         &config.server.plugins_dir,

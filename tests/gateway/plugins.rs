@@ -239,6 +239,34 @@ async fn fresh_isolation_works_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_isolation_starts_every_request_from_the_initialised_state() {
+    let (gw, _origin) = misbehaving_gateway().await;
+    let kept = |resp: Response| {
+        assert_eq!(resp.status, 200);
+        resp.origin_saw()["x-misbehave-ok"][0].clone()
+    };
+    // The plugin counts requests in module state: a warm instance carries it from one request
+    // to the next.
+    let mut warm = Vec::new();
+    for _ in 0..3 {
+        warm.push(kept(with_mode(&gw, "/deny", "count").await));
+    }
+    assert_eq!(warm, ["1", "2", "3"]);
+    // Fresh: every request sees the state right after init, whatever the one before did (wrote
+    // its heap, grew its memory, raised).
+    for mode in [
+        "count", "count", "grow", "count", "raise", "count", "grow", "grow",
+    ] {
+        let resp = with_mode(&gw, "/fresh", mode).await;
+        if mode == "raise" {
+            assert_eq!(resp.status, 503);
+        } else {
+            assert_eq!(kept(resp), "1", "{mode}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_plugin_passes_the_token_subject_to_the_origin() {
     let signer = Signer::rsa(RSA_A, "key-a");
     let origin_ = echo_origin("o").await;

@@ -10,6 +10,10 @@ def setup(settings):
         time.sleep(3600)
 
 
+#: Module state that outlives a request unless the instance is fresh for each one.
+_kept = []
+
+
 def recurse(n):
     return recurse(n + 1) + 1
 
@@ -37,6 +41,14 @@ def handle_request(request):
         return send_to_origin(request)
     if mode == "unknown-origin":
         request.origin = "elsewhere"
+        return send_to_origin(request)
+    if mode == "count":
+        _kept.append("x" * 65536)
+        request.headers["x-misbehave-ok"] = str(len(_kept))
+        return send_to_origin(request)
+    if mode == "grow":
+        _kept.append(bytearray(12 << 20))
+        request.headers["x-misbehave-ok"] = str(len(_kept))
         return send_to_origin(request)
     if mode == "bad-status":
         return Response(99, {}, "")
