@@ -307,7 +307,8 @@ impl Plugins {
 /// Outcome label of a decision that broke the policy's rules or could not be applied.
 const INVALID_OUTPUT: &str = "invalid_output";
 
-/// Build every plugin directory under `plugins_dir` (those with a `plugin.py`). One line per plugin.
+/// Build every plugin directory under `plugins_dir` (those with a `plugin.py`). One line per plugin,
+/// and one more for each plugin a fresh policy runs (compiled for the fresh engine too).
 pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
     let runtime = Runtime::new(Isolation::Warm)?;
     let builder = build::Builder::new(
@@ -322,12 +323,33 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    // Plugins that a fresh policy runs are also compiled for the fresh engine (its memories are
+    // edgewarden's, so its native code differs).
+    let fresh: std::collections::BTreeSet<&str> = config
+        .policies
+        .iter()
+        .filter(|p| p.isolation == Isolation::Fresh)
+        .map(|p| p.plugin.as_str())
+        .collect();
+    let fresh_runtime = if fresh.is_empty() {
+        None
+    } else {
+        Some(Runtime::new(Isolation::Fresh)?)
+    };
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     for name in names {
         match builder.build(&runtime.engine, &name, &dir.join(&name)) {
             Ok(built) => lines.push(format!("{name}: {}", built.note)),
             Err(e) => errors.push(e),
+        }
+        if let Some(fresh_runtime) = &fresh_runtime
+            && fresh.contains(name.as_str())
+        {
+            match builder.build(&fresh_runtime.engine, &name, &dir.join(&name)) {
+                Ok(built) => lines.push(format!("{name} (fresh isolation): {}", built.note)),
+                Err(e) => errors.push(e),
+            }
         }
     }
     if errors.is_empty() {

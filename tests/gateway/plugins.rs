@@ -378,6 +378,55 @@ fn a_plugin_whose_setup_never_returns_fails_the_start_at_its_deadline() {
 }
 
 #[test]
+fn plugins_build_also_compiles_for_fresh_isolation_the_plugins_fresh_policies_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    link_plugin(dir.path(), "forward_only", "tests/plugins/forward_only");
+    link_plugin(dir.path(), "misbehave", "tests/plugins/misbehave");
+    write_policy(
+        dir.path(),
+        "pass",
+        "plugin = \"forward_only\"\nisolation = \"fresh\"\n",
+    );
+    let cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/plugin-cache");
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\nplugins_dir = \"plugins\"\npolicies_dir = \"policies\"\n\
+         plugin_cache_dir = \"{cache}\"\n\
+         [[origins]]\nname = \"o\"\nupstreams = [\"127.0.0.1:9\"]\n\
+         [[routes]]\nname = \"r\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"off\"\npolicies = [\"pass\"]\n"
+    );
+    let path = dir.path().join("edgewarden.toml");
+    std::fs::write(&path, config).expect("config");
+    let out = std::process::Command::new(BIN)
+        .args(["plugins", "build", "-c"])
+        .arg(&path)
+        .env(
+            "EDGEWARDEN_COMPONENTIZE_PY",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/componentize-py"),
+        )
+        .output()
+        .expect("plugins build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let built: Vec<&str> = stdout
+        .lines()
+        .map(|line| line.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        built,
+        [
+            "forward_only",
+            "forward_only (fresh isolation)",
+            "misbehave"
+        ],
+        "{stdout}"
+    );
+}
+
+#[test]
 fn plugins_new_scaffolds_a_plugin_whose_tests_pass() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
