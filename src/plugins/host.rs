@@ -409,11 +409,11 @@ impl PolicyHost {
 /// Put a fresh policy's instance back to its state after `init`, for the next request. `false`
 /// (retire it instead) when that cannot be exact: the call made WASI calls (host-side state may
 /// have changed), a memory grew, or nothing was saved.
-fn restore(warm: &Warm, wasi_calls_before: u64, policy: &str) -> bool {
+fn restore(warm: &mut Warm, wasi_calls_before: u64, policy: &str) -> bool {
     if warm.saved.is_empty() || warm.store.data().wasi_calls != wasi_calls_before {
         return false;
     }
-    for saved in &warm.saved {
+    for saved in &mut warm.saved {
         match saved.restore() {
             Ok(true) => {}
             Ok(false) => return false,

@@ -116,15 +116,12 @@ impl Plugins {
             });
         }
         let runtime = Runtime::new(Isolation::Warm)?;
-        let fresh_runtime = if config
-            .policies
-            .iter()
-            .any(|p| p.isolation == Isolation::Fresh)
-        {
-            Some(Runtime::new(Isolation::Fresh)?)
-        } else {
-            None
-        };
+        let fresh_runtime = fresh_runtime_if(
+            config
+                .policies
+                .iter()
+                .any(|p| p.isolation == Isolation::Fresh),
+        )?;
         let builder = build::Builder::new(cache_dir, &config.server.plugins_dir);
         let warmer = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -331,11 +328,7 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
         .filter(|p| p.isolation == Isolation::Fresh)
         .map(|p| p.plugin.as_str())
         .collect();
-    let fresh_runtime = if fresh.is_empty() {
-        None
-    } else {
-        Some(Runtime::new(Isolation::Fresh)?)
-    };
+    let fresh_runtime = fresh_runtime_if(!fresh.is_empty())?;
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     for name in names {
@@ -357,6 +350,11 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
     } else {
         Err(errors.join("\n"))
     }
+}
+
+/// The engine for fresh policies, when there are any (it costs a ticker thread).
+fn fresh_runtime_if(needed: bool) -> Result<Option<Runtime>, String> {
+    needed.then(|| Runtime::new(Isolation::Fresh)).transpose()
 }
 
 fn request_for(req: &RequestHeader, ctx: &Context<'_>) -> Request {

@@ -7,9 +7,9 @@
 //! memory (the interpreter, its heap, the plugin's module state): at a call boundary the stack
 //! pointer and the other mutable globals are back where they were, and the host side is checked
 //! by the caller (see `host`). So a fresh policy's instance is built and initialised once, its
-//! memory saved to a sealed in-memory file, and after each request the memory is mapped again,
-//! copy-on-write, from that file: the kernel drops every page the request wrote, and the next
-//! request sees byte for byte the memory the first one saw.
+//! memory saved to a sealed in-memory file and mapped back from it copy-on-write, and after each
+//! request every page that is no longer the file's (written since) gets the saved bytes again:
+//! the next request sees byte for byte the memory the first one saw.
 //!
 //! This module owns the memories of the engine that runs fresh policies (a wasmtime
 //! `MemoryCreator`), the saved copies, and the putting back. Memories are found per instance by
@@ -222,6 +222,8 @@ pub struct Saved {
     file: File,
     /// A read-only shared mapping of `file`: where written pages are copied back from.
     source: usize,
+    /// The written ranges found by the last restore (kept to reuse its allocation).
+    written: Vec<written::PageRegion>,
 }
 
 impl Drop for Saved {
@@ -281,6 +283,7 @@ impl Saved {
             size,
             file,
             source,
+            written: Vec::new(),
         };
         saved.map()?;
         Ok(saved)
@@ -294,14 +297,14 @@ impl Saved {
     /// so the next call does not fault on them again. When more than [`KEEP_WRITTEN`] bytes have
     /// been written they are dropped instead (they read back from the file). Where the kernel
     /// cannot report written pages, the whole memory is mapped again.
-    pub fn restore(&self) -> Result<bool, String> {
+    pub fn restore(&mut self) -> Result<bool, String> {
         if self.region.size() != self.size {
             return Ok(false);
         }
         if self.size == 0 {
             return Ok(true);
         }
-        match written::put_back(self.region.base, self.source, self.size) {
+        match written::put_back(self.region.base, self.source, self.size, &mut self.written) {
             Ok(()) => Ok(true),
             Err(_) => {
                 self.map()?;
@@ -332,8 +335,8 @@ impl Saved {
     }
 }
 
-/// Finding and dropping the pages of a memory that differ from the file it maps, with Linux's
-/// `PAGEMAP_SCAN` (6.7 and later) on `/proc/self/pagemap`.
+/// Finding the pages of a memory that differ from the file it maps, with Linux's `PAGEMAP_SCAN`
+/// (6.7 and later) on `/proc/self/pagemap`, and giving them the file's bytes again.
 mod written {
     use std::fs::File;
     use std::os::fd::AsRawFd;
@@ -386,13 +389,20 @@ mod written {
     /// Put back every page of [base, base + len) that is no longer the mapped file's: written
     /// (copied on write: present and anonymous, or swapped out), from `source`, the file's bytes.
     /// Errors when the kernel cannot scan or drop; the caller then maps the file again.
-    pub fn put_back(base: usize, source: usize, len: usize) -> Result<(), String> {
-        let written = scan(base, len)?;
+    /// `written` is scratch space for the scan.
+    pub fn put_back(
+        base: usize,
+        source: usize,
+        len: usize,
+        written: &mut Vec<PageRegion>,
+    ) -> Result<(), String> {
+        scan(base, len, written)?;
         let total: u64 = written.iter().map(|r| r.end - r.start).sum();
-        for region in &written {
+        let copy = total <= super::KEEP_WRITTEN as u64;
+        for region in written.iter() {
             let offset = region.start as usize - base;
             let bytes = (region.end - region.start) as usize;
-            if total as usize <= super::KEEP_WRITTEN {
+            if copy {
                 // SAFETY: the kernel reports ranges inside [base, base + len), the memory's
                 // accessible part, and `source` maps the saved bytes of the same length. No call
                 // runs in the instance.
@@ -415,12 +425,17 @@ mod written {
         Ok(())
     }
 
-    pub(super) fn scan(base: usize, len: usize) -> Result<Vec<PageRegion>, String> {
+    /// The written ranges of [base, base + len), into `written` (cleared first).
+    pub(super) fn scan(
+        base: usize,
+        len: usize,
+        written: &mut Vec<PageRegion>,
+    ) -> Result<(), String> {
+        written.clear();
         let pagemap = pagemap().ok_or("no /proc/self/pagemap")?;
         let end = (base + len) as u64;
         let mut from = base as u64;
         let mut regions = [PageRegion::default(); REGIONS];
-        let mut written = Vec::new();
         while from < end {
             let mut arg = ScanArg {
                 size: std::mem::size_of::<ScanArg>() as u64,
@@ -449,7 +464,7 @@ mod written {
             }
             from = arg.walk_end;
         }
-        Ok(written)
+        Ok(())
     }
 }
 
@@ -495,7 +510,7 @@ mod tests {
         let memory = memory();
         let region = memory.region.clone();
         let expected = patterned(&region);
-        let saved = Saved::take(region.clone()).expect("save");
+        let mut saved = Saved::take(region.clone()).expect("save");
         assert_eq!(bytes(&region), &expected[..], "saving changes nothing");
 
         // Pages with data and pages that were zero; then again, over pages already copied once.
@@ -532,7 +547,8 @@ mod tests {
         let sum: u64 = bytes(&region).iter().step_by(PAGE).map(|&b| b as u64).sum();
         assert!(sum > 0);
         write_pages(&region, [7, 8, 1600], 9);
-        let written = written::scan(region.base, SIZE).expect("PAGEMAP_SCAN (Linux 6.7 or later)");
+        let mut written = Vec::new();
+        written::scan(region.base, SIZE, &mut written).expect("PAGEMAP_SCAN (Linux 6.7 or later)");
         let pages: Vec<(usize, usize)> = written
             .iter()
             .map(|r| {
@@ -561,7 +577,7 @@ mod tests {
         let mut memory = memory();
         let region = memory.region.clone();
         patterned(&region);
-        let saved = Saved::take(region.clone()).expect("save");
+        let mut saved = Saved::take(region.clone()).expect("save");
         memory.grow_to(SIZE + (64 << 10)).expect("grow");
         assert_eq!(saved.restore(), Ok(false));
     }
