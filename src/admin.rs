@@ -1,6 +1,9 @@
 //! The admin listener: liveness and readiness for load balancers and orchestrators, and the
 //! Prometheus metrics.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -9,15 +12,31 @@ use pingora::protocols::http::ServerSession;
 use crate::generation::Current;
 use crate::shutdown::Draining;
 
-/// Answers `GET /healthz` (the process is alive), `GET /readyz` (the configuration is loaded,
-/// every issuer a route relies on has usable keys and every warm policy an initialised instance;
-/// otherwise 503 with the list of what is missing), `GET /metrics` (Prometheus text format), and
+/// Answers `GET /healthz` (the process is alive), `GET /readyz` (every proxy listener accepts
+/// connections, every issuer a route relies on has usable keys and every warm policy an
+/// initialised instance; otherwise 503 with the list of what is missing), `GET /metrics` (Prometheus text format), and
 /// `GET /drain` (or POST): from then on readiness fails and answers close their connections; the
 /// reply comes after `[server] drain_s` seconds of serving, so a Kubernetes `preStop` hook
 /// (`httpGet`) holds SIGTERM back until load balancers have moved traffic away.
 pub struct Admin {
     pub current: Current,
     pub draining: Draining,
+    pub listening: Listening,
+}
+
+/// Set once every proxy listener accepts connections. The admin listener is a separate service
+/// and can answer before the proxy's sockets are bound; until then the gateway is not ready.
+#[derive(Clone, Default)]
+pub struct Listening(Arc<AtomicBool>);
+
+impl Listening {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
@@ -63,7 +82,11 @@ impl ServeHttp for Admin {
                 json(503, serde_json::json!({"status": "draining"}))
             }
             "/readyz" => {
-                let mut missing = generation.auth.not_ready();
+                let mut missing = Vec::new();
+                if !self.listening.is_on() {
+                    missing.push("proxy listeners: not accepting connections yet".to_string());
+                }
+                missing.extend(generation.auth.not_ready());
                 missing.extend(generation.plugins.not_ready());
                 if missing.is_empty() {
                     json(200, serde_json::json!({"status": "ready"}))

@@ -11,7 +11,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service as ListeningService;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Listening};
 use crate::config::Config;
 use crate::generation::Generation;
 use crate::proxy::Gateway;
@@ -83,12 +83,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     server.add_service(proxy);
 
+    let listening = Listening::default();
     if let Some(addr) = admin_listen {
         let mut admin = ListeningService::new(
             "edgewarden admin".to_string(),
             Admin {
                 current: current.clone(),
                 draining,
+                listening: listening.clone(),
             },
         );
         admin.add_tcp(&addr.to_string());
@@ -107,9 +109,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let announce = listen.clone();
     std::thread::spawn(move || {
+        let list: Vec<String> = announce.iter().map(ToString::to_string).collect();
         if wait_until_listening(&announce, Duration::from_secs(30)) {
-            let list: Vec<String> = announce.iter().map(ToString::to_string).collect();
+            listening.set();
             tracing::info!(listen = %list.join(","), admin = ?admin_listen, "edgewarden ready");
+        } else {
+            tracing::error!(listen = %list.join(","), "proxy listeners do not accept connections after 30 s; /readyz stays 503");
         }
     });
     server.run(RunArgs {
@@ -133,7 +138,11 @@ pub fn wait_until_listening(addrs: &[SocketAddr], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     addrs.iter().all(|addr| {
         loop {
-            if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
+            // A connection to itself (the kernel picked the listener's own port as the source
+            // port, possible while nothing listens) is not an accepting listener.
+            if let Ok(stream) = TcpStream::connect_timeout(addr, Duration::from_millis(200))
+                && stream.local_addr().ok() != stream.peer_addr().ok()
+            {
                 break true;
             }
             if Instant::now() >= deadline {
