@@ -14,10 +14,11 @@ use crate::shutdown::Draining;
 
 /// Answers `GET /healthz` (the process is alive), `GET /readyz` (every proxy listener accepts
 /// connections, every issuer a route relies on has usable keys and every warm policy an
-/// initialised instance; otherwise 503 with the list of what is missing), `GET /metrics` (Prometheus text format), and
-/// `GET /drain` (or POST): from then on readiness fails and answers close their connections; the
-/// reply comes after `[server] drain_s` seconds of serving, so a Kubernetes `preStop` hook
-/// (`httpGet`) holds SIGTERM back until load balancers have moved traffic away.
+/// initialised instance; otherwise 503 with the list of what is missing), `GET /metrics`
+/// (Prometheus text format), and `GET /drain` (or POST): from then on readiness fails and
+/// answers close their connections; the reply comes after `[server] drain_s` seconds of serving,
+/// so a Kubernetes `preStop` hook (`httpGet`) holds SIGTERM back until load balancers have moved
+/// traffic away.
 pub struct Admin {
     pub current: Current,
     pub draining: Draining,

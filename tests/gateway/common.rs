@@ -60,6 +60,17 @@ pub fn free_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
+/// What `Gateway::launch` waits for before it returns.
+#[derive(Clone, Copy, PartialEq)]
+enum Wait {
+    /// Both listeners accept and `/readyz` answers 200.
+    Ready,
+    /// Both listeners accept.
+    Listeners,
+    /// Nothing: the process was started.
+    Nothing,
+}
+
 /// A gateway process; killed when dropped.
 pub struct Gateway {
     pub child: Child,
@@ -81,7 +92,7 @@ impl Gateway {
     }
 
     pub async fn start_with(body: &str, server_extra: &str) -> Gateway {
-        Gateway::launch(body, server_extra, "", true, &|_| {}, None).await
+        Gateway::launch(body, server_extra, "", Wait::Ready, &|_| {}, None).await
     }
 
     /// Start with policies and plugins: `setup` writes files into the gateway's directory first.
@@ -100,12 +111,17 @@ impl Gateway {
         let extra = format!(
             "policies_dir = \"policies\"\nplugins_dir = \"plugins\"\nplugin_cache_dir = \"{cache}\"\n{server_extra}"
         );
-        Gateway::launch(body, &extra, "", true, setup, None).await
+        Gateway::launch(body, &extra, "", Wait::Ready, setup, None).await
+    }
+
+    /// Start and return at once, waiting for nothing (for tests of start-up itself).
+    pub async fn spawn(body: &str) -> Gateway {
+        Gateway::launch(body, "", "", Wait::Nothing, &|_| {}, None).await
     }
 
     /// Start and wait only for the listeners, not for readiness.
     pub async fn start_unready(body: &str) -> Gateway {
-        Gateway::launch(body, "", "", false, &|_| {}, None).await
+        Gateway::launch(body, "", "", Wait::Listeners, &|_| {}, None).await
     }
 
     /// Start with `server_extra` in `[server]` after `setup` wrote files into the directory.
@@ -114,7 +130,7 @@ impl Gateway {
         server_extra: &str,
         setup: &dyn Fn(&std::path::Path),
     ) -> Gateway {
-        Gateway::launch(body, server_extra, "", true, setup, None).await
+        Gateway::launch(body, server_extra, "", Wait::Ready, setup, None).await
     }
 
     /// Start with more listeners: `listen_extra` is appended to the `listen` array (with `{dir}`
@@ -124,7 +140,7 @@ impl Gateway {
         listen_extra: &str,
         setup: &dyn Fn(&std::path::Path),
     ) -> Gateway {
-        Gateway::launch(body, "", listen_extra, true, setup, None).await
+        Gateway::launch(body, "", listen_extra, Wait::Ready, setup, None).await
     }
 
     /// Start on these addresses (a replica restarted in place); `None` if it does not get ready.
@@ -134,14 +150,22 @@ impl Gateway {
         body: &str,
         server_extra: &str,
     ) -> Gateway {
-        Gateway::launch(body, server_extra, "", true, &|_| {}, Some((addr, admin))).await
+        Gateway::launch(
+            body,
+            server_extra,
+            "",
+            Wait::Ready,
+            &|_| {},
+            Some((addr, admin)),
+        )
+        .await
     }
 
     async fn launch(
         body: &str,
         server_extra: &str,
         listen_extra: &str,
-        until_ready: bool,
+        wait: Wait,
         setup: &dyn Fn(&std::path::Path),
         fixed: Option<(SocketAddr, SocketAddr)>,
     ) -> Gateway {
@@ -190,8 +214,14 @@ impl Gateway {
                 config_path: path.clone(),
                 config_head,
             };
+            if wait == Wait::Nothing {
+                return gw;
+            }
             // Generous: the first gateway to use a plugin builds and compiles it.
-            if gw.wait_ready(Duration::from_secs(600), until_ready).await {
+            if gw
+                .wait_ready(Duration::from_secs(600), wait == Wait::Ready)
+                .await
+            {
                 return gw;
             }
         }

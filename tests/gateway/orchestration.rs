@@ -122,38 +122,22 @@ async fn a_configmap_style_symlink_swap_is_reloaded_without_a_signal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_reported_only_once_the_proxy_port_answers() {
     let origin_ = echo_origin("o").await;
-    let (addr, admin) = (free_port(), free_port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("edgewarden.toml");
     let body = [origin("o", &[origin_.addr], ""), route("r", "/", "o", "")].concat();
-    std::fs::write(
-        &config,
-        format!("[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{body}"),
-    )
-    .expect("write config");
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn gateway");
+    let mut gw = Gateway::spawn(&body).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let ready = loop {
-        if let Ok(resp) = get(admin, "/readyz").await
+        if let Ok(resp) = get(gw.admin, "/readyz").await
             && resp.status == 200
         {
             break true;
         }
-        if Instant::now() >= deadline || child.try_wait().ok().flatten().is_some() {
+        if Instant::now() >= deadline || gw.child.try_wait().ok().flatten().is_some() {
             break false;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
     // No wait here: the first 200 is the signal.
-    let routed = get(addr, "/x").await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let routed = get(gw.addr, "/x").await;
     assert!(ready, "never ready");
     assert_eq!(routed.map(|r| r.status), Ok(200));
 }
