@@ -10,6 +10,7 @@ use plotters::prelude::*;
 
 use crate::oha::Measured;
 use crate::run::Sample;
+use crate::scenarios::Scenario;
 
 /// One target's medians in one scenario.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Row {
     pub scenario: String,
     pub what: String,
     pub cells: Vec<Cell>,
+    /// The scenario without this one's policies (see `Scenario::baseline`).
+    pub baseline: Option<&'static str>,
     /// Attack mix only: valid requests' success and p99 against the no-attack p99.
     pub attack: Option<Attack>,
 }
@@ -63,7 +66,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-pub fn row(scenario: &str, what: &str, runs: &[(&'static str, Vec<Sample>)]) -> Row {
+pub fn row(scenario: &Scenario, runs: &[(&'static str, Vec<Sample>)]) -> Row {
     let cells = runs
         .iter()
         .map(|(target, samples)| {
@@ -83,9 +86,10 @@ pub fn row(scenario: &str, what: &str, runs: &[(&'static str, Vec<Sample>)]) -> 
         })
         .collect();
     Row {
-        scenario: scenario.to_string(),
-        what: what.to_string(),
+        scenario: scenario.name.to_string(),
+        what: scenario.what.to_string(),
         cells,
+        baseline: scenario.baseline,
         attack: None,
     }
 }
@@ -117,6 +121,7 @@ pub fn attack_row(target: &'static str, runs: &[(Sample, Sample)]) -> Row {
             accepted: valid_ok,
             origin_hits: sum(&|a| a.origin_hits),
         }],
+        baseline: None,
         attack: Some(Attack {
             valid_ok,
             valid_sent: sum(&|a| a.measured[0].requests),
@@ -138,14 +143,17 @@ fn machine() -> String {
     format!("{cores} × {model}")
 }
 
-pub fn markdown(
-    rows: &[Row],
-    versions: &Versions,
-    duration: Duration,
-    repeats: usize,
-    connections: usize,
-    attack_rate: u32,
-) -> String {
+/// How the scenarios were driven.
+pub struct Load {
+    pub duration: Duration,
+    pub repeats: usize,
+    pub connections: usize,
+    /// Offered requests/s of every scenario but the attack mix; `None`: as fast as answered.
+    pub rate: Option<u32>,
+    pub attack_rate: u32,
+}
+
+pub fn markdown(rows: &[Row], versions: &Versions, load: &Load) -> String {
     let mut out = String::new();
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -157,7 +165,7 @@ pub fn markdown(
         out,
         "Machine: {}. {}. edgewarden {} (1 worker thread){}{}; load generator: {}. Gateways pinned to \
          CPU 0, generator and origin to CPU 1 (when there are two). {} s per run, {} connections, \
-         median of {} runs; attack mix offered at {} req/s.\n",
+         {}, median of {} runs; attack mix offered at {} req/s.\n",
         machine(),
         date.trim(),
         env!("CARGO_PKG_VERSION"),
@@ -172,10 +180,14 @@ pub fn markdown(
             .map(|v| format!(", peer: `{v} serve` (one CPU)"))
             .unwrap_or_default(),
         versions.oha,
-        duration.as_secs_f64(),
-        connections,
-        repeats,
-        attack_rate,
+        load.duration.as_secs_f64(),
+        load.connections,
+        load.rate.map_or_else(
+            || "as many requests as each target answers".to_string(),
+            |r| format!("{r} requests/s offered to every target")
+        ),
+        load.repeats,
+        load.attack_rate,
     );
     let _ = writeln!(
         out,
@@ -236,6 +248,7 @@ pub fn markdown(
             }
         }
     }
+    added(&mut out, rows);
     let _ = writeln!(out, "\nScenarios:");
     let mut seen = Vec::new();
     for row in rows {
@@ -245,6 +258,44 @@ pub fn markdown(
         }
     }
     out
+}
+
+/// What each scenario's policies add to edgewarden's CPU per request over its baseline scenario,
+/// both measured in this run.
+fn added(out: &mut String, rows: &[Row]) {
+    let ours = |name: &str| {
+        rows.iter()
+            .find(|r| r.scenario == name && r.attack.is_none())?
+            .cells
+            .iter()
+            .find(|c| c.target == EDGEWARDEN_NAME)
+            .map(|c| c.cpu_us)
+    };
+    let lines: Vec<String> = rows
+        .iter()
+        .filter_map(|row| {
+            let base_name = row.baseline?;
+            let (cpu, base) = (ours(&row.scenario)?, ours(base_name)?);
+            Some(format!(
+                "| {} | {:.1} | {base_name} | {:.1} | {:+.1} |",
+                row.scenario,
+                cpu,
+                base,
+                cpu - base
+            ))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n| policies (edgewarden) | CPU µs/req | same without the policies | CPU µs/req | added by the policies |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
 }
 
 pub fn target_summary(url: &str, m: &Measured) -> String {
@@ -422,8 +473,54 @@ mod tests {
             scenario: scenario.to_string(),
             what: String::new(),
             cells,
+            baseline: None,
             attack: None,
         }
+    }
+
+    #[test]
+    fn the_report_shows_what_policies_add_over_their_baseline_in_the_same_run() {
+        let with_cpu = |target, cpu_us| Cell {
+            cpu_us,
+            ..cell(target, 1000.0, 1.0)
+        };
+        let mut one = row(
+            "geo_warm",
+            vec![with_cpu("edgewarden", 41.5), with_cpu("haproxy", 5.0)],
+        );
+        one.baseline = Some("valid_cached");
+        let mut orphan = row("plugins_fresh", vec![with_cpu("edgewarden", 90.0)]);
+        orphan.baseline = Some("not_measured");
+        let rows = vec![
+            row(
+                "valid_cached",
+                vec![with_cpu("haproxy", 30.0), with_cpu("edgewarden", 23.0)],
+            ),
+            one,
+            orphan,
+        ];
+        let load = Load {
+            duration: Duration::from_secs(5),
+            repeats: 3,
+            connections: 64,
+            rate: Some(8000),
+            attack_rate: 4000,
+        };
+        let versions = Versions {
+            haproxy: None,
+            wasmtime: None,
+            oha: "oha".into(),
+        };
+        let text = markdown(&rows, &versions, &load);
+        assert!(
+            text.contains("| geo_warm | 41.5 | valid_cached | 23.0 | +18.5 |"),
+            "{text}"
+        );
+        assert!(!text.contains("| plugins_fresh | 90.0"), "{text}");
+        assert!(
+            text.contains("8000 requests/s offered to every target"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub struct Options {
     /// Offered rate of the attack mix (requests/s; 90 % bad tokens, 10 % valid).
     #[arg(long, default_value_t = 4_000)]
     attack_rate: u32,
+    /// Offer every scenario this many requests/s instead of as many as each target answers, so
+    /// that CPU per request is compared at the same load (what a policy adds, say). A target that
+    /// falls behind the rate shows it in its requests/s and latency.
+    #[arg(long)]
+    rate: Option<u32>,
     /// Leave HAProxy out.
     #[arg(long)]
     no_peer: bool,
@@ -214,7 +219,7 @@ pub fn bench(options: &Options) -> Result<(), String> {
                     headers: &scenario.headers,
                     duration,
                     connections,
-                    rate: None,
+                    rate: options.rate,
                     cpu: load_cpu,
                 };
                 let sample = measure(target, &origin, &options.oha, &[load])?;
@@ -235,7 +240,7 @@ pub fn bench(options: &Options) -> Result<(), String> {
                 }
             }
         }
-        rows.push(report::row(scenario.name, scenario.what, &runs));
+        rows.push(report::row(scenario, &runs));
     }
 
     if attack {
@@ -272,10 +277,13 @@ pub fn bench(options: &Options) -> Result<(), String> {
     let text = report::markdown(
         &rows,
         &versions,
-        duration,
-        repeats,
-        connections,
-        attack_rate,
+        &report::Load {
+            duration,
+            repeats,
+            connections,
+            rate: options.rate,
+            attack_rate,
+        },
     );
     println!("{text}");
     if let Some(path) = &options.report {

@@ -45,6 +45,9 @@ pub struct Scenario {
     pub peers: &'static [Peer],
     /// Accepted requests go on to the origin (the seed geo router answers them itself).
     pub reaches_origin: bool,
+    /// The scenario that does the same without this one's policies: the report shows the CPU per
+    /// request the policies add over it, measured in the same run.
+    pub baseline: Option<&'static str>,
 }
 
 /// Tokens used by the scenarios.
@@ -98,6 +101,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[Peer::Haproxy],
             reaches_origin: false,
+            baseline: None,
         },
         Scenario {
             name: "malformed",
@@ -108,6 +112,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[Peer::Haproxy],
             reaches_origin: false,
+            baseline: None,
         },
         Scenario {
             name: "bad_signature",
@@ -118,6 +123,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[Peer::Haproxy],
             reaches_origin: false,
+            baseline: None,
         },
         Scenario {
             name: "expired",
@@ -128,6 +134,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[Peer::Haproxy],
             reaches_origin: false,
+            baseline: None,
         },
         Scenario {
             name: "valid_cached",
@@ -138,6 +145,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[Peer::Haproxy],
             reaches_origin: true,
+            baseline: None,
         },
         Scenario {
             name: "valid_no_cache",
@@ -148,6 +156,29 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::NoCache,
             peers: &[Peer::Haproxy],
             reaches_origin: true,
+            baseline: None,
+        },
+        Scenario {
+            name: "identity_warm",
+            what: "valid token + identity_headers (one warm plugin)",
+            path: "/identity/item",
+            headers: bearer(&tokens.valid),
+            status: 200,
+            setup: Setup::Standard,
+            peers: &[],
+            reaches_origin: true,
+            baseline: Some("valid_cached"),
+        },
+        Scenario {
+            name: "geo_warm",
+            what: "valid token + geo_router (one warm plugin)",
+            path: "/geo/item",
+            headers: with_country(&tokens.valid),
+            status: 200,
+            setup: Setup::Standard,
+            peers: &[],
+            reaches_origin: true,
+            baseline: Some("valid_cached"),
         },
         Scenario {
             name: "plugins_warm",
@@ -158,6 +189,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[],
             reaches_origin: true,
+            baseline: Some("valid_cached"),
         },
         Scenario {
             name: "plugins_fresh",
@@ -168,6 +200,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[],
             reaches_origin: true,
+            baseline: Some("valid_cached"),
         },
         Scenario {
             name: "auth_off",
@@ -178,6 +211,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::Standard,
             peers: &[Peer::Haproxy],
             reaches_origin: true,
+            baseline: None,
         },
         Scenario {
             name: "seed_geo_warm",
@@ -188,6 +222,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::SeedGeo,
             peers: &[Peer::ServeReuse, Peer::ServeFresh],
             reaches_origin: false,
+            baseline: None,
         },
         Scenario {
             name: "seed_geo_fresh",
@@ -198,6 +233,7 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             setup: Setup::SeedGeo,
             peers: &[Peer::ServeFresh],
             reaches_origin: false,
+            baseline: None,
         },
     ]
 }

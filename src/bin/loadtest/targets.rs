@@ -224,7 +224,7 @@ struct Route {
     policies: &'static [&'static str],
 }
 
-const STANDARD: [Route; 4] = [
+const STANDARD: [Route; 6] = [
     Route {
         name: "auth",
         prefix: "/api",
@@ -236,6 +236,18 @@ const STANDARD: [Route; 4] = [
         prefix: "/open",
         auth: "off",
         policies: &[],
+    },
+    Route {
+        name: "identity",
+        prefix: "/identity",
+        auth: "required",
+        policies: &["identity"],
+    },
+    Route {
+        name: "geo",
+        prefix: "/geo",
+        auth: "required",
+        policies: &["geo"],
     },
     Route {
         name: "plugins",
