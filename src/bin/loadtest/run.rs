@@ -201,11 +201,14 @@ pub fn bench(options: &Options) -> Result<(), String> {
         Peer::ServeFresh => serve_fresh.as_ref(),
     };
 
-    let mut rows: Vec<Row> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
-    for scenario in &scenarios {
-        let mut runs: Vec<(&'static str, Vec<Sample>)> = Vec::new();
-        for repeat in 0..repeats {
+    // Repeats are the outer loop: every scenario runs once before any runs again, so the
+    // machine's drift over the run reaches all of them alike, and a scenario is compared with its
+    // baseline (`Scenario::baseline`) across the same stretch of time.
+    let mut runs: Vec<Vec<(&'static str, Vec<Sample>)>> =
+        scenarios.iter().map(|_| Vec::new()).collect();
+    for repeat in 0..repeats {
+        for (scenario, runs) in scenarios.iter().zip(runs.iter_mut()) {
             let mut chosen: Vec<&Target> = Vec::new();
             chosen.extend(match scenario.setup {
                 Setup::Standard => edgewarden.as_ref(),
@@ -240,8 +243,12 @@ pub fn bench(options: &Options) -> Result<(), String> {
                 }
             }
         }
-        rows.push(report::row(scenario, &runs));
     }
+    let mut rows: Vec<Row> = scenarios
+        .iter()
+        .zip(&runs)
+        .map(|(scenario, runs)| report::row(scenario, runs))
+        .collect();
 
     if attack {
         let mut list: Vec<&Target> = edgewarden.iter().collect();
