@@ -158,50 +158,30 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             reaches_origin: true,
             baseline: None,
         },
-        Scenario {
-            name: "identity_warm",
-            what: "valid token + identity_headers (one warm plugin)",
-            path: "/identity/item",
-            headers: bearer(&tokens.valid),
-            status: 200,
-            setup: Setup::Standard,
-            peers: &[],
-            reaches_origin: true,
-            baseline: Some("valid_cached"),
-        },
-        Scenario {
-            name: "geo_warm",
-            what: "valid token + geo_router (one warm plugin)",
-            path: "/geo/item",
-            headers: with_country(&tokens.valid),
-            status: 200,
-            setup: Setup::Standard,
-            peers: &[],
-            reaches_origin: true,
-            baseline: Some("valid_cached"),
-        },
-        Scenario {
-            name: "plugins_warm",
-            what: "valid token + identity_headers + geo_router (warm instances)",
-            path: "/plugins/item",
-            headers: with_country(&tokens.valid),
-            status: 200,
-            setup: Setup::Standard,
-            peers: &[],
-            reaches_origin: true,
-            baseline: Some("valid_cached"),
-        },
-        Scenario {
-            name: "plugins_fresh",
-            what: "the same with isolation = \"fresh\"",
-            path: "/fresh/item",
-            headers: with_country(&tokens.valid),
-            status: 200,
-            setup: Setup::Standard,
-            peers: &[],
-            reaches_origin: true,
-            baseline: Some("valid_cached"),
-        },
+        with_policies(
+            "identity_warm",
+            "valid token + identity_headers (one warm plugin)",
+            "/identity/item",
+            bearer(&tokens.valid),
+        ),
+        with_policies(
+            "geo_warm",
+            "valid token + geo_router (one warm plugin)",
+            "/geo/item",
+            with_country(&tokens.valid),
+        ),
+        with_policies(
+            "plugins_warm",
+            "valid token + identity_headers + geo_router (warm instances)",
+            "/plugins/item",
+            with_country(&tokens.valid),
+        ),
+        with_policies(
+            "plugins_fresh",
+            "the same with isolation = \"fresh\"",
+            "/fresh/item",
+            with_country(&tokens.valid),
+        ),
         Scenario {
             name: "auth_off",
             what: "no token checks, proxy only",
@@ -236,6 +216,27 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             baseline: None,
         },
     ]
+}
+
+/// A valid token through a route with policies: proxied, and compared with `valid_cached` (the
+/// same without policies). The policies have no HAProxy equivalent.
+fn with_policies(
+    name: &'static str,
+    what: &'static str,
+    path: &'static str,
+    headers: Vec<(String, String)>,
+) -> Scenario {
+    Scenario {
+        name,
+        what,
+        path,
+        headers,
+        status: 200,
+        setup: Setup::Standard,
+        peers: &[],
+        reaches_origin: true,
+        baseline: Some("valid_cached"),
+    }
 }
 
 /// The seed geo router's input. From the load generator's address (a trusted proxy in the load
