@@ -19,7 +19,14 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let config_path = path.to_path_buf();
-    let config = Config::load(&config_path)?;
+    let mut config = Config::load(&config_path)?;
+    // The decision trace names policies and origins: the demo shows it only to those who present
+    // this run's secret, unless the file sets its own.
+    let trace_secret = config
+        .server
+        .trace_secret
+        .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string())
+        .clone();
     let tokens = demo_tokens(&config, &config_path);
 
     // One echo origin per address, named after the first origin that lists it.
@@ -50,7 +57,7 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     std::thread::spawn(move || {
         // The first start builds the plugins before the gateway listens: that can take minutes.
         if server::wait_until_listening(&listen, Duration::from_secs(1800)) {
-            print_curl_lines(listen[0], admin, tokens.as_ref());
+            print_curl_lines(listen[0], admin, tokens.as_ref(), &trace_secret);
         }
     });
     server::run(config)?;
@@ -89,6 +96,7 @@ fn print_curl_lines(
     gateway: std::net::SocketAddr,
     admin: Option<std::net::SocketAddr>,
     tokens: Option<&DemoTokens>,
+    trace_secret: &str,
 ) {
     let g = format!("http://{gateway}");
     println!();
@@ -149,9 +157,12 @@ fn print_curl_lines(
     println!("  curl -i -X DELETE {g}/api/hello");
     println!("  # the origin answers after 3 s but the route's origin allows 1 s: 504");
     println!("  curl -i -H 'x-echo-delay-ms: 3000' {g}/slow");
-    println!("  # the shop route has debug_trace = true: the answer names the step that decided");
     println!(
-        "  curl -si --interface 127.0.0.3 {g}/shop/ | grep -i x-edgewarden-trace   # policy:geo:forward:fr"
+        "  # the decision trace names the step that decided, for those who present the trace secret"
+    );
+    println!("  # (this run's; a reload takes the file's [server] trace_secret instead):");
+    println!(
+        "  curl -si --interface 127.0.0.3 -H 'x-edgewarden-trace-key: {trace_secret}' {g}/shop/ | grep -i x-edgewarden-trace   # policy:geo:forward:fr"
     );
     if let Some(admin) = admin {
         println!("  # liveness, readiness, Prometheus metrics");

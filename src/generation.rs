@@ -11,6 +11,7 @@ use crate::config::{Config, KeySource};
 use crate::geo::Geo;
 use crate::origins::{self, Jobs, Origin};
 use crate::plugins::Plugins;
+use crate::proxy::owned::OwnedHeaders;
 use crate::proxy::record::Sampler;
 use crate::routing::Router;
 
@@ -24,6 +25,8 @@ pub struct Generation {
     pub auth: Auth,
     pub plugins: Plugins,
     pub geo: Geo,
+    /// Request headers only the gateway writes.
+    pub(crate) owned: OwnedHeaders,
     pub(crate) router: Router,
     pub(crate) origins: Vec<Origin>,
     /// For each route, the index of its origin.
@@ -58,6 +61,7 @@ impl Generation {
         };
         jobs.extend(auth_jobs);
         let router = Router::new(&config.routes);
+        let owned = OwnedHeaders::build(&config);
         let route_origin = config
             .routes
             .iter()
@@ -78,6 +82,7 @@ impl Generation {
             auth,
             plugins,
             geo,
+            owned,
             router,
             origins,
             route_origin,

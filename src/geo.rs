@@ -81,7 +81,8 @@ impl Geo {
         self.header.as_ref()
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of `[server] trusted_proxies`.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
@@ -122,8 +123,9 @@ impl Geo {
         client
     }
 
-    /// A country stated by a trusted proxy: the gateway's own header (a gateway in front already
-    /// decided), else the configured CDN header. Exactly one well-formed value counts.
+    /// A country stated by a trusted proxy, in the configured CDN header only: exactly one
+    /// well-formed value counts. A copy of the gateway's own header is never believed, from any
+    /// peer; it is removed and written anew.
     fn stated_country(&self, req: &RequestHeader) -> Option<Country> {
         let single = |name: &HeaderName| {
             let mut values = req.headers.get_all(name).iter();
@@ -133,10 +135,7 @@ impl Geo {
             }
             Country::parse(first.as_bytes().trim_ascii())
         };
-        self.header
-            .as_ref()
-            .and_then(single)
-            .or_else(|| self.country_header.as_ref().and_then(single))
+        self.country_header.as_ref().and_then(single)
     }
 
     /// The client's country: what a trusted proxy stated, else the database's answer.
@@ -237,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn trusted_proxy_country_prefers_the_gateway_header_and_needs_one_clean_value() {
+    fn trusted_proxy_speaks_only_through_the_cdn_header_with_one_clean_value() {
         let g = geo(&["10.0.0.0/8"]);
         let peer = Some(ip("10.0.0.1"));
         let c = g.client(peer, &req(&[("cf-ipcountry", "fr")]));
@@ -249,10 +248,16 @@ mod tests {
             peer,
             &req(&[("cf-ipcountry", "FR"), ("x-user-location", "GB")]),
         );
-        assert_eq!(g.country(&c), Country::parse(b"GB"));
+        assert_eq!(
+            g.country(&c),
+            Country::parse(b"FR"),
+            "the gateway's own header is not believed"
+        );
+        let c = g.client(peer, &req(&[("x-user-location", "GB")]));
+        assert_eq!(g.country(&c), None);
         let c = g.client(
             peer,
-            &req(&[("x-user-location", "GB"), ("x-user-location", "FR")]),
+            &req(&[("cf-ipcountry", "GB"), ("cf-ipcountry", "FR")]),
         );
         assert_eq!(g.country(&c), None, "two values: believe neither");
         let c = g.client(peer, &req(&[("cf-ipcountry", "GBR")]));

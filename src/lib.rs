@@ -26,5 +26,6 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod target;
 pub mod tls;
 pub mod watch;

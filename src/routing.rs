@@ -1,10 +1,13 @@
 //! Route selection: host, then longest path prefix, then method.
 //!
-//! Routes with a `host` are tried before routes without one (like virtual hosts); within a tier
-//! the longest matching `path_prefix` wins. Prefixes match on path-segment boundaries: `/api`
-//! matches `/api` and `/api/users` but not `/apix`. Of the routes sharing the winning host and
-//! prefix, the one whose `methods` allow the request's method applies; if none does the answer is
-//! 405 with the methods that would have been accepted. `GET` implies `HEAD`.
+//! Matching reads the canonical host and path (`target`): the host lower case without port or
+//! trailing dot, the path without `;` parameters. Routes with a `host` are tried before routes
+//! without one (like virtual hosts); within a tier the longest matching `path_prefix` wins.
+//! Prefixes match on path-segment boundaries: `/api` matches `/api` and `/api/users` but not
+//! `/apix`, case-sensitively unless the route says `case_insensitive` (for origins that fold
+//! case, such as IIS). Of the routes sharing the winning host and prefix, the one whose `methods`
+//! allow the request's method applies; if none does the answer is 405 with the methods that would
+//! have been accepted. `GET` implies `HEAD`.
 
 use http::Method;
 
@@ -24,6 +27,7 @@ struct Entry {
     index: usize,
     host: Option<String>,
     prefix: String,
+    case_insensitive: bool,
     methods: Option<Vec<Method>>,
 }
 
@@ -52,6 +56,7 @@ impl Router {
                 index,
                 host: r.host.clone(),
                 prefix: r.path_prefix.clone(),
+                case_insensitive: r.case_insensitive,
                 methods: r.methods.clone(),
             })
             .collect();
@@ -66,17 +71,17 @@ impl Router {
         Router { entries }
     }
 
-    /// `host` is the request's host without port, any case; `path` is the decoded-free raw path.
+    /// `host` and `path` are canonical (`target::canonical_host`, `target::Target::route_path`).
     pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> RouteMatch {
         let host_matches = |e: &Entry| match (&e.host, host) {
             (None, _) => true,
-            (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+            (Some(want), Some(got)) => want == got,
             (Some(_), None) => false,
         };
         let Some(best) = self
             .entries
             .iter()
-            .find(|e| host_matches(e) && prefix_matches(&e.prefix, path))
+            .find(|e| host_matches(e) && prefix_matches(&e.prefix, path, e.case_insensitive))
         else {
             return RouteMatch::NotFound;
         };
@@ -102,46 +107,17 @@ impl Router {
     }
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-    }
-}
-
-/// Paths whose meaning depends on how the origin normalises them: dot segments (plain or
-/// percent-encoded), encoded slashes or backslashes, backslashes, empty segments and control
-/// characters. A gateway that routed such a path by its raw text could send `/public/../admin` past
-/// the checks on `/admin`, so these requests are rejected rather than repaired.
-pub fn path_is_ambiguous(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    if path.contains("//") || bytes.iter().any(|&b| b == b'\\' || b.is_ascii_control()) {
-        return true;
-    }
-    // Encoded slash, backslash or NUL, in either case.
-    let encoded_separator = bytes.windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1], w[2].to_ascii_lowercase()),
-                (b'2', b'f') | (b'5', b'c') | (b'0', b'0')
-            )
-    });
-    encoded_separator || path.split('/').any(is_dot_segment)
-}
-
-/// `.` or `..`, with any dot possibly written `%2e` / `%2E`.
-fn is_dot_segment(segment: &str) -> bool {
-    let mut rest = segment.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        rest = match rest {
-            [b'.', tail @ ..] => tail,
-            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
-            _ => return false,
-        };
-        dots += 1;
-    }
-    matches!(dots, 1 | 2)
+fn prefix_matches(prefix: &str, path: &str, case_insensitive: bool) -> bool {
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    let same = if case_insensitive {
+        head.eq_ignore_ascii_case(prefix)
+    } else {
+        head == prefix
+    };
+    let rest = &path[prefix.len()..];
+    same && (prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -168,6 +144,8 @@ mod tests {
             required_scopes: vec![],
             token_from: vec![],
             forward_authorization: false,
+            allow_path_parameters: false,
+            case_insensitive: false,
         }
     }
 
@@ -221,10 +199,10 @@ mod tests {
     }
 
     #[test]
-    fn host_routes_take_precedence_case_insensitively() {
+    fn host_routes_take_precedence() {
         let r = table();
         assert_eq!(
-            r.find(Some("ADMIN.example.com"), "/api", &Method::GET),
+            r.find(Some("admin.example.com"), "/api", &Method::GET),
             RouteMatch::Found(4)
         );
         assert_eq!(
@@ -252,35 +230,19 @@ mod tests {
     }
 
     #[test]
-    fn ambiguous_paths_are_detected() {
-        for bad in [
-            "/a/../admin",
-            "/a/./b",
-            "/..",
-            "/a/%2e%2E/b",
-            "/a/.%2e",
-            "/a%2fb",
-            "/a%5Cb",
-            "/a\\b",
-            "//admin",
-            "/a%00",
-            "/a/%2E",
-            "/a/%2e%2e",
-            "/a%2Fb",
-        ] {
-            assert!(path_is_ambiguous(bad), "{bad}");
+    fn case_insensitive_routes_fold_ascii_case_only() {
+        let mut iis = route("iis", None, "/Admin", None);
+        iis.case_insensitive = true;
+        let r = Router::new(&[route("root", None, "/", None), iis]);
+        for path in ["/admin", "/ADMIN/x", "/aDmIn"] {
+            assert_eq!(
+                r.find(None, path, &Method::GET),
+                RouteMatch::Found(1),
+                "{path}"
+            );
         }
-        for good in [
-            "/",
-            "/api/v1.2/x",
-            "/a/..b",
-            "/a/.well-known/jwks.json",
-            "/a%20b",
-            "/a/...",
-            "/a/%2e%2e%2e",
-            "/a/.%2",
-        ] {
-            assert!(!path_is_ambiguous(good), "{good}");
-        }
+        assert_eq!(r.find(None, "/adminx", &Method::GET), RouteMatch::Found(0));
+        assert_eq!(r.find(None, "/adm", &Method::GET), RouteMatch::Found(0));
+        assert_eq!(r.find(None, "/%C3%A9", &Method::GET), RouteMatch::Found(0));
     }
 }

@@ -100,8 +100,12 @@ pub struct ServerConfig {
     pub token_cache_bytes: usize,
     /// Header names (lower case; a trailing `*` matches a prefix) that only the gateway may set.
     pub reserved_headers: Vec<String>,
-    /// Peers whose `X-Forwarded-For` and country headers are believed.
+    /// Peers whose `X-Forwarded-For`, `Forwarded`, `X-Real-IP` and country headers are believed
+    /// (and passed on); from any other peer they are removed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Remove every request header whose name holds `_` (NGINX's default); otherwise only those
+    /// that, with `_` read as `-`, name a header the gateway owns.
+    pub drop_underscore_headers: bool,
     /// A request carrying this value in `x-edgewarden-trace-key` gets the decision trace header.
     pub trace_secret: Option<String>,
 }
@@ -164,6 +168,11 @@ pub struct RouteConfig {
     pub token_from: Vec<TokenSource>,
     /// Keep the client's `Authorization` header when forwarding (removed by default).
     pub forward_authorization: bool,
+    /// Accept `;` parameters in path segments (matrix parameters); the route is matched on the
+    /// path without them and the origin receives them. Refused (400) by default.
+    pub allow_path_parameters: bool,
+    /// Match `path_prefix` ignoring ASCII case, for origins that fold case (IIS/ASP.NET).
+    pub case_insensitive: bool,
 }
 
 /// A route's use of a policy.

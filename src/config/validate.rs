@@ -12,7 +12,7 @@ use super::{
     AuthMode, Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig,
     ServerConfig, TokenSource,
 };
-use crate::routing::path_is_ambiguous;
+use crate::target;
 
 pub(super) fn read(
     table: &Table,
@@ -212,6 +212,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         })
         .collect();
     let trusted_proxies = super::geo::read_trusted_proxies(&mut s, problems);
+    let drop_underscore_headers = s.or(problems, "drop_underscore_headers", false);
     let trace_secret = super::observe::read_trace_secret(&mut s, problems);
     s.finish(problems);
     let (listen, tls_listeners) = listen?;
@@ -233,6 +234,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         token_cache_bytes,
         reserved_headers,
         trusted_proxies,
+        drop_underscore_headers,
         trace_secret,
     })
 }
@@ -308,27 +310,27 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
 
 fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig> {
     let name = read_name(&mut s, problems);
-    let host = s.optional::<String>(problems, "host").map(|h| {
-        let lower = h.to_ascii_lowercase();
-        let valid = !lower.is_empty()
-            && lower
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-        if !valid {
-            problems.push(
-                &s.key_path("host"),
-                format!("{h:?} is not a host name (no port, scheme or path)"),
-            );
-        }
-        lower
-    });
+    let host = s
+        .optional::<String>(problems, "host")
+        .map(|h| match target::canonical_host(&h) {
+            Ok(host) if !h.contains(':') || h.starts_with('[') && h.ends_with(']') => host,
+            _ => {
+                problems.push(
+                    &s.key_path("host"),
+                    format!("{h:?} is not a host name (no port, scheme or path)"),
+                );
+                h.to_ascii_lowercase()
+            }
+        });
     let path_prefix: Option<String> = s.required(problems, "path_prefix");
+    let allow_path_parameters = s.or(problems, "allow_path_parameters", false);
+    let case_insensitive = s.or(problems, "case_insensitive", false);
     if let Some(prefix) = &path_prefix
-        && (!prefix.starts_with('/') || prefix.contains(['?', '#']) || path_is_ambiguous(prefix))
+        && !is_canonical_prefix(prefix)
     {
         problems.push(
             &s.key_path("path_prefix"),
-            format!("{prefix:?} must be a plain absolute path such as \"/api\" (no query, dot segments or encoded slashes)"),
+            format!("{prefix:?} must be a canonical absolute path such as \"/api\" (no query, ';' parameters, dot segments, empty segments, or escapes of unreserved characters or slashes)"),
         );
     }
     let methods = s.optional::<Vec<String>>(problems, "methods").map(|list| {
@@ -419,7 +421,19 @@ fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig
         required_scopes,
         token_from,
         forward_authorization,
+        allow_path_parameters,
+        case_insensitive,
     })
+}
+
+/// A prefix requests can match: its own canonical form, with no query or `;` parameters.
+fn is_canonical_prefix(prefix: &str) -> bool {
+    match target::parse(prefix.as_bytes(), None, false) {
+        Ok(target::Parsed::Target(t)) => {
+            t.target == prefix && !t.has_parameters && t.query().is_none()
+        }
+        _ => false,
+    }
 }
 
 fn valid_token_name(name: &str) -> bool {

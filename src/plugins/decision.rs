@@ -5,7 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use super::bindings::edgewarden::policy::types::{Decision, ForwardAction, Response};
-use crate::routing::path_is_ambiguous;
+use crate::target::{self, Parsed};
 
 /// Largest body a plugin may answer with.
 const MAX_BODY: usize = 1 << 20;
@@ -103,18 +103,24 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
     {
         return Err(format!("origin {origin:?} is not in allow_origins"));
     }
-    if let Some(path) = &action.path
-        && (!path.starts_with('/') || path.contains(['?', '#']) || path_is_ambiguous(path))
-    {
-        return Err("path must be a plain absolute path".to_string());
-    }
+    let path = action.path.map(|path| canonical_path(&path)).transpose()?;
     Ok(Checked::Forward {
         set,
         append,
         remove,
         origin: action.origin,
-        path: action.path,
+        path,
     })
+}
+
+/// A policy's new path, through the same canonicaliser as every request target: an absolute
+/// path without query or `;` parameters, forwarded in canonical form.
+fn canonical_path(path: &str) -> Result<String, String> {
+    match target::parse(path.as_bytes(), None, false) {
+        Ok(Parsed::Target(t)) if t.query().is_none() && !t.has_parameters => Ok(t.target),
+        Ok(_) => Err("path must be a plain absolute path".to_string()),
+        Err(e) => Err(format!("path must be a plain absolute path: {e}")),
+    }
 }
 
 fn check_response(response: Response) -> Result<Checked, String> {

@@ -1,8 +1,7 @@
-//! Header hygiene on both sides of the proxy: request framing checks, the request id, the
-//! `X-Forwarded-*` fields, and hop-by-hop fields in upstream responses.
+//! Header hygiene on both sides of the proxy: request framing checks, the request id, the forwarding fields, and hop-by-hop fields in upstream responses.
 //!
-//! Hop-by-hop request fields (including every field a `Connection` header names) are removed by
-//! Pingora's upstream request policy, set in `origins`; responses are cleaned here.
+//! Hop-by-hop request fields are removed by Pingora's upstream request policy, set in `origins`,
+//! after `owned` has applied the client's `Connection` nominations; responses are cleaned here.
 
 use std::fmt::Write as _;
 
@@ -67,20 +66,6 @@ pub fn framing_is_ambiguous(session: &Session) -> bool {
     })
 }
 
-/// The request's host without port: the absolute-form authority if any, else the Host field.
-pub fn request_host(req: &RequestHeader) -> Option<&str> {
-    let raw = match req.uri.authority() {
-        Some(authority) => authority.host(),
-        None => req.headers.get(header::HOST)?.to_str().ok()?,
-    };
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
-    };
-    Some(host)
-}
-
 /// Append one hop to an `X-Forwarded-For` chain.
 fn add_hop(chain: &mut String, hop: impl std::fmt::Display) {
     if !chain.is_empty() {
@@ -90,24 +75,66 @@ fn add_hop(chain: &mut String, hop: impl std::fmt::Display) {
     let _ = write!(chain, "{hop}");
 }
 
-/// Fields the gateway adds on the way to the origin.
+/// Forwarding fields an untrusted client may not set: whatever it sent is removed.
+fn is_forwarding_field(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+}
+
+/// Fields the gateway adds on the way to the origin. From a trusted proxy (`trusted`) the
+/// `X-Forwarded-For` and `Forwarded` chains are extended with the peer and `X-Real-IP` is kept;
+/// from any other peer every forwarding field the client sent is replaced by the gateway's own.
 pub fn add_forwarding(
     session: &Session,
     upstream: &mut RequestHeader,
     request_id: &str,
+    trusted: bool,
 ) -> Result<()> {
     let mut chain = String::new();
-    for previous in upstream.headers.get_all("x-forwarded-for") {
-        if let Ok(previous) = previous.to_str() {
-            add_hop(&mut chain, previous);
+    if trusted {
+        for previous in upstream.headers.get_all("x-forwarded-for") {
+            if let Ok(previous) = previous.to_str() {
+                add_hop(&mut chain, previous);
+            }
+        }
+    } else {
+        let sent: Vec<HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|name| is_forwarding_field(name))
+            .cloned()
+            .collect();
+        for name in sent {
+            upstream.remove_header(&name);
         }
     }
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        add_hop(&mut chain, addr.ip());
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    if let Some(ip) = peer {
+        add_hop(&mut chain, ip);
     }
     upstream.remove_header("x-forwarded-for");
     if !chain.is_empty() {
         upstream.insert_header("x-forwarded-for", chain)?;
+    }
+    if trusted
+        && let Some(ip) = peer
+        && upstream.headers.contains_key(header::FORWARDED)
+    {
+        let mut forwarded = String::new();
+        for previous in upstream.headers.get_all(header::FORWARDED) {
+            if let Ok(previous) = previous.to_str() {
+                add_hop(&mut forwarded, previous);
+            }
+        }
+        let hop = match ip {
+            std::net::IpAddr::V4(v4) => format!("for={v4}"),
+            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        };
+        add_hop(&mut forwarded, hop);
+        upstream.insert_header(header::FORWARDED, forwarded)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
@@ -187,17 +214,6 @@ mod tests {
         let two = request_id(&req(&[("x-request-id", "a"), ("x-request-id", "b")]));
         assert_eq!(two.len(), 32);
         assert_ne!(request_id(&req(&[])), request_id(&req(&[])));
-    }
-
-    #[test]
-    fn host_is_taken_without_port() {
-        assert_eq!(
-            request_host(&req(&[("host", "Example.com:8080")])),
-            Some("Example.com")
-        );
-        assert_eq!(request_host(&req(&[("host", "[::1]:80")])), Some("::1"));
-        assert_eq!(request_host(&req(&[("host", "a.test")])), Some("a.test"));
-        assert_eq!(request_host(&req(&[])), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `request_filter`, origin selection, header hygiene, and error answers.
 
 mod headers;
+pub mod owned;
 pub mod record;
 pub mod respond;
 
@@ -18,8 +19,9 @@ use crate::auth::error::AuthError;
 use crate::generation::{Current, Generation};
 use crate::origins::Origin;
 use crate::plugins::{self, Outcome};
-use crate::routing::{RouteMatch, path_is_ambiguous};
+use crate::routing::RouteMatch;
 use crate::shutdown::{Draining, InFlight, InFlightGuard};
+use crate::target::{self, TargetError};
 use record::{Decided, Record};
 use respond::Rejection;
 
@@ -50,6 +52,8 @@ pub struct RequestCtx {
     /// Upstream chosen while routing, used by the first connect attempt.
     peer: Option<Box<HttpPeer>>,
     connect_attempts: usize,
+    /// The peer is one of `trusted_proxies`: its forwarding chain is extended, not replaced.
+    trusted_peer: bool,
     record: Record,
     _in_flight: InFlightGuard,
 }
@@ -89,6 +93,7 @@ impl ProxyHttp for Gateway {
             origin: None,
             peer: None,
             connect_attempts: 0,
+            trusted_peer: false,
             record: Record::new(),
             _in_flight: self.in_flight.enter(),
         }
@@ -112,16 +117,29 @@ impl ProxyHttp for Gateway {
         if headers::framing_is_ambiguous(session) {
             return self.reject(session, ctx, Rejection::AmbiguousFraming).await;
         }
-        let req = session.req_header();
-        if path_is_ambiguous(req.uri.path()) {
-            return self.reject(session, ctx, Rejection::AmbiguousPath).await;
+        let route_path = match target::canonicalise(session.req_header_mut()) {
+            Ok(Some(path)) => path,
+            Ok(None) => return self.reject(session, ctx, Rejection::ServerOptions).await,
+            Err(e) => return self.reject(session, ctx, Rejection::Target(e)).await,
+        };
+        if owned::apply_connection_nominations(session.req_header_mut()).is_err() {
+            return self.reject(session, ctx, Rejection::AmbiguousHeaders).await;
         }
-        let found = generation
-            .router
-            .find(headers::request_host(req), req.uri.path(), &req.method);
+        generation.owned.strip_aliases(session.req_header_mut());
+        let req = session.req_header();
+        let found =
+            generation
+                .router
+                .find(route_path.host.as_deref(), &route_path.path, &req.method);
         match found {
             RouteMatch::Found(route) => {
                 ctx.record.route = Some(route);
+                if route_path.has_parameters
+                    && !generation.config.routes[route].allow_path_parameters
+                {
+                    let refused = Rejection::Target(TargetError::PathParameters);
+                    return self.reject(session, ctx, refused).await;
+                }
                 if generation.config.routes[route].debug_trace {
                     ctx.record.trace = true;
                 }
@@ -132,6 +150,8 @@ impl ProxyHttp for Gateway {
                     .client_addr()
                     .and_then(|a| a.as_inet())
                     .map(|a| a.ip());
+                ctx.trusted_peer =
+                    peer.is_some_and(|ip| generation.geo.is_trusted(ip.to_canonical()));
                 let client = generation.geo.client(peer, session.req_header());
                 if timing {
                     ctx.record.client_ip = client.ip;
@@ -298,7 +318,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        headers::add_forwarding(session, upstream, &ctx.request_id)
+        headers::add_forwarding(session, upstream, &ctx.request_id, ctx.trusted_peer)
     }
 
     async fn response_filter(

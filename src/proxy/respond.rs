@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde::Serialize;
 
 use crate::auth::error::AuthError;
+use crate::target::TargetError;
 
 /// Largest unread request body the gateway drains to keep a connection alive after answering early;
 /// anything larger (or of unknown length, or waiting on `Expect: 100-continue`) closes the
@@ -23,13 +24,21 @@ const MAX_DRAIN_BYTES: usize = 64 * 1024;
 /// How long the gateway waits for that small body to arrive.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The methods `OPTIONS *` reports: what the gateway forwards at all (routes narrow it).
+const SERVER_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Why the gateway answered a request itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     /// Content-Length together with Transfer-Encoding, or several Host headers.
     AmbiguousFraming,
-    /// Dot segments, encoded slashes and similar paths whose meaning depends on the origin.
-    AmbiguousPath,
+    /// A request target or host the gateway does not forward: not origin-form, or a path whose
+    /// meaning depends on how the origin normalises it (see `target`).
+    Target(TargetError),
+    /// `Connection` nominates a field that frames or addresses the request.
+    AmbiguousHeaders,
+    /// `OPTIONS *`: answered by the gateway (204 with `Allow`), never forwarded.
+    ServerOptions,
     NoRoute,
     /// The value is the `Allow` header.
     MethodNotAllowed(String),
@@ -47,7 +56,11 @@ pub enum Rejection {
 impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::AmbiguousFraming | Rejection::AmbiguousPath | Rejection::BadRequest => 400,
+            Rejection::AmbiguousFraming
+            | Rejection::Target(_)
+            | Rejection::AmbiguousHeaders
+            | Rejection::BadRequest => 400,
+            Rejection::ServerOptions => 204,
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::Internal => 500,
@@ -63,7 +76,9 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::AmbiguousFraming => "ambiguous_framing",
-            Rejection::AmbiguousPath => "ambiguous_path",
+            Rejection::Target(e) => e.code(),
+            Rejection::AmbiguousHeaders => "ambiguous_headers",
+            Rejection::ServerOptions => "server_options",
             Rejection::NoRoute => "no_route",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::NoHealthyUpstream => "no_healthy_upstream",
@@ -79,7 +94,9 @@ impl Rejection {
     fn message(&self) -> &'static str {
         match self {
             Rejection::AmbiguousFraming => "request framing is ambiguous",
-            Rejection::AmbiguousPath => "request path is ambiguous",
+            Rejection::Target(e) => e.description(),
+            Rejection::AmbiguousHeaders => "Connection nominates a field that frames the request",
+            Rejection::ServerOptions => "",
             Rejection::NoRoute => "no route for this host and path",
             Rejection::MethodNotAllowed(_) => "method not allowed on this route",
             Rejection::NoHealthyUpstream => "no healthy upstream for this route",
@@ -94,7 +111,10 @@ impl Rejection {
 
     /// Whether the connection must close after this answer whatever the request body looks like.
     fn must_close(&self) -> bool {
-        matches!(self, Rejection::AmbiguousFraming | Rejection::BadRequest)
+        matches!(
+            self,
+            Rejection::AmbiguousFraming | Rejection::AmbiguousHeaders | Rejection::BadRequest
+        )
     }
 
     /// Map a Pingora proxy failure. `None`: the client is gone, write nothing.
@@ -155,13 +175,17 @@ pub async fn write(
     if rejection.must_close() || !drain_small_body(session).await {
         session.set_keepalive(None);
     }
-    let body = ErrorBody {
-        error: rejection.code(),
-        message: rejection.message(),
-        request_id,
-    }
-    .to_json();
     let status = rejection.status();
+    let body = if status == 204 {
+        Vec::new()
+    } else {
+        ErrorBody {
+            error: rejection.code(),
+            message: rejection.message(),
+            request_id,
+        }
+        .to_json()
+    };
     // Without Pingora's case-preserving name map (one map less per answer): standard names go out
     // title-cased, others in lower case; HTTP field names are case-insensitive.
     let mut resp = ResponseHeader::build_no_case(status, Some(6))?;
@@ -179,6 +203,12 @@ pub async fn write(
         Rejection::MethodNotAllowed(allow) => {
             resp.insert_header(header::ALLOW, allow.as_str())?;
         }
+        Rejection::ServerOptions => {
+            resp.insert_header(header::ALLOW, SERVER_METHODS)?;
+            // A 204 carries neither a body nor its framing (RFC 9110 §8.6).
+            resp.remove_header(&header::CONTENT_TYPE);
+            resp.remove_header(&header::CONTENT_LENGTH);
+        }
         Rejection::Auth(e, scopes) => {
             if let Some(challenge) = e.challenge(scopes) {
                 resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
@@ -186,7 +216,7 @@ pub async fn write(
         }
         _ => {}
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(resp), head_only)
         .await?;

@@ -166,7 +166,7 @@ auth = "off"
         "origins[0].connect_timeout_ms: 0 is out of range 1..=60000",
         "origins[0].health_check.path: \"health\" must be an absolute path",
         "origins[0].health_check.extra: unknown key",
-        "routes[0].path_prefix: \"api/../x\" must be a plain absolute path",
+        "routes[0].path_prefix: \"api/../x\" must be a canonical absolute path",
         "routes[0].auth: \"sometimes\" is not one of",
         "routes[0].methods[1]: \"BAD METHOD\" is not an HTTP method",
         "routes[0].host: \"http://x.example\" is not a host name",
@@ -436,5 +436,56 @@ fn tls_settings_that_would_fail_or_skip_verification_are_refused() {
         "FILE: origins[0].ca_file: ",
     ] {
         assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+}
+
+#[test]
+fn the_canonical_request_keys_report_every_mistake_at_once() {
+    let text = r#"
+[server]
+listen = ["127.0.0.1:18080"]
+drop_underscore_headers = "yes"
+
+[[origins]]
+name = "global"
+upstreams = ["127.0.0.1:9000"]
+
+[[routes]]
+name = "encoded"
+path_prefix = "/%61pi"
+origin = "global"
+auth = "off"
+allow_path_parameters = 1
+
+[[routes]]
+name = "params"
+path_prefix = "/api;v=1"
+origin = "global"
+auth = "off"
+case_insensitive = "sometimes"
+
+[[routes]]
+name = "ported"
+host = "API.example.com:8443"
+path_prefix = "/a//b"
+origin = "global"
+auth = "off"
+"#;
+    let (code, stderr, _) = check(text);
+    assert_eq!(code, 1, "{stderr}");
+    for expected in [
+        "FILE: 7 problems found",
+        "FILE: server.drop_underscore_headers: invalid type: string \"yes\", expected a boolean",
+        "FILE: routes[0].path_prefix: \"/%61pi\" must be a canonical absolute path",
+        "FILE: routes[0].allow_path_parameters: invalid type: integer `1`, expected a boolean",
+        "FILE: routes[1].path_prefix: \"/api;v=1\" must be a canonical absolute path",
+        "FILE: routes[1].case_insensitive: invalid type: string \"sometimes\", expected a boolean",
+        "FILE: routes[2].host: \"API.example.com:8443\" is not a host name (no port, scheme or path)",
+        "FILE: routes[2].path_prefix: \"/a//b\" must be a canonical absolute path",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }

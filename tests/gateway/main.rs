@@ -13,6 +13,7 @@ mod metrics;
 mod observe;
 mod orchestration;
 mod plugins;
+mod promise;
 mod reload;
 mod replicas;
 mod routing;

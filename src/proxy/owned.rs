@@ -1,0 +1,249 @@
+//! Request headers the gateway owns, made final before the gateway writes any of them.
+//!
+//! Whatever the gateway tells the origin (identity claims, the country, plugin headers,
+//! `X-Forwarded-*`, `X-Request-Id`) must reach it as written, and nothing a client sends may be
+//! read as one of them. Three client tricks are closed here, before authentication:
+//!
+//! - **`Connection` nominations.** A proxy removes the fields `Connection` names on the way out
+//!   (RFC 9110 §7.6.1), so a client naming `x-internal-user-id` there would have the header the
+//!   gateway wrote removed. The nominated fields are removed now, from the client's request, and
+//!   `Connection` keeps only its connection options (`close`, `keep-alive`, `upgrade`), so
+//!   nothing the gateway writes later is nominated. Nominating a field that frames or addresses
+//!   the request (`Host`, `Content-Length`, `Transfer-Encoding`) is refused.
+//! - **Underscore aliases.** CGI, WSGI and PHP origins read `X_Internal_User_Id` and
+//!   `X-Internal-User-Id` as the same variable (`HTTP_X_INTERNAL_USER_ID`). A header whose name,
+//!   with `_` read as `-`, is owned by the gateway is removed; `drop_underscore_headers` removes
+//!   every name holding `_`, as NGINX does by default.
+//! - **Path and method overrides** (`X-Original-URL`, `X-Rewrite-URL`, `X-HTTP-Method-Override`,
+//!   …), which IIS, Symfony and several frameworks obey: the origin would serve another path or
+//!   method than the one routed and authorised. Always removed.
+//!
+//! Forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) are owned too: `headers`
+//! replaces them for untrusted peers and extends the chain for trusted ones.
+
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+
+use crate::config::Config;
+
+/// Headers that make an origin serve another path or method than the request line's.
+const OVERRIDES: [HeaderName; 6] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-override-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Names the gateway writes or decides on every request, besides the configured ones.
+const GATEWAY_WRITES: [&str; 6] = [
+    "x-forwarded-*",
+    "forwarded",
+    "x-real-ip",
+    super::headers::REQUEST_ID,
+    super::record::TRACE,
+    super::record::TRACE_KEY,
+];
+
+/// The request header names the gateway owns: exact names and `prefix*` patterns, lower case.
+pub struct OwnedHeaders {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+    drop_all_underscores: bool,
+}
+
+impl OwnedHeaders {
+    /// Reserved headers, claim headers, the country header, every header a policy may set, and
+    /// what the gateway writes itself.
+    pub fn build(config: &Config) -> OwnedHeaders {
+        let configured = config
+            .server
+            .reserved_headers
+            .iter()
+            .chain(
+                config
+                    .issuers
+                    .iter()
+                    .flat_map(|i| i.claims_to_headers.iter().map(|(_, h)| h)),
+            )
+            .chain(config.geo.iter().map(|g| &g.header))
+            .chain(config.policies.iter().flat_map(|p| p.allow_headers.iter()))
+            .map(String::as_str);
+        let mut owned = OwnedHeaders {
+            exact: Vec::new(),
+            prefixes: Vec::new(),
+            drop_all_underscores: config.server.drop_underscore_headers,
+        };
+        for pattern in configured.chain(GATEWAY_WRITES) {
+            let pattern = pattern.to_ascii_lowercase();
+            match pattern.strip_suffix('*') {
+                Some(prefix) => owned.prefixes.push(prefix.to_string()),
+                None => owned.exact.push(pattern),
+            }
+        }
+        owned
+    }
+
+    /// Whether the gateway owns `name` (lower case).
+    pub fn owns(&self, name: &str) -> bool {
+        self.exact.iter().any(|e| e == name)
+            || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// Remove override headers and the headers whose name with `_` read as `-` is owned (every
+    /// name holding `_` with `drop_underscore_headers`).
+    pub fn strip_aliases(&self, req: &mut RequestHeader) {
+        for name in &OVERRIDES {
+            req.remove_header(name);
+        }
+        let doomed: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| {
+                let name = name.as_str();
+                name.contains('_')
+                    && (self.drop_all_underscores || self.owns(&name.replace('_', "-")))
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            req.remove_header(&name);
+        }
+    }
+}
+
+/// `Connection` nominated a field that frames or addresses the request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FramingNominated;
+
+/// Apply the client's `Connection` nominations now: remove the nominated fields and leave only
+/// connection options in `Connection`, so the removal a proxy does on the way out cannot reach
+/// a header the gateway writes afterwards.
+pub fn apply_connection_nominations(req: &mut RequestHeader) -> Result<(), FramingNominated> {
+    if !req.headers.contains_key(header::CONNECTION) {
+        return Ok(());
+    }
+    let mut options: Vec<String> = Vec::new();
+    let mut nominated: Vec<HeaderName> = Vec::new();
+    for value in req.headers.get_all(header::CONNECTION) {
+        let text = value.to_str().map_err(|_| FramingNominated)?;
+        for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let lower = token.to_ascii_lowercase();
+            match lower.as_str() {
+                "close" | "keep-alive" | "upgrade" => {
+                    if !options.contains(&lower) {
+                        options.push(lower);
+                    }
+                }
+                _ => {
+                    let name =
+                        HeaderName::from_bytes(lower.as_bytes()).map_err(|_| FramingNominated)?;
+                    if name == header::HOST
+                        || name == header::CONTENT_LENGTH
+                        || name == header::TRANSFER_ENCODING
+                    {
+                        return Err(FramingNominated);
+                    }
+                    nominated.push(name);
+                }
+            }
+        }
+    }
+    if nominated.is_empty() {
+        return Ok(());
+    }
+    for name in &nominated {
+        req.remove_header(name);
+    }
+    req.remove_header(&header::CONNECTION);
+    if !options.is_empty() {
+        let value = HeaderValue::from_str(&options.join(", ")).map_err(|_| FramingNominated)?;
+        req.insert_header(header::CONNECTION, value)
+            .map_err(|_| FramingNominated)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).expect("header");
+        }
+        r
+    }
+
+    fn names(r: &RequestHeader) -> Vec<String> {
+        let mut names: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    fn owned(drop_all: bool) -> OwnedHeaders {
+        OwnedHeaders {
+            exact: vec!["x-user-location".into(), "x-request-id".into()],
+            prefixes: vec!["x-internal-".into(), "x-forwarded-".into()],
+            drop_all_underscores: drop_all,
+        }
+    }
+
+    #[test]
+    fn nominated_fields_go_now_and_connection_keeps_only_options() {
+        let mut r = req(&[
+            ("connection", "keep-alive, X-Internal-User-Id"),
+            ("connection", "x-secret"),
+            ("x-internal-user-id", "evil"),
+            ("x-secret", "1"),
+            ("x-kept", "1"),
+        ]);
+        assert_eq!(apply_connection_nominations(&mut r), Ok(()));
+        assert_eq!(names(&r), ["connection", "x-kept"]);
+        assert_eq!(r.headers["connection"], "keep-alive");
+        let mut r = req(&[("connection", "x-a"), ("x-a", "1")]);
+        assert_eq!(apply_connection_nominations(&mut r), Ok(()));
+        assert!(names(&r).is_empty());
+        let mut r = req(&[("connection", "close")]);
+        assert_eq!(apply_connection_nominations(&mut r), Ok(()));
+        assert_eq!(r.headers["connection"], "close");
+    }
+
+    #[test]
+    fn nominating_framing_or_host_is_refused() {
+        for bad in [
+            "host",
+            "Content-Length",
+            "keep-alive, transfer-encoding",
+            "x y",
+        ] {
+            let mut r = req(&[("connection", bad)]);
+            assert_eq!(
+                apply_connection_nominations(&mut r),
+                Err(FramingNominated),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn underscore_aliases_of_owned_names_and_overrides_are_removed() {
+        let mut r = req(&[
+            ("x_internal_user_id", "evil"),
+            ("x-internal_user-id", "evil"),
+            ("x_user_location", "GB"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x_request_id", "1"),
+            ("x_custom_thing", "kept"),
+            ("x-original-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-kept", "1"),
+        ]);
+        owned(false).strip_aliases(&mut r);
+        assert_eq!(names(&r), ["x-kept", "x_custom_thing"]);
+        owned(true).strip_aliases(&mut r);
+        assert_eq!(names(&r), ["x-kept"]);
+    }
+}
