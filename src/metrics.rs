@@ -32,6 +32,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub auth_rejections: IntCounterVec,
+    /// Answers the gateway wrote itself for other reasons than authentication, by code.
+    pub gateway_rejections: IntCounterVec,
     pub jwt_verify_duration: Histogram,
     pub token_cache_hits: IntCounter,
     pub token_cache_misses: IntCounter,
@@ -143,6 +145,13 @@ impl Metrics {
                 "edgewarden_auth_rejections_total",
                 "Requests refused by authentication, by reason",
                 &["route", "reason"],
+            ),
+            gateway_rejections: counter(
+                &r,
+                "edgewarden_gateway_rejections_total",
+                "Requests the gateway answered itself for another reason than authentication \
+                 (invalid_target, ambiguous_path, no_route, ...), by reason",
+                &["reason"],
             ),
             jwt_verify_duration,
             token_cache_hits,

@@ -137,6 +137,9 @@ impl Record {
         m.requests
             .with_label_values(&[route, metrics::status_class(status), outcome])
             .inc();
+        if let Decided::Rejected { code, auth: false } = self.decided {
+            m.gateway_rejections.with_label_values(&[code]).inc();
+        }
         let total = self.started.elapsed();
         match self.route.and_then(|r| generation.route_duration.get(r)) {
             Some(histogram) => histogram.observe(total.as_secs_f64()),

@@ -188,6 +188,19 @@ async fn request_targets_that_are_not_origin_form_never_reach_the_origin() {
         )
         .await;
     assert_eq!((path.as_str(), query.as_deref()), ("/open/x", Some("q=1")));
+    let counted = s
+        .gw
+        .metrics_when(|m| {
+            m.count(
+                "edgewarden_gateway_rejections_total",
+                &[("reason", "invalid_target")],
+            ) >= 5.0
+        })
+        .await;
+    assert_eq!(
+        counted.count("edgewarden_gateway_rejections_total", &[("reason", "invalid_target")]),
+        5.0
+    );
     // OPTIONS * is answered by the gateway.
     let before = s.origin.hits();
     let resp = s.send(STRANGER, "OPTIONS", "*", &host, &[]).await;
