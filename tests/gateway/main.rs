@@ -18,5 +18,6 @@ mod replicas;
 mod routing;
 mod shutdown;
 mod tls;
+mod token_places;
 mod tokens;
 mod upstreams;
