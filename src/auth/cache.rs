@@ -17,7 +17,7 @@ pub struct Verified {
     pub claims: Arc<Map<String, Value>>,
     /// Unix seconds after which the entry must not be used: the token's `exp` plus the leeway.
     pub exp: u64,
-    /// The issuer's key-set generation at verification time.
+    /// The generation of the key set whose key verified it (from the same snapshot as the key).
     pub generation: u64,
     /// Approximate bytes held, for the byte bound.
     pub size: u64,

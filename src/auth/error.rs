@@ -1,10 +1,13 @@
 //! Why a token was refused: one closed set of reasons, each with its HTTP status, its RFC 6750
-//! `WWW-Authenticate` challenge and its metric label.
+//! `WWW-Authenticate` challenge and its metric label. This is the one place that maps them.
 
 /// A token (or its absence) that does not let the request through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     MissingToken,
+    /// A token in more than one place (RFC 6750 §2: a client uses one method only): 400
+    /// `invalid_request`, never a guess at which one the origin would read.
+    AmbiguousToken,
     TokenTooLarge,
     /// The text is a short, fixed description; never token content.
     Malformed(&'static str),
@@ -26,6 +29,7 @@ pub enum AuthError {
 impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
+            AuthError::AmbiguousToken => 400,
             AuthError::InsufficientScope => 403,
             AuthError::KeysUnavailable => 503,
             _ => 401,
@@ -36,6 +40,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::MissingToken => "missing_token",
+            AuthError::AmbiguousToken => "ambiguous_token",
             AuthError::TokenTooLarge => "token_too_large",
             AuthError::Malformed(_) => "malformed",
             AuthError::AlgNotAllowed => "alg_not_allowed",
@@ -57,6 +62,7 @@ impl AuthError {
     pub fn description(&self) -> &'static str {
         match self {
             AuthError::MissingToken => "bearer token required",
+            AuthError::AmbiguousToken => "bearer token sent in more than one place",
             AuthError::TokenTooLarge => "token too large",
             AuthError::Malformed(what) => what,
             AuthError::AlgNotAllowed => "algorithm not allowed",
@@ -74,12 +80,17 @@ impl AuthError {
         }
     }
 
-    /// The `WWW-Authenticate` value (RFC 6750 §3): no error attribute when no token was sent.
+    /// The `WWW-Authenticate` value (RFC 6750 §3): no error attribute when no token was sent,
+    /// `invalid_request` for a request that is malformed as a whole (§3.1).
     pub fn challenge(&self, scopes: &str) -> Option<String> {
         const REALM: &str = "Bearer realm=\"edgewarden\"";
         match self {
             AuthError::MissingToken => Some(REALM.to_string()),
             AuthError::KeysUnavailable => None,
+            AuthError::AmbiguousToken => Some(format!(
+                "{REALM}, error=\"invalid_request\", error_description=\"{}\"",
+                self.description()
+            )),
             AuthError::InsufficientScope => Some(format!(
                 "{REALM}, error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
                 self.description(),

@@ -1,12 +1,15 @@
 //! An issuer's current keys: loaded once from a file or PEM, or fetched from a JWKS URL and kept
 //! fresh in the background.
 //!
-//! Readers never wait: the key set is swapped atomically. The request path fetches only in one
-//! case, a token whose `kid` is not in the set, and then at most once per `unknown_kid_cooldown_s`
-//! across all requests (single flight: concurrent requests for the same new kid share one fetch);
-//! kids that were still unknown after a fetch are remembered until the next successful refresh.
-//! A failed or empty fetch never replaces good keys; they are served until `max_stale_s` past their
-//! refresh time, after which the issuer fails closed.
+//! Readers never wait: the key set is swapped atomically, and with it its generation (the number
+//! cached verifications are checked against), so a reader always gets keys together with their own
+//! generation ([`IssuerKeys::snapshot`]) and can never pair old keys with a newer generation.
+//!
+//! The request path fetches only in one case, a token whose `kid` is not in the set, and then at
+//! most once per `unknown_kid_cooldown_s` across all requests (single flight: concurrent requests
+//! for the same new kid share one fetch); kids that were still unknown after a fetch are remembered
+//! until the next successful refresh. A failed or empty fetch never replaces good keys; they are
+//! served until `max_stale_s` past their refresh time, after which the issuer fails closed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,9 +35,10 @@ const MIN_REFRESH: Duration = Duration::from_secs(10);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 const MAX_NEGATIVE_KIDS: usize = 4096;
 
-/// A loaded key set and until when it may be used.
+/// A loaded key set, its generation and until when it may be used: swapped in as one value.
 struct Loaded {
     keys: Arc<KeySet>,
+    generation: u64,
     /// `None`: never expires (file and PEM keys).
     usable_until: Option<Instant>,
     loaded_at: Instant,
@@ -47,10 +51,25 @@ pub struct IssuerKeys {
     max_stale: Duration,
     cooldown: Duration,
     current: ArcSwap<Option<Loaded>>,
-    generation: AtomicU64,
     client: Option<reqwest::Client>,
     on_demand: Mutex<OnDemand>,
     fetches: AtomicU64,
+}
+
+/// Usable keys and the generation they were loaded as, read together.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub keys: Arc<KeySet>,
+    /// Changes whenever the key set is replaced; never 0.
+    pub generation: u64,
+}
+
+/// Generations are numbered process-wide, so a number is never reused, not even by another
+/// issuer's keys adopted on reload. 0 stands for "no usable keys".
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn new_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Default)]
@@ -85,6 +104,7 @@ impl IssuerKeys {
         };
         let current = loaded.map(|keys| Loaded {
             keys: Arc::new(keys),
+            generation: new_generation(),
             usable_until: None,
             loaded_at: Instant::now(),
         });
@@ -95,51 +115,46 @@ impl IssuerKeys {
             max_stale: Duration::from_secs(config.max_stale_s),
             cooldown: Duration::from_secs(config.unknown_kid_cooldown_s),
             current: ArcSwap::from_pointee(current),
-            generation: AtomicU64::new(1),
             client,
             on_demand: Mutex::new(OnDemand::default()),
             fetches: AtomicU64::new(0),
         }))
     }
 
-    /// The usable keys, or `None` when none were ever loaded or they went stale.
-    pub fn current(&self) -> Option<Arc<KeySet>> {
+    /// The usable keys with their generation, from one read of the current set; `None` when none
+    /// were ever loaded or they went stale.
+    pub fn snapshot(&self) -> Option<Snapshot> {
         let guard = self.current.load();
         let loaded = guard.as_ref().as_ref()?;
         match loaded.usable_until {
             Some(until) if Instant::now() > until => None,
-            _ => Some(loaded.keys.clone()),
+            _ => Some(Snapshot {
+                keys: loaded.keys.clone(),
+                generation: loaded.generation,
+            }),
         }
     }
 
-    /// Changes whenever the key set is replaced; cached verifications from an older one are dropped.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// The usable keys, or `None` when none were ever loaded or they went stale.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.snapshot().map(|s| s.keys)
     }
 
     /// The generation while the keys are usable, `0` once they are gone or stale (so no cached
     /// verification outlives the keys it was made with).
     pub fn usable_generation(&self) -> u64 {
-        let guard = self.current.load();
-        match guard.as_ref() {
-            Some(Loaded {
-                usable_until: Some(until),
-                ..
-            }) if Instant::now() > *until => 0,
-            Some(_) => self.generation(),
-            None => 0,
-        }
+        self.snapshot().map_or(0, |s| s.generation)
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Serve `other`'s current keys (a reload whose first fetch failed keeps the serving keys).
+    /// Serve `other`'s current keys (a reload whose first fetch failed keeps the serving keys),
+    /// with their generation: numbers are process-wide, so it is new to this issuer.
     pub fn adopt(&self, other: &IssuerKeys) {
         if self.current().is_none() {
             self.current.store(other.current.load_full());
-            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -210,14 +225,25 @@ impl IssuerKeys {
             None => self.refresh_interval,
         };
         let count = keys.len();
-        self.current.store(Arc::new(Some(Loaded {
-            keys: Arc::new(keys),
-            usable_until: Some(Instant::now() + next + self.max_stale),
-            loaded_at: Instant::now(),
-        })));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.install(keys, Some(Instant::now() + next + self.max_stale));
         tracing::info!(issuer = %self.name, keys = count, "JWKS loaded");
         Ok(next)
+    }
+
+    /// Replace the key set and its generation in one swap.
+    fn install(&self, keys: KeySet, usable_until: Option<Instant>) {
+        self.current.store(Arc::new(Some(Loaded {
+            keys: Arc::new(keys),
+            generation: new_generation(),
+            usable_until,
+            loaded_at: Instant::now(),
+        })));
+    }
+
+    /// Swap in `keys` as a refresh does (test seam: a refresh at a chosen moment).
+    #[cfg(test)]
+    pub(crate) fn replace_for_test(&self, keys: KeySet) {
+        self.install(keys, None);
     }
 
     /// Called for a token whose `kid` is not in the current set. Returns whether it is known now.

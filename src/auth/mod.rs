@@ -1,6 +1,7 @@
-//! Bearer-token authentication in native code: token extraction, strict JWS parsing, keys and
-//! JWKS refresh, verification (ring through jsonwebtoken), the verified-token cache, scopes, and
-//! the identity headers only the gateway may set.
+//! Bearer-token authentication in native code: finding the request's one token (and taking it off
+//! the request before forwarding), strict JWS parsing, keys and JWKS refresh, verification (ring
+//! through jsonwebtoken), the verified-token cache, scopes, and the identity headers only the
+//! gateway may set.
 
 pub mod cache;
 pub mod crypto;
@@ -107,8 +108,9 @@ impl Auth {
         ))
     }
 
-    /// Strip the headers only the gateway may set, check the route's token, and on success set the
-    /// identity headers (and drop `Authorization` unless the route forwards it). Returns the
+    /// Strip the headers only the gateway may set, check the route's one token, and on success set
+    /// the identity headers and take the credentials off the request (`Authorization`, and the
+    /// query parameter or cookie the token came in) unless the route forwards them. Returns the
     /// verified identity, if the request carried one.
     pub async fn authenticate(
         &self,
@@ -122,14 +124,28 @@ impl Auth {
         if route_auth.mode == AuthMode::Off {
             return Ok(None);
         }
-        let identity = match identity::extract_token(req, &route_auth.token_from)? {
-            Some(token) => self.verifier.verify(token, &route_auth.issuers).await?,
+        let (identity, source) = match identity::extract_token(req, &route_auth.token_from)? {
+            Some(token) => (
+                self.verifier
+                    .verify(token.value, &route_auth.issuers)
+                    .await?,
+                token.source,
+            ),
             None if route_auth.mode == AuthMode::Required => return Err(AuthError::MissingToken),
             None => return Ok(None),
         };
         if !identity::has_scopes(&identity.claims, &route_auth.scopes) {
             return Err(AuthError::InsufficientScope);
         }
+        self.set_identity_headers(req, &identity);
+        if !route_auth.forward_authorization {
+            req.remove_header(&http::header::AUTHORIZATION);
+            identity::remove_token(req, source)?;
+        }
+        Ok(Some(identity))
+    }
+
+    fn set_identity_headers(&self, req: &mut RequestHeader, identity: &Identity) {
         let mapping = self
             .verifier
             .issuers
@@ -141,10 +157,6 @@ impl Auth {
                 tracing::debug!(error = %e, "identity header not set");
             }
         }
-        if !route_auth.forward_authorization {
-            req.remove_header(&http::header::AUTHORIZATION);
-        }
-        Ok(Some(identity))
     }
 
     /// Issuers some route relies on that have no usable keys, for readiness.

@@ -130,21 +130,27 @@ impl Verifier {
             return Err(AuthError::InvalidClaim("sub must be a string"));
         }
 
-        let keys = match issuer.keys.current() {
-            Some(keys) => keys,
-            None => return Err(AuthError::KeysUnavailable),
-        };
+        // Keys and their generation come from one snapshot: the cache entry is tied to the very
+        // keys that verified it, so a refresh landing meanwhile (removing this key) leaves the
+        // entry under the old generation, and it is never used.
+        let snapshot = issuer.keys.snapshot().ok_or(AuthError::KeysUnavailable)?;
         let kid = parsed.kid.as_deref();
-        let keys = match (keys.find(kid, alg).is_some(), kid) {
-            (true, _) => keys,
-            (false, Some(kid)) if !keys.has_kid(kid) && issuer.keys.refetch_for_kid(kid).await => {
-                issuer.keys.current().ok_or(AuthError::KeysUnavailable)?
+        let snapshot = match (snapshot.keys.find(kid, alg).is_some(), kid) {
+            (true, _) => snapshot,
+            (false, Some(kid))
+                if !snapshot.keys.has_kid(kid) && issuer.keys.refetch_for_kid(kid).await =>
+            {
+                issuer.keys.snapshot().ok_or(AuthError::KeysUnavailable)?
             }
-            (false, Some(kid)) if keys.has_kid(kid) => return Err(AuthError::AlgNotAllowed),
+            (false, Some(kid)) if snapshot.keys.has_kid(kid) => {
+                return Err(AuthError::AlgNotAllowed);
+            }
             _ => return Err(AuthError::UnknownKid),
         };
-        let key = keys.find(kid, alg).ok_or(AuthError::UnknownKid)?;
-        let generation = issuer.keys.generation();
+        let key = snapshot.keys.find(kid, alg).ok_or(AuthError::UnknownKid)?;
+        #[cfg(test)]
+        seam::key_looked_up();
+        let generation = snapshot.generation;
 
         let validation = issuer
             .validations
@@ -297,10 +303,120 @@ fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<()
     }
 }
 
+/// Test seam: run code at a chosen point of one verification on this thread (a JWKS refresh
+/// landing between the key lookup and the cache insert).
+#[cfg(test)]
+pub(crate) mod seam {
+    use std::cell::RefCell;
+
+    type Hook = Box<dyn FnOnce()>;
+
+    thread_local! {
+        static AFTER_KEY_LOOKUP: RefCell<Option<Hook>> = RefCell::new(None);
+    }
+
+    /// Run `hook` once, right after the next verification on this thread found its key.
+    pub fn after_key_lookup(hook: impl FnOnce() + 'static) {
+        AFTER_KEY_LOOKUP.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(super) fn key_looked_up() {
+        if let Some(hook) = AFTER_KEY_LOOKUP.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::cache::TokenCache;
+    use crate::auth::keys::KeySet;
+    use crate::config::KeySource;
+    use crate::mint::{self, TokenSpec};
     use serde_json::json;
+
+    const KEY_A: &str = include_str!("../../tests/data/keys/rsa2048-private.pem");
+    const KEY_A_PUBLIC: &str = include_str!("../../tests/data/keys/rsa2048-public.pem");
+    const KEY_B: &str = include_str!("../../tests/data/keys/rsa2048-b-private.pem");
+    const ISS: &str = "https://id.unit.test";
+
+    fn issuer_config(keys: KeySource) -> IssuerConfig {
+        IssuerConfig {
+            name: "unit".to_string(),
+            issuer: ISS.to_string(),
+            audiences: vec!["api".to_string()],
+            algorithms: vec![Algorithm::RS256],
+            keys,
+            refresh_interval_s: 300,
+            max_stale_s: 86_400,
+            unknown_kid_cooldown_s: 30,
+            leeway_s: 30,
+            required_claims: vec!["sub".to_string()],
+            claims_to_headers: Vec::new(),
+        }
+    }
+
+    fn token_signed_by(pem: &str, kid: &str) -> String {
+        let spec = TokenSpec {
+            alg: "RS256".to_string(),
+            kid: Some(kid.to_string()),
+            claims: None,
+            sub: Some("u-1".to_string()),
+            iss: Some(ISS.to_string()),
+            aud: vec!["api".to_string()],
+            scope: None,
+            expires_in: 3600,
+        };
+        mint::token(pem, &spec).expect("token signs")
+    }
+
+    /// A refresh that removes key A lands after a verification looked key A up and before it
+    /// cached its result. The token was good under the keys it was checked with, but that
+    /// verification must not outlive them: the next request re-verifies under the new keys.
+    #[tokio::test]
+    async fn a_refresh_during_verification_never_caches_a_removed_key_under_the_new_keys() {
+        super::super::crypto::install();
+        let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
+        let keys = IssuerKeys::new(&config).expect("keys load");
+        let verifier = Verifier::new(
+            vec![Issuer::new(config, keys.clone())],
+            TokenCache::new(16, 1 << 20),
+            8192,
+        );
+        let token = token_signed_by(KEY_A, "a");
+        let only_b = mint::jwks(KEY_B, "RS256", "b").expect("JWKS");
+        let only_b = KeySet::from_jwks(only_b.as_bytes()).expect("key set");
+
+        let refresher = keys.clone();
+        seam::after_key_lookup(move || refresher.replace_for_test(only_b));
+        let first = verifier.verify(&token, &[0]).await;
+        assert!(first.is_ok(), "key A was current when it was looked up");
+
+        let second = verifier.verify(&token, &[0]).await;
+        assert_eq!(
+            second.err(),
+            Some(AuthError::UnknownKid),
+            "key A is gone: the token must not be served from the cache"
+        );
+    }
+
+    /// Without a refresh, the second verification is a cache hit and still succeeds.
+    #[tokio::test]
+    async fn without_a_refresh_the_verification_is_reused() {
+        super::super::crypto::install();
+        let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
+        let keys = IssuerKeys::new(&config).expect("keys load");
+        let cache = TokenCache::new(16, 1 << 20);
+        let verifier = Verifier::new(vec![Issuer::new(config, keys)], cache, 8192);
+        let token = token_signed_by(KEY_A, "a");
+        let first = verifier.verify(&token, &[0]).await.expect("verifies");
+        let second = verifier.verify(&token, &[0]).await.expect("cached");
+        assert!(
+            Arc::ptr_eq(&first.claims, &second.claims),
+            "the second answer is the cached verification"
+        );
+    }
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().cloned().expect("object")

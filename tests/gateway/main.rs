@@ -19,5 +19,6 @@ mod replicas;
 mod routing;
 mod shutdown;
 mod tls;
+mod token_places;
 mod tokens;
 mod upstreams;

@@ -179,6 +179,11 @@ async fn the_access_log_has_a_json_line_per_request_and_never_a_token_or_cookie(
         ("log-1", "/api/a?x=1".to_string(), None),
         ("log-2", "/api/b".to_string(), Some(bearer.as_str())),
         ("log-3", format!("/api/c?access_token={token}&y=2"), None),
+        (
+            "log-4",
+            "/api/d?access_token=not.a.token&z=3".to_string(),
+            None,
+        ),
     ];
     for (id, path, auth) in &sent {
         let mut headers = vec![("x-request-id", *id), ("cookie", cookie)];
@@ -189,10 +194,10 @@ async fn the_access_log_has_a_json_line_per_request_and_never_a_token_or_cookie(
             .await
             .expect("response");
     }
-    let mut lines = access_lines(&gw, "log-", 3).await;
+    let mut lines = access_lines(&gw, "log-", 4).await;
     // Each line is written just after its answer; order them by request.
     lines.sort_by_key(|l| l["request_id"].as_str().unwrap_or_default().to_string());
-    assert_eq!(lines.len(), 3, "{}", gw.stdout());
+    assert_eq!(lines.len(), 4, "{}", gw.stdout());
     let rejected = &lines[0];
     assert_eq!(rejected["request_id"], "log-1");
     assert_eq!(rejected["route"], "api");
@@ -211,11 +216,19 @@ async fn the_access_log_has_a_json_line_per_request_and_never_a_token_or_cookie(
     assert_eq!(forwarded["outcome"], "forwarded");
     assert!(forwarded["upstream_us"].is_u64());
     assert!(forwarded["reason"].is_null());
-    assert_eq!(lines[2]["query"], "access_token=REDACTED&y=2");
+    // An accepted query token is taken off the request before forwarding: the line shows the
+    // query as forwarded. A refused one is still in the query, redacted.
+    assert_eq!(lines[2]["query"], "y=2");
     assert_eq!(lines[2]["status"], 200);
+    assert_eq!(lines[3]["query"], "access_token=REDACTED&z=3");
+    assert_eq!(lines[3]["status"], 401);
 
     let out = gw.stdout();
     assert!(!out.contains(&token), "a token in the access log");
+    assert!(
+        !out.contains("not.a.token"),
+        "a refused token in the access log"
+    );
     assert!(
         !out.contains("cookie-value-secret"),
         "a cookie in the access log"
