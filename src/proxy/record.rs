@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use pingora::http::RequestHeader;
 
+use crate::auth::identity::query_name_is;
 use crate::config::TokenSource;
 use crate::generation::Generation;
 use crate::geo::Country;
@@ -250,7 +251,7 @@ fn redact_query(query: &str, sources: &[TokenSource]) -> String {
             let name = pair.split_once('=').map_or(pair, |(name, _)| name);
             let secret = sources
                 .iter()
-                .any(|s| matches!(s, TokenSource::Query(q) if q == name));
+                .any(|s| matches!(s, TokenSource::Query(q) if query_name_is(name, q)));
             if secret {
                 format!("{name}=REDACTED")
             } else {
@@ -283,6 +284,11 @@ mod tests {
         assert_eq!(
             redact_query("a=1&access_token=eyJ.x.y&b", &sources),
             "a=1&access_token=REDACTED&b"
+        );
+        assert_eq!(
+            redact_query("access%5Ftoken=eyJ.x.y&acc%65ss_token=e", &sources),
+            "access%5Ftoken=REDACTED&acc%65ss_token=REDACTED",
+            "names are compared as the origin decodes them"
         );
     }
 
