@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, DemoKey};
 use crate::mint::{self, TokenSpec};
 use crate::server::{self, StartError};
 
@@ -19,7 +19,9 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let config_path = path.to_path_buf();
-    let config = Config::load(&config_path)?;
+    let mut config = Config::load(&config_path)?;
+    // The demo's issuer is the public demo key, by design.
+    config.demo_key = DemoKey::Allow;
     let tokens = demo_tokens(&config, &config_path);
 
     // One echo origin per address, named after the first origin that lists it.

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use http::Method;
 
+pub use crate::auth::demo_key::DemoKey;
 pub use reader::Problems;
 
 /// A fully validated configuration.
@@ -35,6 +36,10 @@ pub struct Config {
     pub geo: Option<GeoConfig>,
     /// `[access_log]`.
     pub access_log: AccessLogConfig,
+    /// Whether the repository's public demo key may be trusted. Never set by the file: `Refuse`
+    /// unless the command line says otherwise (`edgewarden demo`, `--allow-demo-key`); a reload
+    /// keeps what the process started with.
+    pub demo_key: DemoKey,
 }
 
 /// One JSON line per request on standard output. Off unless the file has `[access_log]`.

@@ -100,6 +100,7 @@ pub(super) fn read(
         policies,
         geo,
         access_log,
+        demo_key: super::DemoKey::Refuse,
     })
 }
 
