@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         allow_demo_key: bool,
     },
+    /// Drain the running gateway this configuration describes (POST /drain on its admin_listen
+    /// with its admin_token_file); returns once the drain has lasted drain_s.
+    Drain {
+        /// Configuration file of the running gateway.
+        #[arg(short, long, default_value = "config/edgewarden.toml")]
+        config: PathBuf,
+        /// End the drain instead (POST /drain/cancel): ready again, connections kept alive.
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Sign a token with a private key (for tests, demos and load tests).
     Token {
         /// PEM private key (RSA, EC P-256/P-384 or Ed25519).
@@ -206,6 +216,16 @@ fn main() -> ExitCode {
             Ok(c) => edgewarden::server::run(c).map_err(Into::into),
             Err(e) => Err(e.into()),
         },
+        Command::Drain { config, cancel } => {
+            let action = if cancel {
+                edgewarden::admin::client::Action::Cancel
+            } else {
+                edgewarden::admin::client::Action::Drain
+            };
+            edgewarden::admin::client::run(&config, action)
+                .map(|done| println!("{done}"))
+                .map_err(Into::into)
+        }
         Command::Demo { config } => edgewarden::demo::run(&config),
         Command::Plugins { command } => plugins_command(command),
         Command::Token {

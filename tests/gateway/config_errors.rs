@@ -173,6 +173,56 @@ fn the_demo_key_is_recognised_by_its_material_and_refused_by_check_and_run() {
 }
 
 #[test]
+fn admin_token_file_problems_are_reported_with_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("short-token"), "  too-short\n").expect("token");
+    for (file, expected) in [
+        (
+            "missing-token",
+            "missing-token: cannot read the admin token",
+        ),
+        (
+            "short-token",
+            "short-token: the admin token must be at least 32 visible ASCII characters",
+        ),
+    ] {
+        let text = VALID.replace(
+            "listen = [\"127.0.0.1:18080\"]",
+            &format!(
+                "listen = [\"127.0.0.1:18080\"]\nthreads = \"two\"\nadmin_token_file = \"{file}\""
+            ),
+        );
+        let (code, stderr, _) = check_in(dir.path(), &text);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("FILE: 2 problems found"), "{stderr}");
+        assert!(
+            stderr.contains("FILE: server.threads: invalid type"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "FILE: server.admin_token_file: {}/{expected}",
+                dir.path().display()
+            )),
+            "{expected:?} not in\n{stderr}"
+        );
+        assert!(!stderr.contains("too-short"), "the token shows: {stderr}");
+    }
+    // A good token passes.
+    std::fs::write(
+        dir.path().join("good-token"),
+        "\n0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("token");
+    let text = VALID.replace(
+        "listen = [\"127.0.0.1:18080\"]",
+        "listen = [\"127.0.0.1:18080\"]\nadmin_token_file = \"good-token\"",
+    );
+    let (code, stderr, _) = check_in(dir.path(), &text);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn toml_syntax_errors_name_the_file_and_line() {
     let (code, stderr, _) = check("[server\nlisten = 1\n");
     assert_eq!(code, 1);
