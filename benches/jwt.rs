@@ -30,7 +30,7 @@ use edgewarden::auth::jwks::IssuerKeys;
 use edgewarden::auth::jws;
 use edgewarden::auth::keys::KeySet;
 use edgewarden::auth::verify::{Identity, Issuer, Verifier};
-use edgewarden::config::{IssuerConfig, KeySource};
+use edgewarden::config::{DemoKey, IssuerConfig, KeySource};
 use edgewarden::mint::{self, TokenSpec};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 
@@ -105,7 +105,7 @@ impl Issuers {
         ];
         let keys = configs
             .iter()
-            .map(|c| IssuerKeys::new(c).expect("keys load"))
+            .map(|c| IssuerKeys::new(c, DemoKey::Refuse).expect("keys load"))
             .collect();
         Issuers {
             configs,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, DemoKey};
 use crate::mint::{self, TokenSpec};
 use crate::server::{self, StartError};
 
@@ -20,6 +20,8 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     }
     let config_path = path.to_path_buf();
     let mut config = Config::load(&config_path)?;
+    // The demo's issuer is the public demo key, by design.
+    config.demo_key = DemoKey::Allow;
     // The decision trace names policies and origins: the demo shows it only to those who present
     // this run's secret, unless the file sets its own.
     let trace_secret = config

@@ -5,8 +5,8 @@
 //! `auth`, `plugins`) → `origins` (round robin, health) → origin; `proxy::record` turns what was
 //! decided into metrics, the access log and the trace header. Everything a request uses is a
 //! `generation::Generation` built from one validated `config::Config`; `reload` builds the next one
-//! beside it and swaps it in. `admin` serves health, readiness, metrics and drain; `server`
-//! assembles the Pingora services.
+//! beside it and swaps it in. `admin` serves health, readiness and metrics, and drain behind
+//! the admin token (with its client, `edgewarden drain`); `server` assembles the Pingora services.
 
 #![deny(unsafe_code)]
 

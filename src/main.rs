@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use edgewarden::config::Config;
+use edgewarden::config::{Config, ConfigError, DemoKey};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{Targets, filter_fn};
 use tracing_subscriber::prelude::*;
@@ -36,12 +36,30 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "config/edgewarden.toml")]
         config: PathBuf,
+        /// Trust the repository's public demo key (config/demo/) if an issuer has it. Anyone can
+        /// sign tokens with it: for tests only.
+        #[arg(long)]
+        allow_demo_key: bool,
     },
     /// Validate a configuration file and print every problem found.
     Check {
         /// Configuration file.
         #[arg(short, long, default_value = "config/edgewarden.toml")]
         config: PathBuf,
+        /// Accept the repository's public demo key (config/demo/) if an issuer has it. Anyone
+        /// can sign tokens with it: for tests only.
+        #[arg(long)]
+        allow_demo_key: bool,
+    },
+    /// Drain the running gateway this configuration describes (POST /drain on its admin_listen
+    /// with its admin_token_file); returns once the drain has lasted drain_s.
+    Drain {
+        /// Configuration file of the running gateway.
+        #[arg(short, long, default_value = "config/edgewarden.toml")]
+        config: PathBuf,
+        /// End the drain instead (POST /drain/cancel): ready again, connections kept alive.
+        #[arg(long)]
+        cancel: bool,
     },
     /// Sign a token with a private key (for tests, demos and load tests).
     Token {
@@ -126,6 +144,19 @@ fn plugins_command(command: PluginsCommand) -> Result<(), Box<dyn std::error::Er
     }
 }
 
+/// The configuration at `path`, with the demo key allowed only when the command line says so.
+fn load(path: &std::path::Path, allow_demo_key: bool) -> Result<Config, ConfigError> {
+    let mut config = Config::load(path)?;
+    if allow_demo_key {
+        tracing::warn!(
+            "--allow-demo-key: the repository's public demo key is trusted; anyone can sign \
+             tokens it accepts. Never use this outside tests."
+        );
+        config.demo_key = DemoKey::Allow;
+    }
+    Ok(config)
+}
+
 fn read(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()).into())
 }
@@ -158,13 +189,16 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Check { config } => match Config::load(&config).and_then(|c| {
+        Command::Check {
+            config,
+            allow_demo_key,
+        } => match load(&config, allow_demo_key).and_then(|c| {
             // Everything a start would build, with every problem at once: origins, issuers and
             // their key files, geo databases, policies and their plugins (built and initialised).
             let summary = format!("{} routes, {} origins", c.routes.len(), c.origins.len());
             edgewarden::generation::Generation::build(c)
                 .map(|_| summary)
-                .map_err(|e| edgewarden::config::ConfigError {
+                .map_err(|e| ConfigError {
                     file: config.clone(),
                     problems: e.lines().map(str::to_string).collect(),
                 })
@@ -175,10 +209,23 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.into()),
         },
-        Command::Run { config } => match Config::load(&config) {
+        Command::Run {
+            config,
+            allow_demo_key,
+        } => match load(&config, allow_demo_key) {
             Ok(c) => edgewarden::server::run(c).map_err(Into::into),
             Err(e) => Err(e.into()),
         },
+        Command::Drain { config, cancel } => {
+            let action = if cancel {
+                edgewarden::admin::client::Action::Cancel
+            } else {
+                edgewarden::admin::client::Action::Drain
+            };
+            edgewarden::admin::client::run(&config, action)
+                .map(|done| println!("{done}"))
+                .map_err(Into::into)
+        }
         Command::Demo { config } => edgewarden::demo::run(&config),
         Command::Plugins { command } => plugins_command(command),
         Command::Token {

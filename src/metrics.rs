@@ -47,6 +47,7 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub admin_refusals: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -213,6 +214,12 @@ impl Metrics {
                 "Configuration reloads by result",
                 &["result"],
             ),
+            admin_refusals: counter(
+                &r,
+                "edgewarden_admin_refusals_total",
+                "Refused calls to the admin listener's state-changing endpoints, by endpoint (drain, drain_cancel) and reason (method_not_allowed, unauthorized, not_configured)",
+                &["endpoint", "reason"],
+            ),
             build_info: gauge(
                 &r,
                 "edgewarden_build_info",
@@ -227,6 +234,13 @@ impl Metrics {
             .set(1);
         for result in ["ok", "error"] {
             metrics.config_reloads.with_label_values(&[result]);
+        }
+        for endpoint in crate::admin::control::Endpoint::ALL {
+            for refusal in crate::admin::control::Refusal::ALL {
+                metrics
+                    .admin_refusals
+                    .with_label_values(&[endpoint.label(), refusal.label()]);
+            }
         }
         metrics
     }

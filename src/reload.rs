@@ -152,7 +152,9 @@ impl Reloader {
         let fixed = serving.clone();
         let certs = self.certs.clone();
         let (next, jobs, keys) = tokio::task::spawn_blocking(move || {
-            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+            // Decided on the command line at start, not by the file.
+            config.demo_key = fixed.config.demo_key;
             fixed_at_start(&fixed.config, &config)?;
             let keys = certs.read_again();
             let built = Generation::build(config);

@@ -40,18 +40,39 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Set once the admin listener was asked to drain: readiness fails and every answer closes its
-/// connection, so clients move to other replicas while this one still serves.
+/// On while the admin listener has been asked to drain (`POST /drain`): readiness fails and every
+/// answer closes its connection, so clients move to other replicas while this one still serves.
+///
+/// A drain ends only when it is cancelled (`POST /drain/cancel`) or the process exits; a
+/// configuration reload does not end it, and a restarted process starts undrained.
 #[derive(Clone, Default)]
-pub struct Draining(Arc<std::sync::atomic::AtomicBool>);
+pub struct Draining(Arc<DrainState>);
+
+#[derive(Default)]
+struct DrainState {
+    on: std::sync::atomic::AtomicBool,
+    cancelled: tokio::sync::Notify,
+}
 
 impl Draining {
     pub fn start(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.on.store(true, Ordering::Release);
+    }
+
+    /// End the drain; returns whether one was on. Wakes every [`Draining::cancelled`] future.
+    pub fn cancel(&self) -> bool {
+        let was_on = self.0.on.swap(false, Ordering::AcqRel);
+        self.0.cancelled.notify_waiters();
+        was_on
     }
 
     pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.on.load(Ordering::Acquire)
+    }
+
+    /// Completes at the first [`Draining::cancel`] after this call (even before it is polled).
+    pub fn cancelled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.cancelled.notified()
     }
 }
 

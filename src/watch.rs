@@ -21,9 +21,10 @@ pub struct Fingerprint(Vec<(PathBuf, Option<Seen>)>);
 struct Seen(u64, Option<SystemTime>, u64);
 
 /// The configuration file, the policy and plugin directories, and every file a key, a
-/// certificate or the geo database is read from.
+/// certificate, the admin token or the geo database is read from.
 pub fn watched(config: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut files = vec![config.source.clone()];
+    files.extend(config.server.admin_token.as_ref().map(|t| t.file.clone()));
     for issuer in &config.issuers {
         if let KeySource::JwksFile(path) = &issuer.keys {
             files.push(path.clone());

@@ -2,16 +2,33 @@
 
 Every Service, PodDisruptionBudget and NetworkPolicy selects the workload's pods, the
 HorizontalPodAutoscaler targets the workload, probes and Service target ports name container
-ports, every mounted ConfigMap and Secret exists, and terminationGracePeriodSeconds is longer
-than the drain, grace and shutdown timeout in the configuration it mounts.
+ports, every mounted ConfigMap and Secret exists, terminationGracePeriodSeconds is longer
+than the drain, grace and shutdown timeout in the configuration it mounts, the preStop hook runs
+`edgewarden drain -c` on that configuration, whose admin_token_file is in a mounted Secret, and no
+Secret holds the repository's public demo key (config/demo/jwks.json).
 
 Usage: python check_wiring.py RENDERED.yaml
 """
 
+import base64
+import json
+import os
 import sys
 import tomllib
 
 import yaml
+
+DEMO_JWKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "config", "demo", "jwks.json")
+
+
+def demo_moduli():
+    with open(DEMO_JWKS) as f:
+        return {k["n"] for k in json.load(f)["keys"] if "n" in k}
+
+
+def secret_texts(secret):
+    texts = [base64.b64decode(v).decode(errors="replace") for v in secret.get("data", {}).values()]
+    return texts + list(secret.get("stringData", {}).values())
 
 
 def main(path):
@@ -54,14 +71,15 @@ def main(path):
             port = container.get(probe, {}).get("httpGet", {}).get("port")
             if port not in ports:
                 problems.append(f"{probe} uses port {port!r}, not a container port")
-        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("httpGet", {})
-        if pre_stop.get("path") != "/drain" or pre_stop.get("port") not in ports:
-            problems.append("preStop does not call /drain on a container port")
         for mount in container.get("volumeMounts", []):
             if mount.get("subPath"):
                 problems.append(f"{mount['name']} is mounted with subPath: updates would not reach the pod")
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    container = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
     config = None
+    config_path = None
+    secret_dirs = []
     for volume in pod.get("volumes", []):
         if "configMap" in volume:
             ref = ("ConfigMap", volume["configMap"]["name"])
@@ -71,10 +89,29 @@ def main(path):
             continue
         if ref not in names:
             problems.append(f"volume {volume['name']} refers to a missing {ref[0]} {ref[1]}")
+            continue
+        if ref[0] == "Secret" and volume["name"] in mounts:
+            secret_dirs.append(mounts[volume["name"]])
         if ref[0] == "ConfigMap":
             data = next(o for o in objects if (o["kind"], o["metadata"]["name"]) == ref).get("data", {})
             if "edgewarden.toml" in data:
                 config = tomllib.loads(data["edgewarden.toml"])["server"]
+                if volume["name"] in mounts:
+                    config_path = os.path.join(mounts[volume["name"]], "edgewarden.toml")
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    wanted = ["/usr/bin/edgewarden", "drain", "-c", config_path]
+    if command != wanted:
+        problems.append(f"preStop runs {command}, not {wanted} (edgewarden drain on the mounted configuration)")
+    if config is not None:
+        token = config.get("admin_token_file")
+        if not token:
+            problems.append("the configuration has no admin_token_file: the preStop drain would be refused")
+        elif not any(token.startswith(d.rstrip("/") + "/") for d in secret_dirs):
+            problems.append(f"admin_token_file {token} is not in a mounted Secret ({secret_dirs})")
+    demo = demo_moduli()
+    for secret in by_kind.get("Secret", []):
+        if any(n in text for text in secret_texts(secret) for n in demo):
+            problems.append(f"Secret {secret['metadata']['name']} holds the repository's public demo key")
     if config is None:
         problems.append("no mounted ConfigMap holds edgewarden.toml")
     else:

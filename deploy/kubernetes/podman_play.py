@@ -4,8 +4,10 @@ machine for the smoke test, changing only what podman or the loopback-only test 
 - one replica, on the host's network (the test stays on loopback), so the listeners and the
   origin are moved to free loopback ports and probes name their port by number (podman cannot
   map container ports on the host network);
-- the Secret is mounted from a ConfigMap with the same content (podman 4.3 mounts Secret
+- the Secrets are mounted from ConfigMaps with the same content (podman 4.3 mounts Secret
   volumes without decoding them);
+- drain_s is 1 s, so the smoke test's drain (`edgewarden drain` in the container) is short;
+  podman runs no preStop hook, so the test runs that command itself.
 - the workload, its ConfigMaps and Secret only (podman ignores Services, policies, autoscalers).
 
 Usage: python podman_play.py RENDERED.yaml OUT.yaml PROXY_PORT ADMIN_PORT ORIGIN_ADDRESS
@@ -30,6 +32,7 @@ def main(rendered, out, proxy, admin, origin):
             text = text.replace("0.0.0.0:8080", f"127.0.0.1:{proxy}")
             text = text.replace("0.0.0.0:9901", f"127.0.0.1:{admin}")
             text = text.replace("app.default.svc.cluster.local:80", origin)
+            text = text.replace("drain_s = 10", "drain_s = 1")
             o["data"]["edgewarden.toml"] = text
         if o["kind"] in ("Deployment", "DaemonSet"):
             o = dict(o, kind="Deployment")
@@ -45,7 +48,6 @@ def main(rendered, out, proxy, admin, origin):
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     if probe in container:
                         container[probe]["httpGet"]["port"] = int(admin)
-                container["lifecycle"]["preStop"]["httpGet"]["port"] = int(admin)
         if o["kind"] in ("ConfigMap", "Deployment"):
             kept.append(o)
     with open(out, "w") as f:

@@ -22,6 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::Mutex;
 
+use super::demo_key::{self, DemoKey};
 use super::keys::KeySet;
 use crate::config::{IssuerConfig, KeySource};
 
@@ -46,6 +47,10 @@ struct Loaded {
 
 pub struct IssuerKeys {
     name: String,
+    /// The issuer's `iss`, for messages.
+    iss: String,
+    /// Whether a key set holding the repository's public demo key may be used.
+    demo_key: DemoKey,
     url: Option<String>,
     refresh_interval: Duration,
     max_stale: Duration,
@@ -80,16 +85,26 @@ struct OnDemand {
 
 impl IssuerKeys {
     /// File and PEM keys load now (an error here is a configuration error); URL keys start empty.
-    pub fn new(config: &IssuerConfig) -> Result<Arc<IssuerKeys>, String> {
+    /// A set holding the repository's public demo key is refused unless `demo_key` allows it.
+    pub fn new(config: &IssuerConfig, demo_key: DemoKey) -> Result<Arc<IssuerKeys>, String> {
+        let refuse_demo = |keys: KeySet| match demo_key {
+            DemoKey::Refuse if keys.holds_demo_key() => {
+                Err(demo_key::refusal(&config.name, &config.issuer))
+            }
+            _ => Ok(keys),
+        };
         let (url, loaded) = match &config.keys {
             KeySource::JwksUrl(url) => (Some(url.clone()), None),
             KeySource::JwksFile(path) => {
                 let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let keys =
-                    KeySet::from_jwks(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                let keys = KeySet::from_jwks(&bytes)
+                    .and_then(refuse_demo)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 (None, Some(keys))
             }
-            KeySource::PublicKeyPem(pem) => (None, Some(KeySet::from_pem(pem)?)),
+            KeySource::PublicKeyPem(pem) => {
+                (None, Some(KeySet::from_pem(pem).and_then(refuse_demo)?))
+            }
         };
         let client = match &url {
             None => None,
@@ -110,6 +125,8 @@ impl IssuerKeys {
         });
         Ok(Arc::new(IssuerKeys {
             name: config.name.clone(),
+            iss: config.issuer.clone(),
+            demo_key,
             url,
             refresh_interval: Duration::from_secs(config.refresh_interval_s),
             max_stale: Duration::from_secs(config.max_stale_s),
@@ -217,6 +234,9 @@ impl IssuerKeys {
             body.extend_from_slice(&chunk);
         }
         let keys = KeySet::from_jwks(&body)?;
+        if self.demo_key == DemoKey::Refuse && keys.holds_demo_key() {
+            return Err(demo_key::refusal(&self.name, &self.iss));
+        }
         let next = match max_age {
             Some(age) => age.clamp(
                 MIN_REFRESH.min(self.refresh_interval),

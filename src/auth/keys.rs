@@ -40,6 +40,9 @@ pub struct Key {
     /// The JWK's own `alg`, when it pins one.
     pub alg: Option<Algorithm>,
     pub decoding: DecodingKey,
+    /// The public key's defining bytes (RSA modulus without leading zeros, EC point, Ed25519
+    /// public key), so a known key is recognised whatever its `kid` or document.
+    pub material: Vec<u8>,
 }
 
 impl Key {
@@ -81,6 +84,13 @@ impl KeySet {
             (Some(key), None) => Some(key),
             _ => None,
         }
+    }
+
+    /// Whether any key is the repository's public demo key.
+    pub fn holds_demo_key(&self) -> bool {
+        self.keys
+            .iter()
+            .any(|k| super::demo_key::is_demo_key(k.kind, &k.material))
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
@@ -141,12 +151,12 @@ impl KeySet {
             .map_err(|e| format!("RSA key: {e}"))?;
             rsa_key(None, None, &n, &e)?
         } else if let Ok(decoding) = DecodingKey::from_ec_pem(bytes) {
-            let kind = match decoding.kind() {
+            let (kind, material) = match decoding.kind() {
                 jsonwebtoken::DecodingKeyKind::SecretOrDer(point) if point.len() == 65 => {
-                    KeyKind::P256
+                    (KeyKind::P256, point.clone())
                 }
                 jsonwebtoken::DecodingKeyKind::SecretOrDer(point) if point.len() == 97 => {
-                    KeyKind::P384
+                    (KeyKind::P384, point.clone())
                 }
                 _ => return Err("EC key must be P-256 or P-384".into()),
             };
@@ -155,13 +165,19 @@ impl KeySet {
                 kind,
                 alg: None,
                 decoding,
+                material,
             }
         } else if let Ok(decoding) = DecodingKey::from_ed_pem(bytes) {
+            let material = match decoding.kind() {
+                jsonwebtoken::DecodingKeyKind::SecretOrDer(x) => x.clone(),
+                jsonwebtoken::DecodingKeyKind::RsaModulusExponent { .. } => Vec::new(),
+            };
             Key {
                 kid: None,
                 kind: KeyKind::Ed25519,
                 alg: None,
                 decoding,
+                material,
             }
         } else {
             return Err("not a PEM RSA, EC or Ed25519 public key".into());
@@ -226,6 +242,7 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
                 kind,
                 alg,
                 decoding: DecodingKey::from_ec_der(&point),
+                material: point,
             }
         }
         Some("OKP") => {
@@ -241,6 +258,7 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
                 kind: KeyKind::Ed25519,
                 alg,
                 decoding: DecodingKey::from_ed_der(&x),
+                material: x,
             }
         }
         other => return Err(format!("kty {other:?} is not a supported signing key type")),
@@ -274,10 +292,11 @@ fn rsa_key(kid: Option<String>, alg: Option<Algorithm>, n: &[u8], e: &[u8]) -> R
         kind: KeyKind::Rsa,
         alg,
         decoding: DecodingKey::from_rsa_raw_components(n, e),
+        material: n.to_vec(),
     })
 }
 
-fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+pub(super) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
     &bytes[start..]
 }

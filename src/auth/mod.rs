@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod crypto;
+pub mod demo_key;
 pub mod error;
 pub mod identity;
 pub mod jwks;
@@ -49,7 +50,7 @@ impl Auth {
         let mut services: Jobs = Vec::new();
         let mut errors = Vec::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
-            let keys = match IssuerKeys::new(issuer) {
+            let keys = match IssuerKeys::new(issuer, config.demo_key) {
                 Ok(keys) => keys,
                 Err(e) => {
                     errors.push(format!("issuers[{i}] ({}): {e}", issuer.name));

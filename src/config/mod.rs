@@ -5,6 +5,7 @@
 //! directory that holds the file. Key names are the public contract documented in
 //! `config/edgewarden.toml`.
 
+mod admin;
 mod geo;
 mod issuers;
 mod observe;
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use http::Method;
 
+pub use crate::auth::demo_key::DemoKey;
+pub use admin::{AdminAccess, AdminToken, AdminTokenError, MIN_ADMIN_TOKEN};
 pub use reader::Problems;
 
 /// A fully validated configuration.
@@ -35,6 +38,10 @@ pub struct Config {
     pub geo: Option<GeoConfig>,
     /// `[access_log]`.
     pub access_log: AccessLogConfig,
+    /// Whether the repository's public demo key may be trusted. Never set by the file: `Refuse`
+    /// unless the command line says otherwise (`edgewarden demo`, `--allow-demo-key`); a reload
+    /// keeps what the process started with.
+    pub demo_key: DemoKey,
 }
 
 /// One JSON line per request on standard output. Off unless the file has `[access_log]`.
@@ -77,6 +84,9 @@ pub struct ServerConfig {
     /// The listeners of `listen` that terminate TLS (HTTP/2 offered by ALPN), with their files.
     pub tls_listeners: Vec<(SocketAddr, TlsFiles)>,
     pub admin_listen: Option<SocketAddr>,
+    /// `admin_token_file`, read: the credential `POST /drain` and `POST /drain/cancel` require.
+    /// Without it those endpoints answer 403.
+    pub admin_token: Option<AdminToken>,
     pub threads: usize,
     /// Let idle worker threads take tasks from busy ones (one shared runtime) instead of one
     /// runtime per thread with connections spread at random.
@@ -84,8 +94,8 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     /// After the grace, how long Pingora waits for its services to stop before exiting.
     pub shutdown_timeout_s: u64,
-    /// `GET /drain` on the admin listener: readiness fails at once, and the answer comes after this
-    /// many seconds of serving as usual (a Kubernetes preStop hook waits for it).
+    /// `POST /drain` on the admin listener: readiness fails at once, and the answer comes after
+    /// this many seconds of serving as usual (a Kubernetes preStop hook waits for it).
     pub drain_s: u64,
     /// Reload when the configuration's files change, checked this often (0: only on SIGHUP).
     pub watch_interval_s: u64,

@@ -100,6 +100,7 @@ pub(super) fn read(
         policies,
         geo,
         access_log,
+        demo_key: super::DemoKey::Refuse,
     })
 }
 
@@ -154,18 +155,8 @@ fn read_policies(
 
 fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<ServerConfig> {
     let listen = super::tls::read_listen(&mut s, base, problems);
-    let admin_listen = s
-        .optional::<String>(problems, "admin_listen")
-        .and_then(|text| match text.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                problems.push(
-                    &s.key_path("admin_listen"),
-                    format!("{text:?} is not an IP:port address"),
-                );
-                None
-            }
-        });
+    let admin_listen = read_admin_listen(&mut s, problems);
+    let admin_token = super::admin::read_admin_token(&mut s, base, problems);
     let threads = ranged(&mut s, problems, "threads", 2, 1, 256);
     let work_stealing = s.or(problems, "work_stealing", false);
     let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
@@ -220,6 +211,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         listen,
         tls_listeners,
         admin_listen,
+        admin_token,
         threads: threads as usize,
         work_stealing,
         shutdown_grace_s,
@@ -237,6 +229,23 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         drop_underscore_headers,
         trace_secret,
     })
+}
+
+pub(super) fn read_admin_listen(
+    s: &mut Section<'_>,
+    problems: &mut Problems,
+) -> Option<SocketAddr> {
+    let text = s.optional::<String>(problems, "admin_listen")?;
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(
+                &s.key_path("admin_listen"),
+                format!("{text:?} is not an IP:port address"),
+            );
+            None
+        }
+    }
 }
 
 fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<OriginConfig> {

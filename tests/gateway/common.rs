@@ -604,3 +604,27 @@ impl Metrics {
         self.value(name, labels).unwrap_or(0.0)
     }
 }
+
+/// The admin token tests use: `server_extra` [`ADMIN_TOKEN_FILE`] with [`write_admin_token`] as
+/// the setup.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789-abcdefghijkl";
+pub const ADMIN_TOKEN_FILE: &str = "admin_token_file = \"admin-token\"";
+
+/// Write [`ADMIN_TOKEN`] to `dir/admin-token`.
+pub fn write_admin_token(dir: &std::path::Path) {
+    std::fs::write(dir.join("admin-token"), format!("{ADMIN_TOKEN}\n")).expect("admin token");
+}
+
+/// `POST path` on the admin listener, with `Authorization: Bearer <token>` when given.
+pub async fn admin_post(
+    admin: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<Response, String> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Length", "0")];
+    if let Some(bearer) = &bearer {
+        headers.push(("Authorization", bearer.as_str()));
+    }
+    request(admin, "POST", path, &headers).await
+}

@@ -95,14 +95,13 @@ fn a_valid_file_passes_check() {
     assert!(stdout.contains("OK (1 routes, 1 origins)"), "{stdout}");
 }
 
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgewarden.toml");
+const DEMO_JWKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo/jwks.json");
+
 #[test]
-fn the_shipped_config_passes_check() {
+fn the_shipped_config_passes_check_only_with_the_demo_key_allowed() {
     let out = Command::new(BIN)
-        .args([
-            "check",
-            "-c",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgewarden.toml"),
-        ])
+        .args(["check", "--allow-demo-key", "-c", SHIPPED])
         .output()
         .expect("run check");
     assert!(
@@ -110,6 +109,117 @@ fn the_shipped_config_passes_check() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    let out = Command::new(BIN)
+        .args(["check", "-c", SHIPPED])
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "issuers[0] (demo): ",
+        "issuer \"demo\" (https://id.demo.edgewarden): the keys hold the repository's public demo key",
+        "`edgewarden demo`",
+        "--allow-demo-key",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+}
+
+/// A configuration trusting the demo key under another name and kid, requiring tokens on its
+/// route, listening on `listen`.
+fn demo_key_in_disguise(dir: &std::path::Path, listen: std::net::SocketAddr) -> std::path::PathBuf {
+    let jwks = std::fs::read_to_string(DEMO_JWKS)
+        .expect("demo JWKS")
+        .replace("demo-2026", "prod-2026");
+    std::fs::write(dir.join("keys.json"), jwks).expect("keys");
+    let text = VALID
+        .replace("127.0.0.1:18080", &listen.to_string())
+        .replace("auth = \"off\"", "auth = \"required\"")
+        + "\n[[issuers]]\nname = \"corp\"\nissuer = \"https://id.corp.example\"\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\njwks_file = \"keys.json\"\n";
+    let path = dir.join("edgewarden.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+#[test]
+fn the_demo_key_is_recognised_by_its_material_and_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = crate::common::free_port();
+    let path = demo_key_in_disguise(dir.path(), listen);
+    let refusal =
+        "issuer \"corp\" (https://id.corp.example): the keys hold the repository's public demo key";
+    for command in ["check", "run"] {
+        let out = Command::new(BIN)
+            .args([command, "-c"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(stderr.contains(refusal), "{command}: {stderr}");
+        assert!(stderr.contains("keys.json"), "{command}: {stderr}");
+    }
+    let out = Command::new(BIN)
+        .args(["check", "--allow-demo-key", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn admin_token_file_problems_are_reported_with_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("short-token"), "  too-short\n").expect("token");
+    for (file, expected) in [
+        (
+            "missing-token",
+            "missing-token: cannot read the admin token",
+        ),
+        (
+            "short-token",
+            "short-token: the admin token must be at least 32 visible ASCII characters",
+        ),
+    ] {
+        let text = VALID.replace(
+            "listen = [\"127.0.0.1:18080\"]",
+            &format!(
+                "listen = [\"127.0.0.1:18080\"]\nthreads = \"two\"\nadmin_token_file = \"{file}\""
+            ),
+        );
+        let (code, stderr, _) = check_in(dir.path(), &text);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("FILE: 2 problems found"), "{stderr}");
+        assert!(
+            stderr.contains("FILE: server.threads: invalid type"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "FILE: server.admin_token_file: {}/{expected}",
+                dir.path().display()
+            )),
+            "{expected:?} not in\n{stderr}"
+        );
+        assert!(!stderr.contains("too-short"), "the token shows: {stderr}");
+    }
+    // A good token passes.
+    std::fs::write(
+        dir.path().join("good-token"),
+        "\n0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("token");
+    let text = VALID.replace(
+        "listen = [\"127.0.0.1:18080\"]",
+        "listen = [\"127.0.0.1:18080\"]\nadmin_token_file = \"good-token\"",
+    );
+    let (code, stderr, _) = check_in(dir.path(), &text);
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

@@ -258,3 +258,39 @@ async fn keys_older_than_max_stale_fail_closed() {
     assert_eq!(status_with(&gw, &seen).await, 503);
     assert_eq!(origin_.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_set_holding_the_demo_key_is_refused_like_an_invalid_one() {
+    let demo_pem = include_str!("../../config/demo/demo-signing-key.pem");
+    let a = Signer::rsa(RSA_A, "key-a");
+    // The demo key under a kid of its own, beside a good key.
+    let demo = Signer::rsa(demo_pem, "rotated-in");
+    let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
+    let (gw, origin_) = gateway_for(&server, "refresh_interval_s = 1\nmax_stale_s = 3600").await;
+    assert_eq!(status_with(&gw, &a.token(&good_claims("a"))).await, 200);
+
+    server.set(Answer::Jwks(jwks(&[&a, &demo])));
+    let refused = |m: &Metrics| {
+        m.count(
+            "edgewarden_jwks_refresh_total",
+            &[("issuer", "main"), ("result", "error")],
+        )
+    };
+    let m = gw.metrics_when(|m| refused(m) >= 2.0).await;
+    assert!(refused(&m) >= 2.0, "{}", gw.stderr());
+    assert!(
+        gw.stderr()
+            .contains("the keys hold the repository's public demo key"),
+        "{}",
+        gw.stderr()
+    );
+    // The last good keys keep serving; the demo key never verifies anything.
+    let hits = origin_.hits();
+    assert_eq!(
+        status_with(&gw, &demo.token(&good_claims("mallory"))).await,
+        401
+    );
+    assert_eq!(origin_.hits(), hits);
+    assert_eq!(status_with(&gw, &a.token(&good_claims("fresh"))).await, 200);
+    assert_eq!(get(gw.admin, "/readyz").await.expect("readyz").status, 200);
+}

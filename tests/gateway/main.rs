@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `edgewarden` binary in front of real origins on loopback.
 
+mod admin;
 mod attacks;
 mod auth;
 mod common;

@@ -10,12 +10,13 @@ use crate::common::*;
 async fn drain_fails_readiness_keeps_serving_and_closes_each_connection_after_its_answer() {
     let origin_ = echo_origin("o").await;
     let body = [origin("o", &[origin_.addr], ""), route("r", "/", "o", "")].concat();
-    let gw = Gateway::start_with(&body, "drain_s = 1").await;
+    let server = format!("drain_s = 1\n{ADMIN_TOKEN_FILE}");
+    let gw = Gateway::start_with_setup(&body, &server, &write_admin_token).await;
     assert_eq!(get(gw.admin, "/readyz").await.expect("readyz").status, 200);
 
     let admin = gw.admin;
     let started = Instant::now();
-    let drain = tokio::spawn(async move { get(admin, "/drain").await });
+    let drain = tokio::spawn(async move { admin_post(admin, "/drain", Some(ADMIN_TOKEN)).await });
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let ready = get(gw.admin, "/readyz").await.expect("readyz");

@@ -188,9 +188,8 @@ async fn request_targets_that_are_not_origin_form_never_reach_the_origin() {
         )
         .await;
     assert_eq!((path.as_str(), query.as_deref()), ("/open/x", Some("q=1")));
-    let counted = s
-        .gw
-        .metrics_when(|m| {
+    let counted =
+        s.gw.metrics_when(|m| {
             m.count(
                 "edgewarden_gateway_rejections_total",
                 &[("reason", "invalid_target")],
@@ -198,7 +197,10 @@ async fn request_targets_that_are_not_origin_form_never_reach_the_origin() {
         })
         .await;
     assert_eq!(
-        counted.count("edgewarden_gateway_rejections_total", &[("reason", "invalid_target")]),
+        counted.count(
+            "edgewarden_gateway_rejections_total",
+            &[("reason", "invalid_target")]
+        ),
         5.0
     );
     // OPTIONS * is answered by the gateway.

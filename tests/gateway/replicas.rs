@@ -92,7 +92,14 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
         route("public", "/public", "o", ""),
     ]
     .concat();
-    let server = "drain_s = 1\nshutdown_grace_s = 5\nwatch_interval_s = 1";
+    // One token file for every replica, restarted ones included.
+    let token_dir = tempfile::tempdir().expect("tempdir");
+    write_admin_token(token_dir.path());
+    let server = format!(
+        "drain_s = 1\nshutdown_grace_s = 5\nwatch_interval_s = 1\nadmin_token_file = \"{}\"",
+        token_dir.path().join("admin-token").display()
+    );
+    let server = server.as_str();
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Gateway::start_with(&body, server).await);
@@ -112,7 +119,9 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
     // 1. Rolling restart: drain, SIGTERM, start again on the same addresses, one at a time.
     for i in 0..replicas.len() {
         let (addr, admin) = addrs[i];
-        let drained = get(admin, "/drain").await.expect("drain");
+        let drained = admin_post(admin, "/drain", Some(ADMIN_TOKEN))
+            .await
+            .expect("drain");
         assert_eq!(drained.status, 200);
         let old = &mut replicas[i];
         nix::sys::signal::kill(old.pid(), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");

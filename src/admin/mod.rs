@@ -1,5 +1,9 @@
-//! The admin listener: liveness and readiness for load balancers and orchestrators, and the
-//! Prometheus metrics.
+//! The admin listener: liveness and readiness for load balancers and orchestrators, the
+//! Prometheus metrics (all open, read-only), and draining (state-changing, behind the admin
+//! token: `control`). `client` is the other side, used by `edgewarden drain`.
+
+pub mod client;
+pub mod control;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +19,8 @@ use crate::shutdown::Draining;
 /// Answers `GET /healthz` (the process is alive), `GET /readyz` (every proxy listener accepts
 /// connections, every issuer a route relies on has usable keys and every warm policy an
 /// initialised instance; otherwise 503 with the list of what is missing), `GET /metrics`
-/// (Prometheus text format), and `GET /drain` (or POST): from then on readiness fails and
-/// answers close their connections; the reply comes after `[server] drain_s` seconds of serving,
-/// so a Kubernetes `preStop` hook (`httpGet`) holds SIGTERM back until load balancers have moved
-/// traffic away.
+/// (Prometheus text format), and, with `Authorization: Bearer <admin token>`, `POST /drain` and
+/// `POST /drain/cancel` (see `control`).
 pub struct Admin {
     pub current: Current,
     pub draining: Draining,
@@ -40,32 +42,44 @@ impl Listening {
     }
 }
 
+/// A JSON answer that is never cached.
 fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
+    json_with(status, body, &[])
+}
+
+/// A JSON answer with extra header fields.
+fn json_with(status: u16, body: serde_json::Value, headers: &[(&str, &str)]) -> Response<Vec<u8>> {
     let body = body.to_string().into_bytes();
-    Response::builder()
+    let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .header("cache-control", "no-store")
-        .header("content-length", body.len())
-        .body(body)
-        .unwrap_or_default()
+        .header("content-length", body.len());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(body).unwrap_or_default()
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
         let generation = self.current.load_full();
-        // A preStop hook can only GET; POST is accepted for the usual way of changing state.
-        let allowed = match req.uri.path() {
-            "/drain" => [http::Method::GET, http::Method::POST].contains(&req.method),
-            _ => req.method == http::Method::GET || req.method == http::Method::HEAD,
-        };
-        if !allowed {
-            return json(405, serde_json::json!({"error": "method_not_allowed"}));
+        let path = session.req_header().uri.path().to_string();
+        if let Some(endpoint) = control::Endpoint::at(&path) {
+            let token = generation.config.server.admin_token.as_ref();
+            let drain_s = generation.config.server.drain_s;
+            return control::answer(endpoint, session, token, &self.draining, drain_s).await;
         }
-        match req.uri.path() {
-            "/drain" => self.drain(generation.config.server.drain_s).await,
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return json_with(
+                405,
+                serde_json::json!({"error": "method_not_allowed"}),
+                &[("allow", "GET, HEAD")],
+            );
+        }
+        match path.as_str() {
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
             "/metrics" => {
                 generation.auth.report_keys();
@@ -100,22 +114,5 @@ impl ServeHttp for Admin {
             }
             _ => json(404, serde_json::json!({"error": "not_found"})),
         }
-    }
-}
-
-impl Admin {
-    async fn drain(&self, drain_s: u64) -> Response<Vec<u8>> {
-        if !self.draining.is_on() {
-            tracing::info!(
-                drain_s,
-                "draining: readiness fails, connections close after their answer"
-            );
-        }
-        self.draining.start();
-        tokio::time::sleep(std::time::Duration::from_secs(drain_s)).await;
-        json(
-            200,
-            serde_json::json!({"status": "draining", "waited_s": drain_s}),
-        )
     }
 }
