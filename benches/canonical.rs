@@ -8,7 +8,8 @@
 //! - `canonical/absolute_form`: `http://host/...`, checked against Host and rewritten;
 //! - `canonical/refused`: a dot-segment, refused.
 //!
-//! Each iteration starts from a fresh copy of the request, made outside the timing.
+//! Each iteration starts from a fresh copy of the request, made outside the timing;
+//! `canonical/harness_only` is that copy handed in and returned, for the harness's own share.
 //!
 //! Run: `cargo bench --bench canonical -- --warm-up-time 1 --measurement-time 3`
 
@@ -17,6 +18,10 @@ use edgewarden::config::Config;
 use edgewarden::proxy::owned::{OwnedHeaders, apply_connection_nominations};
 use edgewarden::target;
 use pingora::http::RequestHeader;
+
+/// The gateway's allocator (src/main.rs), so allocations cost what they cost there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONFIG: &str = r#"
 [server]
@@ -53,6 +58,11 @@ fn canonical(c: &mut Criterion) {
     let config = Config::from_str(CONFIG, std::path::Path::new("bench.toml")).expect("config");
     let owned = OwnedHeaders::build(&config);
     let mut group = c.benchmark_group("canonical");
+    // The harness alone: a fresh copy handed in and returned, nothing done.
+    let template = request(b"/api/v1/users/42?page=2&sort=name");
+    group.bench_function("harness_only", |b| {
+        b.iter_batched(|| template.clone(), |req| req, BatchSize::SmallInput)
+    });
     for (name, target, refused) in [
         (
             "origin_form",

@@ -183,13 +183,7 @@ mod tests {
         }
     }
 
-    fn req(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).expect("header");
-        }
-        r
-    }
+    use crate::testing::request as req;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("ip")

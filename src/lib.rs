@@ -27,5 +27,7 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod target;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod watch;

@@ -145,6 +145,13 @@ pub struct RoutePath {
 /// the log and the origin all read the result. `Ok(None)`: `OPTIONS *`, for the gateway to answer.
 pub fn canonicalise(req: &mut RequestHeader) -> Result<Option<RoutePath>, TargetError> {
     let host = host_of(req)?;
+    if let Some(path) = already_canonical(req.raw_path())? {
+        return Ok(Some(RoutePath {
+            host,
+            path: path.to_string(),
+            has_parameters: false,
+        }));
+    }
     let is_options = req.method == http::Method::OPTIONS;
     let target = match parse(req.raw_path(), host.as_deref(), is_options)? {
         Parsed::ServerOptions => return Ok(None),
@@ -182,21 +189,17 @@ fn host_of(req: &mut RequestHeader) -> Result<Option<String>, TargetError> {
     };
     let raw = value.to_str().map_err(|_| TargetError::BadHost)?;
     let host = canonical_host(raw)?;
-    let port = raw
-        .rsplit_once(']')
-        .map_or(raw, |(_, after)| after)
-        .rsplit_once(':')
-        .map(|(_, port)| port);
-    let mut written = if raw.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.clone()
+    // Written otherwise than canonically: upper case or a trailing dot (the port is kept).
+    let name_end = match raw.strip_prefix('[') {
+        Some(_) => raw.find(']').map_or(raw.len(), |i| i + 1),
+        None => raw.find(':').unwrap_or(raw.len()),
     };
-    if let Some(port) = port {
-        written.push(':');
-        written.push_str(port);
-    }
-    if written != raw {
+    let name = &raw[..name_end];
+    if name.bytes().any(|b| b.is_ascii_uppercase()) || name.ends_with('.') {
+        let written = match raw.starts_with('[') {
+            true => format!("[{host}]{}", &raw[name_end..]),
+            false => format!("{host}{}", &raw[name_end..]),
+        };
         let value = HeaderValue::from_str(&written).map_err(|_| TargetError::BadHost)?;
         req.insert_header(header::HOST, value)
             .map_err(|_| TargetError::BadHost)?;
@@ -227,6 +230,27 @@ pub fn parse(raw: &[u8], host: Option<&str>, is_options: bool) -> Result<Parsed,
         _ => strip_authority(raw, host)?,
     };
     canonical_target(origin_form).map(Parsed::Target)
+}
+
+/// The path of an origin-form target that is canonical as sent (the common case), found without
+/// building a copy: nothing to decode or encode, no parameters, and its segments pass. `None`:
+/// the general rules of [`parse`] decide.
+fn already_canonical(raw: &[u8]) -> Result<Option<&str>, TargetError> {
+    if raw.first() != Some(&b'/') {
+        return Ok(None);
+    }
+    let (path, query) = match raw.iter().position(|&b| b == b'?') {
+        Some(i) => (&raw[..i], &raw[i + 1..]),
+        None => (raw, &raw[raw.len()..]),
+    };
+    if !path.iter().all(|&b| PATH_LITERAL[usize::from(b)])
+        || !query.iter().all(|&b| QUERY_LITERAL[usize::from(b)])
+    {
+        return Ok(None);
+    }
+    check_segments(path)?;
+    // Path literals are ASCII.
+    Ok(std::str::from_utf8(path).ok())
 }
 
 /// The path-and-query of an absolute-form target whose authority is `host`.
@@ -286,6 +310,26 @@ const fn is_path_literal(b: u8) -> bool {
         )
 }
 
+/// [`is_path_literal`] as a table, for the scan every request makes.
+const PATH_LITERAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_path_literal(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// Bytes a query keeps as sent: path literals, `%`, `?` and `;`.
+const QUERY_LITERAL: [bool; 256] = {
+    let mut table = PATH_LITERAL;
+    table[b'%' as usize] = true;
+    table[b'?' as usize] = true;
+    table[b';' as usize] = true;
+    table
+};
+
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -316,7 +360,13 @@ fn canonical_target(raw: &[u8]) -> Result<Target, TargetError> {
     // The fully decoded path, to check that it is UTF-8.
     let mut decoded_non_ascii = false;
     let mut has_parameters = false;
-    let mut i = 0;
+    // The common case: nothing to decode, encode or look at twice.
+    let mut i = if path.iter().all(|&b| PATH_LITERAL[usize::from(b)]) {
+        out.extend_from_slice(path);
+        path.len()
+    } else {
+        0
+    };
     while i < path.len() {
         let b = path[i];
         match b {
@@ -377,6 +427,10 @@ fn canonical_target(raw: &[u8]) -> Result<Target, TargetError> {
 /// The query as sent, with non-ASCII and characters a URI may not hold literally encoded.
 /// Control characters and `#` are refused.
 fn canonical_query(query: &[u8], out: &mut Vec<u8>) -> Result<(), TargetError> {
+    if query.iter().all(|&b| QUERY_LITERAL[usize::from(b)]) {
+        out.extend_from_slice(query);
+        return Ok(());
+    }
     for &b in query {
         match b {
             b'#' => return Err(TargetError::ForbiddenCharacter),
@@ -461,17 +515,26 @@ pub fn canonical_host(raw: &str) -> Result<String, TargetError> {
         return Ok(host.to_ascii_lowercase());
     }
     let host = host.strip_suffix('.').unwrap_or(host);
-    let valid_label = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
+    if host.len() > 253 {
         return Err(TargetError::BadHost);
     }
-    Ok(host.to_ascii_lowercase())
+    // Labels of 1 to 63 letters, digits, '-' or '_', lower-cased in one pass.
+    let mut out = String::with_capacity(host.len());
+    let mut label = 0;
+    for b in host.bytes() {
+        match b {
+            b'.' if label > 0 => label = 0,
+            _ if (b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && label < 63 => {
+                label += 1;
+            }
+            _ => return Err(TargetError::BadHost),
+        }
+        out.push(char::from(b.to_ascii_lowercase()));
+    }
+    if label == 0 {
+        return Err(TargetError::BadHost);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

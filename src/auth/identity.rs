@@ -388,11 +388,7 @@ mod tests {
     use serde_json::json;
 
     fn req(headers: &[(&str, &str)], uri: &str) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", uri.as_bytes(), None).expect("request");
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).expect("header");
-        }
-        r
+        crate::testing::request_to(uri, headers)
     }
 
     fn all() -> [TokenSource; 3] {

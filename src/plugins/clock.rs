@@ -129,9 +129,16 @@ impl<T> Future for Timed<'_, T> {
 mod tests {
     use super::*;
 
+    /// Burn `d` of this thread's processor time (not wall time: on a busy machine the thread
+    /// may be off the CPU for part of a wall-clock interval, and that is not charged).
     fn spin(d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
+        let cpu = || {
+            nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+                .map(Duration::from)
+                .expect("thread CPU clock")
+        };
+        let until = cpu() + d;
+        while cpu() < until {
             std::hint::spin_loop();
         }
     }

@@ -192,13 +192,7 @@ fn nominated(headers: &HeaderMap) -> Vec<HeaderName> {
 mod tests {
     use super::*;
 
-    fn req(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).expect("header");
-        }
-        r
-    }
+    use crate::testing::request as req;
 
     #[test]
     fn request_id_keeps_sane_tokens_and_replaces_others() {

@@ -1,10 +1,11 @@
 //! The gateway's one `ProxyHttp` implementation: per-request context, access decisions in
-//! `request_filter`, origin selection, header hygiene, and error answers.
+//! `request_filter` (its steps in `steps`), origin selection, header hygiene, and error answers.
 
 mod headers;
 pub mod owned;
 pub mod record;
 pub mod respond;
+mod steps;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,15 +16,12 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::error::AuthError;
 use crate::generation::{Current, Generation};
 use crate::origins::Origin;
-use crate::plugins::{self, Outcome};
-use crate::routing::RouteMatch;
 use crate::shutdown::{Draining, InFlight, InFlightGuard};
-use crate::target::{self, TargetError};
 use record::{Decided, Record};
 use respond::Rejection;
+use steps::Answer;
 
 /// The proxy application.
 pub struct Gateway {
@@ -59,19 +57,29 @@ pub struct RequestCtx {
 }
 
 impl Gateway {
-    async fn reject(
+    /// Write the gateway's own answer and record the decision.
+    async fn answer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        rejection: Rejection,
-    ) -> Result<bool> {
-        ctx.record.decided = Decided::Rejected {
-            code: rejection.code(),
-            auth: matches!(rejection, Rejection::Auth(..)),
-        };
+        answer: Answer,
+    ) -> Result<()> {
+        ctx.record.decided = answer.decided();
         let trace = self.trace(ctx);
-        respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await?;
-        Ok(true)
+        match answer {
+            Answer::Reject(rejection) => {
+                respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await?;
+            }
+            Answer::Policy { answer, .. } => {
+                respond::write_plugin_answer(session, answer, &ctx.request_id, trace.as_deref())
+                    .await?;
+            }
+            Answer::PolicyFailed { .. } => {
+                let rejection = Rejection::PolicyFailed;
+                respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The trace header's value, when this request asked for it.
@@ -99,179 +107,14 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// The steps of `steps`, in the README's order; an early answer is written here, once.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.request_id = headers::request_id(session.req_header());
-        if self.draining.is_on() {
-            // Clients move to another replica after this answer.
-            session.set_keepalive(None);
-        }
-        let generation = ctx.generation.clone();
-        let generation = &*generation;
-        if session.req_header().headers.contains_key(record::TRACE_KEY) {
-            ctx.record.trace = record::has_trace_key(
-                session.req_header(),
-                generation.config.server.trace_secret.as_deref(),
-            );
-            session.req_header_mut().remove_header(record::TRACE_KEY);
-        }
-        if headers::framing_is_ambiguous(session) {
-            return self.reject(session, ctx, Rejection::AmbiguousFraming).await;
-        }
-        let route_path = match target::canonicalise(session.req_header_mut()) {
-            Ok(Some(path)) => path,
-            Ok(None) => return self.reject(session, ctx, Rejection::ServerOptions).await,
-            Err(e) => return self.reject(session, ctx, Rejection::Target(e)).await,
-        };
-        if owned::apply_connection_nominations(session.req_header_mut()).is_err() {
-            return self.reject(session, ctx, Rejection::AmbiguousHeaders).await;
-        }
-        generation.owned.strip_aliases(session.req_header_mut());
-        let req = session.req_header();
-        let found =
-            generation
-                .router
-                .find(route_path.host.as_deref(), &route_path.path, &req.method);
-        match found {
-            RouteMatch::Found(route) => {
-                ctx.record.route = Some(route);
-                if route_path.has_parameters
-                    && !generation.config.routes[route].allow_path_parameters
-                {
-                    let refused = Rejection::Target(TargetError::PathParameters);
-                    return self.reject(session, ctx, refused).await;
-                }
-                if generation.config.routes[route].debug_trace {
-                    ctx.record.trace = true;
-                }
-                let timing = generation.config.access_log.enabled;
-                // Read before authentication removes the reserved headers a trusted proxy may
-                // have set.
-                let peer = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip());
-                ctx.trusted_peer =
-                    peer.is_some_and(|ip| generation.geo.is_trusted(ip.to_canonical()));
-                let client = generation.geo.client(peer, session.req_header());
-                if timing {
-                    ctx.record.client_ip = client.ip;
-                }
-                let auth = &generation.auth;
-                let auth_started = timing.then(Instant::now);
-                let authenticated = auth.authenticate(session.req_header_mut(), route).await;
-                ctx.record.auth_time = auth_started.map(|t| t.elapsed());
-                let identity = match authenticated {
-                    Ok(identity) => identity,
-                    Err(e) => {
-                        let route_name = generation.config.routes[route].name.as_str();
-                        crate::metrics::get()
-                            .auth_rejections
-                            .with_label_values(&[route_name, e.reason()])
-                            .inc();
-                        let scopes = match e {
-                            AuthError::InsufficientScope => auth.routes[route].scopes.join(" "),
-                            _ => String::new(),
-                        };
-                        return self.reject(session, ctx, Rejection::Auth(e, scopes)).await;
-                    }
-                };
-                ctx.origin = generation.route_origin.get(route).copied();
-                let country = generation.geo.country(&client);
-                if timing {
-                    ctx.record.country = country;
-                }
-                let mut chosen_by = None;
-                if let (Some(name), Some(country)) = (generation.geo.header(), country) {
-                    session
-                        .req_header_mut()
-                        .insert_header(name.clone(), country.as_str())?;
-                }
-                if generation.plugins.route_has_policies(route) {
-                    let plugin_ctx = plugins::Context {
-                        client_ip: client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                        route: &generation.config.routes[route].name,
-                        claims_json: identity
-                            .as_ref()
-                            .and_then(|i| serde_json::to_string(&*i.claims).ok()),
-                        country: country.map(|c| c.as_str().to_string()),
-                    };
-                    let plugins_started = timing.then(Instant::now);
-                    let outcome = generation
-                        .plugins
-                        .run(route, session.req_header_mut(), &plugin_ctx)
-                        .await;
-                    ctx.record.plugins_time = plugins_started.map(|t| t.elapsed());
-                    match outcome {
-                        Outcome::Forward {
-                            origin: None,
-                            chosen_by: _,
-                        } => {}
-                        Outcome::Forward {
-                            origin: Some(name),
-                            chosen_by: policy,
-                        } => {
-                            ctx.origin = generation.origins.iter().position(|o| o.name == name);
-                            chosen_by = policy;
-                        }
-                        Outcome::Respond {
-                            policy,
-                            status,
-                            headers,
-                            body,
-                        } => {
-                            ctx.record.decided = Decided::PolicyResponded { policy, status };
-                            let trace = self.trace(ctx);
-                            let answer = respond::PluginAnswer {
-                                status,
-                                headers,
-                                body,
-                            };
-                            respond::write_plugin_answer(
-                                session,
-                                answer,
-                                &ctx.request_id,
-                                trace.as_deref(),
-                            )
-                            .await?;
-                            return Ok(true);
-                        }
-                        Outcome::Failed { policy, why } => {
-                            ctx.record.decided = Decided::PolicyFailed { policy, why };
-                            let trace = self.trace(ctx);
-                            respond::write(
-                                session,
-                                &Rejection::PolicyFailed,
-                                &ctx.request_id,
-                                trace.as_deref(),
-                            )
-                            .await?;
-                            return Ok(true);
-                        }
-                    }
-                }
-                // Choosing the upstream here lets "no healthy upstream" be answered like any other
-                // early rejection, keeping the client connection; after Pingora has started on the
-                // upstream, any failure closes it.
-                ctx.peer = ctx
-                    .origin
-                    .and_then(|i| generation.origins.get(i))
-                    .and_then(Origin::select);
-                match (ctx.peer.as_ref(), ctx.origin) {
-                    (Some(_), Some(origin)) => {
-                        ctx.record.decided = Decided::Forwarded { origin, chosen_by };
-                        Ok(false)
-                    }
-                    _ => {
-                        self.reject(session, ctx, Rejection::NoHealthyUpstream)
-                            .await
-                    }
-                }
+        match self.decide(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(answer) => {
+                self.answer(session, ctx, answer).await?;
+                Ok(true)
             }
-            RouteMatch::MethodNotAllowed(allow) => {
-                self.reject(session, ctx, Rejection::MethodNotAllowed(allow))
-                    .await
-            }
-            RouteMatch::NotFound => self.reject(session, ctx, Rejection::NoRoute).await,
         }
     }
 

@@ -94,16 +94,15 @@ impl OwnedHeaders {
     /// Remove override headers and the headers whose name with `_` read as `-` is owned (every
     /// name holding `_` with `drop_underscore_headers`).
     pub fn strip_aliases(&self, req: &mut RequestHeader) {
-        for name in &OVERRIDES {
-            req.remove_header(name);
-        }
+        // One pass over the names; nothing is allocated or removed in the common case.
         let doomed: Vec<HeaderName> = req
             .headers
             .keys()
             .filter(|name| {
-                let name = name.as_str();
-                name.contains('_')
-                    && (self.drop_all_underscores || self.owns(&name.replace('_', "-")))
+                let text = name.as_str();
+                (text.starts_with("x-") && OVERRIDES.contains(name))
+                    || (text.contains('_')
+                        && (self.drop_all_underscores || self.owns(&text.replace('_', "-"))))
             })
             .cloned()
             .collect();
@@ -121,33 +120,41 @@ pub struct FramingNominated;
 /// connection options in `Connection`, so the removal a proxy does on the way out cannot reach
 /// a header the gateway writes afterwards.
 pub fn apply_connection_nominations(req: &mut RequestHeader) -> Result<(), FramingNominated> {
-    if !req.headers.contains_key(header::CONNECTION) {
-        return Ok(());
+    // The common cases: no Connection field, or one that holds a single option.
+    let mut values = req.headers.get_all(header::CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (None, _) => return Ok(()),
+        (Some(value), None)
+            if value.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+                || value.as_bytes().eq_ignore_ascii_case(b"close") =>
+        {
+            return Ok(());
+        }
+        _ => {}
     }
-    let mut options: Vec<String> = Vec::new();
+    let mut options: Vec<&'static str> = Vec::new();
     let mut nominated: Vec<HeaderName> = Vec::new();
     for value in req.headers.get_all(header::CONNECTION) {
         let text = value.to_str().map_err(|_| FramingNominated)?;
         for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let lower = token.to_ascii_lowercase();
-            match lower.as_str() {
-                "close" | "keep-alive" | "upgrade" => {
-                    if !options.contains(&lower) {
-                        options.push(lower);
-                    }
+            let option = ["close", "keep-alive", "upgrade"]
+                .into_iter()
+                .find(|o| token.eq_ignore_ascii_case(o));
+            if let Some(option) = option {
+                if !options.contains(&option) {
+                    options.push(option);
                 }
-                _ => {
-                    let name =
-                        HeaderName::from_bytes(lower.as_bytes()).map_err(|_| FramingNominated)?;
-                    if name == header::HOST
-                        || name == header::CONTENT_LENGTH
-                        || name == header::TRANSFER_ENCODING
-                    {
-                        return Err(FramingNominated);
-                    }
-                    nominated.push(name);
-                }
+                continue;
             }
+            let name = HeaderName::from_bytes(token.to_ascii_lowercase().as_bytes())
+                .map_err(|_| FramingNominated)?;
+            if name == header::HOST
+                || name == header::CONTENT_LENGTH
+                || name == header::TRANSFER_ENCODING
+            {
+                return Err(FramingNominated);
+            }
+            nominated.push(name);
         }
     }
     if nominated.is_empty() {
@@ -169,13 +176,7 @@ pub fn apply_connection_nominations(req: &mut RequestHeader) -> Result<(), Frami
 mod tests {
     use super::*;
 
-    fn req(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).expect("header");
-        }
-        r
-    }
+    use crate::testing::request as req;
 
     fn names(r: &RequestHeader) -> Vec<String> {
         let mut names: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();

@@ -144,13 +144,7 @@ fn hosts_differing_only_in_form_are_one_host() {
     }
 }
 
-fn req(headers: &[(&str, &str)]) -> RequestHeader {
-    let mut r = RequestHeader::build("GET", b"/", None).expect("request");
-    for (k, v) in headers {
-        r.append_header(k.to_string(), *v).expect("header");
-    }
-    r
-}
+use crate::testing::request as req;
 
 #[test]
 fn host_is_canonical_and_rewritten_when_written_otherwise() {
@@ -271,7 +265,11 @@ proptest! {
         if trailing || raw.is_empty() {
             raw.push('/');
         }
-        if let Ok(Parsed::Target(t)) = parse(raw.as_bytes(), None, false) {
+        let parsed = parse(raw.as_bytes(), None, false);
+        if let (Err(e), Ok(mut req)) = (&parsed, RequestHeader::build("GET", raw.as_bytes(), None)) {
+            prop_assert_eq!(canonicalise(&mut req), Err(*e), "the request step accepts {}", raw);
+        }
+        if let Ok(Parsed::Target(t)) = parsed {
             let again = parse(t.target.as_bytes(), None, false);
             prop_assert_eq!(again, Ok(Parsed::Target(t.clone())), "not a fixed point: {}", raw);
             let routed = t.route_path();
@@ -281,6 +279,19 @@ proptest! {
                 "origin reads another path for {} (routed {})", raw, routed
             );
             prop_assert!(t.target.is_ascii());
+            // The request step (with its shortcut for targets canonical as sent) agrees.
+            if let Ok(mut req) = RequestHeader::build("GET", raw.as_bytes(), None) {
+                let routed = canonicalise(&mut req);
+                prop_assert_eq!(
+                    routed,
+                    Ok(Some(RoutePath {
+                        host: None,
+                        path: t.route_path().into_owned(),
+                        has_parameters: t.has_parameters,
+                    }))
+                );
+                prop_assert_eq!(req.raw_path(), t.target.as_bytes());
+            }
             for escape in t.path().split('%').skip(1) {
                 let hex = escape.get(..2).unwrap_or_default();
                 let value = u8::from_str_radix(hex, 16);

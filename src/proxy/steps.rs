@@ -1,0 +1,280 @@
+//! The request path's steps, in the order of the README's diagram: begin → framing → canonical
+//! request → route → client → authenticate → country → policies → upstream. Each step either lets
+//! the request go on or stops it with an [`Answer`], which `request_filter` writes (and records)
+//! in one place.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pingora::prelude::Session;
+
+use super::respond::{PluginAnswer, Rejection};
+use super::{Gateway, RequestCtx, headers, owned, record};
+use crate::auth::error::AuthError;
+use crate::auth::verify::Identity;
+use crate::generation::Generation;
+use crate::geo::{Client, Country};
+use crate::origins::Origin;
+use crate::plugins::{self, Outcome};
+use crate::proxy::record::Decided;
+use crate::routing::RouteMatch;
+use crate::target::{self, RoutePath, TargetError};
+
+/// Why the gateway answers a request itself instead of forwarding it.
+pub(super) enum Answer {
+    Reject(Rejection),
+    /// A policy answered (already validated: status, headers, body size).
+    Policy {
+        policy: Arc<str>,
+        answer: PluginAnswer,
+    },
+    /// A policy failed and its policy says `on_error = "deny"`.
+    PolicyFailed {
+        policy: Arc<str>,
+        why: &'static str,
+    },
+}
+
+impl From<Rejection> for Answer {
+    fn from(rejection: Rejection) -> Answer {
+        Answer::Reject(rejection)
+    }
+}
+
+impl Answer {
+    /// The decision to record for this answer.
+    pub(super) fn decided(&self) -> Decided {
+        match self {
+            Answer::Reject(rejection) => Decided::Rejected {
+                code: rejection.code(),
+                auth: matches!(rejection, Rejection::Auth(..)),
+            },
+            Answer::Policy { policy, answer } => Decided::PolicyResponded {
+                policy: policy.clone(),
+                status: answer.status,
+            },
+            Answer::PolicyFailed { policy, why } => Decided::PolicyFailed {
+                policy: policy.clone(),
+                why,
+            },
+        }
+    }
+}
+
+type Step<T> = Result<T, Answer>;
+
+impl Gateway {
+    /// Run every step; `Ok`: forward to the upstream chosen in `ctx`.
+    pub(super) async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Step<()> {
+        let generation = ctx.generation.clone();
+        let generation = &*generation;
+        self.begin(session, ctx, generation);
+        if headers::framing_is_ambiguous(session) {
+            // Content-Length with Transfer-Encoding, or several Host fields.
+            return Err(Rejection::AmbiguousFraming.into());
+        }
+        let canonical = canonical_request(session, generation)?;
+        let route = route(session, ctx, generation, &canonical)?;
+        let client = client(session, ctx, generation);
+        let identity = authenticate(session, ctx, generation, route).await?;
+        let country = country(session, ctx, generation, &client)?;
+        let chosen_by =
+            policies(session, ctx, generation, route, &client, identity, country).await?;
+        choose_upstream(ctx, generation, chosen_by)
+    }
+
+    /// The request id, drain mode and whether the decision trace was asked for.
+    fn begin(&self, session: &mut Session, ctx: &mut RequestCtx, generation: &Generation) {
+        ctx.request_id = headers::request_id(session.req_header());
+        if self.draining.is_on() {
+            // Clients move to another replica after this answer.
+            session.set_keepalive(None);
+        }
+        if session.req_header().headers.contains_key(record::TRACE_KEY) {
+            ctx.record.trace = record::has_trace_key(
+                session.req_header(),
+                generation.config.server.trace_secret.as_deref(),
+            );
+            session.req_header_mut().remove_header(record::TRACE_KEY);
+        }
+    }
+}
+
+/// The host and target made canonical (`target`), then the headers the gateway owns made final
+/// (`owned`): everything after reads, and the origin receives, this one form.
+fn canonical_request(session: &mut Session, generation: &Generation) -> Step<RoutePath> {
+    let req = session.req_header_mut();
+    let canonical = match target::canonicalise(req) {
+        Ok(Some(canonical)) => canonical,
+        // `OPTIONS *` asks about the server: the gateway answers.
+        Ok(None) => return Err(Rejection::ServerOptions.into()),
+        Err(e) => return Err(Rejection::Target(e).into()),
+    };
+    owned::apply_connection_nominations(req).map_err(|_| Rejection::AmbiguousHeaders)?;
+    generation.owned.strip_aliases(req);
+    Ok(canonical)
+}
+
+/// Host, then longest prefix, then method (404 / 405); `;` parameters only where allowed.
+fn route(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    generation: &Generation,
+    canonical: &RoutePath,
+) -> Step<usize> {
+    let method = &session.req_header().method;
+    let route = match generation
+        .router
+        .find(canonical.host.as_deref(), &canonical.path, method)
+    {
+        RouteMatch::Found(route) => route,
+        RouteMatch::MethodNotAllowed(allow) => {
+            return Err(Rejection::MethodNotAllowed(allow).into());
+        }
+        RouteMatch::NotFound => return Err(Rejection::NoRoute.into()),
+    };
+    ctx.record.route = Some(route);
+    let config = &generation.config.routes[route];
+    if config.debug_trace {
+        ctx.record.trace = true;
+    }
+    if canonical.has_parameters && !config.allow_path_parameters {
+        return Err(Rejection::Target(TargetError::PathParameters).into());
+    }
+    ctx.origin = generation.route_origin.get(route).copied();
+    Ok(route)
+}
+
+/// Who the client is: the peer, or what a trusted proxy forwarded. Read before authentication
+/// removes the reserved headers a trusted proxy may have set.
+fn client(session: &Session, ctx: &mut RequestCtx, generation: &Generation) -> Client {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.trusted_peer = peer.is_some_and(|ip| generation.geo.is_trusted(ip.to_canonical()));
+    let client = generation.geo.client(peer, session.req_header());
+    if generation.config.access_log.enabled {
+        ctx.record.client_ip = client.ip;
+    }
+    client
+}
+
+/// The route's token check (401 / 403, RFC 6750), counted by reason.
+async fn authenticate(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    generation: &Generation,
+    route: usize,
+) -> Step<Option<Identity>> {
+    let auth = &generation.auth;
+    let started = generation.config.access_log.enabled.then(Instant::now);
+    let authenticated = auth.authenticate(session.req_header_mut(), route).await;
+    ctx.record.auth_time = started.map(|t| t.elapsed());
+    authenticated.map_err(|e| {
+        let route_name = generation.config.routes[route].name.as_str();
+        crate::metrics::get()
+            .auth_rejections
+            .with_label_values(&[route_name, e.reason()])
+            .inc();
+        let scopes = match e {
+            AuthError::InsufficientScope => auth.routes[route].scopes.join(" "),
+            _ => String::new(),
+        };
+        Rejection::Auth(e, scopes).into()
+    })
+}
+
+/// The client's country, set in `[geo] header` for the origin when known.
+fn country(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    generation: &Generation,
+    client: &Client,
+) -> Step<Option<Country>> {
+    let country = generation.geo.country(client);
+    if generation.config.access_log.enabled {
+        ctx.record.country = country;
+    }
+    if let (Some(name), Some(country)) = (generation.geo.header(), country) {
+        session
+            .req_header_mut()
+            .insert_header(name.clone(), country.as_str())
+            .map_err(|_| Rejection::Internal)?;
+    }
+    Ok(country)
+}
+
+/// The route's policies in order; returns the policy that chose the origin, if one did.
+async fn policies(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    generation: &Generation,
+    route: usize,
+    client: &Client,
+    identity: Option<Identity>,
+    country: Option<Country>,
+) -> Step<Option<Arc<str>>> {
+    if !generation.plugins.route_has_policies(route) {
+        return Ok(None);
+    }
+    let plugin_ctx = plugins::Context {
+        client_ip: client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        route: &generation.config.routes[route].name,
+        claims_json: identity
+            .as_ref()
+            .and_then(|i| serde_json::to_string(&*i.claims).ok()),
+        country: country.map(|c| c.as_str().to_string()),
+    };
+    let started = generation.config.access_log.enabled.then(Instant::now);
+    let outcome = generation
+        .plugins
+        .run(route, session.req_header_mut(), &plugin_ctx)
+        .await;
+    ctx.record.plugins_time = started.map(|t| t.elapsed());
+    match outcome {
+        Outcome::Forward { origin: None, .. } => Ok(None),
+        Outcome::Forward {
+            origin: Some(name),
+            chosen_by,
+        } => {
+            ctx.origin = generation.origins.iter().position(|o| o.name == name);
+            Ok(chosen_by)
+        }
+        Outcome::Respond {
+            policy,
+            status,
+            headers,
+            body,
+        } => Err(Answer::Policy {
+            policy,
+            answer: PluginAnswer {
+                status,
+                headers,
+                body,
+            },
+        }),
+        Outcome::Failed { policy, why } => Err(Answer::PolicyFailed { policy, why }),
+    }
+}
+
+/// Choosing the upstream here lets "no healthy upstream" be answered like any other early
+/// rejection, keeping the client connection; after Pingora has started on the upstream, any
+/// failure closes it.
+fn choose_upstream(
+    ctx: &mut RequestCtx,
+    generation: &Generation,
+    chosen_by: Option<Arc<str>>,
+) -> Step<()> {
+    ctx.peer = ctx
+        .origin
+        .and_then(|i| generation.origins.get(i))
+        .and_then(Origin::select);
+    match (ctx.peer.as_ref(), ctx.origin) {
+        (Some(_), Some(origin)) => {
+            ctx.record.decided = Decided::Forwarded { origin, chosen_by };
+            Ok(())
+        }
+        _ => Err(Rejection::NoHealthyUpstream.into()),
+    }
+}
