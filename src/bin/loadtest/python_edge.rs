@@ -107,7 +107,10 @@ pub fn same_answers(
             let answer = runtime.block_on(async {
                 let response = client
                     .get(&url)
+                    // `wasmtime serve` reads the first; edgewarden, from a trusted proxy, only the
+                    // second (see `scenarios::location`).
                     .header("x-user-location", location)
+                    .header("cf-ipcountry", location)
                     .send()
                     .await?;
                 let status = response.status().as_u16();

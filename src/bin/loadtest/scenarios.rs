@@ -239,8 +239,13 @@ fn with_policies(
     }
 }
 
-/// The seed geo router's input. From the load generator's address (a trusted proxy in the load
-/// test's configuration) edgewarden takes it as the client's country, as a CDN would send it.
+/// The seed geo router's input. `wasmtime serve` hands the component `x-user-location` as sent;
+/// edgewarden takes the country from `cf-ipcountry`, which the load generator's address (a trusted
+/// proxy in the load test's configuration) may state as a CDN would, and writes its own
+/// `x-user-location` (a client's copy is never believed).
 fn location() -> Vec<(String, String)> {
-    vec![("x-user-location".into(), "GB".into())]
+    vec![
+        ("x-user-location".into(), "GB".into()),
+        ("cf-ipcountry".into(), "GB".into()),
+    ]
 }
