@@ -17,6 +17,7 @@ pub mod demo;
 pub mod echo;
 pub mod generation;
 pub mod geo;
+pub mod logging;
 pub mod metrics;
 pub mod mint;
 pub mod origins;

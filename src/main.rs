@@ -7,11 +7,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use edgewarden::config::{Config, ConfigError, DemoKey};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{Targets, filter_fn};
-use tracing_subscriber::prelude::*;
-
-const ACCESS_LOG: &str = "edgewarden::access";
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small buffers
 /// (Pingora's header maps and futures), and glibc's malloc was 15 % of a rejection's CPU.
@@ -162,30 +157,7 @@ fn read(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_env("EDGEWARDEN_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_load_balancing=warn")
-    });
-    // Diagnostics go to stderr as text; the access log (target `edgewarden::access`, written only
-    // when `[access_log]` is on) goes to stdout as JSON lines, from a writer thread so a slow
-    // reader of stdout never stalls a request.
-    let (stdout, _flush_on_exit) = tracing_appender::non_blocking(std::io::stdout());
-    let access = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_target(false)
-        .with_level(false)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(stdout)
-        .with_filter(Targets::new().with_target(ACCESS_LOG, tracing::Level::INFO));
-    let diagnostics = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter_fn(|meta| meta.target() != ACCESS_LOG))
-        .with_filter(filter);
-    tracing_subscriber::registry()
-        .with(access)
-        .with(diagnostics)
-        .init();
+    let _flush_on_exit = edgewarden::logging::init();
 
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
