@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use edgewarden::mint::{self, TokenSpec};
+use edgewarden_tools::mint::{self, TokenSpec};
 use nix::time::{ClockId, clock_getcpuclockid, clock_gettime};
 use nix::unistd::Pid;
 
@@ -151,7 +151,7 @@ fn through_gateway(c: &mut Criterion) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        edgewarden::echo::spawn(listener, "origin").expect("echo origin")
+        edgewarden_tools::echo::spawn(listener, "origin").expect("echo origin")
     });
     let gateway = start_gateway(origin.addr);
     let clock = clock_getcpuclockid(Pid::from_raw(gateway.child.id() as i32)).expect("cpu clock");

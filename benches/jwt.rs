@@ -31,7 +31,7 @@ use edgewarden::auth::jws;
 use edgewarden::auth::keys::KeySet;
 use edgewarden::auth::verify::{Identity, Issuer, Verifier};
 use edgewarden::config::{DemoKey, IssuerConfig, KeySource};
-use edgewarden::mint::{self, TokenSpec};
+use edgewarden_tools::mint::{self, TokenSpec};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 
 const PRIVATE_PEM: &str = include_str!("../tests/data/keys/rsa2048-private.pem");

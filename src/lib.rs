@@ -7,19 +7,21 @@
 //! `generation::Generation` built from one validated `config::Config`; `reload` builds the next one
 //! beside it and swaps it in. `admin` serves health, readiness and metrics, and drain behind
 //! the admin token (with its client, `edgewarden drain`); `server` assembles the Pingora services.
+//! `logging` sends diagnostics to stderr and the access log to stdout.
+//!
+//! The development tooling (the demo, the echo origin, token minting, the load-test harness) is
+//! the `edgewarden-tools` crate in `tools/`: it depends on this one, which uses it only in its
+//! tests and benchmarks.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
 pub mod auth;
 pub mod config;
-pub mod demo;
-pub mod echo;
 pub mod generation;
 pub mod geo;
 pub mod logging;
 pub mod metrics;
-pub mod mint;
 pub mod origins;
 pub mod plugins;
 pub mod proxy;

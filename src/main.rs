@@ -56,52 +56,10 @@ enum Command {
         #[arg(long)]
         cancel: bool,
     },
-    /// Sign a token with a private key (for tests, demos and load tests).
-    Token {
-        /// PEM private key (RSA, EC P-256/P-384 or Ed25519).
-        #[arg(long)]
-        key: PathBuf,
-        /// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA.
-        #[arg(long, default_value = "RS256")]
-        alg: String,
-        #[arg(long)]
-        kid: Option<String>,
-        #[arg(long)]
-        sub: Option<String>,
-        #[arg(long)]
-        iss: Option<String>,
-        /// Audience; repeat for several.
-        #[arg(long)]
-        aud: Vec<String>,
-        /// Space-separated scopes (`scope` claim).
-        #[arg(long)]
-        scope: Option<String>,
-        /// Seconds until `exp`; negative for an expired token.
-        #[arg(long, default_value_t = 3600, allow_hyphen_values = true)]
-        expires_in: i64,
-        /// More claims as a JSON object, merged last.
-        #[arg(long)]
-        claims: Option<String>,
-    },
-    /// Print a JWKS with the public half of a private key.
-    Jwks {
-        #[arg(long)]
-        key: PathBuf,
-        #[arg(long, default_value = "RS256")]
-        alg: String,
-        #[arg(long)]
-        kid: String,
-    },
     /// Build Python policy plugins, or start a new one.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
-    },
-    /// Run the shipped example configuration in front of built-in echo origins.
-    Demo {
-        /// Configuration file (the example in the repository by default).
-        #[arg(short, long, default_value = "config/edgewarden.toml")]
-        config: PathBuf,
     },
 }
 
@@ -152,10 +110,6 @@ fn load(path: &std::path::Path, allow_demo_key: bool) -> Result<Config, ConfigEr
     Ok(config)
 }
 
-fn read(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()).into())
-}
-
 fn main() -> ExitCode {
     let _flush_on_exit = edgewarden::logging::init();
 
@@ -198,37 +152,7 @@ fn main() -> ExitCode {
                 .map(|done| println!("{done}"))
                 .map_err(Into::into)
         }
-        Command::Demo { config } => edgewarden::demo::run(&config),
         Command::Plugins { command } => plugins_command(command),
-        Command::Token {
-            key,
-            alg,
-            kid,
-            sub,
-            iss,
-            aud,
-            scope,
-            expires_in,
-            claims,
-        } => read(&key).and_then(|pem| {
-            let spec = edgewarden::mint::TokenSpec {
-                alg,
-                kid,
-                claims,
-                sub,
-                iss,
-                aud,
-                scope,
-                expires_in,
-            };
-            let token = edgewarden::mint::token(&pem, &spec)?;
-            println!("{token}");
-            Ok(())
-        }),
-        Command::Jwks { key, alg, kid } => read(&key).and_then(|pem| {
-            println!("{}", edgewarden::mint::jwks(&pem, &alg, &kid)?);
-            Ok(())
-        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,8 @@
 //! The repository's demo key (`config/demo/`): its private half is public, so anyone can sign
 //! tokens it accepts. This module recognises it by its key material (whatever the `kid` or the
-//! document it comes in) and says whether a configuration may trust it: only `edgewarden demo`
-//! and the explicit `--allow-demo-key` option of `run` and `check` allow it, never the
-//! configuration file or the environment.
+//! document it comes in) and says whether a configuration may trust it: only
+//! `edgewarden-dev demo` and the explicit `--allow-demo-key` option of `run` and `check` allow
+//! it, never the configuration file or the environment.
 
 use std::sync::LazyLock;
 
@@ -20,7 +20,7 @@ pub enum DemoKey {
     /// A key set holding it is refused like an invalid one (the default).
     #[default]
     Refuse,
-    /// `edgewarden demo`, or `run`/`check` with `--allow-demo-key`.
+    /// `edgewarden-dev demo`, or `run`/`check` with `--allow-demo-key`.
     Allow,
 }
 
@@ -51,7 +51,7 @@ pub fn refusal(name: &str, iss: &str) -> String {
          (config/demo/jwks.json, kid demo-2026), whose private half is published: anyone could \
          sign tokens it accepts. \
          Configure your identity provider's keys (jwks_url, jwks_file or public_key_pem). To run \
-         the shipped example use `edgewarden demo`; for tests only, `run` and `check` take \
+         the shipped example use `edgewarden-dev demo`; for tests only, `run` and `check` take \
          --allow-demo-key"
     )
 }

@@ -333,7 +333,7 @@ mod tests {
     use crate::auth::cache::TokenCache;
     use crate::auth::keys::KeySet;
     use crate::config::KeySource;
-    use crate::mint::{self, TokenSpec};
+    use edgewarden_tools::mint::{self, TokenSpec};
     use serde_json::json;
 
     const KEY_A: &str = include_str!("../../tests/data/keys/rsa2048-private.pem");

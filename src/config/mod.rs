@@ -39,8 +39,8 @@ pub struct Config {
     /// `[access_log]`.
     pub access_log: AccessLogConfig,
     /// Whether the repository's public demo key may be trusted. Never set by the file: `Refuse`
-    /// unless the command line says otherwise (`edgewarden demo`, `--allow-demo-key`); a reload
-    /// keeps what the process started with.
+    /// unless the command line says otherwise (`edgewarden-dev demo`, `--allow-demo-key`); a
+    /// reload keeps what the process started with.
     pub demo_key: DemoKey,
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-async fn gateway(server_extra: &str) -> (Gateway, edgewarden::echo::EchoOrigin) {
+async fn gateway(server_extra: &str) -> (Gateway, edgewarden_tools::echo::EchoOrigin) {
     let origin_ = echo_origin("o").await;
     let body = [origin("o", &[origin_.addr], ""), route("r", "/", "o", "")].concat();
     let server = format!("{ADMIN_TOKEN_FILE}\n{server_extra}");

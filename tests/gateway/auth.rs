@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use edgewarden::echo::EchoOrigin;
+use edgewarden_tools::echo::EchoOrigin;
 use serde_json::json;
 
 use crate::common::*;

@@ -119,7 +119,7 @@ fn the_shipped_config_passes_check_only_with_the_demo_key_allowed() {
     for expected in [
         "issuers[0] (demo): ",
         "issuer \"demo\" (https://id.demo.edgewarden): the keys hold the repository's public demo key",
-        "`edgewarden demo`",
+        "`edgewarden-dev demo`",
         "--allow-demo-key",
     ] {
         assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::common::*;
 
-async fn gateway() -> (Gateway, edgewarden::echo::EchoOrigin) {
+async fn gateway() -> (Gateway, edgewarden_tools::echo::EchoOrigin) {
     let a = echo_origin("a").await;
     let body = [origin("a", &[a.addr], ""), route("all", "/", "a", "")].concat();
     (Gateway::start(&body).await, a)

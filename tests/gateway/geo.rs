@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use edgewarden::echo::EchoOrigin;
+use edgewarden_tools::echo::EchoOrigin;
 
 use crate::common::*;
 use crate::plugins::{link_plugin, write_policy};

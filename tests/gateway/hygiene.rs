@@ -2,7 +2,7 @@
 
 use crate::common::*;
 
-async fn single_origin_gateway() -> (Gateway, edgewarden::echo::EchoOrigin) {
+async fn single_origin_gateway() -> (Gateway, edgewarden_tools::echo::EchoOrigin) {
     let a = echo_origin("a").await;
     let body = [origin("a", &[a.addr], ""), route("all", "/", "a", "")].concat();
     (Gateway::start(&body).await, a)

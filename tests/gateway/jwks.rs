@@ -9,7 +9,7 @@ use crate::tokens::*;
 async fn gateway_for(
     server: &JwksServer,
     issuer_extra: &str,
-) -> (Gateway, edgewarden::echo::EchoOrigin) {
+) -> (Gateway, edgewarden_tools::echo::EchoOrigin) {
     let origin_ = echo_origin("o").await;
     let body = [
         issuer_toml(&format!("jwks_url = \"{}\"", server.url()), issuer_extra),

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgewarden::echo::EchoOrigin;
+use edgewarden_tools::echo::EchoOrigin;
 
 use crate::common::*;
 use crate::tokens::*;

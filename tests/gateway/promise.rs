@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use edgewarden::echo::EchoOrigin;
+use edgewarden_tools::echo::EchoOrigin;
 
 use crate::common::*;
 use crate::tokens::*;

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 
-async fn three_origins() -> (Gateway, [edgewarden::echo::EchoOrigin; 3]) {
+async fn three_origins() -> (Gateway, [edgewarden_tools::echo::EchoOrigin; 3]) {
     let a = echo_origin("a").await;
     let b = echo_origin("b").await;
     let c = echo_origin("c").await;

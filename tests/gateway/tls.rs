@@ -145,7 +145,8 @@ async fn an_origin_over_tls_is_verified_against_the_configured_ca() {
         .expect("server config");
     let acceptor = pingora::tls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let secure = edgewarden::echo::spawn_tls(listener, "secure", acceptor).expect("tls origin");
+    let secure =
+        edgewarden_tools::echo::spawn_tls(listener, "secure", acceptor).expect("tls origin");
 
     let other_ca = pki(&["origin.test"]);
     let body = [

@@ -1,7 +1,7 @@
 //! One token per request (RFC 6750 §2), end to end: a token in more than one place is refused
 //! before the origin, and a token taken from the query or a cookie does not reach the origin.
 
-use edgewarden::echo::EchoOrigin;
+use edgewarden_tools::echo::EchoOrigin;
 
 use crate::common::*;
 use crate::tokens::*;

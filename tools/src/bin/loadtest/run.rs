@@ -500,7 +500,7 @@ pub fn target(options: &TargetOptions) -> Result<(), String> {
         (None, Some(key)) => {
             let pem =
                 std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            let spec = edgewarden::mint::TokenSpec {
+            let spec = edgewarden_tools::mint::TokenSpec {
                 alg: "RS256".into(),
                 kid: options.kid.clone(),
                 claims: None,
@@ -510,7 +510,7 @@ pub fn target(options: &TargetOptions) -> Result<(), String> {
                 scope: None,
                 expires_in: 6 * 3600,
             };
-            Some(edgewarden::mint::token(&pem, &spec)?)
+            Some(edgewarden_tools::mint::token(&pem, &spec)?)
         }
         (None, None) => None,
     };

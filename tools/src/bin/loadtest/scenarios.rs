@@ -1,14 +1,14 @@
 //! What is measured: each scenario is a request shape (path and headers) with the answer it must
 //! get, and whether it may reach the origin.
 
-use edgewarden::mint::{self, TokenSpec};
+use edgewarden_tools::mint::{self, TokenSpec};
 
 pub const ISSUER: &str = "https://id.loadtest.edgewarden";
 pub const AUDIENCE: &str = "api";
-pub const PRIVATE_PEM: &str = include_str!("../../../tests/data/keys/rsa2048-private.pem");
-pub const PUBLIC_PEM: &str = include_str!("../../../tests/data/keys/rsa2048-public.pem");
+pub const PRIVATE_PEM: &str = include_str!("../../../../tests/data/keys/rsa2048-private.pem");
+pub const PUBLIC_PEM: &str = include_str!("../../../../tests/data/keys/rsa2048-public.pem");
 /// Signs well-formed tokens that do not verify under `PUBLIC_PEM`.
-const OTHER_PRIVATE_PEM: &str = include_str!("../../../tests/data/keys/rsa2048-b-private.pem");
+const OTHER_PRIVATE_PEM: &str = include_str!("../../../../tests/data/keys/rsa2048-b-private.pem");
 
 /// Which gateway configuration a scenario needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

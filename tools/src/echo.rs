@@ -1,5 +1,5 @@
-//! The built-in echo origin used by `edgewarden demo` and by the tests: a real HTTP/1.1 server that
-//! answers every request with JSON describing what it received.
+//! The built-in echo origin used by `edgewarden-dev demo`, the tests and the benchmarks: a real
+//! HTTP/1.1 server that answers every request with JSON describing what it received.
 //!
 //! Two request headers let a demo or a test shape the answer: `x-echo-delay-ms: N` waits N ms
 //! (at most 60 s) before answering, and each `x-echo-set: name=value` adds a response header.

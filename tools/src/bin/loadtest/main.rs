@@ -11,7 +11,7 @@ mod run;
 mod scenarios;
 mod targets;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -42,7 +42,9 @@ fn main() {
     }
 }
 
-/// The repository root (where `policies/` and `python-plugins/` are).
+/// The repository root (where `policies/` and `python-plugins/` are): the parent of this crate's
+/// directory (`tools/`).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tools.parent().unwrap_or(tools).to_path_buf()
 }

@@ -1,12 +1,13 @@
-//! `edgewarden demo`: the shipped example configuration in front of built-in echo origins, with
-//! tokens minted from the public demo key and ready-to-paste curl lines.
+//! `edgewarden-dev demo`: the shipped example configuration in front of built-in echo origins,
+//! with tokens minted from the public demo key and ready-to-paste curl lines.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, DemoKey};
+use edgewarden::config::{Config, DemoKey};
+use edgewarden::server::{self, StartError};
+
 use crate::mint::{self, TokenSpec};
-use crate::server::{self, StartError};
 
 /// Load the example configuration at `path` (with its policies and plugin sources beside it),
 /// start one echo origin on every upstream address, print curl lines, run the gateway.
@@ -179,7 +180,7 @@ fn print_curl_lines(
     println!("The access log (one JSON line per request) follows below.");
     println!();
     println!(
-        "Sign your own: edgewarden token --key config/demo/demo-signing-key.pem --kid demo-2026 \\"
+        "Sign your own: edgewarden-dev token --key config/demo/demo-signing-key.pem --kid demo-2026 \\"
     );
     println!("  --iss https://id.demo.edgewarden --aud api --sub bob --scope read");
     println!();

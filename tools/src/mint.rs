@@ -1,12 +1,12 @@
-//! `edgewarden token` and `edgewarden jwks`: sign test tokens and publish the matching public key,
-//! for tests, the demo and users' own load tests. Never needed to run the gateway.
+//! `edgewarden-dev token` and `edgewarden-dev jwks`: sign test tokens and publish the matching
+//! public key, for tests, the demo and users' own load tests. Never needed to run the gateway.
 
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 
-use crate::auth::crypto;
-use crate::auth::keys::algorithm_from_name;
+use edgewarden::auth::crypto;
+use edgewarden::auth::keys::algorithm_from_name;
 
 /// What goes into a token.
 pub struct TokenSpec {

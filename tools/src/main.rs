@@ -1,0 +1,119 @@
+//! `edgewarden-dev`: the demo and the token and JWKS helpers, for development, tests and load
+//! tests. The gateway itself is the `edgewarden` binary.
+
+#![deny(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "edgewarden-dev",
+    version,
+    about = "edgewarden's development tooling: the demo, test tokens and JWKS documents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the shipped example configuration in front of built-in echo origins.
+    Demo {
+        /// Configuration file (the example in the repository by default).
+        #[arg(short, long, default_value = "config/edgewarden.toml")]
+        config: PathBuf,
+    },
+    /// Sign a token with a private key (for tests, demos and load tests).
+    Token {
+        /// PEM private key (RSA, EC P-256/P-384 or Ed25519).
+        #[arg(long)]
+        key: PathBuf,
+        /// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA.
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long)]
+        iss: Option<String>,
+        /// Audience; repeat for several.
+        #[arg(long)]
+        aud: Vec<String>,
+        /// Space-separated scopes (`scope` claim).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Seconds until `exp`; negative for an expired token.
+        #[arg(long, default_value_t = 3600, allow_hyphen_values = true)]
+        expires_in: i64,
+        /// More claims as a JSON object, merged last.
+        #[arg(long)]
+        claims: Option<String>,
+    },
+    /// Print a JWKS with the public half of a private key.
+    Jwks {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+        #[arg(long)]
+        kid: String,
+    },
+}
+
+fn read(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+fn main() -> ExitCode {
+    // The demo runs the gateway: its diagnostics and access log go where the gateway's do.
+    let _flush_on_exit = edgewarden::logging::init();
+
+    let cli = Cli::parse();
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Demo { config } => edgewarden_tools::demo::run(&config),
+        Command::Token {
+            key,
+            alg,
+            kid,
+            sub,
+            iss,
+            aud,
+            scope,
+            expires_in,
+            claims,
+        } => read(&key).and_then(|pem| {
+            let spec = edgewarden_tools::mint::TokenSpec {
+                alg,
+                kid,
+                claims,
+                sub,
+                iss,
+                aud,
+                scope,
+                expires_in,
+            };
+            let token = edgewarden_tools::mint::token(&pem, &spec)?;
+            println!("{token}");
+            Ok(())
+        }),
+        Command::Jwks { key, alg, kid } => read(&key).and_then(|pem| {
+            println!("{}", edgewarden_tools::mint::jwks(&pem, &alg, &kid)?);
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprint!("{e}");
+            if !e.to_string().ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
