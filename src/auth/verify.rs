@@ -378,8 +378,7 @@ mod tests {
     async fn a_refresh_during_verification_never_caches_a_removed_key_under_the_new_keys() {
         super::super::crypto::install();
         let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
-        let keys =
-            IssuerKeys::new(&config, crate::auth::demo_key::DemoKey::Refuse).expect("keys load");
+        let keys = IssuerKeys::new(&config, crate::config::DemoKey::Refuse).expect("keys load");
         let verifier = Verifier::new(
             vec![Issuer::new(config, keys.clone())],
             TokenCache::new(16, 1 << 20),
@@ -407,8 +406,7 @@ mod tests {
     async fn without_a_refresh_the_verification_is_reused() {
         super::super::crypto::install();
         let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
-        let keys =
-            IssuerKeys::new(&config, crate::auth::demo_key::DemoKey::Refuse).expect("keys load");
+        let keys = IssuerKeys::new(&config, crate::config::DemoKey::Refuse).expect("keys load");
         let cache = TokenCache::new(16, 1 << 20);
         let verifier = Verifier::new(vec![Issuer::new(config, keys)], cache, 8192);
         let token = token_signed_by(KEY_A, "a");

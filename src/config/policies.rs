@@ -34,14 +34,10 @@ pub(super) fn read_policy(
     let mut local = Problems::default();
     let plugin: Option<String> = s.required(&mut local, "plugin");
     if let Some(plugin) = &plugin {
-        let valid = !plugin.is_empty()
-            && plugin
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !super::names::is_plugin_name(plugin) {
             local.push(
                 "plugin",
-                format!("{plugin:?} must be a directory name of a-z, 0-9 and '_'"),
+                format!("{plugin:?} must be a directory name of a-z, 0-9 and '_', not starting with a digit"),
             );
         } else if !plugins_dir.join(plugin).join("plugin.py").is_file() {
             local.push(
@@ -53,15 +49,15 @@ pub(super) fn read_policy(
             );
         }
     }
-    let timeout_ms = super::validate::ranged(&mut s, &mut local, "timeout_ms", 50, 1, 1000);
-    let deadline_ms = super::validate::ranged(&mut s, &mut local, "deadline_ms", 1000, 1, 60_000);
+    let timeout_ms = s.ranged(&mut local, "timeout_ms", 50, 1, 1000);
+    let deadline_ms = s.ranged(&mut local, "deadline_ms", 1000, 1, 60_000);
     if deadline_ms < timeout_ms {
         local.push(
             "deadline_ms",
             format!("{deadline_ms} is below timeout_ms ({timeout_ms}): a call could never use its budget"),
         );
     }
-    let memory_mb = super::validate::ranged(&mut s, &mut local, "memory_mb", 64, 16, 1024);
+    let memory_mb = s.ranged(&mut local, "memory_mb", 64, 16, 1024);
     let on_error = match s.optional::<String>(&mut local, "on_error").as_deref() {
         None | Some("deny") => OnError::Deny,
         Some("allow") => OnError::Allow,
@@ -84,14 +80,8 @@ pub(super) fn read_policy(
             Isolation::Warm
         }
     };
-    let max_calls_per_instance = super::validate::ranged(
-        &mut s,
-        &mut local,
-        "max_calls_per_instance",
-        10_000,
-        1,
-        100_000_000,
-    );
+    let max_calls_per_instance =
+        s.ranged(&mut local, "max_calls_per_instance", 10_000, 1, 100_000_000);
     let allow_headers: Vec<String> = s
         .or::<Vec<String>>(&mut local, "allow_headers", Vec::new())
         .into_iter()

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use http::Method;
 use toml::Table;
 
+use super::names;
 use super::reader::{Problems, Section};
 use super::{
     AuthMode, Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig,
@@ -116,11 +117,7 @@ fn read_policies(
     for (index, route) in routes {
         for (i, name) in route.policies.iter().map(|p| &p.name).enumerate() {
             let path = format!("routes[{index}].policies[{i}]");
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-            if !valid {
+            if !names::is_name(name) {
                 problems.push(
                     &path,
                     format!("{name:?} must be a policy file name of a-z, 0-9, '_' or '-'"),
@@ -155,14 +152,14 @@ fn read_policies(
 
 fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<ServerConfig> {
     let listen = super::tls::read_listen(&mut s, base, problems);
-    let admin_listen = read_admin_listen(&mut s, problems);
+    let admin_listen = super::admin::read_admin_listen(&mut s, problems);
     let admin_token = super::admin::read_admin_token(&mut s, base, problems);
-    let threads = ranged(&mut s, problems, "threads", 2, 1, 256);
+    let threads = s.ranged(problems, "threads", 2, 1, 256);
     let work_stealing = s.or(problems, "work_stealing", false);
-    let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
-    let shutdown_timeout_s = ranged(&mut s, problems, "shutdown_timeout_s", 1, 0, 600);
-    let drain_s = ranged(&mut s, problems, "drain_s", 5, 0, 600);
-    let watch_interval_s = ranged(&mut s, problems, "watch_interval_s", 0, 0, 3600);
+    let shutdown_grace_s = s.ranged(problems, "shutdown_grace_s", 10, 0, 3600);
+    let shutdown_timeout_s = s.ranged(problems, "shutdown_timeout_s", 1, 0, 600);
+    let drain_s = s.ranged(problems, "drain_s", 5, 0, 600);
+    let watch_interval_s = s.ranged(problems, "watch_interval_s", 0, 0, 3600);
     let policies_dir = base.join(s.or(problems, "policies_dir", String::from("../policies")));
     let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("../python-plugins")));
     let plugin_cache_dir = base.join(s.or(
@@ -170,17 +167,10 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         "plugin_cache_dir",
         String::from("../.cache/plugins"),
     ));
-    let max_token_bytes = ranged(&mut s, problems, "max_token_bytes", 8192, 256, 65_536) as usize;
-    let token_cache_entries = ranged(
-        &mut s,
-        problems,
-        "token_cache_entries",
-        10_000,
-        0,
-        10_000_000,
-    ) as usize;
-    let token_cache_bytes =
-        ranged(&mut s, problems, "token_cache_bytes", 16 << 20, 0, 4 << 30) as usize;
+    let max_token_bytes = s.ranged(problems, "max_token_bytes", 8192, 256, 65_536) as usize;
+    let token_cache_entries =
+        s.ranged(problems, "token_cache_entries", 10_000, 0, 10_000_000) as usize;
+    let token_cache_bytes = s.ranged(problems, "token_cache_bytes", 16 << 20, 0, 4 << 30) as usize;
     let reserved_headers = s
         .or::<Vec<String>>(
             problems,
@@ -231,28 +221,11 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     })
 }
 
-pub(super) fn read_admin_listen(
-    s: &mut Section<'_>,
-    problems: &mut Problems,
-) -> Option<SocketAddr> {
-    let text = s.optional::<String>(problems, "admin_listen")?;
-    match text.parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            problems.push(
-                &s.key_path("admin_listen"),
-                format!("{text:?} is not an IP:port address"),
-            );
-            None
-        }
-    }
-}
-
 fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<OriginConfig> {
-    let name = read_name(&mut s, problems);
+    let name = s.name(problems);
     let upstreams: Option<Vec<String>> = s.required(problems, "upstreams");
-    let connect_timeout_ms = ranged(&mut s, problems, "connect_timeout_ms", 1000, 1, 60_000);
-    let read_timeout_ms = ranged(&mut s, problems, "read_timeout_ms", 30_000, 1, 3_600_000);
+    let connect_timeout_ms = s.ranged(problems, "connect_timeout_ms", 1000, 1, 60_000);
+    let read_timeout_ms = s.ranged(problems, "read_timeout_ms", 30_000, 1, 3_600_000);
     let tls = s.or(problems, "tls", false);
     let sni: Option<String> = s.optional(problems, "sni");
     let ca_file = super::tls::read_ca_file(&mut s, base, problems);
@@ -271,7 +244,7 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
                 format!("{p:?} must be an absolute path such as \"/health\""),
             );
         }
-        let interval_s = ranged(&mut hc, problems, "interval_s", 5, 1, 3600);
+        let interval_s = hc.ranged(problems, "interval_s", 5, 1, 3600);
         hc.finish(problems);
         HealthCheckConfig { path, interval_s }
     });
@@ -318,7 +291,7 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
 }
 
 fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig> {
-    let name = read_name(&mut s, problems);
+    let name = s.name(problems);
     let host = s
         .optional::<String>(problems, "host")
         .map(|h| match target::canonical_host(&h) {
@@ -526,41 +499,6 @@ fn check_route_references(
             }
         }
     }
-}
-
-pub(super) fn read_name(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
-    let name: String = s.required(problems, "name")?;
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !valid {
-        problems.push(
-            &s.key_path("name"),
-            format!("{name:?} must be 1-64 characters of a-z, 0-9, '_' or '-'"),
-        );
-    }
-    Some(name)
-}
-
-pub(super) fn ranged(
-    s: &mut Section<'_>,
-    problems: &mut Problems,
-    key: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> u64 {
-    let value = s.or(problems, key, default);
-    if value < min || value > max {
-        problems.push(
-            &s.key_path(key),
-            format!("{value} is out of range {min}..={max}"),
-        );
-        return default;
-    }
-    value
 }
 
 fn check_unique<'a>(section: &str, names: impl Iterator<Item = &'a str>, problems: &mut Problems) {

@@ -5,6 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use super::bindings::edgewarden::policy::types::{Decision, ForwardAction, Response};
+use crate::ids::OriginId;
 use crate::target::{self, Parsed};
 
 /// Largest body a plugin may answer with.
@@ -28,7 +29,7 @@ pub enum Checked {
         set: Vec<(HeaderName, HeaderValue)>,
         append: Vec<(HeaderName, HeaderValue)>,
         remove: Vec<HeaderName>,
-        origin: Option<String>,
+        origin: Option<OriginId>,
         path: Option<String>,
     },
     Respond {
@@ -41,7 +42,8 @@ pub enum Checked {
 /// What a policy's output may touch.
 pub struct Allowed<'a> {
     pub headers: &'a [String],
-    pub origins: &'a [String],
+    /// The names of `allow_origins`, resolved to the generation's origins.
+    pub origins: &'a [(String, OriginId)],
 }
 
 impl Allowed<'_> {
@@ -98,17 +100,19 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
         }
         remove.push(name);
     }
-    if let Some(origin) = &action.origin
-        && !allowed.origins.contains(origin)
-    {
-        return Err(format!("origin {origin:?} is not in allow_origins"));
-    }
+    let origin = match &action.origin {
+        None => None,
+        Some(name) => match allowed.origins.iter().find(|(allowed, _)| allowed == name) {
+            Some((_, id)) => Some(*id),
+            None => return Err(format!("origin {name:?} is not in allow_origins")),
+        },
+    };
     let path = action.path.map(|path| canonical_path(&path)).transpose()?;
     Ok(Checked::Forward {
         set,
         append,
         remove,
-        origin: action.origin,
+        origin,
         path,
     })
 }
@@ -198,21 +202,22 @@ mod tests {
     #[test]
     fn only_allowed_headers_origins_and_paths_pass() {
         let headers = vec!["x-portal".to_string(), "x-internal-*".to_string()];
-        let origins = vec!["uk".to_string()];
+        let origins = vec![("uk".to_string(), OriginId::at(1))];
         let allowed = Allowed {
             headers: &headers,
             origins: &origins,
         };
+        let checked = check(
+            forward(
+                &[("x-portal", "uk"), ("x-internal-user-id", "u")],
+                Some("uk"),
+                Some("/a"),
+            ),
+            &allowed,
+        );
         assert!(
-            check(
-                forward(
-                    &[("x-portal", "uk"), ("x-internal-user-id", "u")],
-                    Some("uk"),
-                    Some("/a")
-                ),
-                &allowed
-            )
-            .is_ok()
+            matches!(checked, Ok(Checked::Forward { origin: Some(id), .. }) if id == OriginId::at(1)),
+            "the allowed origin is resolved to its id"
         );
         for bad in [
             forward(&[("x-other", "1")], None, None),

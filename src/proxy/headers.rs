@@ -11,7 +11,7 @@ use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::Session;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub use crate::owned::REQUEST_ID;
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Response fields that describe one connection, never the message.

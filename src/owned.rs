@@ -19,7 +19,7 @@
 //!   method than the one routed and authorised. Always removed.
 //!
 //! Forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) are owned too: `headers`
-//! replaces them for untrusted peers and extends the chain for trusted ones.
+//! (`proxy::headers`) replaces them for untrusted peers and extends the chain for trusted ones.
 
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
@@ -36,14 +36,21 @@ const OVERRIDES: [HeaderName; 6] = [
     HeaderName::from_static("x-method-override"),
 ];
 
+/// The request id, kept from a trusted client or made by the gateway, sent both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The request header that asks for the decision trace, carrying `[server] trace_secret`.
+pub const TRACE_KEY: &str = "x-edgewarden-trace-key";
+/// The response header that names the deciding step.
+pub const TRACE: &str = "x-edgewarden-trace";
+
 /// Names the gateway writes or decides on every request, besides the configured ones.
 const GATEWAY_WRITES: [&str; 6] = [
     "x-forwarded-*",
     "forwarded",
     "x-real-ip",
-    super::headers::REQUEST_ID,
-    super::record::TRACE,
-    super::record::TRACE_KEY,
+    REQUEST_ID,
+    TRACE,
+    TRACE_KEY,
 ];
 
 /// The request header names the gateway owns: exact names and `prefix*` patterns, lower case.
