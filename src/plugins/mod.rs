@@ -7,6 +7,7 @@ pub mod build;
 mod clock;
 pub mod decision;
 pub mod host;
+mod limits;
 mod scaffold;
 mod shadow;
 mod snapshot;

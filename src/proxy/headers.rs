@@ -11,7 +11,7 @@ use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::Session;
 
-pub use crate::owned::REQUEST_ID;
+use crate::owned::REQUEST_ID;
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Response fields that describe one connection, never the message.
@@ -24,7 +24,7 @@ const HOP_BY_HOP_RESPONSE: [HeaderName; 6] = [
     header::TRAILER,
     header::UPGRADE,
 ];
-const TRACE: HeaderName = HeaderName::from_static(super::record::TRACE);
+const TRACE: HeaderName = HeaderName::from_static(crate::owned::TRACE);
 
 /// The client's request id if it is a sane token, else a new one.
 pub fn request_id(req: &RequestHeader) -> String {

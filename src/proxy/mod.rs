@@ -18,6 +18,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::generation::{Current, Generation};
 use crate::ids::OriginId;
+use crate::owned;
 use crate::shutdown::{Draining, InFlight, InFlightGuard};
 use record::{Decided, Record};
 use respond::Rejection;
@@ -172,9 +173,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::clean_response(resp);
-        resp.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header(owned::REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(trace) = self.trace(ctx) {
-            resp.insert_header(record::TRACE, trace)?;
+            resp.insert_header(owned::TRACE, trace)?;
         }
         Ok(())
     }
@@ -194,10 +195,11 @@ impl ProxyHttp for Gateway {
         if ctx.request_id.is_empty() {
             ctx.request_id = headers::request_id(session.req_header());
         }
-        if !respond::is_connect_error(e) {
+        let kind = respond::UpstreamErrorKind::of(e);
+        if !kind.is_some_and(respond::UpstreamErrorKind::is_connect) {
             Self::count_upstream_error(ctx, e);
         }
-        ctx.record.decided = match (respond::upstream_error_kind(e), ctx.origin) {
+        ctx.record.decided = match (kind, ctx.origin) {
             (Some(kind), Some(origin)) => Decided::UpstreamFailed { origin, kind },
             _ => Decided::Rejected {
                 code: rejection.code(),
@@ -243,7 +245,7 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// Count an upstream failure: each failed connect attempt, or the failure that ended proxying.
     fn count_upstream_error(ctx: &RequestCtx, e: &Error) {
-        let Some(kind) = respond::upstream_error_kind(e) else {
+        let Some(kind) = respond::UpstreamErrorKind::of(e) else {
             return;
         };
         let Some(origin) = ctx.origin else {
@@ -252,7 +254,7 @@ impl Gateway {
         let name = ctx.generation.origin(origin).name.as_str();
         crate::metrics::get()
             .upstream_errors
-            .with_label_values(&[name, kind])
+            .with_label_values(&[name, kind.label()])
             .inc();
     }
 }

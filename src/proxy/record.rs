@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use pingora::http::RequestHeader;
 
 use super::access_log::{self, Line, Sampler};
+use super::respond::UpstreamErrorKind;
 use crate::generation::Generation;
 use crate::geo::Country;
 use crate::ids::{OriginId, RouteId};
 use crate::metrics;
-
-pub use crate::owned::{TRACE, TRACE_KEY};
 
 /// The step that decided a request's answer.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +42,7 @@ pub enum Decided {
     },
     UpstreamFailed {
         origin: OriginId,
-        kind: &'static str,
+        kind: UpstreamErrorKind,
     },
 }
 
@@ -101,7 +100,7 @@ impl Record {
             Decided::PolicyResponded { policy, .. } => (None, Some(&**policy)),
             Decided::PolicyFailed { policy, why } => (Some(*why), Some(&**policy)),
             Decided::Forwarded { chosen_by, .. } => (None, chosen_by.as_deref()),
-            Decided::UpstreamFailed { kind, .. } => (Some(*kind), None),
+            Decided::UpstreamFailed { kind, .. } => (Some(kind.label()), None),
             Decided::Pending => (None, None),
         }
     }
@@ -126,7 +125,7 @@ impl Record {
                 chosen_by: None,
             } => format!("forward:{}", origin(i)),
             Decided::UpstreamFailed { origin: i, kind } => {
-                format!("upstream:{}:{kind}", origin(i))
+                format!("upstream:{}:{}", origin(i), kind.label())
             }
         }
     }
@@ -223,7 +222,7 @@ impl fmt::Display for Outcome {
 
 /// Whether the request carries the trace secret (compared in constant time).
 pub fn has_trace_key(req: &RequestHeader, secret: Option<&str>) -> bool {
-    let (Some(secret), Some(sent)) = (secret, req.headers.get(TRACE_KEY)) else {
+    let (Some(secret), Some(sent)) = (secret, req.headers.get(crate::owned::TRACE_KEY)) else {
         return false;
     };
     #[allow(deprecated)]

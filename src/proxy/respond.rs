@@ -120,8 +120,10 @@ impl Rejection {
     /// Map a Pingora proxy failure. `None`: the client is gone, write nothing.
     pub fn from_proxy_error(e: &Error) -> Option<Rejection> {
         use ErrorType::*;
+        if *e.etype() == NO_HEALTHY_UPSTREAM {
+            return Some(Rejection::NoHealthyUpstream);
+        }
         Some(match (e.esource(), e.etype()) {
-            (_, HTTPStatus(503)) => Rejection::NoHealthyUpstream,
             (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => return None,
             (ErrorSource::Downstream, _) => Rejection::BadRequest,
             (_, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => {
@@ -134,34 +136,69 @@ impl Rejection {
     }
 }
 
-/// The closed-set `kind` label of an upstream failure; `None` for failures that are not about
-/// reaching or reading an upstream.
-pub fn upstream_error_kind(e: &Error) -> Option<&'static str> {
-    use ErrorType::*;
-    Some(match e.etype() {
-        ConnectTimedout => "connect_timeout",
-        ConnectRefused => "connect_refused",
-        ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure => {
-            "connect_error"
-        }
-        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => "tls",
-        ReadTimedout => "read_timeout",
-        WriteTimedout => "write_timeout",
-        ReadError | ConnectionClosed => "read_error",
-        WriteError => "write_error",
-        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => "protocol",
-        HTTPStatus(_) => return None,
-        _ if e.esource() == &ErrorSource::Upstream => "other",
-        _ => return None,
-    })
+/// Why reaching or reading an upstream failed: the closed set of the `kind` label of
+/// `edgewarden_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    ConnectTimeout,
+    ConnectRefused,
+    ConnectError,
+    Tls,
+    ReadTimeout,
+    WriteTimeout,
+    ReadError,
+    WriteError,
+    Protocol,
+    Other,
 }
 
-/// Whether `e` is a failure to connect (counted by `fail_to_connect`, attempt by attempt).
-pub fn is_connect_error(e: &Error) -> bool {
-    matches!(
-        upstream_error_kind(e),
-        Some("connect_timeout" | "connect_refused" | "connect_error" | "tls")
-    )
+impl UpstreamErrorKind {
+    /// The kind of `e`; `None` for failures that are not about reaching or reading an upstream.
+    pub fn of(e: &Error) -> Option<UpstreamErrorKind> {
+        use ErrorType::*;
+        use UpstreamErrorKind as Kind;
+        Some(match e.etype() {
+            ConnectTimedout => Kind::ConnectTimeout,
+            ConnectRefused => Kind::ConnectRefused,
+            ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure => {
+                Kind::ConnectError
+            }
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => Kind::Tls,
+            ReadTimedout => Kind::ReadTimeout,
+            WriteTimedout => Kind::WriteTimeout,
+            ReadError | ConnectionClosed => Kind::ReadError,
+            WriteError => Kind::WriteError,
+            InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => Kind::Protocol,
+            HTTPStatus(_) | Custom(_) => return None,
+            _ if e.esource() == &ErrorSource::Upstream => Kind::Other,
+            _ => return None,
+        })
+    }
+
+    /// A failure to connect (counted by `fail_to_connect`, attempt by attempt).
+    pub fn is_connect(self) -> bool {
+        use UpstreamErrorKind as Kind;
+        matches!(
+            self,
+            Kind::ConnectTimeout | Kind::ConnectRefused | Kind::ConnectError | Kind::Tls
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        use UpstreamErrorKind as Kind;
+        match self {
+            Kind::ConnectTimeout => "connect_timeout",
+            Kind::ConnectRefused => "connect_refused",
+            Kind::ConnectError => "connect_error",
+            Kind::Tls => "tls",
+            Kind::ReadTimeout => "read_timeout",
+            Kind::WriteTimeout => "write_timeout",
+            Kind::ReadError => "read_error",
+            Kind::WriteError => "write_error",
+            Kind::Protocol => "protocol",
+            Kind::Other => "other",
+        }
+    }
 }
 
 /// Write `rejection` as the whole response, with the decision trace header when asked for.
@@ -195,9 +232,9 @@ pub async fn write(
     )?;
     resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
     resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
-    resp.insert_header(super::headers::REQUEST_ID, request_id)?;
+    resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
-        resp.insert_header(super::record::TRACE, trace)?;
+        resp.insert_header(crate::owned::TRACE, trace)?;
     }
     match rejection {
         Rejection::MethodNotAllowed(allow) => {
@@ -276,7 +313,7 @@ pub async fn write_plugin_answer(
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", request_id)?;
     if let Some(trace) = trace {
-        resp.insert_header(super::record::TRACE, trace)?;
+        resp.insert_header(crate::owned::TRACE, trace)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -321,6 +358,10 @@ async fn drain_small_body(session: &mut Session) -> bool {
 }
 
 /// A Pingora error carrying one of our rejections' statuses, for hooks that must return `Result`.
+/// The error type of [`no_healthy_upstream`], so that only that failure is answered as one.
+const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no healthy upstream");
+
+/// Every upstream of the request's origin is down (found when Pingora asks for a peer again).
 pub fn no_healthy_upstream() -> Box<Error> {
-    Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream")
+    Error::explain(NO_HEALTHY_UPSTREAM, "no healthy upstream")
 }

@@ -90,12 +90,12 @@ impl Gateway {
             // Clients move to another replica after this answer.
             session.set_keepalive(None);
         }
-        if session.req_header().headers.contains_key(record::TRACE_KEY) {
+        if session.req_header().headers.contains_key(owned::TRACE_KEY) {
             ctx.record.trace = record::has_trace_key(
                 session.req_header(),
                 generation.config.server.trace_secret.as_deref(),
             );
-            session.req_header_mut().remove_header(record::TRACE_KEY);
+            session.req_header_mut().remove_header(owned::TRACE_KEY);
         }
     }
 }
