@@ -12,6 +12,7 @@ pub mod names;
 mod observe;
 mod policies;
 mod reader;
+mod routes;
 pub mod tls;
 mod validate;
 

@@ -4,16 +4,14 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use http::Method;
 use toml::Table;
 
 use super::names;
 use super::reader::{Problems, Section};
+use super::routes;
 use super::{
-    AuthMode, Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig,
-    ServerConfig, TokenSource,
+    Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig, ServerConfig,
 };
-use crate::target;
 
 pub(super) fn read(
     table: &Table,
@@ -43,7 +41,7 @@ pub(super) fn read(
         .tables(problems, "routes")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| read_route(s, problems).map(|r| (i, r)))
+        .filter_map(|(i, s)| routes::read_route(s, problems).map(|r| (i, r)))
         .collect();
     let geo_section = root.table(problems, "geo");
     let access_log = root
@@ -76,7 +74,7 @@ pub(super) fn read(
     // route that names it look wrong.
     let origin_names = raw_names(table, "origins");
     let issuer_names = raw_names(table, "issuers");
-    check_route_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
+    routes::check_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
     let policies = match &server {
         Some(server) => read_policies(&indexed_routes, server, &origin_names, problems),
         None => Vec::new(),
@@ -290,142 +288,7 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     })
 }
 
-fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig> {
-    let name = s.name(problems);
-    let host = s
-        .optional::<String>(problems, "host")
-        .map(|h| match target::canonical_host(&h) {
-            Ok(host) if !h.contains(':') || h.starts_with('[') && h.ends_with(']') => host,
-            _ => {
-                problems.push(
-                    &s.key_path("host"),
-                    format!("{h:?} is not a host name (no port, scheme or path)"),
-                );
-                h.to_ascii_lowercase()
-            }
-        });
-    let path_prefix: Option<String> = s.required(problems, "path_prefix");
-    let allow_path_parameters = s.or(problems, "allow_path_parameters", false);
-    let case_insensitive = s.or(problems, "case_insensitive", false);
-    if let Some(prefix) = &path_prefix
-        && !is_canonical_prefix(prefix)
-    {
-        problems.push(
-            &s.key_path("path_prefix"),
-            format!("{prefix:?} must be a canonical absolute path such as \"/api\" (no query, ';' parameters, dot segments, empty segments, or escapes of unreserved characters or slashes)"),
-        );
-    }
-    let methods = s.optional::<Vec<String>>(problems, "methods").map(|list| {
-        if list.is_empty() {
-            problems.push(
-                &s.key_path("methods"),
-                "must not be empty (leave it out to allow every method)",
-            );
-        }
-        let mut methods = Vec::new();
-        for (i, m) in list.iter().enumerate() {
-            let upper = m.to_ascii_uppercase();
-            match Method::from_bytes(upper.as_bytes()) {
-                Ok(method) if !upper.is_empty() => methods.push(method),
-                _ => problems.push(
-                    &format!("{}[{i}]", s.key_path("methods")),
-                    format!("{m:?} is not an HTTP method"),
-                ),
-            }
-        }
-        methods
-    });
-    let origin: Option<String> = s.required(problems, "origin");
-    let auth = match s.optional::<String>(problems, "auth").as_deref() {
-        None | Some("required") => AuthMode::Required,
-        Some("optional") => AuthMode::Optional,
-        Some("off") => AuthMode::Off,
-        Some(other) => {
-            problems.push(
-                &s.key_path("auth"),
-                format!("{other:?} is not one of \"required\", \"optional\", \"off\""),
-            );
-            AuthMode::Required
-        }
-    };
-    let policies = super::observe::read_route_policies(&mut s, problems);
-    let debug_trace = s.or(problems, "debug_trace", false);
-    let issuers = s.or::<Vec<String>>(problems, "issuers", Vec::new());
-    let required_scopes = s.or::<Vec<String>>(problems, "required_scopes", Vec::new());
-    if required_scopes
-        .iter()
-        .any(|sc| sc.is_empty() || sc.contains(' '))
-    {
-        problems.push(
-            &s.key_path("required_scopes"),
-            "scopes are non-empty and contain no spaces",
-        );
-    }
-    let token_from = s
-        .or::<Vec<String>>(problems, "token_from", vec!["header".to_string()])
-        .iter()
-        .enumerate()
-        .filter_map(|(i, source)| {
-            let parsed = match source.split_once(':') {
-                None if source == "header" => Some(TokenSource::Header),
-                Some(("cookie", name)) if valid_token_name(name) => {
-                    Some(TokenSource::Cookie(name.to_string()))
-                }
-                Some(("query", name)) if valid_token_name(name) => {
-                    Some(TokenSource::Query(name.to_string()))
-                }
-                _ => None,
-            };
-            if parsed.is_none() {
-                problems.push(
-                    &format!("{}[{i}]", s.key_path("token_from")),
-                    format!("{source:?} is not \"header\", \"cookie:NAME\" or \"query:NAME\""),
-                );
-            }
-            parsed
-        })
-        .collect::<Vec<_>>();
-    if token_from.is_empty() {
-        problems.push(&s.key_path("token_from"), "needs at least one source");
-    }
-    let forward_authorization = s.or(problems, "forward_authorization", false);
-    s.finish(problems);
-    Some(RouteConfig {
-        name: name?,
-        host,
-        path_prefix: path_prefix?,
-        methods,
-        origin: origin?,
-        auth,
-        policies,
-        debug_trace,
-        issuers,
-        required_scopes,
-        token_from,
-        forward_authorization,
-        allow_path_parameters,
-        case_insensitive,
-    })
-}
-
-/// A prefix requests can match: its own canonical form, with no query or `;` parameters.
-fn is_canonical_prefix(prefix: &str) -> bool {
-    match target::parse(prefix.as_bytes(), None, false) {
-        Ok(target::Parsed::Target(t)) => {
-            t.target == prefix && !t.has_parameters && t.query().is_none()
-        }
-        _ => false,
-    }
-}
-
-fn valid_token_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// Cross-references between routes and the rest of the file, plus what this build cannot enforce.
+/// The `name`s of the tables in array `key`, read raw (for references to sections with errors).
 fn raw_names(table: &Table, key: &str) -> Vec<String> {
     table
         .get(key)
@@ -441,64 +304,6 @@ fn raw_names(table: &Table, key: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn check_route_references(
-    routes: &mut [(usize, RouteConfig)],
-    origins: &[String],
-    issuers: &[String],
-    problems: &mut Problems,
-) {
-    for n in 0..routes.len() {
-        let (earlier, rest) = routes.split_at_mut(n);
-        let (index, route) = &mut rest[0];
-        let path = format!("routes[{index}]");
-        if !origins.contains(&route.origin) {
-            problems.push(
-                &format!("{path}.origin"),
-                format!("no origin named {:?}", route.origin),
-            );
-        }
-        for name in &route.issuers {
-            if !issuers.contains(name) {
-                problems.push(
-                    &format!("{path}.issuers"),
-                    format!("no issuer named {name:?}"),
-                );
-            }
-        }
-        if route.auth != AuthMode::Off && route.issuers.is_empty() {
-            match issuers {
-                [only] => route.issuers.push(only.clone()),
-                [] => problems.push(
-                    &format!("{path}.auth"),
-                    "checking tokens needs at least one [[issuers]] entry (or set auth = \"off\")",
-                ),
-                _ => problems.push(
-                    &format!("{path}.issuers"),
-                    "several issuers are configured: list the ones this route accepts",
-                ),
-            }
-        }
-        if route.auth == AuthMode::Off && !route.required_scopes.is_empty() {
-            problems.push(
-                &format!("{path}.required_scopes"),
-                "needs auth = \"required\" or \"optional\"",
-            );
-        }
-        for (_, earlier) in earlier.iter() {
-            let overlap = match (&earlier.methods, &route.methods) {
-                (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
-                _ => true,
-            };
-            if earlier.host == route.host && earlier.path_prefix == route.path_prefix && overlap {
-                problems.push(
-                    &path,
-                    format!("same host, path_prefix and methods as route {:?}: which one applies would be ambiguous", earlier.name),
-                );
-            }
-        }
-    }
 }
 
 fn check_unique<'a>(section: &str, names: impl Iterator<Item = &'a str>, problems: &mut Problems) {

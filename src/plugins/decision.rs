@@ -25,18 +25,26 @@ const FRAMING: [&str; 9] = [
 
 /// A decision that passed validation.
 pub enum Checked {
-    Forward {
-        set: Vec<(HeaderName, HeaderValue)>,
-        append: Vec<(HeaderName, HeaderValue)>,
-        remove: Vec<HeaderName>,
-        origin: Option<OriginId>,
-        path: Option<String>,
-    },
-    Respond {
-        status: u16,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        body: Vec<u8>,
-    },
+    Forward(Changes),
+    Respond(PolicyAnswer),
+}
+
+/// What a forward decision changes, validated; `apply` makes the changes.
+pub struct Changes {
+    set: Vec<(HeaderName, HeaderValue)>,
+    append: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+    /// Another origin, one of the policy's `allow_origins`.
+    pub origin: Option<OriginId>,
+    path: Option<String>,
+}
+
+/// A policy's own answer, validated (status, headers, bounded body): what the gateway writes.
+#[derive(Debug)]
+pub struct PolicyAnswer {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Vec<u8>,
 }
 
 /// What a policy's output may touch.
@@ -108,13 +116,13 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
         },
     };
     let path = action.path.map(|path| canonical_path(&path)).transpose()?;
-    Ok(Checked::Forward {
+    Ok(Checked::Forward(Changes {
         set,
         append,
         remove,
         origin,
         path,
-    })
+    }))
 }
 
 /// A policy's new path, through the same canonicaliser as every request target: an absolute
@@ -145,41 +153,37 @@ fn check_response(response: Response) -> Result<Checked, String> {
         }
         headers.push((name, value));
     }
-    Ok(Checked::Respond {
+    Ok(Checked::Respond(PolicyAnswer {
         status: response.status,
         headers,
         body: response.body,
-    })
+    }))
 }
 
-/// Apply a checked forward decision's header and path changes to the request.
-pub fn apply(
-    req: &mut RequestHeader,
-    set: Vec<(HeaderName, HeaderValue)>,
-    append: Vec<(HeaderName, HeaderValue)>,
-    remove: Vec<HeaderName>,
-    path: Option<String>,
-) -> Result<(), String> {
-    for name in remove {
-        req.remove_header(&name);
+impl Changes {
+    /// Make the header and path changes on the request; returns the origin chosen, if any.
+    pub fn apply(self, req: &mut RequestHeader) -> Result<Option<OriginId>, String> {
+        for name in self.remove {
+            req.remove_header(&name);
+        }
+        for (name, value) in self.set {
+            req.insert_header(name, value).map_err(|e| e.to_string())?;
+        }
+        for (name, value) in self.append {
+            req.append_header(name, value).map_err(|e| e.to_string())?;
+        }
+        if let Some(path) = self.path {
+            let target = match req.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let uri: http::Uri = target
+                .parse()
+                .map_err(|_| "path does not form a URI".to_string())?;
+            req.set_uri(uri);
+        }
+        Ok(self.origin)
     }
-    for (name, value) in set {
-        req.insert_header(name, value).map_err(|e| e.to_string())?;
-    }
-    for (name, value) in append {
-        req.append_header(name, value).map_err(|e| e.to_string())?;
-    }
-    if let Some(path) = path {
-        let target = match req.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        };
-        let uri: http::Uri = target
-            .parse()
-            .map_err(|_| "path does not form a URI".to_string())?;
-        req.set_uri(uri);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -216,7 +220,7 @@ mod tests {
             &allowed,
         );
         assert!(
-            matches!(checked, Ok(Checked::Forward { origin: Some(id), .. }) if id == OriginId::at(1)),
+            matches!(checked, Ok(Checked::Forward(Changes { origin: Some(id), .. })) if id == OriginId::at(1)),
             "the allowed origin is resolved to its id"
         );
         for bad in [

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use wasmtime::{ResourceLimiter, StoreLimits, Trap};
 
-/// Why a plugin call produced no decision.
+/// Why a policy produced no decision the gateway could use: its `outcome` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     Timeout,
     MemoryLimit,
     Trap,
+    /// A decision that broke the policy's rules or could not be applied.
+    InvalidOutput,
 }
 
 impl Failure {
@@ -23,6 +25,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::MemoryLimit => "memory_limit",
             Failure::Trap => "trap",
+            Failure::InvalidOutput => "invalid_output",
         }
     }
 }

@@ -15,6 +15,7 @@ mod ticker;
 
 pub use scaffold::scaffold;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
@@ -22,7 +23,9 @@ use pingora::http::RequestHeader;
 use crate::config::{Config, Isolation, OnError, PolicyConfig, RouteConfig};
 use crate::ids::OriginId;
 use bindings::edgewarden::policy::types::Request;
+pub use decision::PolicyAnswer;
 use decision::{Allowed, Checked};
+pub use host::Failure;
 use host::{PolicyHost, Runtime};
 
 /// What a route's policies decided.
@@ -35,12 +38,10 @@ pub enum Outcome {
     /// Answer with this response, as `policy` decided.
     Respond {
         policy: Arc<str>,
-        status: u16,
-        headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        body: Vec<u8>,
+        answer: PolicyAnswer,
     },
-    /// `policy`, with `on_error = "deny"`, failed (`why` is its plugin outcome label): answer 503.
-    Failed { policy: Arc<str>, why: &'static str },
+    /// `policy`, with `on_error = "deny"`, failed: answer 503.
+    Failed { policy: Arc<str>, why: Failure },
 }
 
 /// Facts about the request that plugins see besides its header.
@@ -236,8 +237,7 @@ impl Plugins {
         req: &mut RequestHeader,
         ctx: &Context<'_>,
     ) -> Outcome {
-        let mut origin = None;
-        let mut chosen_by = None;
+        let mut chosen = None;
         for step in chain {
             let policy = &step.policy;
             let input = request_for(req, ctx);
@@ -245,73 +245,69 @@ impl Plugins {
                 self.shadows.run(policy.clone(), input);
                 continue;
             }
-            let name = &policy.host.name;
-            let timer = policy.metrics.duration.start_timer();
-            let called = policy.host.call(&input).await;
-            timer.observe_duration();
-            let checked = match called {
-                Ok(decision) => {
-                    let allowed = Allowed {
-                        headers: &policy.config.allow_headers,
-                        origins: &policy.origins,
-                    };
-                    decision::check(decision, &allowed).map_err(|why| {
-                        tracing::warn!(policy = %name, %why, "plugin output refused");
-                        INVALID_OUTPUT
-                    })
-                }
-                Err(failure) => Err(failure.label()),
-            };
-            let failure = match checked {
-                Ok(Checked::Respond {
-                    status,
-                    headers,
-                    body,
-                }) => {
-                    policy.metrics.responded.inc();
+            match policy.decide(&input, req).await {
+                Ok(ControlFlow::Continue(None)) => {}
+                Ok(ControlFlow::Continue(Some(origin))) => chosen = Some((origin, policy.name())),
+                Ok(ControlFlow::Break(answer)) => {
                     return Outcome::Respond {
-                        policy: name.clone(),
-                        status,
-                        headers,
-                        body,
+                        policy: policy.name(),
+                        answer,
                     };
                 }
-                Ok(Checked::Forward {
-                    set,
-                    append,
-                    remove,
-                    origin: chosen,
-                    path,
-                }) => match decision::apply(req, set, append, remove, path) {
-                    Ok(()) => {
-                        policy.metrics.forwarded.inc();
-                        if chosen.is_some() {
-                            origin = chosen;
-                            chosen_by = Some(name.clone());
-                        }
-                        continue;
-                    }
-                    Err(why) => {
-                        tracing::warn!(policy = %name, %why, "plugin decision not applied");
-                        INVALID_OUTPUT
-                    }
-                },
-                Err(failure) => failure,
-            };
-            PolicyMetrics::failed(name, failure);
-            if policy.config.on_error == OnError::Deny {
-                return Outcome::Failed {
-                    policy: name.clone(),
-                    why: failure,
-                };
+                Err(why) if policy.config.on_error == OnError::Deny => {
+                    return Outcome::Failed {
+                        policy: policy.name(),
+                        why,
+                    };
+                }
+                Err(_) => {}
             }
         }
+        let (origin, chosen_by) = chosen.unzip();
         Outcome::Forward { origin, chosen_by }
     }
 }
 
-/// Outcome label of a decision that broke the policy's rules or could not be applied.
-const INVALID_OUTPUT: &str = "invalid_output";
+impl Policy {
+    fn name(&self) -> Arc<str> {
+        self.host.name.clone()
+    }
+
+    /// Call the policy, check its decision and apply a forward decision's changes to `req`:
+    /// `Continue` with the origin it chose, if any, or `Break` with its answer. Counted by outcome.
+    async fn decide(
+        &self,
+        input: &Request,
+        req: &mut RequestHeader,
+    ) -> Result<ControlFlow<PolicyAnswer, Option<OriginId>>, Failure> {
+        let timer = self.metrics.duration.start_timer();
+        let called = self.host.call(input).await;
+        timer.observe_duration();
+        let allowed = Allowed {
+            headers: &self.config.allow_headers,
+            origins: &self.origins,
+        };
+        let decided = called.and_then(|decision| {
+            let checked = decision::check(decision, &allowed).map_err(|why| {
+                tracing::warn!(policy = %self.host.name, %why, "plugin output refused");
+                Failure::InvalidOutput
+            })?;
+            match checked {
+                Checked::Respond(answer) => Ok(ControlFlow::Break(answer)),
+                Checked::Forward(changes) => changes.apply(req).map(ControlFlow::Continue).map_err(|why| {
+                    tracing::warn!(policy = %self.host.name, %why, "plugin decision not applied");
+                    Failure::InvalidOutput
+                }),
+            }
+        });
+        match &decided {
+            Ok(ControlFlow::Break(_)) => self.metrics.responded.inc(),
+            Ok(ControlFlow::Continue(_)) => self.metrics.forwarded.inc(),
+            Err(failure) => PolicyMetrics::failed(&self.host.name, failure.label()),
+        }
+        decided
+    }
+}
 
 /// Build every plugin directory under `plugins_dir` (those with a `plugin.py`). One line per plugin,
 /// and one more for each plugin a fresh policy runs (compiled for the fresh engine too).

@@ -52,13 +52,13 @@ impl Shadows {
                 origins: &policy.origins,
             };
             let (label, detail) = match called.map(|d| decision::check(d, &allowed)) {
-                Ok(Ok(Checked::Forward { origin, .. })) => {
+                Ok(Ok(Checked::Forward(changes))) => {
                     let name = |id| policy.origins.iter().find(|(_, o)| *o == id);
-                    let chosen = origin.and_then(name).map(|(n, _)| format!("origin {n}"));
-                    ("forward", chosen)
+                    let chosen = changes.origin.and_then(name);
+                    ("forward", chosen.map(|(n, _)| format!("origin {n}")))
                 }
-                Ok(Ok(Checked::Respond { status, .. })) => {
-                    ("respond", Some(format!("status {status}")))
+                Ok(Ok(Checked::Respond(answer))) => {
+                    ("respond", Some(format!("status {}", answer.status)))
                 }
                 Ok(Err(why)) => ("error", Some(why)),
                 Err(failure) => ("error", Some(failure.label().to_string())),

@@ -15,6 +15,7 @@ use crate::generation::Generation;
 use crate::geo::Country;
 use crate::ids::{OriginId, RouteId};
 use crate::metrics;
+use crate::plugins::Failure;
 
 /// The step that decided a request's answer.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +34,7 @@ pub enum Decided {
     },
     PolicyFailed {
         policy: Arc<str>,
-        why: &'static str,
+        why: Failure,
     },
     /// Sent to this origin, chosen by a policy or by the route.
     Forwarded {
@@ -98,7 +99,7 @@ impl Record {
         match &self.decided {
             Decided::Rejected { code, .. } => (Some(*code), None),
             Decided::PolicyResponded { policy, .. } => (None, Some(&**policy)),
-            Decided::PolicyFailed { policy, why } => (Some(*why), Some(&**policy)),
+            Decided::PolicyFailed { policy, why } => (Some(why.label()), Some(&**policy)),
             Decided::Forwarded { chosen_by, .. } => (None, chosen_by.as_deref()),
             Decided::UpstreamFailed { kind, .. } => (Some(kind.label()), None),
             Decided::Pending => (None, None),
@@ -115,7 +116,9 @@ impl Record {
             Decided::PolicyResponded { policy, status } => {
                 format!("policy:{policy}:respond:{status}")
             }
-            Decided::PolicyFailed { policy, why } => format!("policy:{policy}:error:{why}"),
+            Decided::PolicyFailed { policy, why } => {
+                format!("policy:{policy}:error:{}", why.label())
+            }
             Decided::Forwarded {
                 origin: i,
                 chosen_by: Some(policy),

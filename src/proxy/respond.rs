@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde::Serialize;
 
 use crate::auth::error::AuthError;
+use crate::plugins::PolicyAnswer;
 use crate::target::TargetError;
 
 /// Largest unread request body the gateway drains to keep a connection alive after answering early;
@@ -284,21 +285,14 @@ impl ErrorBody<'_> {
     }
 }
 
-/// A policy plugin's direct answer (already validated: status, headers, body size).
-pub struct PluginAnswer {
-    pub status: u16,
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    pub body: Vec<u8>,
-}
-
 /// Write a plugin's answer, with the decision trace header when asked for.
 pub async fn write_plugin_answer(
     session: &mut Session,
-    answer: PluginAnswer,
+    answer: PolicyAnswer,
     request_id: &str,
     trace: Option<&str>,
 ) -> Result<()> {
-    let PluginAnswer {
+    let PolicyAnswer {
         status,
         headers,
         body,

@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use pingora::prelude::Session;
 
-use super::respond::{PluginAnswer, Rejection};
+use super::respond::Rejection;
 use super::{Gateway, RequestCtx, headers, record};
 use crate::auth::error::AuthError;
 use crate::auth::verify::Identity;
 use crate::generation::{Generation, Route};
 use crate::geo::{Client, Country};
 use crate::owned;
-use crate::plugins::{self, Outcome};
+use crate::plugins::{self, Failure, Outcome, PolicyAnswer};
 use crate::proxy::record::Decided;
 use crate::routing::RouteMatch;
 use crate::target::{self, RoutePath, TargetError};
@@ -26,12 +26,12 @@ pub(super) enum Answer {
     /// A policy answered (already validated: status, headers, body size).
     Policy {
         policy: Arc<str>,
-        answer: PluginAnswer,
+        answer: PolicyAnswer,
     },
     /// A policy failed and its policy says `on_error = "deny"`.
     PolicyFailed {
         policy: Arc<str>,
-        why: &'static str,
+        why: Failure,
     },
 }
 
@@ -55,7 +55,7 @@ impl Answer {
             },
             Answer::PolicyFailed { policy, why } => Decided::PolicyFailed {
                 policy: policy.clone(),
-                why,
+                why: *why,
             },
         }
     }
@@ -241,19 +241,7 @@ async fn policies(
             ctx.origin = Some(origin);
             Ok(chosen_by)
         }
-        Outcome::Respond {
-            policy,
-            status,
-            headers,
-            body,
-        } => Err(Answer::Policy {
-            policy,
-            answer: PluginAnswer {
-                status,
-                headers,
-                body,
-            },
-        }),
+        Outcome::Respond { policy, answer } => Err(Answer::Policy { policy, answer }),
         Outcome::Failed { policy, why } => Err(Answer::PolicyFailed { policy, why }),
     }
 }
