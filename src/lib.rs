@@ -17,6 +17,7 @@ pub mod demo;
 pub mod echo;
 pub mod generation;
 pub mod geo;
+pub mod header_pattern;
 pub mod ids;
 pub mod jwa;
 pub mod metrics;

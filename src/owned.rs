@@ -25,6 +25,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::Config;
+use crate::header_pattern::HeaderPatterns;
 
 /// Headers that make an origin serve another path or method than the request line's.
 const OVERRIDES: [HeaderName; 6] = [
@@ -55,8 +56,7 @@ const GATEWAY_WRITES: [&str; 6] = [
 
 /// The request header names the gateway owns: exact names and `prefix*` patterns, lower case.
 pub struct OwnedHeaders {
-    exact: Vec<String>,
-    prefixes: Vec<String>,
+    names: HeaderPatterns,
     drop_all_underscores: bool,
 }
 
@@ -77,25 +77,15 @@ impl OwnedHeaders {
             .chain(config.geo.iter().map(|g| &g.header))
             .chain(config.policies.iter().flat_map(|p| p.allow_headers.iter()))
             .map(String::as_str);
-        let mut owned = OwnedHeaders {
-            exact: Vec::new(),
-            prefixes: Vec::new(),
+        OwnedHeaders {
+            names: HeaderPatterns::new(configured.chain(GATEWAY_WRITES)),
             drop_all_underscores: config.server.drop_underscore_headers,
-        };
-        for pattern in configured.chain(GATEWAY_WRITES) {
-            let pattern = pattern.to_ascii_lowercase();
-            match pattern.strip_suffix('*') {
-                Some(prefix) => owned.prefixes.push(prefix.to_string()),
-                None => owned.exact.push(pattern),
-            }
         }
-        owned
     }
 
     /// Whether the gateway owns `name` (lower case).
     pub fn owns(&self, name: &str) -> bool {
-        self.exact.iter().any(|e| e == name)
-            || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        self.names.matches(name)
     }
 
     /// Remove override headers and the headers whose name with `_` read as `-` is owned (every
@@ -193,8 +183,12 @@ mod tests {
 
     fn owned(drop_all: bool) -> OwnedHeaders {
         OwnedHeaders {
-            exact: vec!["x-user-location".into(), "x-request-id".into()],
-            prefixes: vec!["x-internal-".into(), "x-forwarded-".into()],
+            names: HeaderPatterns::new([
+                "x-user-location",
+                "x-request-id",
+                "x-internal-*",
+                "x-forwarded-*",
+            ]),
             drop_all_underscores: drop_all,
         }
     }

@@ -5,6 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use super::bindings::edgewarden::policy::types::{Decision, ForwardAction, Response};
+use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
 use crate::target::{self, Parsed};
 
@@ -49,22 +50,15 @@ pub struct PolicyAnswer {
 
 /// What a policy's output may touch.
 pub struct Allowed<'a> {
-    pub headers: &'a [String],
+    /// `allow_headers`.
+    pub headers: &'a HeaderPatterns,
     /// The names of `allow_origins`, resolved to the generation's origins.
     pub origins: &'a [(String, OriginId)],
 }
 
 impl Allowed<'_> {
     fn header(&self, name: &HeaderName) -> bool {
-        let name = name.as_str();
-        !FRAMING.contains(&name)
-            && self
-                .headers
-                .iter()
-                .any(|allowed| match allowed.strip_suffix('*') {
-                    Some(prefix) => name.starts_with(prefix),
-                    None => allowed == name,
-                })
+        !FRAMING.contains(&name.as_str()) && self.headers.matches(name.as_str())
     }
 }
 
@@ -205,7 +199,7 @@ mod tests {
 
     #[test]
     fn only_allowed_headers_origins_and_paths_pass() {
-        let headers = vec!["x-portal".to_string(), "x-internal-*".to_string()];
+        let headers = HeaderPatterns::new(["x-portal", "x-internal-*"]);
         let origins = vec![("uk".to_string(), OriginId::at(1))];
         let allowed = Allowed {
             headers: &headers,
@@ -239,7 +233,7 @@ mod tests {
     #[test]
     fn direct_answers_are_bounded() {
         let allowed = Allowed {
-            headers: &[],
+            headers: &HeaderPatterns::default(),
             origins: &[],
         };
         let respond = |status: u16, headers: Vec<(String, String)>, body: usize| {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 
 use crate::config::{Config, Isolation, OnError, PolicyConfig, RouteConfig};
+use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
 use bindings::edgewarden::policy::types::Request;
 pub use decision::PolicyAnswer;
@@ -59,6 +60,8 @@ pub struct Policy {
     metrics: PolicyMetrics,
     /// `allow_origins`, resolved to the generation's origins.
     origins: Vec<(String, OriginId)>,
+    /// `allow_headers`.
+    allow_headers: HeaderPatterns,
 }
 
 /// A policy's hot-path metrics, resolved once.
@@ -171,6 +174,7 @@ impl Plugins {
                 metrics: PolicyMetrics::new(&policy.name),
                 host,
                 origins,
+                allow_headers: HeaderPatterns::new(policy.allow_headers.iter().map(String::as_str)),
             }));
         }
         if !errors.is_empty() {
@@ -284,7 +288,7 @@ impl Policy {
         let called = self.host.call(input).await;
         timer.observe_duration();
         let allowed = Allowed {
-            headers: &self.config.allow_headers,
+            headers: &self.allow_headers,
             origins: &self.origins,
         };
         let decided = called.and_then(|decision| {

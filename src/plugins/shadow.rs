@@ -48,7 +48,7 @@ impl Shadows {
             let config = &policy.config;
             let called = policy.host.call(&input).await;
             let allowed = Allowed {
-                headers: &config.allow_headers,
+                headers: &policy.allow_headers,
                 origins: &policy.origins,
             };
             let (label, detail) = match called.map(|d| decision::check(d, &allowed)) {

@@ -224,14 +224,27 @@ pub async fn write(
         }
         .to_json()
     };
+    let resp = rejection_header(rejection, body.len(), request_id, trace)?;
+    send(session, resp, body).await?;
+    Ok(status)
+}
+
+/// The header of a rejection: JSON framing, never cached, the request id, the trace when asked
+/// for, and the fields its status calls for (`Allow`, `WWW-Authenticate`).
+fn rejection_header(
+    rejection: &Rejection,
+    body_len: usize,
+    request_id: &str,
+    trace: Option<&str>,
+) -> Result<ResponseHeader> {
     // Without Pingora's case-preserving name map (one map less per answer): standard names go out
     // title-cased, others in lower case; HTTP field names are case-insensitive.
-    let mut resp = ResponseHeader::build_no_case(status, Some(6))?;
+    let mut resp = ResponseHeader::build_no_case(rejection.status(), Some(6))?;
     resp.insert_header(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     )?;
-    resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
+    resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body_len))?;
     resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
     resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
@@ -254,6 +267,12 @@ pub async fn write(
         }
         _ => {}
     }
+    Ok(resp)
+}
+
+/// Send a gateway-written answer: the header, then the body unless the request was `HEAD` or
+/// the body is empty. Every answer the gateway writes itself goes out here.
+async fn send(session: &mut Session, resp: ResponseHeader, body: Vec<u8>) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(resp), head_only)
@@ -263,7 +282,7 @@ pub async fn write(
             .write_response_body(Some(Bytes::from(body)), true)
             .await?;
     }
-    Ok(status)
+    Ok(())
 }
 
 /// The JSON body of every answer the gateway writes itself.
@@ -305,20 +324,11 @@ pub async fn write_plugin_answer(
         resp.append_header(name, value)?;
     }
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
         resp.insert_header(crate::owned::TRACE, trace)?;
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only || body.is_empty())
-        .await?;
-    if !head_only && !body.is_empty() {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
-    }
-    Ok(())
+    send(session, resp, body).await
 }
 
 /// An early answer leaves the request body unread, and Pingora closes a connection whose request
