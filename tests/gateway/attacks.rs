@@ -3,8 +3,7 @@
 use ring::hmac;
 use serde_json::{Value, json};
 
-use crate::common::*;
-use crate::tokens::*;
+use crate::support::*;
 
 fn hs256(secret: &[u8], header: &Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
@@ -20,17 +19,15 @@ async fn attack_matrix_is_rejected_with_401_and_never_reaches_the_origin() {
         JwksServer::start(Answer::Jwks(jwks(&[&signer])), std::time::Duration::ZERO).await;
     let canary = echo_origin("canary").await;
     let origin_ = echo_origin("o").await;
-    let body = [
-        issuer_toml(
-            &format!("jwks_url = \"{}\"", jwks_server.url()),
-            "unknown_kid_cooldown_s = 3600",
-        ),
-        origin("o", &[origin_.addr], ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"required\"\n"
-            .to_string(),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(
+            issuer()
+                .set("jwks_url", jwks_server.url())
+                .set("unknown_kid_cooldown_s", 3600),
+        )
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/", "o").set("auth", "required"));
+    let gw = Gateway::builder(config).start().await;
 
     let good = good_claims("victim");
     let header = |extra: Value| {
@@ -219,7 +216,10 @@ async fn attack_matrix_is_rejected_with_401_and_never_reaches_the_origin() {
 
     for (name, token) in &cases {
         let auth = format!("Bearer {token}");
-        let resp = request(gw.addr, "GET", "/x", &[("Authorization", &auth)]).await;
+        let resp = req("GET", "/x")
+            .header("Authorization", &auth)
+            .try_send(gw.addr)
+            .await;
         let summary = resp
             .as_ref()
             .map(|r| (r.status, String::from_utf8_lossy(&r.body).to_string()));
@@ -231,7 +231,10 @@ async fn attack_matrix_is_rejected_with_401_and_never_reaches_the_origin() {
     }
     // A 1 MB token makes the header block larger than the HTTP layer accepts: 400 before any parsing.
     let huge = format!("Bearer {vh}.{}.{vs}", "A".repeat(1 << 20));
-    let resp = request(gw.addr, "GET", "/x", &[("Authorization", &huge)]).await;
+    let resp = req("GET", "/x")
+        .header("Authorization", &huge)
+        .try_send(gw.addr)
+        .await;
     assert!(
         matches!(resp.as_ref().map(|r| r.status), Ok(400) | Err(_)),
         "1 MB token: {:?}",
@@ -262,9 +265,10 @@ async fn attack_matrix_is_rejected_with_401_and_never_reaches_the_origin() {
         ),
     ] {
         let auth = format!("Bearer {token}");
-        let resp = request(gw.addr, "GET", "/x", &[("Authorization", &auth)])
-            .await
-            .expect("response");
+        let resp = req("GET", "/x")
+            .header("Authorization", &auth)
+            .send(gw.addr)
+            .await;
         assert_eq!(resp.status, 200, "{name}");
     }
 }
