@@ -192,17 +192,7 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             allow_demo_key,
-        } => match load(&config, allow_demo_key).and_then(|c| {
-            // Everything a start would build, with every problem at once: origins, issuers and
-            // their key files, geo databases, policies and their plugins (built and initialised).
-            let summary = format!("{} routes, {} origins", c.routes.len(), c.origins.len());
-            edgewarden::generation::Generation::build(c)
-                .map(|_| summary)
-                .map_err(|e| ConfigError {
-                    file: config.clone(),
-                    problems: e.lines().map(str::to_string).collect(),
-                })
-        }) {
+        } => match load(&config, allow_demo_key).and_then(Config::check) {
             Ok(summary) => {
                 println!("{}: OK ({summary})", config.display());
                 Ok(())
