@@ -9,7 +9,7 @@ use std::time::Duration;
 use pingora::services::background::BackgroundService;
 
 use crate::auth::{Auth, RouteAuth};
-use crate::config::{Config, KeySource, RouteConfig};
+use crate::config::{Config, ConfigError, KeySource, RouteConfig};
 use crate::geo::Geo;
 use crate::ids::{OriginId, RouteId};
 use crate::origins::{self, Origin};
@@ -110,6 +110,25 @@ impl Generation {
             origins,
         };
         Ok((generation, jobs))
+    }
+
+    /// What `edgewarden check` does after [`Config::load`]: build everything a start would build
+    /// (origins, issuers and their key files, geo databases, policies and their plugins, built and
+    /// initialised) without binding a socket or serving anything, and report every problem at once
+    /// as problems of the configuration's file. Returns a summary of what was checked.
+    pub fn check(config: Config) -> Result<String, ConfigError> {
+        let file = config.source.clone();
+        let summary = format!(
+            "{} routes, {} origins",
+            config.routes.len(),
+            config.origins.len()
+        );
+        Generation::build(config)
+            .map(|_| summary)
+            .map_err(|e| ConfigError {
+                file,
+                problems: e.lines().map(str::to_string).collect(),
+            })
     }
 
     /// A route of this generation (ids are made only by its build, see `ids`).

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use edgewarden::config::{Config, ConfigError, DemoKey};
+use edgewarden::generation::Generation;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{Targets, filter_fn};
 use tracing_subscriber::prelude::*;
@@ -192,7 +193,7 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             allow_demo_key,
-        } => match load(&config, allow_demo_key).and_then(Config::check) {
+        } => match load(&config, allow_demo_key).and_then(Generation::check) {
             Ok(summary) => {
                 println!("{}: OK ({summary})", config.display());
                 Ok(())

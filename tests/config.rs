@@ -1,7 +1,7 @@
 //! Bad configuration files and what the gateway reports for them, as golden files.
 //!
 //! Each `tests/config/invalid/NAME.toml` is checked in-process the way `edgewarden check` checks a
-//! file (`Config::load`, then `Config::check`: nothing is started), and the report, as `check`
+//! file (`Config::load`, then `Generation::check`: nothing is started), and the report, as `check`
 //! prints it, must be exactly `tests/config/invalid/NAME.errors`. Paths in a report are relative
 //! to `tests/config/invalid/`; files that a case needs beside it are under `files/`.
 //!
@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use edgewarden::config::Config;
+use edgewarden::generation::Generation;
 
 /// The golden files.
 const INVALID: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/config/invalid");
@@ -27,7 +28,7 @@ fn relative(text: &str) -> String {
 
 /// What `edgewarden check` reports for the file at `path`.
 fn report(path: &Path) -> String {
-    match Config::load(path).and_then(Config::check) {
+    match Config::load(path).and_then(Generation::check) {
         Ok(summary) => panic!("{} passes the check ({summary})", path.display()),
         Err(e) => relative(&e.to_string()),
     }
@@ -172,7 +173,7 @@ auth = "off"
 "#,
     )
     .expect("config");
-    let checked = Config::load(&path).and_then(Config::check);
+    let checked = Config::load(&path).and_then(Generation::check);
     assert_eq!(
         checked.as_deref().map_err(ToString::to_string),
         Ok("1 routes, 1 origins")

@@ -339,25 +339,6 @@ impl Config {
         }
     }
 
-    /// What `edgewarden check` does after [`Config::load`]: build everything a start would build
-    /// (origins, issuers and their key files, geo databases, policies and their plugins, built and
-    /// initialised) without binding a socket or serving anything, and report every problem at once
-    /// as problems of this configuration's file. Returns a summary of what was checked.
-    pub fn check(self) -> Result<String, ConfigError> {
-        let file = self.source.clone();
-        let summary = format!(
-            "{} routes, {} origins",
-            self.routes.len(),
-            self.origins.len()
-        );
-        crate::generation::Generation::build(self)
-            .map(|_| summary)
-            .map_err(|e| ConfigError {
-                file,
-                problems: e.lines().map(str::to_string).collect(),
-            })
-    }
-
     pub fn origin_index(&self, name: &str) -> Option<usize> {
         self.origins.iter().position(|o| o.name == name)
     }
