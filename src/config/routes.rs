@@ -10,9 +10,12 @@ use crate::target;
 pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig> {
     let name = s.name(problems);
     let host = read_host(&mut s, problems);
-    let path_prefix = read_path_prefix(&mut s, problems);
+    let path_prefix: Option<String> = s.required(problems, "path_prefix");
     let allow_path_parameters = s.or(problems, "allow_path_parameters", false);
     let case_insensitive = s.or(problems, "case_insensitive", false);
+    if let Some(prefix) = &path_prefix {
+        check_path_prefix(&s, prefix, problems);
+    }
     let methods = read_methods(&mut s, problems);
     let origin: Option<String> = s.required(problems, "origin");
     let auth = read_auth_mode(&mut s, problems);
@@ -58,16 +61,14 @@ fn read_host(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
     })
 }
 
-/// `path_prefix`: required, and already canonical (what requests are matched against).
-fn read_path_prefix(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
-    let prefix: String = s.required(problems, "path_prefix")?;
-    if !is_canonical_prefix(&prefix) {
+/// `path_prefix` must be canonical already: it is what canonical request paths are matched against.
+fn check_path_prefix(s: &Section<'_>, prefix: &str, problems: &mut Problems) {
+    if !is_canonical_prefix(prefix) {
         problems.push(
             &s.key_path("path_prefix"),
             format!("{prefix:?} must be a canonical absolute path such as \"/api\" (no query, ';' parameters, dot segments, empty segments, or escapes of unreserved characters or slashes)"),
         );
     }
-    Some(prefix)
 }
 
 /// `methods`: absent allows every method; present, a non-empty list of HTTP methods.
