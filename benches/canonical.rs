@@ -15,7 +15,7 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use edgewarden::config::Config;
-use edgewarden::proxy::owned::{OwnedHeaders, apply_connection_nominations};
+use edgewarden::owned::{OwnedHeaders, apply_connection_nominations};
 use edgewarden::target;
 use pingora::http::RequestHeader;
 

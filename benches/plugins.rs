@@ -28,7 +28,8 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgewarden::config::Config;
-use edgewarden::plugins::{Context, Outcome, Plugins};
+use edgewarden::generation::Generation;
+use edgewarden::plugins::{Context, Outcome};
 use pingora::http::RequestHeader;
 
 const ROUTES: [(&str, &str); 7] = [
@@ -62,7 +63,7 @@ const BROWSER_HEADERS: [(&str, &str); 11] = [
     ("upgrade-insecure-requests", "1"),
 ];
 
-fn setup(dir: &Path) -> (Config, Plugins) {
+fn setup(dir: &Path) -> Generation {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).expect("policies dir");
@@ -113,10 +114,10 @@ fn setup(dir: &Path) -> (Config, Plugins) {
              auth = \"off\"\npolicies = [{policies}]\n"
         ));
     }
-    let config = Config::from_str(&text, &dir.join("bench.toml")).expect("bench config");
-    let plugins =
-        Plugins::build(&config, config.server.plugin_cache_dir.clone(), 1).expect("plugins");
-    (config, plugins)
+    let mut config = Config::from_str(&text, &dir.join("bench.toml")).expect("bench config");
+    // One warm instance per policy, as the measurements assume.
+    config.server.threads = 1;
+    Generation::build(config).expect("bench generation").0
 }
 
 fn request(browser: bool) -> RequestHeader {
@@ -140,7 +141,8 @@ fn request(browser: bool) -> RequestHeader {
 
 fn plugin_chain(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (config, plugins) = setup(dir.path());
+    let generation = setup(dir.path());
+    let plugins = &generation.plugins;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,16 +152,17 @@ fn plugin_chain(c: &mut Criterion) {
     for (index, (name, _)) in ROUTES.iter().enumerate() {
         let ctx = Context {
             client_ip: "203.0.113.7".to_string(),
-            route: &config.routes[index].name,
+            route: &generation.routes()[index].config.name,
             claims_json: Some(claims.to_string()),
             country: Some("GB".to_string()),
         };
         let base = request(*name == "geo_warm_browser_headers");
         let mut req = base.clone();
         // The decision each case must produce.
-        let outcome = rt.block_on(plugins.run(index, &mut req, &ctx));
+        let chain = &generation.routes()[index].policies;
+        let outcome = rt.block_on(plugins.run(chain, &mut req, &ctx));
         let origin = match outcome {
-            Outcome::Forward { origin, .. } => origin,
+            Outcome::Forward { origin, .. } => origin.map(|id| generation.origin(id).name.as_str()),
             _ => panic!("{name}: expected forward"),
         };
         let portal = req.headers.get("x-portal").map(|v| v.as_bytes().to_vec());
@@ -175,14 +178,14 @@ fn plugin_chain(c: &mut Criterion) {
             }
             _ => (Some("uk"), Some(&b"uk"[..]), Some(&b"alice"[..])),
         };
-        assert_eq!(origin.as_deref(), want_origin, "{name}");
+        assert_eq!(origin, want_origin, "{name}");
         assert_eq!(portal.as_deref(), want_portal, "{name}");
         assert_eq!(user.as_deref(), want_user, "{name}");
 
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let mut req = base.clone();
-                black_box(rt.block_on(plugins.run(index, &mut req, &ctx)));
+                black_box(rt.block_on(plugins.run(chain, &mut req, &ctx)));
                 req
             })
         });
@@ -200,9 +203,10 @@ fn plugin_chain(c: &mut Criterion) {
         .iter()
         .position(|(name, _)| *name == "geo_fresh")
         .expect("fresh route");
+    let route = &generation.routes()[index];
     let ctx = Context {
         client_ip: "203.0.113.7".to_string(),
-        route: &config.routes[index].name,
+        route: &route.config.name,
         claims_json: Some(claims.to_string()),
         country: Some("GB".to_string()),
     };
@@ -215,7 +219,7 @@ fn plugin_chain(c: &mut Criterion) {
                 std::thread::sleep(std::time::Duration::from_millis(8));
                 let mut req = base.clone();
                 let started = std::time::Instant::now();
-                let outcome = workers.block_on(plugins.run(index, &mut req, &ctx));
+                let outcome = workers.block_on(plugins.run(&route.policies, &mut req, &ctx));
                 timed += started.elapsed();
                 assert!(matches!(
                     outcome,

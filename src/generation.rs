@@ -6,18 +6,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::Auth;
-use crate::config::{Config, KeySource};
+use pingora::services::background::BackgroundService;
+
+use crate::auth::{Auth, RouteAuth};
+use crate::config::{Config, ConfigError, KeySource, RouteConfig};
 use crate::geo::Geo;
-use crate::origins::{self, Jobs, Origin};
-use crate::plugins::Plugins;
-use crate::proxy::owned::OwnedHeaders;
-use crate::proxy::record::Sampler;
+use crate::ids::{OriginId, RouteId};
+use crate::origins::{self, Origin};
+use crate::owned::OwnedHeaders;
+use crate::plugins::{ChainStep, Plugins};
 use crate::routing::Router;
 
 /// How long a reload waits for a URL issuer's first JWKS fetch before falling back to the keys
 /// the serving generation has for the same issuer and URL.
 const JWKS_PRIME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Background jobs of one generation (health checks, JWKS refreshes), run while it serves.
+pub type Jobs = Vec<Arc<dyn BackgroundService + Send + Sync>>;
 
 /// Everything a request needs that was built from one configuration.
 pub struct Generation {
@@ -28,13 +33,22 @@ pub struct Generation {
     /// Request headers only the gateway writes.
     pub(crate) owned: OwnedHeaders,
     pub(crate) router: Router,
-    pub(crate) origins: Vec<Origin>,
-    /// For each route, the index of its origin.
-    pub(crate) route_origin: Vec<usize>,
-    /// Duration histograms resolved per route and per origin (indexed alike).
-    pub(crate) route_duration: Vec<prometheus::Histogram>,
-    pub(crate) upstream_duration: Vec<prometheus::Histogram>,
-    pub(crate) sampler: Sampler,
+    /// In configuration order: `RouteId` and `OriginId` are positions here.
+    routes: Vec<Route>,
+    origins: Vec<Origin>,
+}
+
+/// One route with everything a request on it needs, resolved when the generation is built: a
+/// route whose issuer, policy or origin is missing is a build error, so nothing falls back.
+pub struct Route {
+    pub id: RouteId,
+    pub config: RouteConfig,
+    pub auth: RouteAuth,
+    /// The route's policies in order (empty: none).
+    pub policies: Vec<ChainStep>,
+    pub origin: OriginId,
+    /// `edgewarden_request_duration_seconds` for this route, resolved once.
+    pub(crate) duration: prometheus::Histogram,
 }
 
 impl Generation {
@@ -45,38 +59,46 @@ impl Generation {
         let origins = origins::build(&config.origins)
             .map_err(|e| errors.push(format!("origins: {e}")))
             .ok();
+        let origin_id = |name: &str| {
+            config
+                .origins
+                .iter()
+                .position(|o| o.name == name)
+                .map(OriginId::at)
+        };
         let auth = Auth::build(&config).map_err(|e| errors.push(e)).ok();
         let plugins = Plugins::build(
             &config,
+            origin_id,
             config.server.plugin_cache_dir.clone(),
             config.server.threads,
         )
         .map_err(|e| errors.push(e))
         .ok();
         let geo = Geo::build(&config).map_err(|e| errors.push(e)).ok();
-        let (Some((origins, mut jobs)), Some((auth, auth_jobs)), Some(plugins), Some(geo)) =
+        let (Some((origins, health_checks)), Some((auth, refreshers)), Some(plugins), Some(geo)) =
             (origins, auth, plugins, geo)
         else {
             return Err(errors.join("\n"));
         };
-        jobs.extend(auth_jobs);
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, route)| {
+                Route::resolve(RouteId::at(i), route, &config, &plugins, origin_id)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        let mut jobs: Jobs = Vec::new();
+        jobs.extend(health_checks.into_iter().map(|job| job as _));
+        jobs.extend(refreshers.into_iter().map(|job| job as _));
         let router = Router::new(&config.routes);
         let owned = OwnedHeaders::build(&config);
-        let route_origin = config
-            .routes
-            .iter()
-            .map(|r| origins.iter().position(|o| o.name == r.origin).unwrap_or(0))
-            .collect();
-        let m = crate::metrics::get();
-        let route_duration = config
-            .routes
-            .iter()
-            .map(|r| m.request_duration.with_label_values(&[r.name.as_str()]))
-            .collect();
-        let upstream_duration = origins
-            .iter()
-            .map(|o| m.upstream_duration.with_label_values(&[o.name.as_str()]))
-            .collect();
         let generation = Generation {
             config,
             auth,
@@ -84,13 +106,50 @@ impl Generation {
             geo,
             owned,
             router,
+            routes,
             origins,
-            route_origin,
-            route_duration,
-            upstream_duration,
-            sampler: Sampler::default(),
         };
         Ok((generation, jobs))
+    }
+
+    /// What `edgewarden check` does after [`Config::load`]: build everything a start would build
+    /// (origins, issuers and their key files, geo databases, policies and their plugins, built and
+    /// initialised) without binding a socket or serving anything, and report every problem at once
+    /// as problems of the configuration's file. Returns a summary of what was checked.
+    pub fn check(config: Config) -> Result<String, ConfigError> {
+        let file = config.source.clone();
+        let summary = format!(
+            "{} routes, {} origins",
+            config.routes.len(),
+            config.origins.len()
+        );
+        Generation::build(config)
+            .map(|_| summary)
+            .map_err(|e| ConfigError {
+                file,
+                problems: e.lines().map(str::to_string).collect(),
+            })
+    }
+
+    /// A route of this generation (ids are made only by its build, see `ids`).
+    pub fn route(&self, id: RouteId) -> &Route {
+        &self.routes[id.index()]
+    }
+
+    /// An origin of this generation (ids are made only by its build, see `ids`).
+    pub fn origin(&self, id: OriginId) -> &Origin {
+        &self.origins[id.index()]
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Issuers and policies this generation's routes need that are not ready yet.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut missing = self.auth.not_ready(self.routes.iter().map(|r| &r.auth));
+        missing.extend(self.plugins.not_ready());
+        missing
     }
 
     /// Before a reloaded generation serves: fetch each URL issuer's keys once, and where that
@@ -121,6 +180,29 @@ impl Generation {
                 tracing::info!(issuer = %issuer.name, %url, "keeping the serving keys until the next refresh");
             }
         }
+    }
+}
+
+impl Route {
+    fn resolve(
+        id: RouteId,
+        config: &RouteConfig,
+        all: &Config,
+        plugins: &Plugins,
+        origin: impl Fn(&str) -> Option<OriginId>,
+    ) -> Result<Route, String> {
+        let origin = origin(&config.origin)
+            .ok_or_else(|| format!("routes.{}: unknown origin {:?}", config.name, config.origin))?;
+        Ok(Route {
+            id,
+            auth: RouteAuth::resolve(config, &all.issuers)?,
+            policies: plugins.chain(config)?,
+            origin,
+            duration: crate::metrics::get()
+                .request_duration
+                .with_label_values(&[config.name.as_str()]),
+            config: config.clone(),
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use edgewarden::config::{Config, ConfigError, DemoKey};
+use edgewarden::generation::Generation;
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small buffers
 /// (Pingora's header maps and futures), and glibc's malloc was 15 % of a rejection's CPU.
@@ -118,17 +119,7 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             allow_demo_key,
-        } => match load(&config, allow_demo_key).and_then(|c| {
-            // Everything a start would build, with every problem at once: origins, issuers and
-            // their key files, geo databases, policies and their plugins (built and initialised).
-            let summary = format!("{} routes, {} origins", c.routes.len(), c.origins.len());
-            edgewarden::generation::Generation::build(c)
-                .map(|_| summary)
-                .map_err(|e| ConfigError {
-                    file: config.clone(),
-                    problems: e.lines().map(str::to_string).collect(),
-                })
-        }) {
+        } => match load(&config, allow_demo_key).and_then(Generation::check) {
             Ok(summary) => {
                 println!("{}: OK ({summary})", config.display());
                 Ok(())

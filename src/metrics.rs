@@ -235,13 +235,6 @@ impl Metrics {
         for result in ["ok", "error"] {
             metrics.config_reloads.with_label_values(&[result]);
         }
-        for endpoint in crate::admin::control::Endpoint::ALL {
-            for refusal in crate::admin::control::Refusal::ALL {
-                metrics
-                    .admin_refusals
-                    .with_label_values(&[endpoint.label(), refusal.label()]);
-            }
-        }
         metrics
     }
 

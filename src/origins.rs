@@ -11,7 +11,6 @@ use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::prelude::HttpPeer;
-use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpUpstreamRequestPolicy;
 
 use crate::config::OriginConfig;
@@ -30,6 +29,8 @@ pub struct Origin {
     pool_key: u64,
     connect_timeout: Duration,
     read_timeout: Duration,
+    /// `edgewarden_upstream_duration_seconds` for this origin, resolved once.
+    pub(crate) duration: prometheus::Histogram,
 }
 
 impl Origin {
@@ -60,13 +61,13 @@ impl Origin {
     }
 }
 
-/// Background jobs of one configuration (health checks, JWKS refreshes), run while it serves.
-pub type Jobs = Vec<Arc<dyn BackgroundService + Send + Sync>>;
+/// An origin's pool of upstreams, run in the background when it has a health check.
+pub type HealthCheck = Arc<LoadBalancer<RoundRobin>>;
 
-/// Build every origin. Origins with a health check also return the job that runs it.
-pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Jobs)> {
+/// Build every origin. Origins with a health check also return the pool whose checks must run.
+pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Vec<HealthCheck>)> {
     let mut origins = Vec::with_capacity(configs.len());
-    let mut jobs: Jobs = Vec::new();
+    let mut jobs = Vec::new();
     for config in configs {
         let addrs: Vec<String> = config.addresses.iter().map(ToString::to_string).collect();
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs)?;
@@ -114,6 +115,9 @@ pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Jobs)> {
             sni: config.sni.clone(),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             read_timeout: Duration::from_millis(config.read_timeout_ms),
+            duration: crate::metrics::get()
+                .upstream_duration
+                .with_label_values(&[config.name.as_str()]),
         });
     }
     Ok((origins, jobs))

@@ -21,8 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::generation::{Current, Generation};
-use crate::origins::Jobs;
+use crate::generation::{Current, Generation, Jobs};
 use crate::tls::ListenerCerts;
 
 /// SIGHUP's default action ends the process. Installing the handler before the servers start

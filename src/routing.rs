@@ -12,12 +12,13 @@
 use http::Method;
 
 use crate::config::RouteConfig;
+use crate::ids::RouteId;
 
 /// The outcome of matching one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMatch {
-    /// Index of the route in the configuration's `routes`.
-    Found(usize),
+    /// The route (its position in the configuration's `routes`).
+    Found(RouteId),
     /// The path matched but no route there takes this method; the value is for `Allow`.
     MethodNotAllowed(String),
     NotFound,
@@ -92,7 +93,7 @@ impl Router {
         let mut allow: Vec<String> = Vec::new();
         for entry in group {
             if entry.allows(method) {
-                return RouteMatch::Found(entry.index);
+                return RouteMatch::Found(RouteId::at(entry.index));
             }
             for m in entry.methods.iter().flatten() {
                 allow.push(m.to_string());
@@ -165,20 +166,32 @@ mod tests {
         let r = table();
         assert_eq!(
             r.find(None, "/api/users", &Method::GET),
-            RouteMatch::Found(1)
+            RouteMatch::Found(RouteId::at(1))
         );
-        assert_eq!(r.find(None, "/api", &Method::GET), RouteMatch::Found(1));
-        assert_eq!(r.find(None, "/apix", &Method::GET), RouteMatch::Found(0));
+        assert_eq!(
+            r.find(None, "/api", &Method::GET),
+            RouteMatch::Found(RouteId::at(1))
+        );
+        assert_eq!(
+            r.find(None, "/apix", &Method::GET),
+            RouteMatch::Found(RouteId::at(0))
+        );
         assert_eq!(
             r.find(None, "/api/v2/x", &Method::POST),
-            RouteMatch::Found(2)
+            RouteMatch::Found(RouteId::at(2))
         );
-        assert_eq!(r.find(None, "/api/v2x", &Method::PUT), RouteMatch::Found(1));
+        assert_eq!(
+            r.find(None, "/api/v2x", &Method::PUT),
+            RouteMatch::Found(RouteId::at(1))
+        );
         assert_eq!(
             r.find(None, "/static/app.js", &Method::GET),
-            RouteMatch::Found(5)
+            RouteMatch::Found(RouteId::at(5))
         );
-        assert_eq!(r.find(None, "/static", &Method::GET), RouteMatch::Found(0));
+        assert_eq!(
+            r.find(None, "/static", &Method::GET),
+            RouteMatch::Found(RouteId::at(0))
+        );
     }
 
     #[test]
@@ -186,11 +199,11 @@ mod tests {
         let r = table();
         assert_eq!(
             r.find(None, "/api/v2/x", &Method::DELETE),
-            RouteMatch::Found(3)
+            RouteMatch::Found(RouteId::at(3))
         );
         assert_eq!(
             r.find(None, "/api/v2/x", &Method::HEAD),
-            RouteMatch::Found(2)
+            RouteMatch::Found(RouteId::at(2))
         );
         assert_eq!(
             r.find(None, "/api/v2/x", &Method::PUT),
@@ -203,7 +216,7 @@ mod tests {
         let r = table();
         assert_eq!(
             r.find(Some("admin.example.com"), "/api", &Method::GET),
-            RouteMatch::Found(4)
+            RouteMatch::Found(RouteId::at(4))
         );
         assert_eq!(
             r.find(Some("admin.example.com"), "/api", &Method::POST),
@@ -211,7 +224,7 @@ mod tests {
         );
         assert_eq!(
             r.find(Some("other.example.com"), "/api", &Method::GET),
-            RouteMatch::Found(1)
+            RouteMatch::Found(RouteId::at(1))
         );
     }
 
@@ -237,12 +250,21 @@ mod tests {
         for path in ["/admin", "/ADMIN/x", "/aDmIn"] {
             assert_eq!(
                 r.find(None, path, &Method::GET),
-                RouteMatch::Found(1),
+                RouteMatch::Found(RouteId::at(1)),
                 "{path}"
             );
         }
-        assert_eq!(r.find(None, "/adminx", &Method::GET), RouteMatch::Found(0));
-        assert_eq!(r.find(None, "/adm", &Method::GET), RouteMatch::Found(0));
-        assert_eq!(r.find(None, "/%C3%A9", &Method::GET), RouteMatch::Found(0));
+        assert_eq!(
+            r.find(None, "/adminx", &Method::GET),
+            RouteMatch::Found(RouteId::at(0))
+        );
+        assert_eq!(
+            r.find(None, "/adm", &Method::GET),
+            RouteMatch::Found(RouteId::at(0))
+        );
+        assert_eq!(
+            r.find(None, "/%C3%A9", &Method::GET),
+            RouteMatch::Found(RouteId::at(0))
+        );
     }
 }

@@ -85,6 +85,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let listening = Listening::default();
     if let Some(addr) = admin_listen {
+        crate::admin::control::expose_refusals();
         let mut admin = ListeningService::new(
             "edgewarden admin".to_string(),
             Admin {

@@ -357,58 +357,7 @@ fn canonical_target(raw: &[u8]) -> Result<Target, TargetError> {
         None => (raw, None),
     };
     let mut out = Vec::with_capacity(raw.len() + 8);
-    // The fully decoded path, to check that it is UTF-8.
-    let mut decoded_non_ascii = false;
-    let mut has_parameters = false;
-    // The common case: nothing to decode, encode or look at twice.
-    let mut i = if path.iter().all(|&b| PATH_LITERAL[usize::from(b)]) {
-        out.extend_from_slice(path);
-        path.len()
-    } else {
-        0
-    };
-    while i < path.len() {
-        let b = path[i];
-        match b {
-            b'%' => {
-                let (Some(hi), Some(lo)) = (
-                    path.get(i + 1).copied().and_then(hex_value),
-                    path.get(i + 2).copied().and_then(hex_value),
-                ) else {
-                    return Err(TargetError::BadEscape);
-                };
-                let value = hi << 4 | lo;
-                if is_unreserved(value) {
-                    out.push(value);
-                } else if matches!(value, b'/' | b'\\' | b';')
-                    || value.is_ascii_control()
-                    || (value == b'%' && is_escape(path.get(i + 3..i + 5)))
-                {
-                    return Err(TargetError::EncodedSeparator);
-                } else {
-                    decoded_non_ascii |= !value.is_ascii();
-                    push_escaped(&mut out, value);
-                }
-                i += 3;
-                continue;
-            }
-            b';' => {
-                has_parameters = true;
-                out.push(b);
-            }
-            b'\\' | b'#' => return Err(TargetError::ForbiddenCharacter),
-            _ if b.is_ascii_control() => return Err(TargetError::ForbiddenCharacter),
-            _ if is_path_literal(b) => out.push(b),
-            _ => {
-                decoded_non_ascii |= !b.is_ascii();
-                push_escaped(&mut out, b);
-            }
-        }
-        i += 1;
-    }
-    if decoded_non_ascii && std::str::from_utf8(&decode(&out)).is_err() {
-        return Err(TargetError::NotUtf8);
-    }
+    let has_parameters = canonical_path(path, &mut out)?;
     check_segments(&out)?;
     let path_len = out.len();
     if let Some(query) = query {
@@ -422,6 +371,72 @@ fn canonical_target(raw: &[u8]) -> Result<Target, TargetError> {
         path_len,
         has_parameters,
     })
+}
+
+/// Write the canonical form of `path` into the empty `out`: unreserved escapes decoded, other
+/// escapes and characters a path may not hold literally written as upper-case `%XX`. Returns
+/// whether the path has `;` parameters.
+fn canonical_path(path: &[u8], out: &mut Vec<u8>) -> Result<bool, TargetError> {
+    // The common case: nothing to decode, encode or look at twice.
+    if path.iter().all(|&b| PATH_LITERAL[usize::from(b)]) {
+        out.extend_from_slice(path);
+        return Ok(false);
+    }
+    // Whether the fully decoded path holds non-ASCII bytes, which must then be UTF-8.
+    let mut decoded_non_ascii = false;
+    let mut has_parameters = false;
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        match b {
+            b'%' => {
+                decoded_non_ascii |= push_escape(path, i, out)?;
+                i += 3;
+                continue;
+            }
+            b';' => {
+                has_parameters = true;
+                out.push(b);
+            }
+            b'\\' | b'#' => return Err(TargetError::ForbiddenCharacter),
+            _ if b.is_ascii_control() => return Err(TargetError::ForbiddenCharacter),
+            _ if is_path_literal(b) => out.push(b),
+            _ => {
+                decoded_non_ascii |= !b.is_ascii();
+                push_escaped(out, b);
+            }
+        }
+        i += 1;
+    }
+    if decoded_non_ascii && std::str::from_utf8(&decode(out)).is_err() {
+        return Err(TargetError::NotUtf8);
+    }
+    Ok(has_parameters)
+}
+
+/// The escape at `path[i]` (a `%`), canonical: decoded when unreserved, refused when it hides a
+/// separator, a control character or another escape, else re-written in upper-case hex. Returns
+/// whether it stands for a non-ASCII byte.
+fn push_escape(path: &[u8], i: usize, out: &mut Vec<u8>) -> Result<bool, TargetError> {
+    let (Some(hi), Some(lo)) = (
+        path.get(i + 1).copied().and_then(hex_value),
+        path.get(i + 2).copied().and_then(hex_value),
+    ) else {
+        return Err(TargetError::BadEscape);
+    };
+    let value = hi << 4 | lo;
+    if is_unreserved(value) {
+        out.push(value);
+        return Ok(false);
+    }
+    if matches!(value, b'/' | b'\\' | b';')
+        || value.is_ascii_control()
+        || (value == b'%' && is_escape(path.get(i + 3..i + 5)))
+    {
+        return Err(TargetError::EncodedSeparator);
+    }
+    push_escaped(out, value);
+    Ok(!value.is_ascii())
 }
 
 /// The query as sent, with non-ASCII and characters a URI may not hold literally encoded.

@@ -50,6 +50,17 @@ impl Endpoint {
     }
 }
 
+/// Expose every endpoint and refusal of `edgewarden_admin_refusals_total` from zero, so a rate or
+/// an alert on it has a series before the first refusal.
+pub fn expose_refusals() {
+    let refusals = &crate::metrics::get().admin_refusals;
+    for endpoint in Endpoint::ALL {
+        for refusal in Refusal::ALL {
+            refusals.with_label_values(&[endpoint.label(), refusal.label()]);
+        }
+    }
+}
+
 /// Why a call to a state-changing endpoint was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

@@ -101,8 +101,7 @@ impl ServeHttp for Admin {
                 if !self.listening.is_on() {
                     missing.push("proxy listeners: not accepting connections yet".to_string());
                 }
-                missing.extend(generation.auth.not_ready());
-                missing.extend(generation.plugins.not_ready());
+                missing.extend(generation.not_ready());
                 if missing.is_empty() {
                     json(200, serde_json::json!({"status": "ready"}))
                 } else {

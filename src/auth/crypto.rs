@@ -152,7 +152,8 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
     }))
 }
 
-fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+/// A big-endian integer without its leading zero bytes.
+pub(crate) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let first_nonzero = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
     &bytes[first_nonzero..]
 }

@@ -9,20 +9,10 @@ use std::sync::LazyLock;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::keys::KeyKind;
+use super::keys::{KeyKind, KeySet};
 
 /// The demo issuer's public JWKS, as shipped.
 const DEMO_JWKS: &str = include_str!("../../config/demo/jwks.json");
-
-/// Whether the repository's public demo key may be trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DemoKey {
-    /// A key set holding it is refused like an invalid one (the default).
-    #[default]
-    Refuse,
-    /// `edgewarden-dev demo`, or `run`/`check` with `--allow-demo-key`.
-    Allow,
-}
 
 /// The RSA moduli (without leading zeros) of the demo JWKS.
 static DEMO_MODULI: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
@@ -33,7 +23,7 @@ static DEMO_MODULI: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
             keys.iter()
                 .filter_map(|k| k.get("n")?.as_str())
                 .filter_map(|n| URL_SAFE_NO_PAD.decode(n).ok())
-                .map(|n| super::keys::strip_leading_zeros(&n).to_vec())
+                .map(|n| super::crypto::strip_leading_zeros(&n).to_vec())
                 .collect()
         })
         .unwrap_or_default()
@@ -42,6 +32,11 @@ static DEMO_MODULI: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
 /// Whether a key of `kind` with this material is the demo key.
 pub fn is_demo_key(kind: KeyKind, material: &[u8]) -> bool {
     kind == KeyKind::Rsa && DEMO_MODULI.iter().any(|n| n.as_slice() == material)
+}
+
+/// Whether any key of `keys` is the demo key.
+pub fn holds_demo_key(keys: &KeySet) -> bool {
+    keys.keys.iter().any(|k| is_demo_key(k.kind, &k.material))
 }
 
 /// Why a key set holding the demo key is refused, for the issuer named `name` (its `iss`).
@@ -64,17 +59,13 @@ mod tests {
     #[test]
     fn the_shipped_demo_jwks_is_recognised_under_any_kid() {
         assert_eq!(DEMO_MODULI.len(), 1);
-        assert!(
-            KeySet::from_jwks(DEMO_JWKS.as_bytes())
-                .expect("demo JWKS")
-                .holds_demo_key()
-        );
+        assert!(holds_demo_key(
+            &KeySet::from_jwks(DEMO_JWKS.as_bytes()).expect("demo JWKS")
+        ));
         let renamed = DEMO_JWKS.replace("demo-2026", "production-1");
-        assert!(
-            KeySet::from_jwks(renamed.as_bytes())
-                .expect("renamed JWKS")
-                .holds_demo_key()
-        );
+        assert!(holds_demo_key(
+            &KeySet::from_jwks(renamed.as_bytes()).expect("renamed JWKS")
+        ));
     }
 
     #[test]
@@ -90,12 +81,12 @@ v5w0I0eFFTlk0xJzUzSh/8db0ijopKYrIxL+qQuYBsnxUh3CPo0esv1WIPjQOzYr
 5wIDAQAB
 -----END PUBLIC KEY-----
 ";
-        assert!(KeySet::from_pem(pem).expect("demo PEM").holds_demo_key());
+        assert!(holds_demo_key(&KeySet::from_pem(pem).expect("demo PEM")));
     }
 
     #[test]
     fn another_rsa_key_is_not_the_demo_key() {
         let pem = include_str!("../../tests/data/keys/rsa2048-public.pem");
-        assert!(!KeySet::from_pem(pem).expect("test key").holds_demo_key());
+        assert!(!holds_demo_key(&KeySet::from_pem(pem).expect("test key")));
     }
 }

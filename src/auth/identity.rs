@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use super::error::AuthError;
 use crate::config::TokenSource;
+use crate::header_pattern::HeaderPatterns;
 
 /// The request's one bearer token and the configured source it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,23 +299,14 @@ pub fn has_scopes(claims: &Map<String, Value>, required: &[String]) -> bool {
     required.iter().all(|r| granted.contains(&r.as_str()))
 }
 
-/// Headers only the gateway sets: exact names and `prefix*` patterns, all lower case.
-pub struct ReservedHeaders {
-    exact: Vec<String>,
-    prefixes: Vec<String>,
-}
+/// Headers only the gateway sets: exact names and `prefix*` patterns.
+pub struct ReservedHeaders(HeaderPatterns);
 
 impl ReservedHeaders {
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a String>) -> ReservedHeaders {
-        let mut exact = Vec::new();
-        let mut prefixes = Vec::new();
-        for p in patterns {
-            match p.strip_suffix('*') {
-                Some(prefix) => prefixes.push(prefix.to_ascii_lowercase()),
-                None => exact.push(p.to_ascii_lowercase()),
-            }
-        }
-        ReservedHeaders { exact, prefixes }
+        ReservedHeaders(HeaderPatterns::new(
+            patterns.into_iter().map(String::as_str),
+        ))
     }
 
     /// Remove every client-sent copy of a reserved header (header names are case-insensitive and
@@ -323,11 +315,7 @@ impl ReservedHeaders {
         let doomed: Vec<HeaderName> = req
             .headers
             .keys()
-            .filter(|name| {
-                let name = name.as_str();
-                self.exact.iter().any(|e| e == name)
-                    || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
-            })
+            .filter(|name| self.0.matches(name.as_str()))
             .cloned()
             .collect();
         for name in doomed {

@@ -22,8 +22,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::Mutex;
 
-use super::demo_key::{self, DemoKey};
+use super::demo_key;
 use super::keys::KeySet;
+use crate::config::DemoKey;
 use crate::config::{IssuerConfig, KeySource};
 
 /// Largest JWKS document accepted.
@@ -88,7 +89,7 @@ impl IssuerKeys {
     /// A set holding the repository's public demo key is refused unless `demo_key` allows it.
     pub fn new(config: &IssuerConfig, demo_key: DemoKey) -> Result<Arc<IssuerKeys>, String> {
         let refuse_demo = |keys: KeySet| match demo_key {
-            DemoKey::Refuse if keys.holds_demo_key() => {
+            DemoKey::Refuse if demo_key::holds_demo_key(&keys) => {
                 Err(demo_key::refusal(&config.name, &config.issuer))
             }
             _ => Ok(keys),
@@ -234,7 +235,7 @@ impl IssuerKeys {
             body.extend_from_slice(&chunk);
         }
         let keys = KeySet::from_jwks(&body)?;
-        if self.demo_key == DemoKey::Refuse && keys.holds_demo_key() {
+        if self.demo_key == DemoKey::Refuse && demo_key::holds_demo_key(&keys) {
             return Err(demo_key::refusal(&self.name, &self.iss));
         }
         let next = match max_age {

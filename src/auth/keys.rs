@@ -10,6 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
+pub use crate::jwa::{ALGORITHMS, algorithm_from_name};
+
 const MIN_RSA_BITS: usize = 2048;
 const MAX_KEYS: usize = 100;
 
@@ -84,13 +86,6 @@ impl KeySet {
             (Some(key), None) => Some(key),
             _ => None,
         }
-    }
-
-    /// Whether any key is the repository's public demo key.
-    pub fn holds_demo_key(&self) -> bool {
-        self.keys
-            .iter()
-            .any(|k| super::demo_key::is_demo_key(k.kind, &k.material))
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
@@ -272,8 +267,8 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
 }
 
 fn rsa_key(kid: Option<String>, alg: Option<Algorithm>, n: &[u8], e: &[u8]) -> Result<Key, String> {
-    let n = strip_leading_zeros(n);
-    let e = strip_leading_zeros(e);
+    let n = super::crypto::strip_leading_zeros(n);
+    let e = super::crypto::strip_leading_zeros(e);
     let bits = n.first().map_or(0, |top| {
         (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
     });
@@ -294,30 +289,6 @@ fn rsa_key(kid: Option<String>, alg: Option<Algorithm>, n: &[u8], e: &[u8]) -> R
         decoding: DecodingKey::from_rsa_raw_components(n, e),
         material: n.to_vec(),
     })
-}
-
-pub(super) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
-}
-
-/// Asymmetric algorithms the gateway verifies, by their JOSE names. `none` and HS* are absent on
-/// purpose: they are never accepted, whatever a token says.
-pub const ALGORITHMS: [(&str, Algorithm); 9] = [
-    ("RS256", Algorithm::RS256),
-    ("RS384", Algorithm::RS384),
-    ("RS512", Algorithm::RS512),
-    ("PS256", Algorithm::PS256),
-    ("PS384", Algorithm::PS384),
-    ("PS512", Algorithm::PS512),
-    ("ES256", Algorithm::ES256),
-    ("ES384", Algorithm::ES384),
-    ("EdDSA", Algorithm::EdDSA),
-];
-
-/// Exact, case-sensitive lookup of a supported algorithm name.
-pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
-    ALGORITHMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
 }
 
 /// ROCA (CVE-2017-15361): moduli made by the Infineon RSALib satisfy `n mod p ∈ ⟨65537⟩ (mod p)`

@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
-use crate::config::{AuthMode, Config, TokenSource};
-use crate::origins::Jobs;
+use crate::config::{AuthMode, Config, IssuerConfig, RouteConfig, TokenSource};
 use error::AuthError;
 use identity::ReservedHeaders;
 use jwks::{IssuerKeys, Refresher};
@@ -34,20 +33,42 @@ pub struct RouteAuth {
     pub forward_authorization: bool,
 }
 
+impl RouteAuth {
+    /// The route's settings with its issuers resolved; an issuer name the configuration does not
+    /// define is an error (never skipped: the route would accept fewer or more tokens than it says).
+    pub fn resolve(route: &RouteConfig, issuers: &[IssuerConfig]) -> Result<RouteAuth, String> {
+        let issuers = route
+            .issuers
+            .iter()
+            .map(|name| {
+                issuers
+                    .iter()
+                    .position(|i| &i.name == name)
+                    .ok_or_else(|| format!("routes.{}: unknown issuer {name:?}", route.name))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RouteAuth {
+            mode: route.auth,
+            issuers,
+            scopes: route.required_scopes.clone(),
+            token_from: route.token_from.clone(),
+            forward_authorization: route.forward_authorization,
+        })
+    }
+}
+
 /// Everything authentication needs for one configuration.
 pub struct Auth {
     pub verifier: Verifier,
     pub reserved: ReservedHeaders,
-    /// Indexed like the configuration's routes.
-    pub routes: Vec<RouteAuth>,
 }
 
 impl Auth {
     /// Build issuers (file and PEM keys load now) and the JWKS refreshers to run in the background.
-    pub fn build(config: &Config) -> Result<(Auth, Jobs), String> {
+    pub fn build(config: &Config) -> Result<(Auth, Vec<Arc<Refresher>>), String> {
         crypto::install();
         let mut issuers = Vec::with_capacity(config.issuers.len());
-        let mut services: Jobs = Vec::new();
+        let mut services = Vec::new();
         let mut errors = Vec::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
             let keys = match IssuerKeys::new(issuer, config.demo_key) {
@@ -65,21 +86,6 @@ impl Auth {
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| RouteAuth {
-                mode: r.auth,
-                issuers: r
-                    .issuers
-                    .iter()
-                    .filter_map(|name| config.issuers.iter().position(|i| &i.name == name))
-                    .collect(),
-                scopes: r.required_scopes.clone(),
-                token_from: r.token_from.clone(),
-                forward_authorization: r.forward_authorization,
-            })
-            .collect();
         let targets: Vec<String> = config
             .issuers
             .iter()
@@ -99,14 +105,7 @@ impl Auth {
             config.server.token_cache_bytes,
         );
         let verifier = Verifier::new(issuers, cache, config.server.max_token_bytes);
-        Ok((
-            Auth {
-                verifier,
-                reserved,
-                routes,
-            },
-            services,
-        ))
+        Ok((Auth { verifier, reserved }, services))
     }
 
     /// Strip the headers only the gateway may set, check the route's one token, and on success set
@@ -116,12 +115,9 @@ impl Auth {
     pub async fn authenticate(
         &self,
         req: &mut RequestHeader,
-        route: usize,
+        route_auth: &RouteAuth,
     ) -> Result<Option<Identity>, AuthError> {
         self.reserved.strip(req);
-        let Some(route_auth) = self.routes.get(route) else {
-            return Ok(None);
-        };
         if route_auth.mode == AuthMode::Off {
             return Ok(None);
         }
@@ -160,13 +156,15 @@ impl Auth {
         }
     }
 
-    /// Issuers some route relies on that have no usable keys, for readiness.
-    pub fn not_ready(&self) -> Vec<String> {
+    /// Issuers one of `routes` relies on that have no usable keys, for readiness.
+    pub fn not_ready<'a>(
+        &self,
+        routes: impl Iterator<Item = &'a RouteAuth> + Clone,
+    ) -> Vec<String> {
         let mut missing = Vec::new();
         for (i, issuer) in self.verifier.issuers.iter().enumerate() {
-            let used = self
-                .routes
-                .iter()
+            let used = routes
+                .clone()
                 .any(|r| r.mode != AuthMode::Off && r.issuers.contains(&i));
             if used && issuer.keys.current().is_none() {
                 missing.push(format!("issuer {}: no usable keys", issuer.config.name));

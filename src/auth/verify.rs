@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 
 use super::cache::{TokenCache, Verified};
 use super::error::AuthError;
-use super::jwks::IssuerKeys;
+use super::jwks::{IssuerKeys, Snapshot};
 use super::jws;
+use super::keys::Key;
 use crate::config::IssuerConfig;
 
 /// One configured issuer at run time.
@@ -65,46 +66,96 @@ impl Verifier {
         }
     }
 
-    /// Verify `token` for a route that accepts the issuers at `allowed` (indexes into `issuers`).
+    /// Verify `token` for a route that accepts the issuers at `allowed` (indexes into `issuers`),
+    /// cheapest check first.
     pub async fn verify(&self, token: &str, allowed: &[usize]) -> Result<Identity, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TokenTooLarge);
         }
         let now = jsonwebtoken::get_current_timestamp();
-        let metrics = crate::metrics::get();
-        if let Some(cache) = &self.cache
-            && let Some(hit) = cache.get(token, now, |i| {
-                self.issuers
-                    .get(i)
-                    .map_or(0, |x| x.keys.usable_generation())
-            })
-        {
-            if !allowed.contains(&hit.issuer) {
-                return Err(AuthError::WrongIssuer);
-            }
-            metrics.token_cache_hits.inc();
-            return Ok(Identity {
-                issuer: hit.issuer,
-                claims: hit.claims.clone(),
-            });
+        if let Some(identity) = self.cached(token, now, allowed)? {
+            return Ok(identity);
         }
-        if self.cache.is_some() {
-            metrics.token_cache_misses.inc();
-        }
-        let _timer = metrics.jwt_verify_duration.start_timer();
-
+        let _timer = crate::metrics::get().jwt_verify_duration.start_timer();
         let parsed = jws::parse(token)?;
+        let (index, alg) = self.issuer_for(&parsed, allowed)?;
+        let issuer = &self.issuers[index];
+        let exp = check_claims(&parsed.claims, &issuer.config, now)?;
+        // Keys and their generation come from one snapshot: the cache entry is tied to the very
+        // keys that verified it, so a refresh landing meanwhile (removing this key) leaves the
+        // entry under the old generation, and it is never used.
+        let snapshot = key_snapshot(issuer, parsed.kid.as_deref(), alg).await?;
+        let key = snapshot
+            .keys
+            .find(parsed.kid.as_deref(), alg)
+            .ok_or(AuthError::UnknownKid)?;
+        #[cfg(test)]
+        seam::key_looked_up();
+        issuer.check_signature(token, key, alg)?;
+        let claims = Arc::new(parsed.claims);
+        if let Some(cache) = &self.cache {
+            let verified = Verified {
+                issuer: index,
+                claims: claims.clone(),
+                // The verifier accepts the token until exp + leeway; so may the cache.
+                exp: exp.saturating_add(issuer.config.leeway_s),
+                generation: snapshot.generation,
+                size: token.len() as u64 * 2,
+            };
+            cache.insert(token, verified);
+        }
+        Ok(Identity {
+            issuer: index,
+            claims,
+        })
+    }
+
+    /// The cached identity of `token`, if its entry is still good for its issuer's current keys.
+    fn cached(
+        &self,
+        token: &str,
+        now: u64,
+        allowed: &[usize],
+    ) -> Result<Option<Identity>, AuthError> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let metrics = crate::metrics::get();
+        let generation = |i: usize| {
+            self.issuers
+                .get(i)
+                .map_or(0, |x| x.keys.usable_generation())
+        };
+        let Some(hit) = cache.get(token, now, generation) else {
+            metrics.token_cache_misses.inc();
+            return Ok(None);
+        };
+        if !allowed.contains(&hit.issuer) {
+            return Err(AuthError::WrongIssuer);
+        }
+        metrics.token_cache_hits.inc();
+        Ok(Some(Identity {
+            issuer: hit.issuer,
+            claims: hit.claims.clone(),
+        }))
+    }
+
+    /// The allowed issuer whose `iss` the token names, and the token's algorithm, which that
+    /// issuer must accept.
+    fn issuer_for(
+        &self,
+        parsed: &jws::Parsed<'_>,
+        allowed: &[usize],
+    ) -> Result<(usize, Algorithm), AuthError> {
+        let accepts = |i: usize, alg: &Algorithm| {
+            self.issuers
+                .get(i)
+                .is_some_and(|x| x.config.algorithms.contains(alg))
+        };
         let alg = parse_alg(&parsed.alg)
-            .filter(|alg| {
-                allowed.iter().any(|&i| {
-                    self.issuers
-                        .get(i)
-                        .is_some_and(|x| x.config.algorithms.contains(alg))
-                })
-            })
+            .filter(|alg| allowed.iter().any(|&i| accepts(i, alg)))
             .ok_or(AuthError::AlgNotAllowed)?;
-        let claims = &parsed.claims;
-        let iss = match claims.get("iss") {
+        let iss = match parsed.claims.get("iss") {
             Some(Value::String(iss)) => iss,
             Some(_) => return Err(AuthError::InvalidClaim("iss must be a string")),
             None => return Err(AuthError::WrongIssuer),
@@ -113,73 +164,72 @@ impl Verifier {
             .iter()
             .find(|&&i| self.issuers.get(i).is_some_and(|x| &x.config.issuer == iss))
             .ok_or(AuthError::WrongIssuer)?;
-        let issuer = &self.issuers[index];
-        if !issuer.config.algorithms.contains(&alg) {
+        if !accepts(index, &alg) {
             return Err(AuthError::AlgNotAllowed);
         }
-        let exp = check_time_window(claims, now, issuer.config.leeway_s)?;
-        check_audience(claims, &issuer.config.audiences)?;
-        for name in &issuer.config.required_claims {
-            if claims.get(name).is_none_or(Value::is_null) {
-                return Err(AuthError::MissingClaim);
-            }
-        }
-        if let Some(sub) = claims.get("sub")
-            && !sub.is_string()
-        {
-            return Err(AuthError::InvalidClaim("sub must be a string"));
-        }
+        Ok((index, alg))
+    }
+}
 
-        // Keys and their generation come from one snapshot: the cache entry is tied to the very
-        // keys that verified it, so a refresh landing meanwhile (removing this key) leaves the
-        // entry under the old generation, and it is never used.
-        let snapshot = issuer.keys.snapshot().ok_or(AuthError::KeysUnavailable)?;
-        let kid = parsed.kid.as_deref();
-        let snapshot = match (snapshot.keys.find(kid, alg).is_some(), kid) {
-            (true, _) => snapshot,
-            (false, Some(kid))
-                if !snapshot.keys.has_kid(kid) && issuer.keys.refetch_for_kid(kid).await =>
-            {
-                issuer.keys.snapshot().ok_or(AuthError::KeysUnavailable)?
-            }
-            (false, Some(kid)) if snapshot.keys.has_kid(kid) => {
-                return Err(AuthError::AlgNotAllowed);
-            }
-            _ => return Err(AuthError::UnknownKid),
-        };
-        let key = snapshot.keys.find(kid, alg).ok_or(AuthError::UnknownKid)?;
-        #[cfg(test)]
-        seam::key_looked_up();
-        let generation = snapshot.generation;
-
-        let validation = issuer
+impl Issuer {
+    /// The signature, and JWT semantics once more, through jsonwebtoken with this issuer's
+    /// `Validation` for `alg`.
+    fn check_signature(&self, token: &str, key: &Key, alg: Algorithm) -> Result<(), AuthError> {
+        let validation = self
             .validations
             .iter()
             .find(|(a, _)| *a == alg)
             .map(|(_, v)| v)
             .ok_or(AuthError::AlgNotAllowed)?;
         jsonwebtoken::decode::<Value>(token, &key.decoding, validation)
-            .map_err(|e| map_error(e.kind()))?;
-
-        let claims = Arc::new(parsed.claims);
-        if let Some(cache) = &self.cache {
-            cache.insert(
-                token,
-                Verified {
-                    issuer: index,
-                    claims: claims.clone(),
-                    // The verifier accepts the token until exp + leeway; so may the cache.
-                    exp: exp.saturating_add(issuer.config.leeway_s),
-                    generation,
-                    size: token.len() as u64 * 2,
-                },
-            );
-        }
-        Ok(Identity {
-            issuer: index,
-            claims,
-        })
+            .map(drop)
+            .map_err(|e| map_error(e.kind()))
     }
+}
+
+/// Claim types and values before any key is looked up: the time window, the audience, the
+/// issuer's required claims, `sub` as a string. Returns `exp`.
+fn check_claims(
+    claims: &Map<String, Value>,
+    issuer: &IssuerConfig,
+    now: u64,
+) -> Result<u64, AuthError> {
+    let exp = check_time_window(claims, now, issuer.leeway_s)?;
+    check_audience(claims, &issuer.audiences)?;
+    for name in &issuer.required_claims {
+        if claims.get(name).is_none_or(Value::is_null) {
+            return Err(AuthError::MissingClaim);
+        }
+    }
+    if let Some(sub) = claims.get("sub")
+        && !sub.is_string()
+    {
+        return Err(AuthError::InvalidClaim("sub must be a string"));
+    }
+    Ok(exp)
+}
+
+/// The issuer's keys, holding a key for `kid` and `alg`. An unknown `kid` triggers one bounded
+/// refetch (`refetch_for_kid`); a known `kid` of another key type means the algorithm is wrong.
+async fn key_snapshot(
+    issuer: &Issuer,
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<Snapshot, AuthError> {
+    let snapshot = issuer.keys.snapshot().ok_or(AuthError::KeysUnavailable)?;
+    if snapshot.keys.find(kid, alg).is_some() {
+        return Ok(snapshot);
+    }
+    let Some(kid) = kid else {
+        return Err(AuthError::UnknownKid);
+    };
+    if snapshot.keys.has_kid(kid) {
+        return Err(AuthError::AlgNotAllowed);
+    }
+    if issuer.keys.refetch_for_kid(kid).await {
+        return issuer.keys.snapshot().ok_or(AuthError::KeysUnavailable);
+    }
+    Err(AuthError::UnknownKid)
 }
 
 /// Signature-level check of a compact JWS against a key set, with no claim semantics: strict
@@ -209,22 +259,21 @@ pub fn verify_jws(
     }
 }
 
-/// Every field set on purpose: the algorithm comes from configuration and key type, never from the
-/// token alone.
+/// Every field set on purpose, as a full literal (a field added upstream breaks the build): the
+/// algorithm comes from configuration and key type, never from the token alone.
 fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {
-    let mut v = Validation::new(alg);
-    v.algorithms = vec![alg];
-    v.leeway = config.leeway_s;
-    v.reject_tokens_expiring_in_less_than = 0;
-    v.validate_exp = true;
-    v.validate_nbf = true;
-    v.validate_aud = true;
-    v.set_audience(&config.audiences);
-    v.set_issuer(&[config.issuer.as_str()]);
-    v.sub = None;
-    v.required_spec_claims =
-        HashSet::from(["exp".to_string(), "iss".to_string(), "aud".to_string()]);
-    v
+    Validation {
+        required_spec_claims: HashSet::from(["exp".into(), "iss".into(), "aud".into()]),
+        leeway: config.leeway_s,
+        reject_tokens_expiring_in_less_than: 0,
+        validate_exp: true,
+        validate_nbf: true,
+        validate_aud: true,
+        aud: Some(config.audiences.iter().cloned().collect()),
+        iss: Some(HashSet::from([config.issuer.clone()])),
+        sub: None,
+        algorithms: vec![alg],
+    }
 }
 
 fn map_error(kind: &ErrorKind) -> AuthError {
@@ -378,8 +427,7 @@ mod tests {
     async fn a_refresh_during_verification_never_caches_a_removed_key_under_the_new_keys() {
         super::super::crypto::install();
         let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
-        let keys =
-            IssuerKeys::new(&config, crate::auth::demo_key::DemoKey::Refuse).expect("keys load");
+        let keys = IssuerKeys::new(&config, crate::config::DemoKey::Refuse).expect("keys load");
         let verifier = Verifier::new(
             vec![Issuer::new(config, keys.clone())],
             TokenCache::new(16, 1 << 20),
@@ -407,8 +455,7 @@ mod tests {
     async fn without_a_refresh_the_verification_is_reused() {
         super::super::crypto::install();
         let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
-        let keys =
-            IssuerKeys::new(&config, crate::auth::demo_key::DemoKey::Refuse).expect("keys load");
+        let keys = IssuerKeys::new(&config, crate::config::DemoKey::Refuse).expect("keys load");
         let cache = TokenCache::new(16, 1 << 20);
         let verifier = Verifier::new(vec![Issuer::new(config, keys)], cache, 8192);
         let token = token_signed_by(KEY_A, "a");

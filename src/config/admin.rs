@@ -145,7 +145,7 @@ impl AdminAccess {
             problems.push("server", "missing (required)");
             return Err(fail(problems.into_vec()));
         };
-        let admin_listen = super::validate::read_admin_listen(&mut server, &mut problems);
+        let admin_listen = read_admin_listen(&mut server, &mut problems);
         let admin_token = read_admin_token(&mut server, &base, &mut problems);
         if problems.is_empty() {
             Ok(AdminAccess {
@@ -154,6 +154,24 @@ impl AdminAccess {
             })
         } else {
             Err(fail(problems.into_vec()))
+        }
+    }
+}
+
+/// `[server] admin_listen`, an IP:port address.
+pub(super) fn read_admin_listen(
+    s: &mut Section<'_>,
+    problems: &mut Problems,
+) -> Option<SocketAddr> {
+    let text = s.optional::<String>(problems, "admin_listen")?;
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(
+                &s.key_path("admin_listen"),
+                format!("{text:?} is not an IP:port address"),
+            );
+            None
         }
     }
 }

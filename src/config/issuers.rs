@@ -4,14 +4,14 @@ use std::path::Path;
 
 use super::reader::{Problems, Section};
 use super::{IssuerConfig, KeySource};
-use crate::auth::keys::{ALGORITHMS, algorithm_from_name};
+use crate::jwa::{ALGORITHMS, algorithm_from_name};
 
 pub(super) fn read_issuer(
     mut s: Section<'_>,
     base: &Path,
     problems: &mut Problems,
 ) -> Option<IssuerConfig> {
-    let name = super::validate::read_name(&mut s, problems);
+    let name = s.name(problems);
     let issuer: Option<String> = s.required(problems, "issuer");
     if issuer.as_deref() == Some("") {
         problems.push(&s.key_path("issuer"), "must not be empty");
@@ -75,13 +75,10 @@ pub(super) fn read_issuer(
             None
         }
     };
-    let refresh_interval_s =
-        super::validate::ranged(&mut s, problems, "refresh_interval_s", 300, 1, 86_400);
-    let max_stale_s =
-        super::validate::ranged(&mut s, problems, "max_stale_s", 86_400, 0, 30 * 86_400);
-    let unknown_kid_cooldown_s =
-        super::validate::ranged(&mut s, problems, "unknown_kid_cooldown_s", 30, 1, 3600);
-    let leeway_s = super::validate::ranged(&mut s, problems, "leeway_s", 30, 0, 600);
+    let refresh_interval_s = s.ranged(problems, "refresh_interval_s", 300, 1, 86_400);
+    let max_stale_s = s.ranged(problems, "max_stale_s", 86_400, 0, 30 * 86_400);
+    let unknown_kid_cooldown_s = s.ranged(problems, "unknown_kid_cooldown_s", 30, 1, 3600);
+    let leeway_s = s.ranged(problems, "leeway_s", 30, 0, 600);
     let required_claims = s.or::<Vec<String>>(problems, "required_claims", vec!["sub".to_string()]);
     let claims_to_headers = s
         .optional::<toml::Table>(problems, "claims_to_headers")

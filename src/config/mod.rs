@@ -8,9 +8,11 @@
 mod admin;
 mod geo;
 mod issuers;
+pub mod names;
 mod observe;
 mod policies;
 mod reader;
+mod routes;
 pub mod tls;
 mod validate;
 
@@ -19,9 +21,19 @@ use std::path::{Path, PathBuf};
 
 use http::Method;
 
-pub use crate::auth::demo_key::DemoKey;
 pub use admin::{AdminAccess, AdminToken, AdminTokenError, MIN_ADMIN_TOKEN};
 pub use reader::Problems;
+
+/// Whether the repository's public demo key (`config/demo/`, recognised by `auth::demo_key`) may
+/// be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoKey {
+    /// A key set holding it is refused like an invalid one (the default).
+    #[default]
+    Refuse,
+    /// `edgewarden-dev demo`, or `run`/`check` with `--allow-demo-key`.
+    Allow,
+}
 
 /// A fully validated configuration.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ const MIN_TRACE_SECRET: usize = 16;
 
 pub(super) fn read_access_log(mut s: Section<'_>, problems: &mut Problems) -> AccessLogConfig {
     let enabled = s.or(problems, "enabled", true);
-    let sample_one_in = super::validate::ranged(&mut s, problems, "sample_one_in", 1, 1, 1_000_000);
+    let sample_one_in = s.ranged(problems, "sample_one_in", 1, 1, 1_000_000);
     let errors_only = s.or(problems, "errors_only", false);
     let query = s.or(problems, "query", false);
     s.finish(problems);

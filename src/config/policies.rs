@@ -15,97 +15,34 @@ pub(super) fn read_policy(
 ) -> Option<PolicyConfig> {
     let file = policies_dir.join(format!("{name}.toml"));
     let shown = file.display().to_string();
-    let text = match std::fs::read_to_string(&file) {
-        Ok(text) => text,
-        Err(e) => {
-            problems.push(&shown, format!("cannot read policy file: {e}"));
-            return None;
-        }
-    };
-    let table: toml::Table = match text.parse() {
-        Ok(table) => table,
-        Err(e) => {
-            let message = e.to_string().replace('\n', " ");
-            problems.push(&shown, format!("not valid TOML: {}", message.trim()));
-            return None;
-        }
-    };
+    let table = read_table(&file, &shown, problems)?;
     let mut s = Section::new("", &table);
     let mut local = Problems::default();
-    let plugin: Option<String> = s.required(&mut local, "plugin");
-    if let Some(plugin) = &plugin {
-        let valid = !plugin.is_empty()
-            && plugin
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            local.push(
-                "plugin",
-                format!("{plugin:?} must be a directory name of a-z, 0-9 and '_'"),
-            );
-        } else if !plugins_dir.join(plugin).join("plugin.py").is_file() {
-            local.push(
-                "plugin",
-                format!(
-                    "no plugin {plugin:?}: {} does not exist",
-                    plugins_dir.join(plugin).join("plugin.py").display()
-                ),
-            );
-        }
-    }
-    let timeout_ms = super::validate::ranged(&mut s, &mut local, "timeout_ms", 50, 1, 1000);
-    let deadline_ms = super::validate::ranged(&mut s, &mut local, "deadline_ms", 1000, 1, 60_000);
+    let plugin = read_plugin(&mut s, plugins_dir, &mut local);
+    let timeout_ms = s.ranged(&mut local, "timeout_ms", 50, 1, 1000);
+    let deadline_ms = s.ranged(&mut local, "deadline_ms", 1000, 1, 60_000);
     if deadline_ms < timeout_ms {
         local.push(
             "deadline_ms",
             format!("{deadline_ms} is below timeout_ms ({timeout_ms}): a call could never use its budget"),
         );
     }
-    let memory_mb = super::validate::ranged(&mut s, &mut local, "memory_mb", 64, 16, 1024);
-    let on_error = match s.optional::<String>(&mut local, "on_error").as_deref() {
-        None | Some("deny") => OnError::Deny,
-        Some("allow") => OnError::Allow,
-        Some(other) => {
-            local.push(
-                "on_error",
-                format!("{other:?} is not \"deny\" or \"allow\""),
-            );
-            OnError::Deny
-        }
-    };
-    let isolation = match s.optional::<String>(&mut local, "isolation").as_deref() {
-        None | Some("warm") => Isolation::Warm,
-        Some("fresh") => Isolation::Fresh,
-        Some(other) => {
-            local.push(
-                "isolation",
-                format!("{other:?} is not \"warm\" or \"fresh\""),
-            );
-            Isolation::Warm
-        }
-    };
-    let max_calls_per_instance = super::validate::ranged(
+    let memory_mb = s.ranged(&mut local, "memory_mb", 64, 16, 1024);
+    let on_error = read_choice(
         &mut s,
         &mut local,
-        "max_calls_per_instance",
-        10_000,
-        1,
-        100_000_000,
+        "on_error",
+        [("deny", OnError::Deny), ("allow", OnError::Allow)],
     );
-    let allow_headers: Vec<String> = s
-        .or::<Vec<String>>(&mut local, "allow_headers", Vec::new())
-        .into_iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
-    for (i, h) in allow_headers.iter().enumerate() {
-        let bare = h.strip_suffix('*').unwrap_or(h);
-        if bare.is_empty() || http::HeaderName::from_bytes(bare.as_bytes()).is_err() {
-            local.push(
-                &format!("allow_headers[{i}]"),
-                format!("{h:?} is not a header name"),
-            );
-        }
-    }
+    let isolation = read_choice(
+        &mut s,
+        &mut local,
+        "isolation",
+        [("warm", Isolation::Warm), ("fresh", Isolation::Fresh)],
+    );
+    let max_calls_per_instance =
+        s.ranged(&mut local, "max_calls_per_instance", 10_000, 1, 100_000_000);
+    let allow_headers = read_allow_headers(&mut s, &mut local);
     let allow_origins = s.or::<Vec<String>>(&mut local, "allow_origins", Vec::new());
     let settings = s
         .optional::<toml::Table>(&mut local, "settings")
@@ -129,4 +66,83 @@ pub(super) fn read_policy(
         allow_origins,
         settings_json,
     })
+}
+
+/// The policy file as a TOML table; `None` (reported) when it cannot be read or parsed.
+fn read_table(file: &Path, shown: &str, problems: &mut Problems) -> Option<toml::Table> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            problems.push(shown, format!("cannot read policy file: {e}"));
+            return None;
+        }
+    };
+    match text.parse() {
+        Ok(table) => Some(table),
+        Err(e) => {
+            let message = e.to_string().replace('\n', " ");
+            problems.push(shown, format!("not valid TOML: {}", message.trim()));
+            None
+        }
+    }
+}
+
+/// `plugin`: a plugin directory under `plugins_dir` holding a `plugin.py`.
+fn read_plugin(s: &mut Section<'_>, plugins_dir: &Path, problems: &mut Problems) -> Option<String> {
+    let plugin: String = s.required(problems, "plugin")?;
+    let source = plugins_dir.join(&plugin).join("plugin.py");
+    if !super::names::is_plugin_name(&plugin) {
+        problems.push(
+            "plugin",
+            format!(
+                "{plugin:?} must be a directory name of a-z, 0-9 and '_', not starting with a digit"
+            ),
+        );
+    } else if !source.is_file() {
+        problems.push(
+            "plugin",
+            format!("no plugin {plugin:?}: {} does not exist", source.display()),
+        );
+    }
+    Some(plugin)
+}
+
+/// A key whose value is one of `choices` (the first is the default).
+fn read_choice<T: Copy, const N: usize>(
+    s: &mut Section<'_>,
+    problems: &mut Problems,
+    key: &str,
+    choices: [(&str, T); N],
+) -> T {
+    let default = choices[0].1;
+    let Some(value) = s.optional::<String>(problems, key) else {
+        return default;
+    };
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some((_, choice)) => *choice,
+        None => {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+            problems.push(key, format!("{value:?} is not {}", names.join(" or ")));
+            default
+        }
+    }
+}
+
+/// `allow_headers`: header names or `prefix*` patterns, stored in lower case.
+fn read_allow_headers(s: &mut Section<'_>, problems: &mut Problems) -> Vec<String> {
+    let allow_headers: Vec<String> = s
+        .or::<Vec<String>>(problems, "allow_headers", Vec::new())
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for (i, h) in allow_headers.iter().enumerate() {
+        let bare = h.strip_suffix('*').unwrap_or(h);
+        if bare.is_empty() || http::HeaderName::from_bytes(bare.as_bytes()).is_err() {
+            problems.push(
+                &format!("allow_headers[{i}]"),
+                format!("{h:?} is not a header name"),
+            );
+        }
+    }
+    allow_headers
 }

@@ -105,6 +105,38 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// An integer key with a default, within `min..=max` (out of range: reported, default used).
+    pub fn ranged(
+        &mut self,
+        problems: &mut Problems,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> u64 {
+        let value = self.or(problems, key, default);
+        if value < min || value > max {
+            problems.push(
+                &self.key_path(key),
+                format!("{value} is out of range {min}..={max}"),
+            );
+            return default;
+        }
+        value
+    }
+
+    /// The section's required `name`, which must follow the name rule (`names::is_name`).
+    pub fn name(&mut self, problems: &mut Problems) -> Option<String> {
+        let name: String = self.required(problems, "name")?;
+        if !super::names::is_name(&name) {
+            problems.push(
+                &self.key_path("name"),
+                format!("{name:?} must be 1-64 characters of a-z, 0-9, '_' or '-'"),
+            );
+        }
+        Some(name)
+    }
+
     /// A sub-table such as `health_check = { ... }`.
     pub fn table(&mut self, problems: &mut Problems, key: &str) -> Option<Section<'a>> {
         let value = self.raw(key)?;

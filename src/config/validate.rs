@@ -4,15 +4,14 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use http::Method;
 use toml::Table;
 
+use super::names;
 use super::reader::{Problems, Section};
+use super::routes;
 use super::{
-    AuthMode, Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig,
-    ServerConfig, TokenSource,
+    Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig, ServerConfig,
 };
-use crate::target;
 
 pub(super) fn read(
     table: &Table,
@@ -42,7 +41,7 @@ pub(super) fn read(
         .tables(problems, "routes")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| read_route(s, problems).map(|r| (i, r)))
+        .filter_map(|(i, s)| routes::read_route(s, problems).map(|r| (i, r)))
         .collect();
     let geo_section = root.table(problems, "geo");
     let access_log = root
@@ -75,7 +74,7 @@ pub(super) fn read(
     // route that names it look wrong.
     let origin_names = raw_names(table, "origins");
     let issuer_names = raw_names(table, "issuers");
-    check_route_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
+    routes::check_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
     let policies = match &server {
         Some(server) => read_policies(&indexed_routes, server, &origin_names, problems),
         None => Vec::new(),
@@ -116,11 +115,7 @@ fn read_policies(
     for (index, route) in routes {
         for (i, name) in route.policies.iter().map(|p| &p.name).enumerate() {
             let path = format!("routes[{index}].policies[{i}]");
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-            if !valid {
+            if !names::is_name(name) {
                 problems.push(
                     &path,
                     format!("{name:?} must be a policy file name of a-z, 0-9, '_' or '-'"),
@@ -155,14 +150,14 @@ fn read_policies(
 
 fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<ServerConfig> {
     let listen = super::tls::read_listen(&mut s, base, problems);
-    let admin_listen = read_admin_listen(&mut s, problems);
+    let admin_listen = super::admin::read_admin_listen(&mut s, problems);
     let admin_token = super::admin::read_admin_token(&mut s, base, problems);
-    let threads = ranged(&mut s, problems, "threads", 2, 1, 256);
+    let threads = s.ranged(problems, "threads", 2, 1, 256);
     let work_stealing = s.or(problems, "work_stealing", false);
-    let shutdown_grace_s = ranged(&mut s, problems, "shutdown_grace_s", 10, 0, 3600);
-    let shutdown_timeout_s = ranged(&mut s, problems, "shutdown_timeout_s", 1, 0, 600);
-    let drain_s = ranged(&mut s, problems, "drain_s", 5, 0, 600);
-    let watch_interval_s = ranged(&mut s, problems, "watch_interval_s", 0, 0, 3600);
+    let shutdown_grace_s = s.ranged(problems, "shutdown_grace_s", 10, 0, 3600);
+    let shutdown_timeout_s = s.ranged(problems, "shutdown_timeout_s", 1, 0, 600);
+    let drain_s = s.ranged(problems, "drain_s", 5, 0, 600);
+    let watch_interval_s = s.ranged(problems, "watch_interval_s", 0, 0, 3600);
     let policies_dir = base.join(s.or(problems, "policies_dir", String::from("../policies")));
     let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("../python-plugins")));
     let plugin_cache_dir = base.join(s.or(
@@ -170,17 +165,10 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         "plugin_cache_dir",
         String::from("../.cache/plugins"),
     ));
-    let max_token_bytes = ranged(&mut s, problems, "max_token_bytes", 8192, 256, 65_536) as usize;
-    let token_cache_entries = ranged(
-        &mut s,
-        problems,
-        "token_cache_entries",
-        10_000,
-        0,
-        10_000_000,
-    ) as usize;
-    let token_cache_bytes =
-        ranged(&mut s, problems, "token_cache_bytes", 16 << 20, 0, 4 << 30) as usize;
+    let max_token_bytes = s.ranged(problems, "max_token_bytes", 8192, 256, 65_536) as usize;
+    let token_cache_entries =
+        s.ranged(problems, "token_cache_entries", 10_000, 0, 10_000_000) as usize;
+    let token_cache_bytes = s.ranged(problems, "token_cache_bytes", 16 << 20, 0, 4 << 30) as usize;
     let reserved_headers = s
         .or::<Vec<String>>(
             problems,
@@ -231,28 +219,11 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     })
 }
 
-pub(super) fn read_admin_listen(
-    s: &mut Section<'_>,
-    problems: &mut Problems,
-) -> Option<SocketAddr> {
-    let text = s.optional::<String>(problems, "admin_listen")?;
-    match text.parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            problems.push(
-                &s.key_path("admin_listen"),
-                format!("{text:?} is not an IP:port address"),
-            );
-            None
-        }
-    }
-}
-
 fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<OriginConfig> {
-    let name = read_name(&mut s, problems);
+    let name = s.name(problems);
     let upstreams: Option<Vec<String>> = s.required(problems, "upstreams");
-    let connect_timeout_ms = ranged(&mut s, problems, "connect_timeout_ms", 1000, 1, 60_000);
-    let read_timeout_ms = ranged(&mut s, problems, "read_timeout_ms", 30_000, 1, 3_600_000);
+    let connect_timeout_ms = s.ranged(problems, "connect_timeout_ms", 1000, 1, 60_000);
+    let read_timeout_ms = s.ranged(problems, "read_timeout_ms", 30_000, 1, 3_600_000);
     let tls = s.or(problems, "tls", false);
     let sni: Option<String> = s.optional(problems, "sni");
     let ca_file = super::tls::read_ca_file(&mut s, base, problems);
@@ -271,7 +242,7 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
                 format!("{p:?} must be an absolute path such as \"/health\""),
             );
         }
-        let interval_s = ranged(&mut hc, problems, "interval_s", 5, 1, 3600);
+        let interval_s = hc.ranged(problems, "interval_s", 5, 1, 3600);
         hc.finish(problems);
         HealthCheckConfig { path, interval_s }
     });
@@ -317,142 +288,7 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     })
 }
 
-fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig> {
-    let name = read_name(&mut s, problems);
-    let host = s
-        .optional::<String>(problems, "host")
-        .map(|h| match target::canonical_host(&h) {
-            Ok(host) if !h.contains(':') || h.starts_with('[') && h.ends_with(']') => host,
-            _ => {
-                problems.push(
-                    &s.key_path("host"),
-                    format!("{h:?} is not a host name (no port, scheme or path)"),
-                );
-                h.to_ascii_lowercase()
-            }
-        });
-    let path_prefix: Option<String> = s.required(problems, "path_prefix");
-    let allow_path_parameters = s.or(problems, "allow_path_parameters", false);
-    let case_insensitive = s.or(problems, "case_insensitive", false);
-    if let Some(prefix) = &path_prefix
-        && !is_canonical_prefix(prefix)
-    {
-        problems.push(
-            &s.key_path("path_prefix"),
-            format!("{prefix:?} must be a canonical absolute path such as \"/api\" (no query, ';' parameters, dot segments, empty segments, or escapes of unreserved characters or slashes)"),
-        );
-    }
-    let methods = s.optional::<Vec<String>>(problems, "methods").map(|list| {
-        if list.is_empty() {
-            problems.push(
-                &s.key_path("methods"),
-                "must not be empty (leave it out to allow every method)",
-            );
-        }
-        let mut methods = Vec::new();
-        for (i, m) in list.iter().enumerate() {
-            let upper = m.to_ascii_uppercase();
-            match Method::from_bytes(upper.as_bytes()) {
-                Ok(method) if !upper.is_empty() => methods.push(method),
-                _ => problems.push(
-                    &format!("{}[{i}]", s.key_path("methods")),
-                    format!("{m:?} is not an HTTP method"),
-                ),
-            }
-        }
-        methods
-    });
-    let origin: Option<String> = s.required(problems, "origin");
-    let auth = match s.optional::<String>(problems, "auth").as_deref() {
-        None | Some("required") => AuthMode::Required,
-        Some("optional") => AuthMode::Optional,
-        Some("off") => AuthMode::Off,
-        Some(other) => {
-            problems.push(
-                &s.key_path("auth"),
-                format!("{other:?} is not one of \"required\", \"optional\", \"off\""),
-            );
-            AuthMode::Required
-        }
-    };
-    let policies = super::observe::read_route_policies(&mut s, problems);
-    let debug_trace = s.or(problems, "debug_trace", false);
-    let issuers = s.or::<Vec<String>>(problems, "issuers", Vec::new());
-    let required_scopes = s.or::<Vec<String>>(problems, "required_scopes", Vec::new());
-    if required_scopes
-        .iter()
-        .any(|sc| sc.is_empty() || sc.contains(' '))
-    {
-        problems.push(
-            &s.key_path("required_scopes"),
-            "scopes are non-empty and contain no spaces",
-        );
-    }
-    let token_from = s
-        .or::<Vec<String>>(problems, "token_from", vec!["header".to_string()])
-        .iter()
-        .enumerate()
-        .filter_map(|(i, source)| {
-            let parsed = match source.split_once(':') {
-                None if source == "header" => Some(TokenSource::Header),
-                Some(("cookie", name)) if valid_token_name(name) => {
-                    Some(TokenSource::Cookie(name.to_string()))
-                }
-                Some(("query", name)) if valid_token_name(name) => {
-                    Some(TokenSource::Query(name.to_string()))
-                }
-                _ => None,
-            };
-            if parsed.is_none() {
-                problems.push(
-                    &format!("{}[{i}]", s.key_path("token_from")),
-                    format!("{source:?} is not \"header\", \"cookie:NAME\" or \"query:NAME\""),
-                );
-            }
-            parsed
-        })
-        .collect::<Vec<_>>();
-    if token_from.is_empty() {
-        problems.push(&s.key_path("token_from"), "needs at least one source");
-    }
-    let forward_authorization = s.or(problems, "forward_authorization", false);
-    s.finish(problems);
-    Some(RouteConfig {
-        name: name?,
-        host,
-        path_prefix: path_prefix?,
-        methods,
-        origin: origin?,
-        auth,
-        policies,
-        debug_trace,
-        issuers,
-        required_scopes,
-        token_from,
-        forward_authorization,
-        allow_path_parameters,
-        case_insensitive,
-    })
-}
-
-/// A prefix requests can match: its own canonical form, with no query or `;` parameters.
-fn is_canonical_prefix(prefix: &str) -> bool {
-    match target::parse(prefix.as_bytes(), None, false) {
-        Ok(target::Parsed::Target(t)) => {
-            t.target == prefix && !t.has_parameters && t.query().is_none()
-        }
-        _ => false,
-    }
-}
-
-fn valid_token_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// Cross-references between routes and the rest of the file, plus what this build cannot enforce.
+/// The `name`s of the tables in array `key`, read raw (for references to sections with errors).
 fn raw_names(table: &Table, key: &str) -> Vec<String> {
     table
         .get(key)
@@ -468,99 +304,6 @@ fn raw_names(table: &Table, key: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn check_route_references(
-    routes: &mut [(usize, RouteConfig)],
-    origins: &[String],
-    issuers: &[String],
-    problems: &mut Problems,
-) {
-    for n in 0..routes.len() {
-        let (earlier, rest) = routes.split_at_mut(n);
-        let (index, route) = &mut rest[0];
-        let path = format!("routes[{index}]");
-        if !origins.contains(&route.origin) {
-            problems.push(
-                &format!("{path}.origin"),
-                format!("no origin named {:?}", route.origin),
-            );
-        }
-        for name in &route.issuers {
-            if !issuers.contains(name) {
-                problems.push(
-                    &format!("{path}.issuers"),
-                    format!("no issuer named {name:?}"),
-                );
-            }
-        }
-        if route.auth != AuthMode::Off && route.issuers.is_empty() {
-            match issuers {
-                [only] => route.issuers.push(only.clone()),
-                [] => problems.push(
-                    &format!("{path}.auth"),
-                    "checking tokens needs at least one [[issuers]] entry (or set auth = \"off\")",
-                ),
-                _ => problems.push(
-                    &format!("{path}.issuers"),
-                    "several issuers are configured: list the ones this route accepts",
-                ),
-            }
-        }
-        if route.auth == AuthMode::Off && !route.required_scopes.is_empty() {
-            problems.push(
-                &format!("{path}.required_scopes"),
-                "needs auth = \"required\" or \"optional\"",
-            );
-        }
-        for (_, earlier) in earlier.iter() {
-            let overlap = match (&earlier.methods, &route.methods) {
-                (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
-                _ => true,
-            };
-            if earlier.host == route.host && earlier.path_prefix == route.path_prefix && overlap {
-                problems.push(
-                    &path,
-                    format!("same host, path_prefix and methods as route {:?}: which one applies would be ambiguous", earlier.name),
-                );
-            }
-        }
-    }
-}
-
-pub(super) fn read_name(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
-    let name: String = s.required(problems, "name")?;
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if !valid {
-        problems.push(
-            &s.key_path("name"),
-            format!("{name:?} must be 1-64 characters of a-z, 0-9, '_' or '-'"),
-        );
-    }
-    Some(name)
-}
-
-pub(super) fn ranged(
-    s: &mut Section<'_>,
-    problems: &mut Problems,
-    key: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> u64 {
-    let value = s.or(problems, key, default);
-    if value < min || value > max {
-        problems.push(
-            &s.key_path(key),
-            format!("{value} is out of range {min}..={max}"),
-        );
-        return default;
-    }
-    value
 }
 
 fn check_unique<'a>(section: &str, names: impl Iterator<Item = &'a str>, problems: &mut Problems) {

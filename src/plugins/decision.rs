@@ -5,6 +5,8 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use super::bindings::edgewarden::policy::types::{Decision, ForwardAction, Response};
+use crate::header_pattern::HeaderPatterns;
+use crate::ids::OriginId;
 use crate::target::{self, Parsed};
 
 /// Largest body a plugin may answer with.
@@ -24,37 +26,39 @@ const FRAMING: [&str; 9] = [
 
 /// A decision that passed validation.
 pub enum Checked {
-    Forward {
-        set: Vec<(HeaderName, HeaderValue)>,
-        append: Vec<(HeaderName, HeaderValue)>,
-        remove: Vec<HeaderName>,
-        origin: Option<String>,
-        path: Option<String>,
-    },
-    Respond {
-        status: u16,
-        headers: Vec<(HeaderName, HeaderValue)>,
-        body: Vec<u8>,
-    },
+    Forward(Changes),
+    Respond(PolicyAnswer),
+}
+
+/// What a forward decision changes, validated; `apply` makes the changes.
+pub struct Changes {
+    set: Vec<(HeaderName, HeaderValue)>,
+    append: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+    /// Another origin, one of the policy's `allow_origins`.
+    pub origin: Option<OriginId>,
+    path: Option<String>,
+}
+
+/// A policy's own answer, validated (status, headers, bounded body): what the gateway writes.
+#[derive(Debug)]
+pub struct PolicyAnswer {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Vec<u8>,
 }
 
 /// What a policy's output may touch.
 pub struct Allowed<'a> {
-    pub headers: &'a [String],
-    pub origins: &'a [String],
+    /// `allow_headers`.
+    pub headers: &'a HeaderPatterns,
+    /// The names of `allow_origins`, resolved to the generation's origins.
+    pub origins: &'a [(String, OriginId)],
 }
 
 impl Allowed<'_> {
     fn header(&self, name: &HeaderName) -> bool {
-        let name = name.as_str();
-        !FRAMING.contains(&name)
-            && self
-                .headers
-                .iter()
-                .any(|allowed| match allowed.strip_suffix('*') {
-                    Some(prefix) => name.starts_with(prefix),
-                    None => allowed == name,
-                })
+        !FRAMING.contains(&name.as_str()) && self.headers.matches(name.as_str())
     }
 }
 
@@ -98,19 +102,21 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
         }
         remove.push(name);
     }
-    if let Some(origin) = &action.origin
-        && !allowed.origins.contains(origin)
-    {
-        return Err(format!("origin {origin:?} is not in allow_origins"));
-    }
+    let origin = match &action.origin {
+        None => None,
+        Some(name) => match allowed.origins.iter().find(|(allowed, _)| allowed == name) {
+            Some((_, id)) => Some(*id),
+            None => return Err(format!("origin {name:?} is not in allow_origins")),
+        },
+    };
     let path = action.path.map(|path| canonical_path(&path)).transpose()?;
-    Ok(Checked::Forward {
+    Ok(Checked::Forward(Changes {
         set,
         append,
         remove,
-        origin: action.origin,
+        origin,
         path,
-    })
+    }))
 }
 
 /// A policy's new path, through the same canonicaliser as every request target: an absolute
@@ -141,41 +147,37 @@ fn check_response(response: Response) -> Result<Checked, String> {
         }
         headers.push((name, value));
     }
-    Ok(Checked::Respond {
+    Ok(Checked::Respond(PolicyAnswer {
         status: response.status,
         headers,
         body: response.body,
-    })
+    }))
 }
 
-/// Apply a checked forward decision's header and path changes to the request.
-pub fn apply(
-    req: &mut RequestHeader,
-    set: Vec<(HeaderName, HeaderValue)>,
-    append: Vec<(HeaderName, HeaderValue)>,
-    remove: Vec<HeaderName>,
-    path: Option<String>,
-) -> Result<(), String> {
-    for name in remove {
-        req.remove_header(&name);
+impl Changes {
+    /// Make the header and path changes on the request; returns the origin chosen, if any.
+    pub fn apply(self, req: &mut RequestHeader) -> Result<Option<OriginId>, String> {
+        for name in self.remove {
+            req.remove_header(&name);
+        }
+        for (name, value) in self.set {
+            req.insert_header(name, value).map_err(|e| e.to_string())?;
+        }
+        for (name, value) in self.append {
+            req.append_header(name, value).map_err(|e| e.to_string())?;
+        }
+        if let Some(path) = self.path {
+            let target = match req.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let uri: http::Uri = target
+                .parse()
+                .map_err(|_| "path does not form a URI".to_string())?;
+            req.set_uri(uri);
+        }
+        Ok(self.origin)
     }
-    for (name, value) in set {
-        req.insert_header(name, value).map_err(|e| e.to_string())?;
-    }
-    for (name, value) in append {
-        req.append_header(name, value).map_err(|e| e.to_string())?;
-    }
-    if let Some(path) = path {
-        let target = match req.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        };
-        let uri: http::Uri = target
-            .parse()
-            .map_err(|_| "path does not form a URI".to_string())?;
-        req.set_uri(uri);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -197,22 +199,23 @@ mod tests {
 
     #[test]
     fn only_allowed_headers_origins_and_paths_pass() {
-        let headers = vec!["x-portal".to_string(), "x-internal-*".to_string()];
-        let origins = vec!["uk".to_string()];
+        let headers = HeaderPatterns::new(["x-portal", "x-internal-*"]);
+        let origins = vec![("uk".to_string(), OriginId::at(1))];
         let allowed = Allowed {
             headers: &headers,
             origins: &origins,
         };
+        let checked = check(
+            forward(
+                &[("x-portal", "uk"), ("x-internal-user-id", "u")],
+                Some("uk"),
+                Some("/a"),
+            ),
+            &allowed,
+        );
         assert!(
-            check(
-                forward(
-                    &[("x-portal", "uk"), ("x-internal-user-id", "u")],
-                    Some("uk"),
-                    Some("/a")
-                ),
-                &allowed
-            )
-            .is_ok()
+            matches!(checked, Ok(Checked::Forward(Changes { origin: Some(id), .. })) if id == OriginId::at(1)),
+            "the allowed origin is resolved to its id"
         );
         for bad in [
             forward(&[("x-other", "1")], None, None),
@@ -230,7 +233,7 @@ mod tests {
     #[test]
     fn direct_answers_are_bounded() {
         let allowed = Allowed {
-            headers: &[],
+            headers: &HeaderPatterns::default(),
             origins: &[],
         };
         let respond = |status: u16, headers: Vec<(String, String)>, body: usize| {

@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::edgewarden::policy::host::{Host, LogLevel};
 use super::bindings::edgewarden::policy::types::{Decision, Request};
 use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
+pub use super::limits::Failure;
+use super::limits::{Limiter, Stopped, classify};
 use super::snapshot::{self, Saved};
 use super::ticker::Ticker;
 use crate::config::{Isolation, PolicyConfig};
@@ -33,29 +35,11 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 const MAX_LOG_LINES: usize = 16;
 const MAX_LOG_CHARS: usize = 512;
 
-/// Why a plugin call produced no decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Timeout,
-    MemoryLimit,
-    Trap,
-}
-
-impl Failure {
-    pub fn label(self) -> &'static str {
-        match self {
-            Failure::Timeout => "timeout",
-            Failure::MemoryLimit => "memory_limit",
-            Failure::Trap => "trap",
-        }
-    }
-}
-
 /// Store data: one per instance.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     clock: Arc<RunClock>,
     budget: Duration,
     policy: Arc<str>,
@@ -228,10 +212,7 @@ impl PolicyHost {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = Limiter::new(self.memory_bytes);
         let mut store = Store::new(
             &self.engine,
             HostState {
@@ -250,10 +231,7 @@ impl PolicyHost {
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
             if state.clock.charge() >= state.budget {
-                Err(wasmtime::format_err!(
-                    "deadline: plugin exceeded {:?}",
-                    state.budget
-                ))
+                Err(Stopped::Budget(state.budget).into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
@@ -424,19 +402,6 @@ fn restore(warm: &mut Warm, wasi_calls_before: u64, policy: &str) -> bool {
         }
     }
     true
-}
-
-fn classify(e: &wasmtime::Error) -> Failure {
-    let text = format!("{e:?}");
-    if text.contains("deadline: plugin exceeded") {
-        Failure::Timeout
-    } else if text.contains("memory")
-        && (text.contains("limit") || text.contains("grow") || text.contains("out of bounds"))
-    {
-        Failure::MemoryLimit
-    } else {
-        Failure::Trap
-    }
 }
 
 fn first_line(e: &wasmtime::Error) -> String {

@@ -7,6 +7,7 @@ pub mod build;
 mod clock;
 pub mod decision;
 pub mod host;
+mod limits;
 mod scaffold;
 mod shadow;
 mod snapshot;
@@ -14,31 +15,34 @@ mod ticker;
 
 pub use scaffold::scaffold;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
-use crate::config::{Config, Isolation, OnError, PolicyConfig};
+use crate::config::{Config, Isolation, OnError, PolicyConfig, RouteConfig};
+use crate::header_pattern::HeaderPatterns;
+use crate::ids::OriginId;
 use bindings::edgewarden::policy::types::Request;
+pub use decision::PolicyAnswer;
 use decision::{Allowed, Checked};
+pub use host::Failure;
 use host::{PolicyHost, Runtime};
 
 /// What a route's policies decided.
 pub enum Outcome {
     /// Go on to the origin; `origin` is another one chosen by policy `chosen_by`.
     Forward {
-        origin: Option<String>,
+        origin: Option<OriginId>,
         chosen_by: Option<Arc<str>>,
     },
     /// Answer with this response, as `policy` decided.
     Respond {
         policy: Arc<str>,
-        status: u16,
-        headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        body: Vec<u8>,
+        answer: PolicyAnswer,
     },
-    /// `policy`, with `on_error = "deny"`, failed (`why` is its plugin outcome label): answer 503.
-    Failed { policy: Arc<str>, why: &'static str },
+    /// `policy`, with `on_error = "deny"`, failed: answer 503.
+    Failed { policy: Arc<str>, why: Failure },
 }
 
 /// Facts about the request that plugins see besides its header.
@@ -49,10 +53,15 @@ pub struct Context<'a> {
     pub country: Option<String>,
 }
 
-struct Loaded {
+/// One policy, built and warmed.
+pub struct Policy {
     config: Arc<PolicyConfig>,
     host: Arc<PolicyHost>,
     metrics: PolicyMetrics,
+    /// `allow_origins`, resolved to the generation's origins.
+    origins: Vec<(String, OriginId)>,
+    /// `allow_headers`.
+    allow_headers: HeaderPatterns,
 }
 
 /// A policy's hot-path metrics, resolved once.
@@ -80,18 +89,16 @@ impl PolicyMetrics {
     }
 }
 
-/// One entry of a route's chain.
-#[derive(Clone, Copy)]
-struct Step {
-    policy: usize,
+/// One entry of a route's chain of policies.
+#[derive(Clone)]
+pub struct ChainStep {
+    policy: Arc<Policy>,
     shadow: bool,
 }
 
 /// Every policy of one configuration, built and warmed.
 pub struct Plugins {
-    policies: Vec<Loaded>,
-    /// For each route, its policies in order.
-    routes: Vec<Vec<Step>>,
+    policies: Vec<Arc<Policy>>,
     shadows: shadow::Shadows,
     /// The engines the policies run on: one for warm policies, one for fresh ones.
     _runtimes: Vec<Runtime>,
@@ -101,8 +108,10 @@ impl Plugins {
     /// Build, compile and warm every policy some route uses (blocking; start-up only).
     /// `warm` is the number of initialised instances to keep per policy; at most twice as many
     /// are in use at once.
+    /// `origin` resolves a name of `allow_origins` to the generation's origin.
     pub fn build(
         config: &Config,
+        origin: impl Fn(&str) -> Option<OriginId>,
         cache_dir: std::path::PathBuf,
         warm: usize,
     ) -> Result<Plugins, String> {
@@ -110,7 +119,6 @@ impl Plugins {
         if !routes_use_policies {
             return Ok(Plugins {
                 policies: Vec::new(),
-                routes: vec![Vec::new(); config.routes.len()],
                 shadows: shadow::Shadows::default(),
                 _runtimes: Vec::new(),
             });
@@ -130,6 +138,13 @@ impl Plugins {
         let mut policies = Vec::with_capacity(config.policies.len());
         let mut errors = Vec::new();
         for policy in &config.policies {
+            let origins = match resolve_origins(policy, &origin) {
+                Ok(origins) => origins,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             let dir = config.server.plugins_dir.join(&policy.plugin);
             let runtime = match (&fresh_runtime, policy.isolation) {
                 (Some(fresh), Isolation::Fresh) => fresh,
@@ -154,41 +169,44 @@ impl Plugins {
                 errors.push(format!("{}: {e}", policy.file.display()));
                 continue;
             }
-            policies.push(Loaded {
+            policies.push(Arc::new(Policy {
                 config: Arc::new(policy.clone()),
                 metrics: PolicyMetrics::new(&policy.name),
                 host,
-            });
+                origins,
+                allow_headers: HeaderPatterns::new(policy.allow_headers.iter().map(String::as_str)),
+            }));
         }
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| {
-                r.policies
-                    .iter()
-                    .filter_map(|rp| {
-                        let policy = policies.iter().position(|p| p.config.name == rp.name)?;
-                        Some(Step {
-                            policy,
-                            shadow: rp.shadow,
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
         Ok(Plugins {
             policies,
-            routes,
             shadows: shadow::Shadows::default(),
             _runtimes: std::iter::once(runtime).chain(fresh_runtime).collect(),
         })
     }
 
-    pub fn route_has_policies(&self, route: usize) -> bool {
-        self.routes.get(route).is_some_and(|p| !p.is_empty())
+    /// The route's chain of policies, in order. A policy the route names that was not built is
+    /// an error, never skipped.
+    pub fn chain(&self, route: &RouteConfig) -> Result<Vec<ChainStep>, String> {
+        route
+            .policies
+            .iter()
+            .map(|rp| {
+                let policy = self
+                    .policies
+                    .iter()
+                    .find(|p| p.config.name == rp.name)
+                    .ok_or_else(|| {
+                        format!("routes.{}: unknown policy {:?}", route.name, rp.name)
+                    })?;
+                Ok(ChainStep {
+                    policy: policy.clone(),
+                    shadow: rp.shadow,
+                })
+            })
+            .collect()
     }
 
     /// Policies whose plugin has no initialised instance (readiness).
@@ -217,92 +235,83 @@ impl Plugins {
     /// Run the route's policies in order on `req`, applying each forward decision before the next.
     /// Shadow policies see the request as it stands at their place in the chain; they run in the
     /// background and change nothing.
-    pub async fn run(&self, route: usize, req: &mut RequestHeader, ctx: &Context<'_>) -> Outcome {
-        let Some(chain) = self.routes.get(route) else {
-            return Outcome::Forward {
-                origin: None,
-                chosen_by: None,
-            };
-        };
-        let mut origin = None;
-        let mut chosen_by = None;
+    pub async fn run(
+        &self,
+        chain: &[ChainStep],
+        req: &mut RequestHeader,
+        ctx: &Context<'_>,
+    ) -> Outcome {
+        let mut chosen = None;
         for step in chain {
-            let Some(policy) = self.policies.get(step.policy) else {
-                continue;
-            };
+            let policy = &step.policy;
             let input = request_for(req, ctx);
             if step.shadow {
-                self.shadows
-                    .run(policy.host.clone(), policy.config.clone(), input);
+                self.shadows.run(policy.clone(), input);
                 continue;
             }
-            let name = &policy.host.name;
-            let timer = policy.metrics.duration.start_timer();
-            let called = policy.host.call(&input).await;
-            timer.observe_duration();
-            let checked = match called {
-                Ok(decision) => {
-                    let allowed = Allowed {
-                        headers: &policy.config.allow_headers,
-                        origins: &policy.config.allow_origins,
-                    };
-                    decision::check(decision, &allowed).map_err(|why| {
-                        tracing::warn!(policy = %name, %why, "plugin output refused");
-                        INVALID_OUTPUT
-                    })
-                }
-                Err(failure) => Err(failure.label()),
-            };
-            let failure = match checked {
-                Ok(Checked::Respond {
-                    status,
-                    headers,
-                    body,
-                }) => {
-                    policy.metrics.responded.inc();
+            match policy.decide(&input, req).await {
+                Ok(ControlFlow::Continue(None)) => {}
+                Ok(ControlFlow::Continue(Some(origin))) => chosen = Some((origin, policy.name())),
+                Ok(ControlFlow::Break(answer)) => {
                     return Outcome::Respond {
-                        policy: name.clone(),
-                        status,
-                        headers,
-                        body,
+                        policy: policy.name(),
+                        answer,
                     };
                 }
-                Ok(Checked::Forward {
-                    set,
-                    append,
-                    remove,
-                    origin: chosen,
-                    path,
-                }) => match decision::apply(req, set, append, remove, path) {
-                    Ok(()) => {
-                        policy.metrics.forwarded.inc();
-                        if chosen.is_some() {
-                            origin = chosen;
-                            chosen_by = Some(name.clone());
-                        }
-                        continue;
-                    }
-                    Err(why) => {
-                        tracing::warn!(policy = %name, %why, "plugin decision not applied");
-                        INVALID_OUTPUT
-                    }
-                },
-                Err(failure) => failure,
-            };
-            PolicyMetrics::failed(name, failure);
-            if policy.config.on_error == OnError::Deny {
-                return Outcome::Failed {
-                    policy: name.clone(),
-                    why: failure,
-                };
+                Err(why) if policy.config.on_error == OnError::Deny => {
+                    return Outcome::Failed {
+                        policy: policy.name(),
+                        why,
+                    };
+                }
+                Err(_) => {}
             }
         }
+        let (origin, chosen_by) = chosen.unzip();
         Outcome::Forward { origin, chosen_by }
     }
 }
 
-/// Outcome label of a decision that broke the policy's rules or could not be applied.
-const INVALID_OUTPUT: &str = "invalid_output";
+impl Policy {
+    fn name(&self) -> Arc<str> {
+        self.host.name.clone()
+    }
+
+    /// Call the policy, check its decision and apply a forward decision's changes to `req`:
+    /// `Continue` with the origin it chose, if any, or `Break` with its answer. Counted by outcome.
+    async fn decide(
+        &self,
+        input: &Request,
+        req: &mut RequestHeader,
+    ) -> Result<ControlFlow<PolicyAnswer, Option<OriginId>>, Failure> {
+        let timer = self.metrics.duration.start_timer();
+        let called = self.host.call(input).await;
+        timer.observe_duration();
+        let allowed = Allowed {
+            headers: &self.allow_headers,
+            origins: &self.origins,
+        };
+        let decided = called.and_then(|decision| {
+            let checked = decision::check(decision, &allowed).map_err(|why| {
+                tracing::warn!(policy = %self.host.name, %why, "plugin output refused");
+                Failure::InvalidOutput
+            })?;
+            match checked {
+                Checked::Respond(answer) => Ok(ControlFlow::Break(answer)),
+                Checked::Forward(changes) => changes.apply(req).map(ControlFlow::Continue).map_err(|why| {
+                    tracing::warn!(policy = %self.host.name, %why, "plugin decision not applied");
+                    Failure::InvalidOutput
+                }),
+            }
+        });
+        match &decided {
+            Ok(ControlFlow::Break(_)) => self.metrics.responded.inc(),
+            Ok(ControlFlow::Continue(_)) => self.metrics.forwarded.inc(),
+            Err(failure) => PolicyMetrics::failed(&self.host.name, failure.label()),
+        }
+        decided
+    }
+}
 
 /// Build every plugin directory under `plugins_dir` (those with a `plugin.py`). One line per plugin,
 /// and one more for each plugin a fresh policy runs (compiled for the fresh engine too).
@@ -350,6 +359,24 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
     } else {
         Err(errors.join("\n"))
     }
+}
+
+/// A policy's `allow_origins` as the generation's origins.
+fn resolve_origins(
+    policy: &PolicyConfig,
+    origin: impl Fn(&str) -> Option<OriginId>,
+) -> Result<Vec<(String, OriginId)>, String> {
+    policy
+        .allow_origins
+        .iter()
+        .map(|name| match origin(name) {
+            Some(id) => Ok((name.clone(), id)),
+            None => Err(format!(
+                "{}: allow_origins: unknown origin {name:?}",
+                policy.file.display()
+            )),
+        })
+        .collect()
 }
 
 /// The engine for fresh policies, when there are any (it costs a ticker thread).

@@ -3,12 +3,7 @@
 
 /// Create `plugins_dir/<name>/` with a forwarding `plugin.py` and a pytest file.
 pub fn scaffold(plugins_dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf, String> {
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit());
-    if !valid {
+    if !crate::config::names::is_plugin_name(name) {
         return Err(format!(
             "{name:?}: a plugin name is a Python identifier of a-z, 0-9 and '_'"
         ));

@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::Policy;
 use super::bindings::edgewarden::policy::types::Request;
 use super::decision::{self, Allowed, Checked};
-use super::host::PolicyHost;
-use crate::config::PolicyConfig;
 
 /// Shadow calls running at once, across every shadow policy of a configuration.
 const MAX_IN_FLIGHT: usize = 64;
@@ -30,7 +29,8 @@ impl Drop for Slot {
 }
 
 impl Shadows {
-    pub(super) fn run(&self, host: Arc<PolicyHost>, config: Arc<PolicyConfig>, input: Request) {
+    pub(super) fn run(&self, policy: Arc<Policy>, input: Request) {
+        let config = policy.config.clone();
         let counter = &crate::metrics::get().plugin_shadow_decisions;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -45,17 +45,20 @@ impl Shadows {
         let slot = Slot(self.in_flight.clone());
         runtime.spawn(async move {
             let _slot = slot;
-            let called = host.call(&input).await;
+            let config = &policy.config;
+            let called = policy.host.call(&input).await;
             let allowed = Allowed {
-                headers: &config.allow_headers,
-                origins: &config.allow_origins,
+                headers: &policy.allow_headers,
+                origins: &policy.origins,
             };
             let (label, detail) = match called.map(|d| decision::check(d, &allowed)) {
-                Ok(Ok(Checked::Forward { origin, .. })) => {
-                    ("forward", origin.map(|o| format!("origin {o}")))
+                Ok(Ok(Checked::Forward(changes))) => {
+                    let name = |id| policy.origins.iter().find(|(_, o)| *o == id);
+                    let chosen = changes.origin.and_then(name);
+                    ("forward", chosen.map(|(n, _)| format!("origin {n}")))
                 }
-                Ok(Ok(Checked::Respond { status, .. })) => {
-                    ("respond", Some(format!("status {status}")))
+                Ok(Ok(Checked::Respond(answer))) => {
+                    ("respond", Some(format!("status {}", answer.status)))
                 }
                 Ok(Err(why)) => ("error", Some(why)),
                 Err(failure) => ("error", Some(failure.label().to_string())),

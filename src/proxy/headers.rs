@@ -11,7 +11,7 @@ use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::Session;
 
-pub const REQUEST_ID: &str = "x-request-id";
+use crate::owned::REQUEST_ID;
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Response fields that describe one connection, never the message.
@@ -24,7 +24,7 @@ const HOP_BY_HOP_RESPONSE: [HeaderName; 6] = [
     header::TRAILER,
     header::UPGRADE,
 ];
-const TRACE: HeaderName = HeaderName::from_static(super::record::TRACE);
+const TRACE: HeaderName = HeaderName::from_static(crate::owned::TRACE);
 
 /// The client's request id if it is a sane token, else a new one.
 pub fn request_id(req: &RequestHeader) -> String {
@@ -90,6 +90,10 @@ pub fn add_forwarding(
     request_id: &str,
     trusted: bool,
 ) -> Result<()> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
     let mut chain = String::new();
     if trusted {
         for previous in upstream.headers.get_all("x-forwarded-for") {
@@ -98,20 +102,8 @@ pub fn add_forwarding(
             }
         }
     } else {
-        let sent: Vec<HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|name| is_forwarding_field(name))
-            .cloned()
-            .collect();
-        for name in sent {
-            upstream.remove_header(&name);
-        }
+        remove_forwarding_fields(upstream);
     }
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
     if let Some(ip) = peer {
         add_hop(&mut chain, ip);
     }
@@ -119,38 +111,12 @@ pub fn add_forwarding(
     if !chain.is_empty() {
         upstream.insert_header("x-forwarded-for", chain)?;
     }
-    if trusted
-        && let Some(ip) = peer
-        && upstream.headers.contains_key(header::FORWARDED)
-    {
-        let mut forwarded = String::new();
-        for previous in upstream.headers.get_all(header::FORWARDED) {
-            if let Ok(previous) = previous.to_str() {
-                add_hop(&mut forwarded, previous);
-            }
-        }
-        let hop = match ip {
-            std::net::IpAddr::V4(v4) => format!("for={v4}"),
-            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-        };
-        add_hop(&mut forwarded, hop);
-        upstream.insert_header(header::FORWARDED, forwarded)?;
+    if trusted && let Some(ip) = peer {
+        extend_forwarded(upstream, ip)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     upstream.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-    let host = session
-        .req_header()
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| {
-            session
-                .req_header()
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
-    match host {
+    match forwarded_host(session) {
         Some(host) => upstream.insert_header("x-forwarded-host", host)?,
         None => {
             upstream.remove_header("x-forwarded-host");
@@ -158,6 +124,48 @@ pub fn add_forwarding(
     }
     upstream.insert_header(REQUEST_ID, request_id)?;
     Ok(())
+}
+
+/// Every forwarding field a client sent (an untrusted peer speaks for nobody).
+fn remove_forwarding_fields(upstream: &mut RequestHeader) {
+    let sent: Vec<HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|name| is_forwarding_field(name))
+        .cloned()
+        .collect();
+    for name in sent {
+        upstream.remove_header(&name);
+    }
+}
+
+/// A trusted proxy's `Forwarded` chain (RFC 7239), extended with the peer; left out if it sent none.
+fn extend_forwarded(upstream: &mut RequestHeader, peer: std::net::IpAddr) -> Result<()> {
+    if !upstream.headers.contains_key(header::FORWARDED) {
+        return Ok(());
+    }
+    let mut forwarded = String::new();
+    for previous in upstream.headers.get_all(header::FORWARDED) {
+        if let Ok(previous) = previous.to_str() {
+            add_hop(&mut forwarded, previous);
+        }
+    }
+    let hop = match peer {
+        std::net::IpAddr::V4(v4) => format!("for={v4}"),
+        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+    };
+    add_hop(&mut forwarded, hop);
+    upstream.insert_header(header::FORWARDED, forwarded)
+}
+
+/// The host the client asked for: its `Host`, or the authority of an absolute-form target.
+fn forwarded_host(session: &Session) -> Option<http::HeaderValue> {
+    let req = session.req_header();
+    req.headers.get(header::HOST).cloned().or_else(|| {
+        req.uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    })
 }
 
 /// Remove connection-scoped fields from an upstream response before it goes to the client.

@@ -1,8 +1,8 @@
 //! The gateway's one `ProxyHttp` implementation: per-request context, access decisions in
 //! `request_filter` (its steps in `steps`), origin selection, header hygiene, and error answers.
 
+mod access_log;
 mod headers;
-pub mod owned;
 pub mod record;
 pub mod respond;
 mod steps;
@@ -17,7 +17,8 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::generation::{Current, Generation};
-use crate::origins::Origin;
+use crate::ids::OriginId;
+use crate::owned;
 use crate::shutdown::{Draining, InFlight, InFlightGuard};
 use record::{Decided, Record};
 use respond::Rejection;
@@ -28,6 +29,7 @@ pub struct Gateway {
     current: Current,
     in_flight: InFlight,
     draining: Draining,
+    sampler: access_log::Sampler,
 }
 
 impl Gateway {
@@ -36,6 +38,7 @@ impl Gateway {
             current,
             in_flight,
             draining,
+            sampler: access_log::Sampler::default(),
         }
     }
 }
@@ -45,8 +48,8 @@ pub struct RequestCtx {
     /// The generation this request is served from, start to end (a reload does not change it).
     generation: Arc<Generation>,
     request_id: String,
-    /// Index of the matched route's origin.
-    origin: Option<usize>,
+    /// The origin the request goes to: its route's, or one a policy chose.
+    origin: Option<OriginId>,
     /// Upstream chosen while routing, used by the first connect attempt.
     peer: Option<Box<HttpPeer>>,
     connect_attempts: usize,
@@ -130,11 +133,11 @@ impl ProxyHttp for Gateway {
         if let Some(peer) = ctx.peer.take() {
             return Ok(peer);
         }
-        let origin = ctx
-            .origin
-            .and_then(|i| ctx.generation.origins.get(i))
-            .ok_or_else(respond::no_healthy_upstream)?;
-        origin.select().ok_or_else(respond::no_healthy_upstream)
+        let origin = ctx.origin.ok_or_else(respond::no_healthy_upstream)?;
+        ctx.generation
+            .origin(origin)
+            .select()
+            .ok_or_else(respond::no_healthy_upstream)
     }
 
     fn fail_to_connect(
@@ -149,8 +152,7 @@ impl ProxyHttp for Gateway {
         // Nothing was sent yet, so trying the next upstream is safe for any method.
         let upstreams = ctx
             .origin
-            .and_then(|i| ctx.generation.origins.get(i))
-            .map_or(1, Origin::upstream_count);
+            .map_or(1, |id| ctx.generation.origin(id).upstream_count());
         e.set_retry(ctx.connect_attempts < upstreams);
         e
     }
@@ -171,9 +173,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::clean_response(resp);
-        resp.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header(owned::REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(trace) = self.trace(ctx) {
-            resp.insert_header(record::TRACE, trace)?;
+            resp.insert_header(owned::TRACE, trace)?;
         }
         Ok(())
     }
@@ -193,10 +195,11 @@ impl ProxyHttp for Gateway {
         if ctx.request_id.is_empty() {
             ctx.request_id = headers::request_id(session.req_header());
         }
-        if !respond::is_connect_error(e) {
+        let kind = respond::UpstreamErrorKind::of(e);
+        if !kind.is_some_and(respond::UpstreamErrorKind::is_connect) {
             Self::count_upstream_error(ctx, e);
         }
-        ctx.record.decided = match (respond::upstream_error_kind(e), ctx.origin) {
+        ctx.record.decided = match (kind, ctx.origin) {
             (Some(kind), Some(origin)) => Decided::UpstreamFailed { origin, kind },
             _ => Decided::Rejected {
                 code: rejection.code(),
@@ -225,6 +228,7 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map(|r| r.status.as_u16());
         ctx.record.finish(
             &ctx.generation,
+            &self.sampler,
             session.req_header(),
             &ctx.request_id,
             status,
@@ -241,20 +245,16 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// Count an upstream failure: each failed connect attempt, or the failure that ended proxying.
     fn count_upstream_error(ctx: &RequestCtx, e: &Error) {
-        let Some(kind) = respond::upstream_error_kind(e) else {
+        let Some(kind) = respond::UpstreamErrorKind::of(e) else {
             return;
         };
         let Some(origin) = ctx.origin else {
             return;
         };
-        let name = ctx
-            .generation
-            .origins
-            .get(origin)
-            .map_or("", |o| o.name.as_str());
+        let name = ctx.generation.origin(origin).name.as_str();
         crate::metrics::get()
             .upstream_errors
-            .with_label_values(&[name, kind])
+            .with_label_values(&[name, kind.label()])
             .inc();
     }
 }

@@ -1,24 +1,21 @@
 //! What the gateway decided about one request and how long its parts took. While the response is
 //! written this gives the decision trace header; when the request ends (Pingora's `logging`) it
-//! becomes the request metrics and the access-log line.
+//! becomes the request metrics and the access-log line (`access_log`).
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pingora::http::RequestHeader;
 
-use crate::auth::identity::query_name_is;
-use crate::config::TokenSource;
+use super::access_log::{self, Line, Sampler};
+use super::respond::UpstreamErrorKind;
 use crate::generation::Generation;
 use crate::geo::Country;
+use crate::ids::{OriginId, RouteId};
 use crate::metrics;
-
-/// The request header that asks for the decision trace, carrying `[server] trace_secret`.
-pub const TRACE_KEY: &str = "x-edgewarden-trace-key";
-/// The response header that names the deciding step.
-pub const TRACE: &str = "x-edgewarden-trace";
+use crate::plugins::Failure;
 
 /// The step that decided a request's answer.
 #[derive(Debug, Clone, Default)]
@@ -37,23 +34,23 @@ pub enum Decided {
     },
     PolicyFailed {
         policy: Arc<str>,
-        why: &'static str,
+        why: Failure,
     },
-    /// Sent to the origin at this index, chosen by a policy or by the route.
+    /// Sent to this origin, chosen by a policy or by the route.
     Forwarded {
-        origin: usize,
+        origin: OriginId,
         chosen_by: Option<Arc<str>>,
     },
     UpstreamFailed {
-        origin: usize,
-        kind: &'static str,
+        origin: OriginId,
+        kind: UpstreamErrorKind,
     },
 }
 
 /// Per-request facts, kept in the request context.
 pub struct Record {
     pub started: Instant,
-    pub route: Option<usize>,
+    pub route: Option<RouteId>,
     pub decided: Decided,
     /// Whether the response carries the trace header.
     pub trace: bool,
@@ -86,19 +83,32 @@ impl Record {
         }
     }
 
-    /// `forwarded`, `rejected`, `plugin_responded` or `error`.
-    pub fn outcome(&self, status: Option<u16>) -> &'static str {
+    /// The request's outcome, given the status it was answered with.
+    pub fn outcome(&self, status: Option<u16>) -> Outcome {
         match &self.decided {
-            Decided::Forwarded { .. } => "forwarded",
-            Decided::PolicyResponded { .. } => "plugin_responded",
-            Decided::Rejected { .. } if status.is_some_and(|s| s < 500) => "rejected",
-            _ => "error",
+            Decided::Forwarded { .. } => Outcome::Forwarded,
+            Decided::PolicyResponded { .. } => Outcome::PluginResponded,
+            Decided::Rejected { .. } if status.is_some_and(|s| s < 500) => Outcome::Rejected,
+            _ => Outcome::Error,
+        }
+    }
+
+    /// Why the gateway answered itself or the upstream failed, and the policy that answered,
+    /// failed or chose the origin.
+    fn reason_and_policy(&self) -> (Option<&'static str>, Option<&str>) {
+        match &self.decided {
+            Decided::Rejected { code, .. } => (Some(*code), None),
+            Decided::PolicyResponded { policy, .. } => (None, Some(&**policy)),
+            Decided::PolicyFailed { policy, why } => (Some(why.label()), Some(&**policy)),
+            Decided::Forwarded { chosen_by, .. } => (None, chosen_by.as_deref()),
+            Decided::UpstreamFailed { kind, .. } => (Some(kind.label()), None),
+            Decided::Pending => (None, None),
         }
     }
 
     /// The trace header's value: the step that decided, never claims, keys or request data.
     pub fn trace_value(&self, generation: &Generation) -> String {
-        let origin = |i: &usize| generation.origins.get(*i).map_or("", |o| o.name.as_str());
+        let origin = |id: &OriginId| generation.origin(*id).name.as_str();
         match &self.decided {
             Decided::Pending => "gateway:pending".to_string(),
             Decided::Rejected { code, auth: true } => format!("auth:{code}"),
@@ -106,7 +116,9 @@ impl Record {
             Decided::PolicyResponded { policy, status } => {
                 format!("policy:{policy}:respond:{status}")
             }
-            Decided::PolicyFailed { policy, why } => format!("policy:{policy}:error:{why}"),
+            Decided::PolicyFailed { policy, why } => {
+                format!("policy:{policy}:error:{}", why.label())
+            }
             Decided::Forwarded {
                 origin: i,
                 chosen_by: Some(policy),
@@ -116,155 +128,104 @@ impl Record {
                 chosen_by: None,
             } => format!("forward:{}", origin(i)),
             Decided::UpstreamFailed { origin: i, kind } => {
-                format!("upstream:{}:{kind}", origin(i))
+                format!("upstream:{}:{}", origin(i), kind.label())
             }
         }
     }
 
-    /// Count the request and write its access-log line.
+    /// Count the request and write its access-log line (if `sampler` picks it).
     pub fn finish(
         &self,
         generation: &Generation,
+        sampler: &Sampler,
         req: &RequestHeader,
         request_id: &str,
         status: Option<u16>,
     ) {
         let m = metrics::get();
-        let route = self
-            .route
-            .and_then(|r| generation.config.routes.get(r))
-            .map_or(metrics::NO_ROUTE, |r| r.name.as_str());
+        let route = self.route.map(|id| generation.route(id));
+        let route_name = route.map_or(metrics::NO_ROUTE, |r| r.config.name.as_str());
         let outcome = self.outcome(status);
         m.requests
-            .with_label_values(&[route, metrics::status_class(status), outcome])
+            .with_label_values(&[route_name, metrics::status_class(status), outcome.label()])
             .inc();
         if let Decided::Rejected { code, auth: false } = self.decided {
             m.gateway_rejections.with_label_values(&[code]).inc();
         }
         let total = self.started.elapsed();
-        match self.route.and_then(|r| generation.route_duration.get(r)) {
-            Some(histogram) => histogram.observe(total.as_secs_f64()),
+        match route {
+            Some(route) => route.duration.observe(total.as_secs_f64()),
             None => m
                 .request_duration
-                .with_label_values(&[route])
+                .with_label_values(&[route_name])
                 .observe(total.as_secs_f64()),
         }
         let upstream = self.upstream_started.map(|t| t.elapsed());
-        if let (Some(took), Decided::Forwarded { origin, .. }) = (upstream, &self.decided)
-            && let Some(histogram) = generation.upstream_duration.get(*origin)
-        {
-            histogram.observe(took.as_secs_f64());
+        if let (Some(took), Decided::Forwarded { origin, .. }) = (upstream, &self.decided) {
+            generation
+                .origin(*origin)
+                .duration
+                .observe(took.as_secs_f64());
         }
         let log = &generation.config.access_log;
-        if log.enabled && generation.access_log_sampled(outcome) {
+        if log.enabled && sampler.sampled(log, outcome.failed()) {
+            let (reason, policy) = self.reason_and_policy();
             let line = Line {
                 request_id,
-                route,
+                route: route_name,
                 status,
-                outcome,
+                outcome: outcome.label(),
+                reason,
+                policy,
                 total,
+                auth: self.auth_time,
+                plugins: self.plugins_time,
                 upstream,
+                client_ip: self.client_ip,
+                country: self.country,
+                token_from: route.map_or(&[], |r| r.auth.token_from.as_slice()),
             };
-            self.write_access_log(generation, req, &line);
+            access_log::write(log, req, &line);
+        }
+    }
+}
+
+/// How a request ended, as the `outcome` label of `edgewarden_requests_total` and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    /// The gateway refused it (a 4xx it wrote).
+    Rejected,
+    PluginResponded,
+    /// The gateway or the upstream failed (a 5xx, or no answer).
+    Error,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Rejected => "rejected",
+            Outcome::PluginResponded => "plugin_responded",
+            Outcome::Error => "error",
         }
     }
 
-    fn write_access_log(&self, generation: &Generation, req: &RequestHeader, line: &Line<'_>) {
-        let (reason, policy) = match &self.decided {
-            Decided::Rejected { code, .. } => (Some(*code), None),
-            Decided::PolicyResponded { policy, .. } => (None, Some(&**policy)),
-            Decided::PolicyFailed { policy, why } => (Some(*why), Some(&**policy)),
-            Decided::Forwarded { chosen_by, .. } => (None, chosen_by.as_deref()),
-            Decided::UpstreamFailed { kind, .. } => (Some(*kind), None),
-            Decided::Pending => (None, None),
-        };
-        let query = match (generation.config.access_log.query, req.uri.query()) {
-            (true, Some(query)) => {
-                let secret_params = self
-                    .route
-                    .and_then(|r| generation.auth.routes.get(r))
-                    .map(|r| r.token_from.as_slice())
-                    .unwrap_or_default();
-                Some(redact_query(query, secret_params))
-            }
-            _ => None,
-        };
-        let micros = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
-        tracing::info!(
-            target: "edgewarden::access",
-            request_id = line.request_id,
-            route = line.route,
-            method = req.method.as_str(),
-            path = req.uri.path(),
-            query,
-            status = line.status,
-            outcome = line.outcome,
-            reason,
-            policy,
-            total_us = line.total.as_micros() as u64,
-            auth_us = micros(self.auth_time),
-            plugins_us = micros(self.plugins_time),
-            upstream_us = micros(line.upstream),
-            client_ip = self.client_ip.map(|ip| ip.to_string()),
-            country = self.country.as_ref().map(Country::as_str),
-        );
+    /// Rejected or failed: always logged with `errors_only`.
+    pub fn failed(self) -> bool {
+        matches!(self, Outcome::Rejected | Outcome::Error)
     }
 }
 
-/// The request-level facts of one access-log line.
-struct Line<'a> {
-    request_id: &'a str,
-    route: &'a str,
-    status: Option<u16>,
-    outcome: &'static str,
-    total: Duration,
-    upstream: Option<Duration>,
-}
-
-/// Requests seen by the access-log sampler, across the generation.
-#[derive(Default)]
-pub struct Sampler(AtomicU64);
-
-impl Generation {
-    /// Whether this request gets an access-log line: with `errors_only`, every rejected or
-    /// failed request; otherwise one request in `sample_one_in`.
-    fn access_log_sampled(&self, outcome: &str) -> bool {
-        let log = &self.config.access_log;
-        let failed = outcome == "rejected" || outcome == "error";
-        if log.errors_only {
-            return failed;
-        }
-        log.sample_one_in <= 1
-            || self
-                .sampler
-                .0
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(log.sample_one_in)
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
-}
-
-/// The query with the values of token parameters replaced.
-fn redact_query(query: &str, sources: &[TokenSource]) -> String {
-    query
-        .split('&')
-        .map(|pair| {
-            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-            let secret = sources
-                .iter()
-                .any(|s| matches!(s, TokenSource::Query(q) if query_name_is(name, q)));
-            if secret {
-                format!("{name}=REDACTED")
-            } else {
-                pair.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// Whether the request carries the trace secret (compared in constant time).
 pub fn has_trace_key(req: &RequestHeader, secret: Option<&str>) -> bool {
-    let (Some(secret), Some(sent)) = (secret, req.headers.get(TRACE_KEY)) else {
+    let (Some(secret), Some(sent)) = (secret, req.headers.get(crate::owned::TRACE_KEY)) else {
         return false;
     };
     #[allow(deprecated)]
@@ -276,40 +237,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_query_parameters_are_redacted_and_others_kept() {
-        let sources = [
-            TokenSource::Header,
-            TokenSource::Query("access_token".into()),
-        ];
-        assert_eq!(
-            redact_query("a=1&access_token=eyJ.x.y&b", &sources),
-            "a=1&access_token=REDACTED&b"
-        );
-        assert_eq!(
-            redact_query("access%5Ftoken=eyJ.x.y&acc%65ss_token=e", &sources),
-            "access%5Ftoken=REDACTED&acc%65ss_token=REDACTED",
-            "names are compared as the origin decodes them"
-        );
-    }
-
-    #[test]
     fn outcomes_follow_the_deciding_step_and_status() {
         let mut record = Record::new();
-        assert_eq!(record.outcome(None), "error");
+        assert_eq!(record.outcome(None), Outcome::Error);
         record.decided = Decided::Rejected {
             code: "expired",
             auth: true,
         };
-        assert_eq!(record.outcome(Some(401)), "rejected");
+        assert_eq!(record.outcome(Some(401)), Outcome::Rejected);
         record.decided = Decided::Rejected {
             code: "no_healthy_upstream",
             auth: false,
         };
-        assert_eq!(record.outcome(Some(503)), "error");
+        assert_eq!(record.outcome(Some(503)), Outcome::Error);
         record.decided = Decided::PolicyResponded {
             policy: Arc::from("geo"),
             status: 451,
         };
-        assert_eq!(record.outcome(Some(451)), "plugin_responded");
+        assert_eq!(record.outcome(Some(451)), Outcome::PluginResponded);
     }
 }

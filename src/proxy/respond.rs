@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde::Serialize;
 
 use crate::auth::error::AuthError;
+use crate::plugins::PolicyAnswer;
 use crate::target::TargetError;
 
 /// Largest unread request body the gateway drains to keep a connection alive after answering early;
@@ -120,8 +121,10 @@ impl Rejection {
     /// Map a Pingora proxy failure. `None`: the client is gone, write nothing.
     pub fn from_proxy_error(e: &Error) -> Option<Rejection> {
         use ErrorType::*;
+        if *e.etype() == NO_HEALTHY_UPSTREAM {
+            return Some(Rejection::NoHealthyUpstream);
+        }
         Some(match (e.esource(), e.etype()) {
-            (_, HTTPStatus(503)) => Rejection::NoHealthyUpstream,
             (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => return None,
             (ErrorSource::Downstream, _) => Rejection::BadRequest,
             (_, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => {
@@ -134,34 +137,69 @@ impl Rejection {
     }
 }
 
-/// The closed-set `kind` label of an upstream failure; `None` for failures that are not about
-/// reaching or reading an upstream.
-pub fn upstream_error_kind(e: &Error) -> Option<&'static str> {
-    use ErrorType::*;
-    Some(match e.etype() {
-        ConnectTimedout => "connect_timeout",
-        ConnectRefused => "connect_refused",
-        ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure => {
-            "connect_error"
-        }
-        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => "tls",
-        ReadTimedout => "read_timeout",
-        WriteTimedout => "write_timeout",
-        ReadError | ConnectionClosed => "read_error",
-        WriteError => "write_error",
-        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => "protocol",
-        HTTPStatus(_) => return None,
-        _ if e.esource() == &ErrorSource::Upstream => "other",
-        _ => return None,
-    })
+/// Why reaching or reading an upstream failed: the closed set of the `kind` label of
+/// `edgewarden_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    ConnectTimeout,
+    ConnectRefused,
+    ConnectError,
+    Tls,
+    ReadTimeout,
+    WriteTimeout,
+    ReadError,
+    WriteError,
+    Protocol,
+    Other,
 }
 
-/// Whether `e` is a failure to connect (counted by `fail_to_connect`, attempt by attempt).
-pub fn is_connect_error(e: &Error) -> bool {
-    matches!(
-        upstream_error_kind(e),
-        Some("connect_timeout" | "connect_refused" | "connect_error" | "tls")
-    )
+impl UpstreamErrorKind {
+    /// The kind of `e`; `None` for failures that are not about reaching or reading an upstream.
+    pub fn of(e: &Error) -> Option<UpstreamErrorKind> {
+        use ErrorType::*;
+        use UpstreamErrorKind as Kind;
+        Some(match e.etype() {
+            ConnectTimedout => Kind::ConnectTimeout,
+            ConnectRefused => Kind::ConnectRefused,
+            ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure => {
+                Kind::ConnectError
+            }
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => Kind::Tls,
+            ReadTimedout => Kind::ReadTimeout,
+            WriteTimedout => Kind::WriteTimeout,
+            ReadError | ConnectionClosed => Kind::ReadError,
+            WriteError => Kind::WriteError,
+            InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => Kind::Protocol,
+            HTTPStatus(_) | Custom(_) => return None,
+            _ if e.esource() == &ErrorSource::Upstream => Kind::Other,
+            _ => return None,
+        })
+    }
+
+    /// A failure to connect (counted by `fail_to_connect`, attempt by attempt).
+    pub fn is_connect(self) -> bool {
+        use UpstreamErrorKind as Kind;
+        matches!(
+            self,
+            Kind::ConnectTimeout | Kind::ConnectRefused | Kind::ConnectError | Kind::Tls
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        use UpstreamErrorKind as Kind;
+        match self {
+            Kind::ConnectTimeout => "connect_timeout",
+            Kind::ConnectRefused => "connect_refused",
+            Kind::ConnectError => "connect_error",
+            Kind::Tls => "tls",
+            Kind::ReadTimeout => "read_timeout",
+            Kind::WriteTimeout => "write_timeout",
+            Kind::ReadError => "read_error",
+            Kind::WriteError => "write_error",
+            Kind::Protocol => "protocol",
+            Kind::Other => "other",
+        }
+    }
 }
 
 /// Write `rejection` as the whole response, with the decision trace header when asked for.
@@ -186,18 +224,31 @@ pub async fn write(
         }
         .to_json()
     };
+    let resp = rejection_header(rejection, body.len(), request_id, trace)?;
+    send(session, resp, body).await?;
+    Ok(status)
+}
+
+/// The header of a rejection: JSON framing, never cached, the request id, the trace when asked
+/// for, and the fields its status calls for (`Allow`, `WWW-Authenticate`).
+fn rejection_header(
+    rejection: &Rejection,
+    body_len: usize,
+    request_id: &str,
+    trace: Option<&str>,
+) -> Result<ResponseHeader> {
     // Without Pingora's case-preserving name map (one map less per answer): standard names go out
     // title-cased, others in lower case; HTTP field names are case-insensitive.
-    let mut resp = ResponseHeader::build_no_case(status, Some(6))?;
+    let mut resp = ResponseHeader::build_no_case(rejection.status(), Some(6))?;
     resp.insert_header(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     )?;
-    resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body.len()))?;
+    resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body_len))?;
     resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
-    resp.insert_header(super::headers::REQUEST_ID, request_id)?;
+    resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
-        resp.insert_header(super::record::TRACE, trace)?;
+        resp.insert_header(crate::owned::TRACE, trace)?;
     }
     match rejection {
         Rejection::MethodNotAllowed(allow) => {
@@ -216,6 +267,12 @@ pub async fn write(
         }
         _ => {}
     }
+    Ok(resp)
+}
+
+/// Send a gateway-written answer: the header, then the body unless the request was `HEAD` or
+/// the body is empty. Every answer the gateway writes itself goes out here.
+async fn send(session: &mut Session, resp: ResponseHeader, body: Vec<u8>) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(resp), head_only)
@@ -225,7 +282,7 @@ pub async fn write(
             .write_response_body(Some(Bytes::from(body)), true)
             .await?;
     }
-    Ok(status)
+    Ok(())
 }
 
 /// The JSON body of every answer the gateway writes itself.
@@ -247,21 +304,14 @@ impl ErrorBody<'_> {
     }
 }
 
-/// A policy plugin's direct answer (already validated: status, headers, body size).
-pub struct PluginAnswer {
-    pub status: u16,
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    pub body: Vec<u8>,
-}
-
 /// Write a plugin's answer, with the decision trace header when asked for.
 pub async fn write_plugin_answer(
     session: &mut Session,
-    answer: PluginAnswer,
+    answer: PolicyAnswer,
     request_id: &str,
     trace: Option<&str>,
 ) -> Result<()> {
-    let PluginAnswer {
+    let PolicyAnswer {
         status,
         headers,
         body,
@@ -274,20 +324,11 @@ pub async fn write_plugin_answer(
         resp.append_header(name, value)?;
     }
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
-        resp.insert_header(super::record::TRACE, trace)?;
+        resp.insert_header(crate::owned::TRACE, trace)?;
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only || body.is_empty())
-        .await?;
-    if !head_only && !body.is_empty() {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
-    }
-    Ok(())
+    send(session, resp, body).await
 }
 
 /// An early answer leaves the request body unread, and Pingora closes a connection whose request
@@ -321,6 +362,10 @@ async fn drain_small_body(session: &mut Session) -> bool {
 }
 
 /// A Pingora error carrying one of our rejections' statuses, for hooks that must return `Result`.
+/// The error type of [`no_healthy_upstream`], so that only that failure is answered as one.
+const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no healthy upstream");
+
+/// Every upstream of the request's origin is down (found when Pingora asks for a peer again).
 pub fn no_healthy_upstream() -> Box<Error> {
-    Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream")
+    Error::explain(NO_HEALTHY_UPSTREAM, "no healthy upstream")
 }

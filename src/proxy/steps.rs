@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use pingora::prelude::Session;
 
-use super::respond::{PluginAnswer, Rejection};
-use super::{Gateway, RequestCtx, headers, owned, record};
+use super::respond::Rejection;
+use super::{Gateway, RequestCtx, headers, record};
 use crate::auth::error::AuthError;
 use crate::auth::verify::Identity;
-use crate::generation::Generation;
+use crate::generation::{Generation, Route};
 use crate::geo::{Client, Country};
-use crate::origins::Origin;
-use crate::plugins::{self, Outcome};
+use crate::owned;
+use crate::plugins::{self, Failure, Outcome, PolicyAnswer};
 use crate::proxy::record::Decided;
 use crate::routing::RouteMatch;
 use crate::target::{self, RoutePath, TargetError};
@@ -26,12 +26,12 @@ pub(super) enum Answer {
     /// A policy answered (already validated: status, headers, body size).
     Policy {
         policy: Arc<str>,
-        answer: PluginAnswer,
+        answer: PolicyAnswer,
     },
     /// A policy failed and its policy says `on_error = "deny"`.
     PolicyFailed {
         policy: Arc<str>,
-        why: &'static str,
+        why: Failure,
     },
 }
 
@@ -55,7 +55,7 @@ impl Answer {
             },
             Answer::PolicyFailed { policy, why } => Decided::PolicyFailed {
                 policy: policy.clone(),
-                why,
+                why: *why,
             },
         }
     }
@@ -90,12 +90,12 @@ impl Gateway {
             // Clients move to another replica after this answer.
             session.set_keepalive(None);
         }
-        if session.req_header().headers.contains_key(record::TRACE_KEY) {
+        if session.req_header().headers.contains_key(owned::TRACE_KEY) {
             ctx.record.trace = record::has_trace_key(
                 session.req_header(),
                 generation.config.server.trace_secret.as_deref(),
             );
-            session.req_header_mut().remove_header(record::TRACE_KEY);
+            session.req_header_mut().remove_header(owned::TRACE_KEY);
         }
     }
 }
@@ -116,32 +116,31 @@ fn canonical_request(session: &mut Session, generation: &Generation) -> Step<Rou
 }
 
 /// Host, then longest prefix, then method (404 / 405); `;` parameters only where allowed.
-fn route(
+fn route<'g>(
     session: &Session,
     ctx: &mut RequestCtx,
-    generation: &Generation,
+    generation: &'g Generation,
     canonical: &RoutePath,
-) -> Step<usize> {
+) -> Step<&'g Route> {
     let method = &session.req_header().method;
     let route = match generation
         .router
         .find(canonical.host.as_deref(), &canonical.path, method)
     {
-        RouteMatch::Found(route) => route,
+        RouteMatch::Found(id) => generation.route(id),
         RouteMatch::MethodNotAllowed(allow) => {
             return Err(Rejection::MethodNotAllowed(allow).into());
         }
         RouteMatch::NotFound => return Err(Rejection::NoRoute.into()),
     };
-    ctx.record.route = Some(route);
-    let config = &generation.config.routes[route];
-    if config.debug_trace {
+    ctx.record.route = Some(route.id);
+    if route.config.debug_trace {
         ctx.record.trace = true;
     }
-    if canonical.has_parameters && !config.allow_path_parameters {
+    if canonical.has_parameters && !route.config.allow_path_parameters {
         return Err(Rejection::Target(TargetError::PathParameters).into());
     }
-    ctx.origin = generation.route_origin.get(route).copied();
+    ctx.origin = Some(route.origin);
     Ok(route)
 }
 
@@ -165,20 +164,21 @@ async fn authenticate(
     session: &mut Session,
     ctx: &mut RequestCtx,
     generation: &Generation,
-    route: usize,
+    route: &Route,
 ) -> Step<Option<Identity>> {
-    let auth = &generation.auth;
     let started = generation.config.access_log.enabled.then(Instant::now);
-    let authenticated = auth.authenticate(session.req_header_mut(), route).await;
+    let authenticated = generation
+        .auth
+        .authenticate(session.req_header_mut(), &route.auth)
+        .await;
     ctx.record.auth_time = started.map(|t| t.elapsed());
     authenticated.map_err(|e| {
-        let route_name = generation.config.routes[route].name.as_str();
         crate::metrics::get()
             .auth_rejections
-            .with_label_values(&[route_name, e.reason()])
+            .with_label_values(&[route.config.name.as_str(), e.reason()])
             .inc();
         let scopes = match e {
-            AuthError::InsufficientScope => auth.routes[route].scopes.join(" "),
+            AuthError::InsufficientScope => route.auth.scopes.join(" "),
             _ => String::new(),
         };
         Rejection::Auth(e, scopes).into()
@@ -210,17 +210,17 @@ async fn policies(
     session: &mut Session,
     ctx: &mut RequestCtx,
     generation: &Generation,
-    route: usize,
+    route: &Route,
     client: &Client,
     identity: Option<Identity>,
     country: Option<Country>,
 ) -> Step<Option<Arc<str>>> {
-    if !generation.plugins.route_has_policies(route) {
+    if route.policies.is_empty() {
         return Ok(None);
     }
     let plugin_ctx = plugins::Context {
         client_ip: client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        route: &generation.config.routes[route].name,
+        route: &route.config.name,
         claims_json: identity
             .as_ref()
             .and_then(|i| serde_json::to_string(&*i.claims).ok()),
@@ -229,31 +229,19 @@ async fn policies(
     let started = generation.config.access_log.enabled.then(Instant::now);
     let outcome = generation
         .plugins
-        .run(route, session.req_header_mut(), &plugin_ctx)
+        .run(&route.policies, session.req_header_mut(), &plugin_ctx)
         .await;
     ctx.record.plugins_time = started.map(|t| t.elapsed());
     match outcome {
         Outcome::Forward { origin: None, .. } => Ok(None),
         Outcome::Forward {
-            origin: Some(name),
+            origin: Some(origin),
             chosen_by,
         } => {
-            ctx.origin = generation.origins.iter().position(|o| o.name == name);
+            ctx.origin = Some(origin);
             Ok(chosen_by)
         }
-        Outcome::Respond {
-            policy,
-            status,
-            headers,
-            body,
-        } => Err(Answer::Policy {
-            policy,
-            answer: PluginAnswer {
-                status,
-                headers,
-                body,
-            },
-        }),
+        Outcome::Respond { policy, answer } => Err(Answer::Policy { policy, answer }),
         Outcome::Failed { policy, why } => Err(Answer::PolicyFailed { policy, why }),
     }
 }
@@ -266,15 +254,13 @@ fn choose_upstream(
     generation: &Generation,
     chosen_by: Option<Arc<str>>,
 ) -> Step<()> {
-    ctx.peer = ctx
-        .origin
-        .and_then(|i| generation.origins.get(i))
-        .and_then(Origin::select);
-    match (ctx.peer.as_ref(), ctx.origin) {
-        (Some(_), Some(origin)) => {
-            ctx.record.decided = Decided::Forwarded { origin, chosen_by };
-            Ok(())
-        }
-        _ => Err(Rejection::NoHealthyUpstream.into()),
+    let Some(origin) = ctx.origin else {
+        return Err(Rejection::NoHealthyUpstream.into());
+    };
+    ctx.peer = generation.origin(origin).select();
+    if ctx.peer.is_none() {
+        return Err(Rejection::NoHealthyUpstream.into());
     }
+    ctx.record.decided = Decided::Forwarded { origin, chosen_by };
+    Ok(())
 }

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
-use crate::common::*;
+use crate::support::*;
 
-async fn gateway() -> (Gateway, edgewarden_tools::echo::EchoOrigin) {
+async fn gateway() -> (Gateway, EchoOrigin) {
     let a = echo_origin("a").await;
-    let body = [origin("a", &[a.addr], ""), route("all", "/", "a", "")].concat();
-    (Gateway::start(&body).await, a)
+    let config = Config::new()
+        .with(origin("a", &[a.addr]))
+        .with(route("all", "/", "a"));
+    (Gateway::builder(config).start().await, a)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,9 +76,10 @@ async fn differing_duplicate_content_length_is_rejected_and_not_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_host_headers_are_rejected() {
     let (gw, origin) = gateway().await;
-    let resp = request(gw.addr, "GET", "/x", &[("Host", "evil.example")])
-        .await
-        .expect("response");
+    let resp = req("GET", "/x")
+        .header("Host", "evil.example")
+        .send(gw.addr)
+        .await;
     assert_eq!(resp.status, 400);
     assert_eq!(origin.hits(), 0);
 }
@@ -113,10 +116,8 @@ async fn a_rejected_requests_body_is_never_read_as_a_second_request() {
         conn.read_response(false).await.expect("response").status,
         400
     );
-    conn.send(format!("GET /real HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes())
-        .await;
     let resp = conn
-        .read_response(false)
+        .request(&req("GET", "/real"))
         .await
         .expect("next request on the same connection");
     assert_eq!(resp.json()["path"], "/real");

@@ -5,10 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
-use edgewarden_tools::echo::EchoOrigin;
-
-use crate::common::*;
-use crate::plugins::{link_plugin, write_policy};
+use crate::support::*;
 
 /// Client source addresses and what the test database says about them.
 const GB_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 61, 0, 1);
@@ -51,30 +48,30 @@ async fn geo_gateway() -> (Gateway, Portals) {
         fr: echo_origin("fr").await,
         global: echo_origin("global").await,
     };
-    let body = [
-        origin("uk", &[portals.uk.addr], ""),
-        origin("fr", &[portals.fr.addr], ""),
-        origin("global", &[portals.global.addr], ""),
-        route("shop", "/shop", "global", "policies = [\"geo\"]"),
-        "[geo]\nmmdb = \"geo.mmdb\"\ncountry_header = \"cf-ipcountry\"\n".to_string(),
-    ]
-    .concat();
-    let gw = Gateway::start_with_plugins_and(
-        &body,
-        "trusted_proxies = [\"127.70.0.0/16\"]\n",
-        &|dir| {
-            make_geo_db(&dir.join("geo.mmdb"));
-            link_plugin(dir, "geo_router", "python-plugins/geo_router");
-            write_policy(
-                dir,
-                "geo",
-                "plugin = \"geo_router\"\nallow_headers = [\"x-portal\"]\n\
-                 allow_origins = [\"uk\", \"fr\", \"global\"]\n\
-                 [settings]\nGB = \"uk\"\nFR = \"fr\"\ndefault = \"global\"\nheader = \"x-portal\"\n",
-            );
-        },
-    )
-    .await;
+    let config = Config::new()
+        .server("trusted_proxies", ["127.70.0.0/16"])
+        .with(origin("uk", &[portals.uk.addr]))
+        .with(origin("fr", &[portals.fr.addr]))
+        .with(origin("global", &[portals.global.addr]))
+        .with(route("shop", "/shop", "global").set("policies", ["geo"]))
+        .with(
+            section("geo")
+                .set("mmdb", "geo.mmdb")
+                .set("country_header", "cf-ipcountry"),
+        );
+    let geo_router = policy("geo_router")
+        .set("allow_headers", ["x-portal"])
+        .set("allow_origins", ["uk", "fr", "global"])
+        .set(
+            "settings",
+            serde_json::json!({"GB": "uk", "FR": "fr", "default": "global", "header": "x-portal"}),
+        );
+    let gw = Gateway::builder(config)
+        .setup(|dir| make_geo_db(&dir.join("geo.mmdb")))
+        .plugin("geo_router", "python-plugins/geo_router")
+        .policy("geo", geo_router)
+        .start()
+        .await;
     (gw, portals)
 }
 
@@ -103,17 +100,20 @@ fn pair(country: Option<&str>, portal: &str) -> (Option<String>, Option<String>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitors_from_gb_fr_and_us_reach_three_different_origins() {
     let (gw, portals) = geo_gateway().await;
-    let gb = get_from(GB_CLIENT, gw.addr, "/shop/", &[]).await;
+    let gb = req("GET", "/shop/").from(GB_CLIENT).send(gw.addr).await;
     assert_eq!(seen(&gb), pair(Some("GB"), "uk"));
     assert_eq!(portals.hits(), [1, 0, 0]);
-    let fr = get_from(FR_CLIENT, gw.addr, "/shop/", &[]).await;
+    let fr = req("GET", "/shop/").from(FR_CLIENT).send(gw.addr).await;
     assert_eq!(seen(&fr), pair(Some("FR"), "fr"));
     assert_eq!(portals.hits(), [1, 1, 0]);
-    let us = get_from(US_CLIENT, gw.addr, "/shop/", &[]).await;
+    let us = req("GET", "/shop/").from(US_CLIENT).send(gw.addr).await;
     assert_eq!(seen(&us), pair(Some("US"), "global"));
     assert_eq!(portals.hits(), [1, 1, 1]);
     // Not in the database: no country header at all, default portal.
-    let unknown = get_from(Ipv4Addr::new(127, 0, 0, 1), gw.addr, "/shop/", &[]).await;
+    let unknown = req("GET", "/shop/")
+        .from(Ipv4Addr::LOCALHOST)
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&unknown), pair(None, "global"));
 }
 
@@ -126,15 +126,17 @@ async fn a_spoofed_location_from_an_untrusted_client_is_ignored() {
         ("cf-ipcountry", "FR"),
         ("x-forwarded-for", "127.62.0.9"),
     ];
-    let resp = get_from(US_CLIENT, gw.addr, "/shop/", &spoofed).await;
+    let resp = req("GET", "/shop/")
+        .from(US_CLIENT)
+        .headers(&spoofed)
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&resp), pair(Some("US"), "global"));
-    let resp = get_from(
-        Ipv4Addr::new(127, 0, 0, 1),
-        gw.addr,
-        "/shop/",
-        &[("x-user-location", "GB")],
-    )
-    .await;
+    let resp = req("GET", "/shop/")
+        .from(Ipv4Addr::LOCALHOST)
+        .header("x-user-location", "GB")
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&resp), pair(None, "global"), "removed, not passed on");
     assert_eq!(portals.hits(), [0, 0, 2]);
 }
@@ -142,21 +144,41 @@ async fn a_spoofed_location_from_an_untrusted_client_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_may_state_the_country_or_forward_the_client_address() {
     let (gw, portals) = geo_gateway().await;
-    let cdn = get_from(PROXY, gw.addr, "/shop/", &[("cf-ipcountry", "GB")]).await;
+    let cdn = req("GET", "/shop/")
+        .from(PROXY)
+        .header("cf-ipcountry", "GB")
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&cdn), pair(Some("GB"), "uk"));
     // A trusted hop speaks only through the CDN header: a copy of the gateway's own header is
     // replaced, whether alone or beside the CDN's.
-    let own = get_from(PROXY, gw.addr, "/shop/", &[("x-user-location", "fr")]).await;
+    let own = req("GET", "/shop/")
+        .from(PROXY)
+        .header("x-user-location", "fr")
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&own), pair(None, "global"));
     let both = [("cf-ipcountry", "GB"), ("x-user-location", "FR")];
-    let resp = get_from(PROXY, gw.addr, "/shop/", &both).await;
+    let resp = req("GET", "/shop/")
+        .from(PROXY)
+        .headers(&both)
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&resp), pair(Some("GB"), "uk"));
     // The client address comes from X-Forwarded-For (rightmost untrusted hop) and is looked up.
     let forwarded = [("x-forwarded-for", "127.61.0.7, 127.62.0.9")];
-    let resp = get_from(PROXY, gw.addr, "/shop/", &forwarded).await;
+    let resp = req("GET", "/shop/")
+        .from(PROXY)
+        .headers(&forwarded)
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&resp), pair(Some("FR"), "fr"));
     // A value that is not a country is not believed; the proxy itself is not in the database.
-    let garbage = get_from(PROXY, gw.addr, "/shop/", &[("cf-ipcountry", "FRANCE")]).await;
+    let garbage = req("GET", "/shop/")
+        .from(PROXY)
+        .header("cf-ipcountry", "FRANCE")
+        .send(gw.addr)
+        .await;
     assert_eq!(seen(&garbage), pair(None, "global"));
     assert_eq!(portals.hits(), [2, 1, 2]);
 }

@@ -1,21 +1,20 @@
 //! What crosses the proxy: hop-by-hop fields, X-Forwarded-*, the request id.
 
-use crate::common::*;
+use crate::support::*;
 
-async fn single_origin_gateway() -> (Gateway, edgewarden_tools::echo::EchoOrigin) {
+async fn single_origin_gateway() -> (Gateway, EchoOrigin) {
     let a = echo_origin("a").await;
-    let body = [origin("a", &[a.addr], ""), route("all", "/", "a", "")].concat();
-    (Gateway::start(&body).await, a)
+    let config = Config::new()
+        .with(origin("a", &[a.addr]))
+        .with(route("all", "/", "a"));
+    (Gateway::builder(config).start().await, a)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_and_connection_named_request_headers_are_not_forwarded() {
     let (gw, _a) = single_origin_gateway().await;
-    let resp = request(
-        gw.addr,
-        "GET",
-        "/x",
-        &[
+    let resp = req("GET", "/x")
+        .headers(&[
             ("Connection", "keep-alive, X-Secret-Hop"),
             ("X-Secret-Hop", "must-not-pass"),
             ("Keep-Alive", "timeout=5"),
@@ -24,10 +23,9 @@ async fn hop_by_hop_and_connection_named_request_headers_are_not_forwarded() {
             ("Upgrade", "h2c"),
             ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
             ("X-End-To-End", "kept"),
-        ],
-    )
-    .await
-    .expect("response");
+        ])
+        .send(gw.addr)
+        .await;
     assert_eq!(resp.status, 200);
     let seen = resp.origin_saw();
     for name in [
@@ -50,20 +48,16 @@ async fn hop_by_hop_and_connection_named_request_headers_are_not_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_and_connection_named_response_headers_are_not_returned() {
     let (gw, _a) = single_origin_gateway().await;
-    let resp = request(
-        gw.addr,
-        "GET",
-        "/x",
-        &[
+    let resp = req("GET", "/x")
+        .headers(&[
             ("x-echo-set", "Connection=X-Origin-Hop"),
             ("x-echo-set", "X-Origin-Hop=secret"),
             ("x-echo-set", "Keep-Alive=timeout=99"),
             ("x-echo-set", "Proxy-Connection=keep-alive"),
             ("x-echo-set", "X-Origin-End=kept"),
-        ],
-    )
-    .await
-    .expect("response");
+        ])
+        .send(gw.addr)
+        .await;
     assert_eq!(resp.status, 200);
     assert!(resp.header("x-origin-hop").is_none(), "{:?}", resp.headers);
     assert!(
@@ -79,24 +73,20 @@ async fn hop_by_hop_and_connection_named_response_headers_are_not_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_from_an_untrusted_client_are_replaced_by_the_gateways() {
     let (gw, _a) = single_origin_gateway().await;
-    let resp = request(
-        gw.addr,
-        "GET",
-        "/x",
-        &[
+    let resp = req("GET", "/x")
+        .headers(&[
             ("X-Forwarded-For", "203.0.113.7"),
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "spoofed.example"),
-        ],
-    )
-    .await
-    .expect("response");
+        ])
+        .send(gw.addr)
+        .await;
     let seen = resp.origin_saw();
     assert_eq!(seen["x-forwarded-for"], vec!["127.0.0.1".to_string()]);
     assert_eq!(seen["x-forwarded-proto"], vec!["http".to_string()]);
     assert_eq!(seen["x-forwarded-host"], vec![gw.addr.to_string()]);
 
-    let resp = get(gw.addr, "/x").await.expect("response");
+    let resp = get(gw.addr, "/x").await;
     assert_eq!(
         resp.origin_saw()["x-forwarded-for"],
         vec!["127.0.0.1".to_string()]
@@ -107,18 +97,20 @@ async fn forwarding_headers_from_an_untrusted_client_are_replaced_by_the_gateway
 async fn request_id_is_kept_when_sane_replaced_when_not_and_echoed() {
     let (gw, _a) = single_origin_gateway().await;
 
-    let resp = request(gw.addr, "GET", "/x", &[("X-Request-Id", "client-abc.123")])
-        .await
-        .expect("response");
+    let resp = req("GET", "/x")
+        .header("X-Request-Id", "client-abc.123")
+        .send(gw.addr)
+        .await;
     assert_eq!(resp.header("x-request-id"), Some("client-abc.123"));
     assert_eq!(
         resp.origin_saw()["x-request-id"],
         vec!["client-abc.123".to_string()]
     );
 
-    let resp = request(gw.addr, "GET", "/x", &[("X-Request-Id", "bad id <script>")])
-        .await
-        .expect("response");
+    let resp = req("GET", "/x")
+        .header("X-Request-Id", "bad id <script>")
+        .send(gw.addr)
+        .await;
     let id = resp
         .header("x-request-id")
         .expect("generated id")
@@ -127,8 +119,8 @@ async fn request_id_is_kept_when_sane_replaced_when_not_and_echoed() {
     assert_eq!(id.len(), 32);
     assert_eq!(resp.origin_saw()["x-request-id"], vec![id]);
 
-    let first = get(gw.addr, "/x").await.expect("response");
-    let second = get(gw.addr, "/x").await.expect("response");
+    let first = get(gw.addr, "/x").await;
+    let second = get(gw.addr, "/x").await;
     let (a, b) = (
         first.header("x-request-id").expect("id"),
         second.header("x-request-id").expect("id"),

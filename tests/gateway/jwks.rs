@@ -2,31 +2,35 @@
 
 use std::time::Duration;
 
-use crate::common::*;
-use crate::load::eventually;
-use crate::tokens::*;
+use crate::support::*;
 
-async fn gateway_for(
-    server: &JwksServer,
-    issuer_extra: &str,
-) -> (Gateway, edgewarden_tools::echo::EchoOrigin) {
-    let origin_ = echo_origin("o").await;
-    let body = [
-        issuer_toml(&format!("jwks_url = \"{}\"", server.url()), issuer_extra),
-        origin("o", &[origin_.addr], ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"required\"\n"
-            .to_string(),
-    ]
-    .concat();
-    (Gateway::start(&body).await, origin_)
+/// One route requiring tokens of the test issuer, whose keys `server` serves; `settings` are more
+/// of the issuer's keys.
+fn config_for(server: &JwksServer, origin_: &EchoOrigin, settings: &[(&str, u64)]) -> Config {
+    let issuer = settings
+        .iter()
+        .fold(issuer().set("jwks_url", server.url()), |issuer, (k, v)| {
+            issuer.set(k, v)
+        });
+    Config::new()
+        .with(issuer)
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/", "o").set("auth", "required"))
 }
 
+async fn gateway_for(server: &JwksServer, settings: &[(&str, u64)]) -> (Gateway, EchoOrigin) {
+    let origin_ = echo_origin("o").await;
+    let config = config_for(server, &origin_, settings);
+    (Gateway::builder(config).start().await, origin_)
+}
+
+/// The status of `GET /x` with `token`, 0 when there is no answer.
 async fn status_with(gw: &Gateway, token: &str) -> u16 {
-    let auth = format!("Bearer {token}");
-    request(gw.addr, "GET", "/x", &[("Authorization", &auth)])
+    req("GET", "/x")
+        .bearer(token)
+        .try_send(gw.addr)
         .await
-        .map(|r| r.status)
-        .unwrap_or(0)
+        .map_or(0, |r| r.status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +38,7 @@ async fn rotation_is_picked_up_and_retired_keys_stop_working() {
     let a = Signer::rsa(RSA_A, "key-a");
     let b = Signer::rsa(RSA_B, "key-b");
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
-    let (gw, _o) = gateway_for(&server, "refresh_interval_s = 1").await;
+    let (gw, _o) = gateway_for(&server, &[("refresh_interval_s", 1)]).await;
     let token_a = a.token(&good_claims("a"));
     let token_b = b.token(&good_claims("b"));
     assert_eq!(status_with(&gw, &token_a).await, 200);
@@ -59,7 +63,7 @@ async fn rotation_is_picked_up_and_retired_keys_stop_working() {
 async fn an_outage_or_garbage_keeps_the_last_good_keys() {
     let a = Signer::rsa(RSA_A, "key-a");
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
-    let (gw, _o) = gateway_for(&server, "refresh_interval_s = 1\nmax_stale_s = 3600").await;
+    let (gw, _o) = gateway_for(&server, &[("refresh_interval_s", 1), ("max_stale_s", 3600)]).await;
     let token = a.token(&good_claims("a"));
     assert_eq!(status_with(&gw, &token).await, 200);
 
@@ -79,7 +83,7 @@ async fn an_outage_or_garbage_keeps_the_last_good_keys() {
         // A fresh token (not a cache hit) still verifies against the kept keys.
         let fresh = a.token(&good_claims(&format!("fresh-{}", server.fetches())));
         assert_eq!(status_with(&gw, &fresh).await, 200);
-        assert_eq!(get(gw.admin, "/readyz").await.expect("readyz").status, 200);
+        assert_eq!(gw.readiness().await, 200);
     }
 }
 
@@ -88,18 +92,9 @@ async fn unreachable_jwks_at_cold_start_fails_closed_until_it_recovers() {
     let a = Signer::rsa(RSA_A, "key-a");
     let server = JwksServer::start(Answer::Status(500), Duration::ZERO).await;
     let origin_ = echo_origin("o").await;
-    let body = [
-        issuer_toml(
-            &format!("jwks_url = \"{}\"", server.url()),
-            "refresh_interval_s = 1",
-        ),
-        origin("o", &[origin_.addr], ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/\"\norigin = \"o\"\nauth = \"required\"\n"
-            .to_string(),
-    ]
-    .concat();
-    let gw = Gateway::start_unready(&body).await;
-    let ready = get(gw.admin, "/readyz").await.expect("readyz");
+    let config = config_for(&server, &origin_, &[("refresh_interval_s", 1)]);
+    let gw = Gateway::builder(config).wait(Wait::Listening).start().await;
+    let ready = get(gw.admin, "/readyz").await;
     assert_eq!(ready.status, 503);
     assert!(
         ready.json()["missing"][0]
@@ -113,9 +108,8 @@ async fn unreachable_jwks_at_cold_start_fails_closed_until_it_recovers() {
 
     server.set(Answer::Jwks(jwks(&[&a])));
     assert!(
-        eventually(Duration::from_secs(10), async || get(gw.admin, "/readyz")
-            .await
-            .is_ok_and(|r| r.status == 200))
+        eventually(Duration::from_secs(10), async || gw.readiness().await
+            == 200)
         .await
     );
     assert_eq!(status_with(&gw, &token).await, 200);
@@ -149,7 +143,7 @@ async fn concurrent_requests_with_one_new_kid_cause_one_fetch() {
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::from_millis(300)).await;
     let (gw, origin_) = gateway_for(
         &server,
-        "refresh_interval_s = 3600\nunknown_kid_cooldown_s = 60",
+        &[("refresh_interval_s", 3600), ("unknown_kid_cooldown_s", 60)],
     )
     .await;
     server.set(Answer::Jwks(jwks(&[&a, &b])));
@@ -160,11 +154,11 @@ async fn concurrent_requests_with_one_new_kid_cause_one_fetch() {
         let token = token.clone();
         let addr = gw.addr;
         tasks.push(tokio::spawn(async move {
-            let auth = format!("Bearer {token}");
-            request(addr, "GET", "/x", &[("Authorization", &auth)])
+            req("GET", "/x")
+                .bearer(&token)
+                .try_send(addr)
                 .await
-                .map(|r| r.status)
-                .unwrap_or(0)
+                .map_or(0, |r| r.status)
         }));
     }
     for task in tasks {
@@ -184,7 +178,7 @@ async fn a_flood_of_random_kids_causes_bounded_fetches() {
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
     let (gw, origin_) = gateway_for(
         &server,
-        "refresh_interval_s = 3600\nunknown_kid_cooldown_s = 60",
+        &[("refresh_interval_s", 3600), ("unknown_kid_cooldown_s", 60)],
     )
     .await;
     let attacker = Signer::rsa(RSA_B, "unused");
@@ -193,15 +187,10 @@ async fn a_flood_of_random_kids_causes_bounded_fetches() {
     for i in 0..1000 {
         let header = serde_json::json!({"alg": "RS256", "kid": format!("random-{i}")});
         let token = attacker.token_with_header(&header, &good_claims("x"));
-        conn.send(
-            format!(
-                "GET /x HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
-                gw.addr
-            )
-            .as_bytes(),
-        )
-        .await;
-        let resp = conn.read_response(false).await.expect("response");
+        let resp = conn
+            .request(&req("GET", "/x").bearer(&token))
+            .await
+            .expect("response");
         assert_eq!(resp.status, 401);
         assert_eq!(resp.json()["error"], "unknown_kid");
     }
@@ -220,7 +209,7 @@ async fn the_key_type_decides_the_algorithm_not_the_token() {
     let rsa = Signer::rsa(RSA_A, "rsa-key");
     let ec = Signer::es256("ec-key");
     let server = JwksServer::start(Answer::Jwks(jwks(&[&rsa, &ec])), Duration::ZERO).await;
-    let (gw, origin_) = gateway_for(&server, "").await;
+    let (gw, origin_) = gateway_for(&server, &[]).await;
     assert_eq!(status_with(&gw, &ec.token(&good_claims("ec"))).await, 200);
     assert_eq!(status_with(&gw, &rsa.token(&good_claims("rsa"))).await, 200);
     // An RSA signature presented under the EC key's kid, and an ES256 header on the RSA key's kid.
@@ -241,14 +230,14 @@ async fn the_key_type_decides_the_algorithm_not_the_token() {
 async fn keys_older_than_max_stale_fail_closed() {
     let a = Signer::rsa(RSA_A, "key-a");
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
-    let (gw, origin_) = gateway_for(&server, "refresh_interval_s = 1\nmax_stale_s = 0\n").await;
+    let (gw, origin_) =
+        gateway_for(&server, &[("refresh_interval_s", 1), ("max_stale_s", 0)]).await;
     let seen = a.token(&good_claims("a"));
     assert_eq!(status_with(&gw, &seen).await, 200);
     server.set(Answer::Status(500));
     assert!(
-        eventually(Duration::from_secs(10), async || get(gw.admin, "/readyz")
-            .await
-            .is_ok_and(|r| r.status == 503))
+        eventually(Duration::from_secs(10), async || gw.readiness().await
+            == 503)
         .await,
         "readiness never dropped"
     );
@@ -266,7 +255,8 @@ async fn a_fetched_set_holding_the_demo_key_is_refused_like_an_invalid_one() {
     // The demo key under a kid of its own, beside a good key.
     let demo = Signer::rsa(demo_pem, "rotated-in");
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
-    let (gw, origin_) = gateway_for(&server, "refresh_interval_s = 1\nmax_stale_s = 3600").await;
+    let (gw, origin_) =
+        gateway_for(&server, &[("refresh_interval_s", 1), ("max_stale_s", 3600)]).await;
     assert_eq!(status_with(&gw, &a.token(&good_claims("a"))).await, 200);
 
     server.set(Answer::Jwks(jwks(&[&a, &demo])));
@@ -292,5 +282,5 @@ async fn a_fetched_set_holding_the_demo_key_is_refused_like_an_invalid_one() {
     );
     assert_eq!(origin_.hits(), hits);
     assert_eq!(status_with(&gw, &a.token(&good_claims("fresh"))).await, 200);
-    assert_eq!(get(gw.admin, "/readyz").await.expect("readyz").status, 200);
+    assert_eq!(gw.readiness().await, 200);
 }

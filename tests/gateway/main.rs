@@ -1,15 +1,17 @@
 //! End-to-end tests: the real `edgewarden` binary in front of real origins on loopback.
+//!
+//! `support/` holds what the tests share; every other module is a group of tests.
+
+mod support;
 
 mod admin;
 mod attacks;
 mod auth;
-mod common;
 mod config_errors;
 mod framing;
 mod geo;
 mod hygiene;
 mod jwks;
-mod load;
 mod metrics;
 mod observe;
 mod orchestration;
@@ -21,5 +23,4 @@ mod routing;
 mod shutdown;
 mod tls;
 mod token_places;
-mod tokens;
 mod upstreams;

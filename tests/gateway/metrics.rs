@@ -2,8 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
-use crate::tokens::*;
+use crate::support::*;
 
 const REQUESTS: &str = "edgewarden_requests_total";
 
@@ -11,16 +10,12 @@ const REQUESTS: &str = "edgewarden_requests_total";
 async fn requests_are_counted_by_route_status_class_and_outcome_without_user_data() {
     let signer = Signer::rsa(RSA_A, "key-a");
     let origin_ = echo_origin("o").await;
-    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
-    let body = [
-        issuer_toml(&format!("public_key_pem = \"{pem}\""), ""),
-        origin("app", &[origin_.addr], ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"app\"\nauth = \"required\"\n"
-            .to_string(),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
-    // The harness's start-up probes are route-less 400s of their own.
+    let config = Config::new()
+        .with(pem_issuer())
+        .with(origin("app", &[origin_.addr]))
+        .with(route("api", "/api", "app").set("auth", "required"));
+    let gw = Gateway::builder(config).start().await;
+    // The start-up probes of `Gateway::builder` are route-less 400s of their own.
     let before = gw.metrics().await;
     let unrouted = |m: &Metrics| {
         m.count(
@@ -53,16 +48,13 @@ async fn requests_are_counted_by_route_status_class_and_outcome_without_user_dat
     let mut expired_claims = good_claims("user-secret-42");
     expired_claims["exp"] = json!(now() - 3600);
     let expired = signer.token(&expired_claims);
-    let with = |token: &str| format!("Bearer {token}");
     let path = "/api/private-path-x";
-    assert_eq!(get(gw.addr, path).await.expect("resp").status, 401);
+    assert_eq!(get(gw.addr, path).await.status, 401);
     for token in [&valid, &valid, &expired] {
-        let resp = request(gw.addr, "GET", path, &[("Authorization", &with(token))])
-            .await
-            .expect("resp");
+        let resp = req("GET", path).bearer(token).send(gw.addr).await;
         assert_eq!(resp.status, if token == &valid { 200 } else { 401 });
     }
-    assert_eq!(get(gw.addr, "/elsewhere").await.expect("resp").status, 404);
+    assert_eq!(get(gw.addr, "/elsewhere").await.status, 404);
 
     let m = gw
         .metrics_when(|m| {
@@ -130,13 +122,11 @@ async fn requests_are_counted_by_route_status_class_and_outcome_without_user_dat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_are_counted_by_origin_and_kind() {
     let dead = DeadPort::new();
-    let body = [
-        origin("gone", &[dead.addr], ""),
-        route("down", "/", "gone", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
-    let resp = get(gw.addr, "/x").await.expect("resp");
+    let config = Config::new()
+        .with(origin("gone", &[dead.addr]))
+        .with(route("down", "/", "gone"));
+    let gw = Gateway::builder(config).start().await;
+    let resp = get(gw.addr, "/x").await;
     assert_eq!(resp.status, 502);
     // The failed connect is counted before the answer, the request itself just after it.
     let m = gw
@@ -171,8 +161,10 @@ async fn upstream_failures_are_counted_by_origin_and_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_reload_counters_are_exported_before_any_reload() {
     let origin_ = echo_origin("o").await;
-    let gw = Gateway::start(&[origin("o", &[origin_.addr], ""), route("r", "/", "o", "")].concat())
-        .await;
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("r", "/", "o"));
+    let gw = Gateway::builder(config).start().await;
     let m = gw.metrics().await;
     for result in ["ok", "error"] {
         assert_eq!(

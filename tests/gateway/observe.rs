@@ -2,52 +2,30 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::*;
-use crate::plugins::{link_plugin, write_policy};
-use crate::tokens::*;
+use crate::support::*;
 
 const SECRET: &str = "trace-secret-0123456789";
 const TRACE: &str = "x-edgewarden-trace";
 const TRACE_KEY: &str = "x-edgewarden-trace-key";
 
-fn pem_issuer() -> String {
-    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
-    issuer_toml(&format!("public_key_pem = \"{pem}\""), "")
-}
-
-/// The shipped `require_claim` plugin as policy `admins` (403 unless `role` is `admin`).
-fn admins_policy(dir: &std::path::Path) {
-    link_plugin(dir, "require_claim", "python-plugins/require_claim");
-    write_policy(
-        dir,
-        "admins",
-        "plugin = \"require_claim\"\n[settings]\nclaim = \"role\"\nallowed = [\"admin\"]\n",
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trace_header_names_the_deciding_step_only_when_asked() {
     let signer = Signer::rsa(RSA_A, "key-a");
     let origin_ = echo_origin("o").await;
-    let body = [
-        pem_issuer(),
-        origin("o", &[origin_.addr], ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"o\"\nauth = \"required\"\n"
-            .to_string(),
-        route("open", "/open", "o", "debug_trace = true"),
-        route("staff", "/staff", "o", "policies = [\"admins\"]"),
-    ]
-    .concat();
-    let gw = Gateway::start_with_plugins_and(
-        &body,
-        &format!("trace_secret = \"{SECRET}\""),
-        &admins_policy,
-    )
-    .await;
+    let config = Config::new()
+        .server("trace_secret", SECRET)
+        .with(pem_issuer())
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/api", "o").set("auth", "required"))
+        .with(route("open", "/open", "o").set("debug_trace", true))
+        .with(route("staff", "/staff", "o").set("policies", ["admins"]));
+    let gw = Gateway::builder(config)
+        .plugin("require_claim", "python-plugins/require_claim")
+        .policy("admins", admins_only())
+        .start()
+        .await;
     let trace_of = async |path: &str, headers: &[(&str, &str)]| {
-        let resp = request(gw.addr, "GET", path, headers)
-            .await
-            .expect("response");
+        let resp = req("GET", path).headers(headers).send(gw.addr).await;
         (resp.status, resp.header(TRACE).map(str::to_string), resp)
     };
 
@@ -82,39 +60,43 @@ async fn the_trace_header_names_the_deciding_step_only_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_policy_is_counted_but_never_changes_the_response() {
     let origin_ = echo_origin("o").await;
-    let body = [
-        origin("o", &[origin_.addr], ""),
-        route(
-            "shadowed",
-            "/",
-            "o",
-            "policies = [{ policy = \"admins\", mode = \"shadow\" }, \
-             { policy = \"misbehave-shadow\", mode = \"shadow\" }]",
-        ),
-    ]
-    .concat();
-    let gw = Gateway::start_with_plugins(&body, &|dir| {
-        admins_policy(dir);
-        link_plugin(dir, "misbehave", "tests/plugins/misbehave");
-        write_policy(
-            dir,
+    let config =
+        Config::new()
+            .with(origin("o", &[origin_.addr]))
+            .with(route("shadowed", "/", "o").set(
+                "policies",
+                serde_json::json!([
+                    {"policy": "admins", "mode": "shadow"},
+                    {"policy": "misbehave-shadow", "mode": "shadow"},
+                ]),
+            ));
+    let gw = Gateway::builder(config)
+        .plugin("require_claim", "python-plugins/require_claim")
+        .policy("admins", admins_only())
+        .plugin("misbehave", "tests/plugins/misbehave")
+        .policy(
             "misbehave-shadow",
-            "plugin = \"misbehave\"\ntimeout_ms = 50\ndeadline_ms = 400\nallow_headers = [\"x-misbehave-ok\"]\n",
-        );
-    })
-    .await;
+            policy("misbehave")
+                .set("timeout_ms", 50)
+                .set("deadline_ms", 400)
+                .set("allow_headers", ["x-misbehave-ok"]),
+        )
+        .start()
+        .await;
 
     // Both would act (a 403, a header); neither does.
-    let resp = request(gw.addr, "GET", "/x", &[("x-misbehave", "none")])
-        .await
-        .expect("response");
+    let resp = req("GET", "/x")
+        .header("x-misbehave", "none")
+        .send(gw.addr)
+        .await;
     assert_eq!(resp.status, 200);
     assert!(!resp.origin_saw().contains_key("x-misbehave-ok"));
     // A shadow policy stuck until its 400 ms deadline does not hold the request.
     let started = Instant::now();
-    let resp = request(gw.addr, "GET", "/x", &[("x-misbehave", "sleep")])
-        .await
-        .expect("response");
+    let resp = req("GET", "/x")
+        .header("x-misbehave", "sleep")
+        .send(gw.addr)
+        .await;
     assert_eq!(resp.status, 200);
     assert!(
         started.elapsed() < Duration::from_millis(300),
@@ -162,16 +144,16 @@ async fn access_lines(gw: &Gateway, prefix: &str, count: usize) -> Vec<serde_jso
 async fn the_access_log_has_a_json_line_per_request_and_never_a_token_or_cookie() {
     let signer = Signer::rsa(RSA_A, "key-a");
     let origin_ = echo_origin("o").await;
-    let body = [
-        pem_issuer(),
-        origin("o", &[origin_.addr], ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"o\"\nauth = \"required\"\n\
-         token_from = [\"header\", \"query:access_token\"]\n"
-            .to_string(),
-        "[access_log]\nquery = true\n".to_string(),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(pem_issuer())
+        .with(origin("o", &[origin_.addr]))
+        .with(
+            route("api", "/api", "o")
+                .set("auth", "required")
+                .set("token_from", ["header", "query:access_token"]),
+        )
+        .with(section("access_log").set("query", true));
+    let gw = Gateway::builder(config).start().await;
     let token = signer.token(&good_claims("user-7"));
     let bearer = format!("Bearer {token}");
     let cookie = "session=cookie-value-secret";
@@ -190,9 +172,7 @@ async fn the_access_log_has_a_json_line_per_request_and_never_a_token_or_cookie(
         if let Some(auth) = auth {
             headers.push(("Authorization", auth));
         }
-        request(gw.addr, "GET", path, &headers)
-            .await
-            .expect("response");
+        req("GET", path).headers(&headers).send(gw.addr).await;
     }
     let mut lines = access_lines(&gw, "log-", 4).await;
     // Each line is written just after its answer; order them by request.
@@ -242,11 +222,14 @@ async fn the_access_log_has_a_json_line_per_request_and_never_a_token_or_cookie(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_access_log_section_nothing_is_written_to_stdout() {
     let origin_ = echo_origin("o").await;
-    let gw = Gateway::start(&[origin("o", &[origin_.addr], ""), route("r", "/", "o", "")].concat())
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("r", "/", "o"));
+    let gw = Gateway::builder(config).start().await;
+    req("GET", "/x")
+        .header("x-request-id", "quiet-1")
+        .send(gw.addr)
         .await;
-    request(gw.addr, "GET", "/x", &[("x-request-id", "quiet-1")])
-        .await
-        .expect("response");
     // The request is counted just after its answer; once it is, its log line would be written.
     gw.metrics_when(|m| {
         m.count(
@@ -261,17 +244,16 @@ async fn without_an_access_log_section_nothing_is_written_to_stdout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_only_logs_rejections_and_skips_forwarded_requests() {
     let origin_ = echo_origin("o").await;
-    let body = [
-        origin("o", &[origin_.addr], ""),
-        route("r", "/r", "o", ""),
-        "[access_log]\nerrors_only = true\n".to_string(),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("r", "/r", "o"))
+        .with(section("access_log").set("errors_only", true));
+    let gw = Gateway::builder(config).start().await;
     for (id, path) in [("only-1", "/r/x"), ("only-2", "/missing")] {
-        request(gw.addr, "GET", path, &[("x-request-id", id)])
-            .await
-            .expect("response");
+        req("GET", path)
+            .header("x-request-id", id)
+            .send(gw.addr)
+            .await;
     }
     let lines = access_lines(&gw, "only-", 1).await;
     assert_eq!(lines.len(), 1);

@@ -6,10 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use edgewarden_tools::echo::EchoOrigin;
-
-use crate::common::*;
-use crate::tokens::*;
+use crate::support::*;
 
 /// Not in `trusted_proxies`.
 const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
@@ -27,27 +24,34 @@ struct Setup {
 async fn setup() -> Setup {
     let origin_ = echo_origin("o").await;
     let signer = Signer::rsa(RSA_A, "key-a");
-    let jwks_path = "jwks.json";
-    let jwks_doc = jwks(&[&signer]);
-    let body = [
-        issuer_toml(&format!("jwks_file = \"{jwks_path}\""), ""),
-        "[geo]\ncountry_header = \"cf-ipcountry\"\nheader = \"x-user-location\"\n".to_string(),
-        origin("o", &[origin_.addr], ""),
-        route("open", "/", "o", ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"o\"\n".to_string(),
-        "[[routes]]\nname = \"admin\"\nhost = \"admin.test\"\npath_prefix = \"/\"\norigin = \"o\"\n"
-            .to_string(),
-        route("matrix", "/matrix", "o", "allow_path_parameters = true"),
-        "[[routes]]\nname = \"iis\"\npath_prefix = \"/iis\"\norigin = \"o\"\ncase_insensitive = true\n"
-            .to_string(),
-    ]
-    .concat();
-    let gw = Gateway::start_with_setup(
-        &body,
-        "trusted_proxies = [\"127.0.0.1/32\"]\nreserved_headers = [\"x-internal-*\"]",
-        &|dir| std::fs::write(dir.join(jwks_path), &jwks_doc).expect("jwks"),
-    )
-    .await;
+    // Routes without `auth` take the default, which is to require a token.
+    let config = Config::new()
+        .server("trusted_proxies", ["127.0.0.1/32"])
+        .server("reserved_headers", ["x-internal-*"])
+        .with(issuer().set("jwks_file", "jwks.json"))
+        .with(
+            section("geo")
+                .set("country_header", "cf-ipcountry")
+                .set("header", "x-user-location"),
+        )
+        .with(origin("o", &[origin_.addr]))
+        .with(route("open", "/", "o"))
+        .with(route("api", "/api", "o").without("auth"))
+        .with(
+            route("admin", "/", "o")
+                .without("auth")
+                .set("host", "admin.test"),
+        )
+        .with(route("matrix", "/matrix", "o").set("allow_path_parameters", true))
+        .with(
+            route("iis", "/iis", "o")
+                .without("auth")
+                .set("case_insensitive", true),
+        );
+    let gw = Gateway::builder(config)
+        .file("jwks.json", jwks(&[&signer]))
+        .start()
+        .await;
     Setup {
         gw,
         origin: origin_,
@@ -56,7 +60,7 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    /// One raw request from `source` with this request target and Host.
+    /// One request from `source` with this request target and Host.
     async fn send(
         &self,
         source: Ipv4Addr,
@@ -65,16 +69,12 @@ impl Setup {
         host: &str,
         headers: &[(&str, &str)],
     ) -> Response {
-        let mut conn = Conn::open_from(source, self.gw.addr).await;
-        let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n");
-        for (k, v) in headers {
-            raw.push_str(&format!("{k}: {v}\r\n"));
-        }
-        raw.push_str("\r\n");
-        conn.send(raw.as_bytes()).await;
-        conn.read_response(method == "HEAD")
+        req(method, target)
+            .from(source)
+            .host(host)
+            .headers(headers)
+            .send(self.gw.addr)
             .await
-            .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
     }
 
     fn bearer(&self) -> String {
@@ -147,24 +147,22 @@ async fn request_targets_that_are_not_origin_form_never_reach_the_origin() {
     let s = setup().await;
     let host = s.gw.addr.to_string();
     for target in [
-        "api/secret",
-        "*",
-        "?x=1",
-        "ftp://HOST/api/secret",
-        "foo:bar://x/api/secret",
-        "//api/secret",
+        "api/secret".to_string(),
+        "*".into(),
+        "?x=1".into(),
+        format!("ftp://{host}/api/secret"),
+        "foo:bar://x/api/secret".into(),
+        "//api/secret".into(),
     ] {
-        let target = target.replace("HOST", &host);
         s.refused("class 1", &target, &host, &[], 400).await;
     }
     // An authority that is not the Host field, or that carries user information, is refused by
     // Pingora while it parses the request: a bare 400 and the connection closed.
     for target in [
-        "ftp://x/api/secret",
-        "http://other.test/api/secret",
-        "http://user@HOST/api/secret",
+        "ftp://x/api/secret".to_string(),
+        "http://other.test/api/secret".into(),
+        format!("http://user@{host}/api/secret"),
     ] {
-        let target = target.replace("HOST", &host);
         let before = s.origin.hits();
         let resp = s.send(STRANGER, "GET", &target, &host, &[]).await;
         assert_eq!(resp.status, 400, "{target}");

@@ -3,28 +3,28 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::*;
-use crate::load::{Load, eventually};
-use crate::orchestration::{as_mounted_volume, publish};
-use crate::tokens::*;
+use crate::support::volume::{as_mounted_volume, publish};
+use crate::support::*;
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const CLIENTS: usize = 6;
 
-/// HAProxy in front of the replicas: readiness checks every 100 ms on the admin port, and
-/// retries of idempotent requests on another replica when a connection fails.
+/// HAProxy in front of the replicas (servers `g0`, `g1`, ...): readiness checks every 100 ms on
+/// the admin port, retries of idempotent requests on another replica when a connection fails, and
+/// its statistics page, which says what it thinks of each replica.
 struct Balancer {
     child: Child,
     addr: SocketAddr,
+    stats: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Balancer {
     async fn start(replicas: &[(SocketAddr, SocketAddr)]) -> Balancer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr = free_port();
+        let (addr, stats) = (free_port(), free_port());
         let servers: String = replicas
             .iter()
             .enumerate()
@@ -41,6 +41,7 @@ impl Balancer {
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n\
              \x20 retries 3\n  option redispatch 1\n  retry-on all-retryable-errors\n\
              frontend fe\n  bind {addr}\n  default_backend replicas\n\
+             frontend stats\n  bind {stats}\n  stats enable\n  stats uri /stats\n\
              backend replicas\n  balance roundrobin\n  option httpchk GET /readyz\n\
              \x20 http-check expect status 200\n  default-server inter 100ms fall 1 rise 1\n{servers}"
         );
@@ -56,14 +57,52 @@ impl Balancer {
         let balancer = Balancer {
             child,
             addr,
+            stats,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !get(addr, "/public/x").await.is_ok_and(|r| r.status == 200) {
-            assert!(Instant::now() < deadline, "haproxy did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let serving = eventually(Duration::from_secs(10), async || {
+            req("GET", "/public/x")
+                .try_send(addr)
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        assert!(serving, "haproxy did not start");
         balancer
+    }
+
+    /// What the balancer's last check of replica `i` said: "UP", "DOWN", ...
+    async fn status(&self, i: usize) -> String {
+        let csv = get(self.stats, "/stats;csv").await.text();
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .unwrap_or_else(|| panic!("no {name} in {header:?}"))
+        };
+        let (proxy, server, status) = (column("pxname"), column("svname"), column("status"));
+        let name = format!("g{i}");
+        lines
+            .map(|line| line.split(',').collect::<Vec<_>>())
+            .find(|row| row.get(proxy) == Some(&"replicas") && row.get(server) == Some(&&*name))
+            .and_then(|row| row.get(status).map(|s| s.to_string()))
+            .unwrap_or_else(|| panic!("no server {name} in\n{csv}"))
+    }
+
+    /// Wait until the balancer says replica `i` is `status`.
+    async fn wait_for(&self, i: usize, status: &str) {
+        let seen = eventually(Duration::from_secs(10), async || {
+            self.status(i).await == status
+        })
+        .await;
+        assert!(seen, "the balancer never saw replica {i} {status}");
     }
 }
 
@@ -81,28 +120,24 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
     let b = Signer::rsa(RSA_B, "key-b");
     let jwks_server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
     let origin_ = echo_origin("o").await;
-    let body = [
-        issuer_toml(
-            &format!("jwks_url = \"{}\"", jwks_server.url()),
-            "refresh_interval_s = 1\nunknown_kid_cooldown_s = 1",
-        ),
-        origin("o", &[origin_.addr], ""),
-        "[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"o\"\nauth = \"required\"\n"
-            .to_string(),
-        route("public", "/public", "o", ""),
-    ]
-    .concat();
-    // One token file for every replica, restarted ones included.
-    let token_dir = tempfile::tempdir().expect("tempdir");
-    write_admin_token(token_dir.path());
-    let server = format!(
-        "drain_s = 1\nshutdown_grace_s = 5\nwatch_interval_s = 1\nadmin_token_file = \"{}\"",
-        token_dir.path().join("admin-token").display()
-    );
-    let server = server.as_str();
+    let config = Config::new()
+        .server("drain_s", 1)
+        .server("shutdown_grace_s", 5)
+        .server("watch_interval_s", 1)
+        .with(
+            issuer()
+                .set("jwks_url", jwks_server.url())
+                .set("refresh_interval_s", 1)
+                .set("unknown_kid_cooldown_s", 1),
+        )
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/api", "o").set("auth", "required"))
+        .with(route("public", "/public", "o"));
+    // Every replica, restarted ones included, has the same admin token.
+    let replica = || Gateway::builder(config.clone()).admin_token();
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(Gateway::start_with(&body, server).await);
+        replicas.push(replica().start().await);
     }
     let addrs: Vec<(SocketAddr, SocketAddr)> = replicas.iter().map(|g| (g.addr, g.admin)).collect();
     let balancer = Balancer::start(&addrs).await;
@@ -119,17 +154,19 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
     // 1. Rolling restart: drain, SIGTERM, start again on the same addresses, one at a time.
     for i in 0..replicas.len() {
         let (addr, admin) = addrs[i];
-        let drained = admin_post(admin, "/drain", Some(ADMIN_TOKEN))
-            .await
-            .expect("drain");
+        let drained = req("POST", "/drain")
+            .body("")
+            .bearer(ADMIN_TOKEN)
+            .send(admin)
+            .await;
         assert_eq!(drained.status, 200);
         let old = &mut replicas[i];
         nix::sys::signal::kill(old.pid(), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let status = old.child.wait().expect("exit");
         assert!(status.success(), "replica {i} exited with {status}");
-        replicas[i] = Gateway::start_at(addr, admin, &body, server).await;
+        replicas[i] = replica().at(addr, admin).start().await;
         // The balancer sees it ready again before the next one goes.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        balancer.wait_for(i, "UP").await;
         load.progresses().await;
     }
     let failures = load.failures();
@@ -142,45 +179,35 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
 
     // 2. A JWKS rotation reaches every replica.
     jwks_server.set(Answer::Jwks(jwks(&[&a, &b])));
-    let token_b = format!("Bearer {}", b.token(&good_claims("user-2")));
+    let token_b = b.token(&good_claims("user-2"));
     for (i, replica) in replicas.iter().enumerate() {
-        assert!(
-            eventually(Duration::from_secs(10), async || request(
-                replica.addr,
-                "GET",
-                "/api/x",
-                &[("Authorization", &token_b)]
-            )
-            .await
-            .is_ok_and(|r| r.status == 200))
-            .await,
-            "replica {i} never accepted the rotated key"
-        );
+        let rotated = eventually(Duration::from_secs(10), async || {
+            req("GET", "/api/x")
+                .bearer(&token_b)
+                .try_send(replica.addr)
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        assert!(rotated, "replica {i} never accepted the rotated key");
     }
 
     // 3. A configuration update written the way the kubelet writes a ConfigMap reaches every
     //    replica.
     for replica in &replicas {
-        let dir = replica.config_path.parent().expect("dir").to_path_buf();
-        let text = std::fs::read_to_string(&replica.config_path).expect("config");
-        as_mounted_volume(&dir);
-        publish(
-            &dir,
-            "..v2",
-            &format!("{text}{}", route("added", "/added", "o", "")),
-        );
+        as_mounted_volume(replica.dir());
+        let next = replica.config().clone().with(route("added", "/added", "o"));
+        publish(replica.dir(), "..v2", &next.to_text());
     }
     for (i, replica) in replicas.iter().enumerate() {
-        assert!(
-            eventually(Duration::from_secs(10), async || get(
-                replica.addr,
-                "/added/x"
-            )
-            .await
-            .is_ok_and(|r| r.status == 200))
-            .await,
-            "replica {i} never loaded the new configuration"
-        );
+        let reloaded = eventually(Duration::from_secs(10), async || {
+            req("GET", "/added/x")
+                .try_send(replica.addr)
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        assert!(reloaded, "replica {i} never loaded the new configuration");
     }
     let failures = load.failures();
     assert!(failures.is_empty(), "rotation and reload: {failures:?}");
@@ -188,7 +215,7 @@ async fn three_replicas_behind_haproxy_restart_rotate_keys_reload_and_lose_only_
     // 4. SIGKILL one replica: only requests in flight on it may fail, at most one per client.
     let before = load.failures().len();
     nix::sys::signal::kill(replicas[1].pid(), nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    balancer.wait_for(1, "DOWN").await;
     load.progresses().await;
     let lost = load.failures().len() - before;
     eprintln!(

@@ -1,43 +1,33 @@
 //! SIGTERM drains in-flight requests and exits within the grace; SIGINT exits promptly.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 
-use crate::common::*;
+use crate::support::*;
 
-async fn wait_exit(gw: &mut Gateway, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Ok(Some(_)) = gw.child.try_wait() {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
+/// One route to `origin_`, with this shutdown grace.
+async fn gateway(origin_: &EchoOrigin, grace_s: u64) -> Gateway {
+    let config = Config::new()
+        .server("shutdown_grace_s", grace_s)
+        .with(origin("o", &[origin_.addr]))
+        .with(route("all", "/", "o"));
+    Gateway::builder(config).start().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_in_flight_request_finish_then_exits_within_grace() {
     let slow = echo_origin("slow").await;
-    let body = [
-        origin("slow", &[slow.addr], ""),
-        route("all", "/", "slow", ""),
-    ]
-    .concat();
-    let mut gw = Gateway::start_with(&body, "shutdown_grace_s = 5").await;
+    let mut gw = gateway(&slow, 5).await;
 
     let addr = gw.addr;
-    let in_flight =
-        tokio::spawn(
-            async move { request(addr, "GET", "/slow", &[("x-echo-delay-ms", "1500")]).await },
-        );
+    let in_flight = tokio::spawn(
+        req("GET", "/slow")
+            .header("x-echo-delay-ms", "1500")
+            .try_send(addr),
+    );
     // Signal once the origin has the request, so it is really in flight.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while slow.hits() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(slow.hits(), 1);
+    assert!(eventually(Duration::from_secs(10), async || slow.hits() == 1).await);
     kill(gw.pid(), Signal::SIGTERM).expect("SIGTERM");
 
     let resp = in_flight
@@ -47,7 +37,7 @@ async fn sigterm_lets_a_slow_in_flight_request_finish_then_exits_within_grace() 
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["path"], "/slow");
 
-    let exited = wait_exit(&mut gw, Duration::from_secs(6)).await;
+    let exited = gw.exited_within(Duration::from_secs(6)).await;
     let took = exited.expect("process exits within the grace");
     assert!(took < Duration::from_secs(5), "exit took {took:?}");
     // New connections are refused once the process is gone.
@@ -57,10 +47,10 @@ async fn sigterm_lets_a_slow_in_flight_request_finish_then_exits_within_grace() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_when_idle_exits_at_once_not_after_the_grace() {
     let a = echo_origin("a").await;
-    let body = [origin("a", &[a.addr], ""), route("all", "/", "a", "")].concat();
-    let mut gw = Gateway::start_with(&body, "shutdown_grace_s = 30").await;
+    let mut gw = gateway(&a, 30).await;
     kill(gw.pid(), Signal::SIGTERM).expect("SIGTERM");
-    let took = wait_exit(&mut gw, Duration::from_secs(10))
+    let took = gw
+        .exited_within(Duration::from_secs(10))
         .await
         .expect("exits");
     assert!(took < Duration::from_secs(3), "idle exit took {took:?}");
@@ -69,22 +59,17 @@ async fn sigterm_when_idle_exits_at_once_not_after_the_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_promptly_even_with_a_request_in_flight() {
     let slow = echo_origin("slow").await;
-    let body = [
-        origin("slow", &[slow.addr], ""),
-        route("all", "/", "slow", ""),
-    ]
-    .concat();
-    let mut gw = Gateway::start_with(&body, "shutdown_grace_s = 30").await;
+    let mut gw = gateway(&slow, 30).await;
     let addr = gw.addr;
-    let _in_flight = tokio::spawn(async move {
-        request(addr, "GET", "/slow", &[("x-echo-delay-ms", "20000")]).await
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while slow.hits() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let _in_flight = tokio::spawn(
+        req("GET", "/slow")
+            .header("x-echo-delay-ms", "20000")
+            .try_send(addr),
+    );
+    assert!(eventually(Duration::from_secs(10), async || slow.hits() == 1).await);
     kill(gw.pid(), Signal::SIGINT).expect("SIGINT");
-    let took = wait_exit(&mut gw, Duration::from_secs(10))
+    let took = gw
+        .exited_within(Duration::from_secs(10))
         .await
         .expect("exits");
     assert!(took < Duration::from_secs(2), "SIGINT exit took {took:?}");

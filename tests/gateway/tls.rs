@@ -5,9 +5,8 @@ use std::path::Path;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
-use tokio::net::TcpListener;
 
-use crate::common::*;
+use crate::support::*;
 
 /// A throwaway CA and a certificate it signed for `names`.
 #[derive(Clone)]
@@ -50,44 +49,25 @@ async fn tls_gateway() -> (Gateway, std::net::SocketAddr, Pki) {
     let origin_ = echo_origin("o").await;
     let tls_addr = free_port();
     let pki = pki(&["gateway.test"]);
-    let body = [
-        origin("o", &[origin_.addr], ""),
-        route("api", "/", "o", ""),
-        "[[routes]]\nname = \"private\"\npath_prefix = \"/private\"\norigin = \"o\"\nauth = \"required\"\n"
-            .to_string(),
-        crate::tokens::issuer_toml(
-            &format!(
-                "public_key_pem = \"{}\"",
-                crate::tokens::RSA_A_PUBLIC.trim().replace('\n', "\\n")
-            ),
-            "",
-        ),
-    ]
-    .concat();
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/", "o"))
+        .with(route("private", "/private", "o").set("auth", "required"))
+        .with(pem_issuer());
     let pki_files = pki.clone();
-    let gw = Gateway::start_with_listeners(
-        &body,
-        &format!(
-            "{{ addr = \"{tls_addr}\", tls = {{ cert = \"{{dir}}/cert.pem\", key = \"{{dir}}/key.pem\" }} }}"
-        ),
-        &move |dir| write_pki(dir, &pki_files),
-    )
-    .await;
+    let gw = Gateway::builder(config)
+        .listener(serde_json::json!({
+            "addr": tls_addr.to_string(),
+            "tls": {"cert": "cert.pem", "key": "key.pem"},
+        }))
+        .setup(move |dir| write_pki(dir, &pki_files))
+        .start()
+        .await;
     (gw, tls_addr, pki)
 }
 
 fn client(pki: &Pki, tls_addr: std::net::SocketAddr, http1_only: bool) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("ca");
-    let builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .resolve("gateway.test", tls_addr);
-    if http1_only {
-        builder.http1_only().build().expect("client")
-    } else {
-        builder.build().expect("client")
-    }
+    https_client(&pki.ca_pem, "gateway.test", tls_addr, http1_only)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +106,7 @@ async fn a_tls_listener_serves_http1_and_negotiates_http2_by_alpn() {
     assert_eq!(again.status(), 200);
 
     // The plain listener is unchanged.
-    assert_eq!(get(gw.addr, "/x").await.expect("plain").status, 200);
+    assert_eq!(get(gw.addr, "/x").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,44 +124,33 @@ async fn an_origin_over_tls_is_verified_against_the_configured_ca() {
         .with_single_cert(certs, key)
         .expect("server config");
     let acceptor = pingora::tls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let secure =
-        edgewarden_tools::echo::spawn_tls(listener, "secure", acceptor).expect("tls origin");
+    let secure = tls_echo_origin("secure", acceptor).await;
 
     let other_ca = pki(&["origin.test"]);
-    let body = [
-        origin(
-            "verified",
-            &[secure.addr],
-            "tls = true\nsni = \"origin.test\"\nca_file = \"origin-ca.pem\"",
-        ),
-        origin(
-            "untrusted",
-            &[secure.addr],
-            "tls = true\nsni = \"origin.test\"\nca_file = \"other-ca.pem\"",
-        ),
-        origin(
-            "wrong-name",
-            &[secure.addr],
-            "tls = true\nsni = \"elsewhere.test\"\nca_file = \"origin-ca.pem\"",
-        ),
-        route("verified", "/ok", "verified", ""),
-        route("untrusted", "/untrusted", "untrusted", ""),
-        route("wrong-name", "/wrong-name", "wrong-name", ""),
-    ]
-    .concat();
-    let (ca, other) = (origin_pki.ca_pem.clone(), other_ca.ca_pem.clone());
-    let gw = Gateway::start_with_listeners(&body, "", &move |dir| {
-        std::fs::write(dir.join("origin-ca.pem"), &ca).expect("ca");
-        std::fs::write(dir.join("other-ca.pem"), &other).expect("ca");
-    })
-    .await;
+    let tls_origin = |name: &str, sni: &str, ca_file: &str| {
+        origin(name, &[secure.addr])
+            .set("tls", true)
+            .set("sni", sni)
+            .set("ca_file", ca_file)
+    };
+    let config = Config::new()
+        .with(tls_origin("verified", "origin.test", "origin-ca.pem"))
+        .with(tls_origin("untrusted", "origin.test", "other-ca.pem"))
+        .with(tls_origin("wrong-name", "elsewhere.test", "origin-ca.pem"))
+        .with(route("verified", "/ok", "verified"))
+        .with(route("untrusted", "/untrusted", "untrusted"))
+        .with(route("wrong-name", "/wrong-name", "wrong-name"));
+    let gw = Gateway::builder(config)
+        .file("origin-ca.pem", &origin_pki.ca_pem)
+        .file("other-ca.pem", &other_ca.ca_pem)
+        .start()
+        .await;
 
-    let ok = get(gw.addr, "/ok/x").await.expect("response");
+    let ok = get(gw.addr, "/ok/x").await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()["origin"], "secure");
     for path in ["/untrusted/x", "/wrong-name/x"] {
-        let refused = get(gw.addr, path).await.expect("response");
+        let refused = get(gw.addr, path).await;
         assert_eq!(refused.status, 502, "{path}");
     }
     assert_eq!(
@@ -214,8 +183,7 @@ async fn a_reload_serves_a_rotated_certificate_to_new_connections() {
     );
 
     let rotated = pki(&["gateway.test"]);
-    let dir = gw.config_path.parent().expect("dir").to_path_buf();
-    write_pki(&dir, &rotated);
+    write_pki(gw.dir(), &rotated);
     gw.reload_and_wait("ok").await;
     let after = client(&rotated, tls_addr, false);
     assert_eq!(
@@ -229,7 +197,7 @@ async fn a_reload_serves_a_rotated_certificate_to_new_connections() {
     );
 
     // A rotation to a key that does not match is refused; the rotated certificate keeps serving.
-    std::fs::write(dir.join("key.pem"), &old.key_pem).expect("mismatched key");
+    std::fs::write(gw.dir().join("key.pem"), &old.key_pem).expect("mismatched key");
     gw.reload_and_wait("error").await;
     let again = client(&rotated, tls_addr, true);
     assert_eq!(

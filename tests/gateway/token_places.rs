@@ -1,12 +1,9 @@
 //! One token per request (RFC 6750 §2), end to end: a token in more than one place is refused
 //! before the origin, and a token taken from the query or a cookie does not reach the origin.
 
-use edgewarden_tools::echo::EchoOrigin;
+use crate::support::*;
 
-use crate::common::*;
-use crate::tokens::*;
-
-const SOURCES: &str = "token_from = [\"header\", \"cookie:session\", \"query:access_token\"]\n";
+const SOURCES: [&str; 3] = ["header", "cookie:session", "query:access_token"];
 const CHALLENGE: &str = "Bearer realm=\"edgewarden\", error=\"invalid_request\", \
                          error_description=\"bearer token sent in more than one place\"";
 
@@ -15,23 +12,19 @@ const CHALLENGE: &str = "Bearer realm=\"edgewarden\", error=\"invalid_request\",
 async fn gateway() -> (Gateway, EchoOrigin, Signer) {
     let signer = Signer::rsa(RSA_A, "key-a");
     let origin_ = echo_origin("o").await;
-    let pem = RSA_A_PUBLIC.trim().replace('\n', "\\n");
-    let route = |name: &str, auth: &str, extra: &str| {
-        format!(
-            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\norigin = \"o\"\n\
-             auth = \"{auth}\"\n{SOURCES}{extra}\n"
-        )
+    let reading_all = |name: &str, auth: &str| {
+        route(name, &format!("/{name}"), "o")
+            .set("auth", auth)
+            .set("token_from", SOURCES)
     };
-    let body = [
-        issuer_toml(&format!("public_key_pem = \"{pem}\""), ""),
-        origin("o", &[origin_.addr], ""),
-        route("api", "required", ""),
-        route("fwd", "required", "forward_authorization = true\n"),
-        route("maybe", "optional", ""),
-        route("open", "off", ""),
-    ]
-    .concat();
-    (Gateway::start(&body).await, origin_, signer)
+    let config = Config::new()
+        .with(pem_issuer())
+        .with(origin("o", &[origin_.addr]))
+        .with(reading_all("api", "required"))
+        .with(reading_all("fwd", "required").set("forward_authorization", true))
+        .with(reading_all("maybe", "optional"))
+        .with(reading_all("open", "off"));
+    (Gateway::builder(config).start().await, origin_, signer)
 }
 
 /// What the origin must see of an accepted request.
@@ -74,7 +67,9 @@ impl Case {
         let headers: Vec<(&str, &str)> =
             self.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let hits = origin.hits();
-        let resp = request(gw.addr, "GET", &self.target, &headers)
+        let resp = req("GET", &self.target)
+            .headers(&headers)
+            .try_send(gw.addr)
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         let Some(seen) = &self.seen else {

@@ -2,21 +2,19 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_requests_over_two_real_upstreams() {
     let one = echo_origin("one").await;
     let two = echo_origin("two").await;
-    let body = [
-        origin("pool", &[one.addr, two.addr], ""),
-        route("all", "/", "pool", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("pool", &[one.addr, two.addr]))
+        .with(route("all", "/", "pool"));
+    let gw = Gateway::builder(config).start().await;
     let mut names = Vec::new();
     for _ in 0..10 {
-        let resp = get(gw.addr, "/x").await.expect("response");
+        let resp = get(gw.addr, "/x").await;
         assert_eq!(resp.status, 200);
         names.push(resp.json()["origin"].as_str().expect("origin").to_string());
     }
@@ -30,18 +28,17 @@ async fn round_robin_spreads_requests_over_two_real_upstreams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_across_requests() {
     let one = echo_origin("one").await;
-    let body = [
-        origin("pool", &[one.addr], ""),
-        route("all", "/", "pool", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("pool", &[one.addr]))
+        .with(route("all", "/", "pool"));
+    let gw = Gateway::builder(config).start().await;
     let mut conn = Conn::open(gw.addr).await;
     for _ in 0..20 {
-        conn.send(format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes())
-            .await;
         assert_eq!(
-            conn.read_response(false).await.expect("response").status,
+            conn.request(&req("GET", "/x"))
+                .await
+                .expect("response")
+                .status,
             200
         );
     }
@@ -56,14 +53,12 @@ async fn upstream_connections_are_reused_across_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_down_gives_502_json_without_hanging() {
     let dead = DeadPort::new();
-    let body = [
-        origin("dead", &[dead.addr], "connect_timeout_ms = 2000"),
-        route("all", "/", "dead", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("dead", &[dead.addr]).set("connect_timeout_ms", 2000))
+        .with(route("all", "/", "dead"));
+    let gw = Gateway::builder(config).start().await;
     let started = Instant::now();
-    let resp = get(gw.addr, "/x").await.expect("response");
+    let resp = get(gw.addr, "/x").await;
     assert_eq!(resp.status, 502);
     assert_eq!(resp.json()["error"], "upstream_unavailable");
     assert!(
@@ -74,36 +69,34 @@ async fn origin_down_gives_502_json_without_hanging() {
     // Pingora does not reuse a connection after an upstream failure: the answer says so.
     assert_eq!(resp.header("connection"), Some("close"));
     // The gateway keeps serving: the next request gets the same clear answer.
-    assert_eq!(get(gw.addr, "/y").await.expect("response").status, 502);
+    assert_eq!(get(gw.addr, "/y").await.status, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_healthy_upstream_gives_503_and_keeps_the_connection() {
     let sick = echo_origin("sick").await;
     sick.set_healthy(false);
-    let body = [
-        origin(
-            "pool",
-            &[sick.addr],
-            "health_check = { path = \"/health\", interval_s = 1 }",
-        ),
-        route("all", "/", "pool", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("pool", &[sick.addr]).set(
+            "health_check",
+            serde_json::json!({"path": "/health", "interval_s": 1}),
+        ))
+        .with(route("all", "/", "pool"));
+    let gw = Gateway::builder(config).start().await;
     let addr = gw.addr;
-    let marked_down = poll_until(Duration::from_secs(10), || async move {
-        get(addr, "/probe").await.is_ok_and(|r| r.status == 503)
+    let marked_down = eventually(Duration::from_secs(10), async || {
+        req("GET", "/probe")
+            .try_send(addr)
+            .await
+            .is_ok_and(|r| r.status == 503)
     })
     .await;
     assert!(marked_down, "the failing upstream was never taken out");
     let hits_when_down = sick.hits();
     let mut conn = Conn::open(gw.addr).await;
     for _ in 0..3 {
-        conn.send(format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes())
-            .await;
         let resp = conn
-            .read_response(false)
+            .request(&req("GET", "/x"))
             .await
             .expect("503 on a kept-alive connection");
         assert_eq!(resp.status, 503);
@@ -120,20 +113,12 @@ async fn no_healthy_upstream_gives_503_and_keeps_the_connection() {
 async fn connect_failure_on_one_upstream_is_retried_on_the_next() {
     let alive = echo_origin("alive").await;
     let dead = DeadPort::new();
-    let body = [
-        origin("pool", &[dead.addr, alive.addr], ""),
-        route("all", "/", "pool", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("pool", &[dead.addr, alive.addr]))
+        .with(route("all", "/", "pool"));
+    let gw = Gateway::builder(config).start().await;
     for _ in 0..6 {
-        assert_eq!(
-            request(gw.addr, "POST", "/x", &[("Content-Length", "0")])
-                .await
-                .expect("response")
-                .status,
-            200
-        );
+        assert_eq!(req("POST", "/x").body("").send(gw.addr).await.status, 200);
     }
     assert_eq!(alive.hits(), 6);
 }
@@ -141,16 +126,15 @@ async fn connect_failure_on_one_upstream_is_retried_on_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_origin_gives_504_within_read_timeout() {
     let slow = echo_origin("slow").await;
-    let body = [
-        origin("slow", &[slow.addr], "read_timeout_ms = 300"),
-        route("all", "/", "slow", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("slow", &[slow.addr]).set("read_timeout_ms", 300))
+        .with(route("all", "/", "slow"));
+    let gw = Gateway::builder(config).start().await;
     let started = Instant::now();
-    let resp = request(gw.addr, "GET", "/x", &[("x-echo-delay-ms", "5000")])
-        .await
-        .expect("response");
+    let resp = req("GET", "/x")
+        .header("x-echo-delay-ms", "5000")
+        .send(gw.addr)
+        .await;
     let took = started.elapsed();
     assert_eq!(resp.status, 504);
     assert_eq!(resp.json()["error"], "upstream_timeout");
@@ -159,29 +143,26 @@ async fn slow_origin_gives_504_within_read_timeout() {
         "took {took:?}"
     );
     // A fast request on the same route still works.
-    assert_eq!(get(gw.addr, "/y").await.expect("response").status, 200);
+    assert_eq!(get(gw.addr, "/y").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_takes_a_failing_upstream_out_and_back_in() {
     let steady = echo_origin("steady").await;
     let flaky = echo_origin("flaky").await;
-    let body = [
-        origin(
-            "pool",
-            &[steady.addr, flaky.addr],
-            "health_check = { path = \"/health\", interval_s = 1 }",
-        ),
-        route("all", "/", "pool", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("pool", &[steady.addr, flaky.addr]).set(
+            "health_check",
+            serde_json::json!({"path": "/health", "interval_s": 1}),
+        ))
+        .with(route("all", "/", "pool"));
+    let gw = Gateway::builder(config).start().await;
 
     flaky.set_healthy(false);
-    let taken_out = poll_until(Duration::from_secs(10), || async {
+    let taken_out = eventually(Duration::from_secs(10), async || {
         let before = flaky.hits();
         for _ in 0..6 {
-            assert_eq!(get(gw.addr, "/x").await.expect("response").status, 200);
+            assert_eq!(get(gw.addr, "/x").await.status, 200);
         }
         flaky.hits() == before
     })
@@ -189,10 +170,10 @@ async fn health_check_takes_a_failing_upstream_out_and_back_in() {
     assert!(taken_out, "unhealthy upstream kept receiving traffic");
 
     flaky.set_healthy(true);
-    let back = poll_until(Duration::from_secs(10), || async {
+    let back = eventually(Duration::from_secs(10), async || {
         let before = flaky.hits();
         for _ in 0..4 {
-            get(gw.addr, "/x").await.expect("response");
+            get(gw.addr, "/x").await;
         }
         flaky.hits() > before
     })
@@ -200,51 +181,24 @@ async fn health_check_takes_a_failing_upstream_out_and_back_in() {
     assert!(back, "recovered upstream got no traffic");
 }
 
-async fn poll_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_hanging_up_while_the_origin_answers_is_not_logged_as_an_error() {
     let slow = echo_origin("slow").await;
-    let body = [
-        origin("pool", &[slow.addr], ""),
-        route("all", "/", "pool", ""),
-    ]
-    .concat();
-    let gw = Gateway::start(&body).await;
+    let config = Config::new()
+        .with(origin("pool", &[slow.addr]))
+        .with(route("all", "/", "pool"));
+    let gw = Gateway::builder(config).start().await;
     let mut conn = Conn::open(gw.addr).await;
-    conn.send(
-        format!(
-            "GET /x HTTP/1.1\r\nHost: {}\r\nx-echo-delay-ms: 400\r\n\r\n",
-            gw.addr
-        )
-        .as_bytes(),
-    )
-    .await;
+    let slow_request = req("GET", "/x").header("x-echo-delay-ms", "400");
+    conn.send(&slow_request.bytes(&gw.addr.to_string())).await;
     let addr = gw.addr;
-    let origin_has_it = poll_until(Duration::from_secs(5), || {
-        let hits = slow.hits();
-        async move { hits == 1 }
-    })
-    .await;
+    let origin_has_it = eventually(Duration::from_secs(5), async || slow.hits() == 1).await;
     assert!(origin_has_it, "the request never reached the origin");
     drop(conn);
     // Nothing signals the end of an abandoned request: wait out the origin's delay, after which
     // the gateway has had its answer (or has given up on it), then check the next one is served.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(get(addr, "/y").await.expect("response").status, 200);
+    assert_eq!(get(addr, "/y").await.status, 200);
     let log = gw.stderr();
     assert!(
         !log.contains("ERROR"),

@@ -6,7 +6,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
 
 use edgewarden::auth::crypto;
-use edgewarden::auth::keys::algorithm_from_name;
+use edgewarden::jwa::algorithm_from_name;
 
 /// What goes into a token.
 pub struct TokenSpec {

@@ -14,7 +14,7 @@ A plugin is a module ``plugin.py`` with one function::
 (answer directly). ``settings`` holds the policy file's ``[settings]`` table.
 
 This module is plain Python: the same code runs in CPython under pytest and inside the gateway as a
-WebAssembly component (where ``edgewarden._guest`` connects it to the host).
+WebAssembly component (where the ``edgewarden_guest`` module connects it to the host).
 """
 
 from __future__ import annotations

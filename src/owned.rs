@@ -19,12 +19,13 @@
 //!   method than the one routed and authorised. Always removed.
 //!
 //! Forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) are owned too: `headers`
-//! replaces them for untrusted peers and extends the chain for trusted ones.
+//! (`proxy::headers`) replaces them for untrusted peers and extends the chain for trusted ones.
 
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::Config;
+use crate::header_pattern::HeaderPatterns;
 
 /// Headers that make an origin serve another path or method than the request line's.
 const OVERRIDES: [HeaderName; 6] = [
@@ -36,20 +37,26 @@ const OVERRIDES: [HeaderName; 6] = [
     HeaderName::from_static("x-method-override"),
 ];
 
+/// The request id, kept from a trusted client or made by the gateway, sent both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The request header that asks for the decision trace, carrying `[server] trace_secret`.
+pub const TRACE_KEY: &str = "x-edgewarden-trace-key";
+/// The response header that names the deciding step.
+pub const TRACE: &str = "x-edgewarden-trace";
+
 /// Names the gateway writes or decides on every request, besides the configured ones.
 const GATEWAY_WRITES: [&str; 6] = [
     "x-forwarded-*",
     "forwarded",
     "x-real-ip",
-    super::headers::REQUEST_ID,
-    super::record::TRACE,
-    super::record::TRACE_KEY,
+    REQUEST_ID,
+    TRACE,
+    TRACE_KEY,
 ];
 
 /// The request header names the gateway owns: exact names and `prefix*` patterns, lower case.
 pub struct OwnedHeaders {
-    exact: Vec<String>,
-    prefixes: Vec<String>,
+    names: HeaderPatterns,
     drop_all_underscores: bool,
 }
 
@@ -70,25 +77,15 @@ impl OwnedHeaders {
             .chain(config.geo.iter().map(|g| &g.header))
             .chain(config.policies.iter().flat_map(|p| p.allow_headers.iter()))
             .map(String::as_str);
-        let mut owned = OwnedHeaders {
-            exact: Vec::new(),
-            prefixes: Vec::new(),
+        OwnedHeaders {
+            names: HeaderPatterns::new(configured.chain(GATEWAY_WRITES)),
             drop_all_underscores: config.server.drop_underscore_headers,
-        };
-        for pattern in configured.chain(GATEWAY_WRITES) {
-            let pattern = pattern.to_ascii_lowercase();
-            match pattern.strip_suffix('*') {
-                Some(prefix) => owned.prefixes.push(prefix.to_string()),
-                None => owned.exact.push(pattern),
-            }
         }
-        owned
     }
 
     /// Whether the gateway owns `name` (lower case).
     pub fn owns(&self, name: &str) -> bool {
-        self.exact.iter().any(|e| e == name)
-            || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        self.names.matches(name)
     }
 
     /// Remove override headers and the headers whose name with `_` read as `-` is owned (every
@@ -186,8 +183,12 @@ mod tests {
 
     fn owned(drop_all: bool) -> OwnedHeaders {
         OwnedHeaders {
-            exact: vec!["x-user-location".into(), "x-request-id".into()],
-            prefixes: vec!["x-internal-".into(), "x-forwarded-".into()],
+            names: HeaderPatterns::new([
+                "x-user-location",
+                "x-request-id",
+                "x-internal-*",
+                "x-forwarded-*",
+            ]),
             drop_all_underscores: drop_all,
         }
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::Conn;
+use super::http::{Conn, req};
 
 pub struct Load {
     stop: Arc<AtomicBool>,
@@ -29,11 +29,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(Mutex::new(Vec::new()));
-        let mut raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
-        for (k, v) in headers {
-            raw.push_str(&format!("{k}: {v}\r\n"));
-        }
-        raw.push_str("\r\n");
+        let raw = req("GET", path).headers(headers).bytes("x");
         let tasks = (0..clients)
             .map(|i| {
                 let (stop, ok, failed, raw) =
@@ -49,7 +45,7 @@ impl Load {
                             failed.lock().expect("lock").push("connect".into());
                             continue;
                         };
-                        c.send(raw.as_bytes()).await;
+                        c.send(&raw).await;
                         let reuse = match c.read_response(false).await {
                             Ok(r) if r.status == 200 => {
                                 ok.fetch_add(1, Ordering::Relaxed);
@@ -90,7 +86,7 @@ impl Load {
         self.failed.lock().expect("lock").clone()
     }
 
-    /// Let the load run for a moment and check that it progresses.
+    /// Let the load run for 300 ms and check that requests succeeded meanwhile.
     pub async fn progresses(&self) {
         let before = self.ok();
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,4 +1,4 @@
-//! Real keys and real signed tokens for the tests, plus a real JWKS server on loopback.
+//! Real keys and real signed tokens, and a real JWKS server on loopback whose answer tests change.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 
 pub const ISSUER: &str = "https://id.test";
 pub const AUDIENCE: &str = "api";
-pub const RSA_A: &str = include_str!("../data/keys/rsa2048-private.pem");
-pub const RSA_B: &str = include_str!("../data/keys/rsa2048-b-private.pem");
-pub const RSA_A_PUBLIC: &str = include_str!("../data/keys/rsa2048-public.pem");
+pub const RSA_A: &str = include_str!("../../data/keys/rsa2048-private.pem");
+pub const RSA_B: &str = include_str!("../../data/keys/rsa2048-b-private.pem");
+pub const RSA_A_PUBLIC: &str = include_str!("../../data/keys/rsa2048-public.pem");
 
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -110,15 +110,6 @@ pub fn good_claims(sub: &str) -> Value {
 
 pub fn jwks(signers: &[&Signer]) -> String {
     json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
-}
-
-/// `[[issuers]]` for the test issuer with keys from `source` (e.g. `jwks_url = "..."`).
-pub fn issuer_toml(source: &str, extra: &str) -> String {
-    format!(
-        "[[issuers]]\nname = \"main\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\", \"ES256\"]\n\
-         {source}\nleeway_s = 30\nrequired_claims = [\"sub\"]\n\
-         claims_to_headers = {{ sub = \"x-internal-user-id\", \"org.id\" = \"x-org-id\" }}\n{extra}\n"
-    )
 }
 
 /// What the JWKS server answers.

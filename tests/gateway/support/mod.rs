@@ -1,0 +1,35 @@
+//! What the end-to-end tests share, one job per file. Tests `use crate::support::*`.
+//!
+//! - `gateway`: a real gateway process, started by `Gateway::builder(config)`.
+//! - `config`: configuration and policy files built and edited by key (`Config`, `route`, ...).
+//! - `http`: `req()`, one HTTP/1.1 request with exact bytes on the wire; `https_client()`.
+//! - `origins`: echo origins on loopback, a dead port, free addresses.
+//! - `tokens`: real keys, signed tokens and a JWKS server.
+//! - `metrics`: reading the admin listener's Prometheus exposition.
+//! - `plugins`: plugin sources and policy files in a gateway's directory.
+//! - `cli`: the binary's one-shot commands (`check`, `drain`, `plugins`).
+//! - `load`: continuous client load, and `eventually`.
+//! - `volume`: a configuration mounted the way Kubernetes mounts a ConfigMap.
+
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod origins;
+pub mod plugins;
+pub mod tokens;
+pub mod volume;
+
+pub use cli::{edgewarden, edgewarden_async};
+pub use config::{
+    Config, Entry, issuer, origin, pem_issuer, policy, route, section, shipped_policy,
+};
+pub use gateway::{ADMIN_TOKEN, Gateway, Wait};
+pub use http::{Conn, Response, get, https_client, req};
+pub use load::{Load, eventually};
+pub use metrics::Metrics;
+pub use origins::{DeadPort, EchoOrigin, echo_origin, free_port, tls_echo_origin};
+pub use plugins::admins_only;
+pub use tokens::*;
