@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod error;
 pub mod generation;
 pub mod geo;
 pub mod ids;
