@@ -66,7 +66,9 @@ impl Generation {
                 .position(|o| o.name == name)
                 .map(OriginId::at)
         };
-        let auth = Auth::build(&config).map_err(|e| errors.push(e)).ok();
+        let auth = Auth::build(&config)
+            .map_err(|e| errors.extend(e.iter().map(ToString::to_string)))
+            .ok();
         let plugins = Plugins::build(
             &config,
             origin_id,
@@ -176,7 +178,7 @@ impl Route {
             .ok_or_else(|| format!("routes.{}: unknown origin {:?}", config.name, config.origin))?;
         Ok(Route {
             id,
-            auth: RouteAuth::resolve(config, &all.issuers)?,
+            auth: RouteAuth::resolve(config, &all.issuers).map_err(|e| e.to_string())?,
             policies: plugins.chain(config)?,
             origin,
             duration: crate::metrics::get()
