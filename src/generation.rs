@@ -77,7 +77,9 @@ impl Generation {
         )
         .map_err(|e| errors.push(e))
         .ok();
-        let geo = Geo::build(&config).map_err(|e| errors.push(e)).ok();
+        let geo = Geo::build(&config)
+            .map_err(|e| errors.push(e.to_string()))
+            .ok();
         let (Some((origins, health_checks)), Some((auth, refreshers)), Some(plugins), Some(geo)) =
             (origins, auth, plugins, geo)
         else {

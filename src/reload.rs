@@ -155,7 +155,7 @@ impl Reloader {
             // Decided on the command line at start, not by the file.
             config.demo_key = fixed.config.demo_key;
             fixed_at_start(&fixed.config, &config)?;
-            let keys = certs.read_again();
+            let keys = certs.read_again().map_err(|e| e.to_string());
             let built = Generation::build(config);
             match (built, keys) {
                 (Ok((next, jobs)), Ok(keys)) => Ok((next, jobs, keys)),

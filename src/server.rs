@@ -41,7 +41,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let grace_s = config.server.shutdown_grace_s;
     let shutdown_timeout_s = config.server.shutdown_timeout_s;
     let listen = config.server.listen.clone();
-    let certs = Arc::new(ListenerCerts::load(&config.server.tls_listeners).map_err(StartError)?);
+    let certs = Arc::new(
+        ListenerCerts::load(&config.server.tls_listeners).map_err(|e| StartError(e.to_string()))?,
+    );
     let admin_listen = config.server.admin_listen;
     let (generation, jobs) = Generation::build(config).map_err(StartError)?;
     crate::reload::catch_hangup_early();
