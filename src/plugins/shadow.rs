@@ -60,7 +60,7 @@ impl Shadows {
                 Ok(Ok(Checked::Respond { status, .. })) => {
                     ("respond", Some(format!("status {status}")))
                 }
-                Ok(Err(why)) => ("error", Some(why)),
+                Ok(Err(why)) => ("error", Some(why.to_string())),
                 Err(failure) => ("error", Some(failure.label().to_string())),
             };
             counter
