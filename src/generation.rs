@@ -75,7 +75,7 @@ impl Generation {
             config.server.plugin_cache_dir.clone(),
             config.server.threads,
         )
-        .map_err(|e| errors.push(e))
+        .map_err(|e| errors.extend(e.iter().map(ToString::to_string)))
         .ok();
         let geo = Geo::build(&config)
             .map_err(|e| errors.push(e.to_string()))
@@ -181,7 +181,7 @@ impl Route {
         Ok(Route {
             id,
             auth: RouteAuth::resolve(config, &all.issuers).map_err(|e| e.to_string())?,
-            policies: plugins.chain(config)?,
+            policies: plugins.chain(config).map_err(|e| e.to_string())?,
             origin,
             duration: crate::metrics::get()
                 .request_duration
