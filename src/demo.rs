@@ -5,17 +5,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{Config, DemoKey};
+use crate::error::{Error, ErrorKind, OrErr};
 use crate::mint::{self, TokenSpec};
-use crate::server::{self, StartError};
+use crate::server;
 
 /// Load the example configuration at `path` (with its policies and plugin sources beside it),
 /// start one echo origin on every upstream address, print curl lines, run the gateway.
 pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     if !path.exists() {
-        return Err(StartError(format!(
-            "{}: not found; run the demo from the repository root (scripts/demo)",
-            path.display()
-        ))
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{}: not found; run the demo from the repository root (scripts/demo)",
+                path.display()
+            ),
+        )
         .into());
     }
     let config_path = path.to_path_buf();
@@ -47,7 +51,9 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     for (addr, name) in &upstreams {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
-            .map_err(|e| StartError(format!("demo origin cannot listen on {addr}: {e}")))?;
+            .or_err_with(ErrorKind::Listen, || {
+                format!("demo origin cannot listen on {addr}")
+            })?;
         let _guard = runtime.enter();
         crate::echo::spawn(listener, name)?;
     }

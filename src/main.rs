@@ -200,7 +200,7 @@ fn main() -> ExitCode {
                 .map(|_| summary)
                 .map_err(|e| ConfigError {
                     file: config.clone(),
-                    problems: e.lines().map(str::to_string).collect(),
+                    problems: e.iter().map(ToString::to_string).collect(),
                 })
         }) {
             Ok(summary) => {
