@@ -10,6 +10,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::auth::{Auth, RouteAuth};
 use crate::config::{Config, ConfigError, KeySource, RouteConfig};
+use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::geo::Geo;
 use crate::ids::{OriginId, RouteId};
 use crate::origins::{self, Origin};
@@ -53,12 +54,11 @@ pub struct Route {
 
 impl Generation {
     /// Build every part of a configuration (blocking: plugins may be compiled). Every problem
-    /// found is returned, one per line.
-    pub fn build(config: Config) -> Result<(Generation, Jobs), String> {
-        let mut errors = Vec::new();
-        let origins = origins::build(&config.origins)
-            .map_err(|e| errors.push(format!("origins: {e}")))
-            .ok();
+    /// found is returned.
+    pub fn build(config: Config) -> Result<(Generation, Jobs), Errors> {
+        let mut errors = Errors::new();
+        let origins =
+            errors.ok(origins::build(&config.origins).or_err(ErrorKind::Origins, "origins"));
         let origin_id = |name: &str| {
             config
                 .origins
@@ -66,34 +66,34 @@ impl Generation {
                 .position(|o| o.name == name)
                 .map(OriginId::at)
         };
-        let auth = Auth::build(&config).map_err(|e| errors.push(e)).ok();
-        let plugins = Plugins::build(
+        let auth = errors.ok(Auth::build(&config));
+        let plugins = errors.ok(Plugins::build(
             &config,
             origin_id,
             config.server.plugin_cache_dir.clone(),
             config.server.threads,
-        )
-        .map_err(|e| errors.push(e))
-        .ok();
-        let geo = Geo::build(&config).map_err(|e| errors.push(e)).ok();
+        ));
+        let geo = errors.ok(Geo::build(&config));
         let (Some((origins, health_checks)), Some((auth, refreshers)), Some(plugins), Some(geo)) =
             (origins, auth, plugins, geo)
         else {
-            return Err(errors.join("\n"));
+            return Err(errors);
         };
-        let routes = config
+        let routes: Vec<Route> = config
             .routes
             .iter()
             .enumerate()
             .filter_map(|(i, route)| {
-                Route::resolve(RouteId::at(i), route, &config, &plugins, origin_id)
-                    .map_err(|e| errors.push(e))
-                    .ok()
+                errors.ok(Route::resolve(
+                    RouteId::at(i),
+                    route,
+                    &config,
+                    &plugins,
+                    origin_id,
+                ))
             })
             .collect();
-        if !errors.is_empty() {
-            return Err(errors.join("\n"));
-        }
+        let routes = errors.or_ok(routes)?;
         let mut jobs: Jobs = Vec::new();
         jobs.extend(health_checks.into_iter().map(|job| job as _));
         jobs.extend(refreshers.into_iter().map(|job| job as _));
@@ -127,7 +127,7 @@ impl Generation {
             .map(|_| summary)
             .map_err(|e| ConfigError {
                 file,
-                problems: e.lines().map(str::to_string).collect(),
+                problems: e.iter().map(ToString::to_string).collect(),
             })
     }
 
@@ -190,9 +190,13 @@ impl Route {
         all: &Config,
         plugins: &Plugins,
         origin: impl Fn(&str) -> Option<OriginId>,
-    ) -> Result<Route, String> {
-        let origin = origin(&config.origin)
-            .ok_or_else(|| format!("routes.{}: unknown origin {:?}", config.name, config.origin))?;
+    ) -> Result<Route, Error> {
+        let origin = origin(&config.origin).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("routes.{}: unknown origin {:?}", config.name, config.origin),
+            )
+        })?;
         Ok(Route {
             id,
             auth: RouteAuth::resolve(config, &all.issuers)?,

@@ -12,6 +12,7 @@ use maxminddb::PathElement;
 use pingora::http::RequestHeader;
 
 use crate::config::Config;
+use crate::error::{Error, ErrorKind, OrErr};
 
 /// An ISO 3166-1 alpha-2 code, upper case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub struct Geo {
 }
 
 impl Geo {
-    pub fn build(config: &Config) -> Result<Geo, String> {
+    pub fn build(config: &Config) -> Result<Geo, Error> {
         let mut geo = Geo {
             trusted: config.server.trusted_proxies.clone(),
             mmdb: None,
@@ -64,13 +65,14 @@ impl Geo {
             return Ok(geo);
         };
         let name = |text: &str| {
-            HeaderName::from_bytes(text.as_bytes()).map_err(|e| format!("geo: {text:?}: {e}"))
+            HeaderName::from_bytes(text.as_bytes())
+                .or_err_with(ErrorKind::Geo, || format!("geo: {text:?}"))
         };
         geo.header = Some(name(&settings.header)?);
         geo.country_header = settings.country_header.as_deref().map(name).transpose()?;
         if let Some(path) = &settings.mmdb {
             let reader = maxminddb::Reader::open_readfile(path)
-                .map_err(|e| format!("geo.mmdb: {}: {e}", path.display()))?;
+                .or_err_with(ErrorKind::Geo, || format!("geo.mmdb: {}", path.display()))?;
             geo.mmdb = Some(reader);
         }
         Ok(geo)

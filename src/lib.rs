@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod generation;
 pub mod geo;
 pub mod header_pattern;

@@ -20,7 +20,8 @@ use pingora::tls::sign::CertifiedKey;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::generation::{Current, Generation, Jobs};
 use crate::tls::ListenerCerts;
 
@@ -134,7 +135,8 @@ impl Reloader {
             }
             Err(problems) => {
                 counter.with_label_values(&["error"]).inc();
-                for problem in problems.lines().filter(|l| !l.is_empty()) {
+                for problem in &problems {
+                    let problem = problem.to_string();
                     tracing::error!(problem, "reload refused");
                 }
                 tracing::error!("configuration not reloaded; still serving the previous one");
@@ -145,13 +147,13 @@ impl Reloader {
 
     /// Read, validate and build the next generation on a blocking thread (with the listeners'
     /// certificates read again), then fetch its keys.
-    async fn build_next(&self) -> Result<(Generation, Jobs, Vec<CertifiedKey>), String> {
+    async fn build_next(&self) -> Result<(Generation, Jobs, Vec<CertifiedKey>), Errors> {
         let path = self.path.clone();
         let serving = self.current.load_full();
         let fixed = serving.clone();
         let certs = self.certs.clone();
         let (next, jobs, keys) = tokio::task::spawn_blocking(move || {
-            let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+            let mut config = Config::load(&path).map_err(file_problems)?;
             // Decided on the command line at start, not by the file.
             config.demo_key = fixed.config.demo_key;
             fixed_at_start(&fixed.config, &config)?;
@@ -159,22 +161,31 @@ impl Reloader {
             let built = Generation::build(config);
             match (built, keys) {
                 (Ok((next, jobs)), Ok(keys)) => Ok((next, jobs, keys)),
-                (built, keys) => Err([built.err(), keys.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("\n")),
+                (built, keys) => {
+                    let mut problems = built.err().unwrap_or_default();
+                    problems.extend(keys.err());
+                    Err(problems)
+                }
             }
         })
         .await
-        .map_err(|e| format!("reload stopped: {e}"))??;
+        .or_err(ErrorKind::Runtime, "reload stopped")??;
         next.prime_keys(&serving).await;
         Ok((next, jobs, keys))
     }
 }
 
+/// Each problem of a configuration file that did not load, as `file: problem`.
+fn file_problems(e: ConfigError) -> Errors {
+    let file = e.file.display();
+    e.problems
+        .iter()
+        .map(|problem| Error::new(ErrorKind::Config, format!("{file}: {problem}")))
+        .collect()
+}
+
 /// Settings that only a restart can change.
-fn fixed_at_start(serving: &Config, next: &Config) -> Result<(), String> {
+fn fixed_at_start(serving: &Config, next: &Config) -> Result<(), Error> {
     let (a, b) = (&serving.server, &next.server);
     let mut changed = Vec::new();
     if a.listen != b.listen || a.tls_listeners != b.tls_listeners {
@@ -195,10 +206,13 @@ fn fixed_at_start(serving: &Config, next: &Config) -> Result<(), String> {
     if changed.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "{}: {} changed; these take effect only when the gateway is restarted",
-            next.source.display(),
-            changed.join(", ")
+        Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{}: {} changed; these take effect only when the gateway is restarted",
+                next.source.display(),
+                changed.join(", ")
+            ),
         ))
     }
 }

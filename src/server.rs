@@ -13,23 +13,16 @@ use pingora::services::listening::Service as ListeningService;
 
 use crate::admin::{Admin, Listening};
 use crate::config::Config;
+use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::generation::Generation;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::shutdown::{Draining, InFlight, Signals};
 use crate::tls::ListenerCerts;
 
-/// Why the gateway could not start.
-#[derive(Debug)]
-pub struct StartError(pub String);
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StartError {}
+/// Why the gateway could not start: every problem found (a listener address, a certificate, each
+/// part of the first generation), one per line.
+pub type StartError = Errors;
 
 /// Run the gateway in this process until a shutdown signal; returns only on a start-up failure
 /// or after shutdown.
@@ -41,9 +34,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let grace_s = config.server.shutdown_grace_s;
     let shutdown_timeout_s = config.server.shutdown_timeout_s;
     let listen = config.server.listen.clone();
-    let certs = Arc::new(ListenerCerts::load(&config.server.tls_listeners).map_err(StartError)?);
+    let certs = Arc::new(ListenerCerts::load(&config.server.tls_listeners)?);
     let admin_listen = config.server.admin_listen;
-    let (generation, jobs) = Generation::build(config).map_err(StartError)?;
+    let (generation, jobs) = Generation::build(config)?;
     crate::reload::catch_hangup_early();
     let current = Arc::new(arc_swap::ArcSwap::from_pointee(generation));
 
@@ -73,7 +66,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             Some(resolver) => {
                 // The certificate comes from the resolver (re-read at each reload), not from paths.
                 let mut tls = TlsSettings::intermediate("", "")
-                    .map_err(|e| StartError(format!("TLS listener {addr}: {e}")))?;
+                    .or_err_with(ErrorKind::Tls, || format!("TLS listener {addr}"))?;
                 tls.set_cert_resolver(resolver);
                 tls.enable_h2();
                 proxy.add_tls_with_settings(&addr.to_string(), None, tls);
@@ -125,11 +118,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
 }
 
 /// Fail with a clear message before Pingora tries (and aborts) when an address is taken.
-fn check_bindable(config: &Config) -> Result<(), StartError> {
+fn check_bindable(config: &Config) -> Result<(), Error> {
     let mut addrs: Vec<SocketAddr> = config.server.listen.clone();
     addrs.extend(config.server.admin_listen);
     for addr in addrs {
-        TcpListener::bind(addr).map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+        TcpListener::bind(addr)
+            .or_err_with(ErrorKind::Listen, || format!("cannot listen on {addr}"))?;
     }
     Ok(())
 }

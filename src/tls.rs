@@ -11,6 +11,7 @@ use pingora::tls::{ClientHello, ResolvesServerCert};
 
 use crate::config::TlsFiles;
 use crate::config::tls::certified_key;
+use crate::error::Error;
 
 /// The current certificate of each TLS listener.
 pub struct ListenerCerts {
@@ -34,18 +35,19 @@ impl ResolvesServerCert for Resolver {
 }
 
 impl ListenerCerts {
-    pub fn load(listeners: &[(SocketAddr, TlsFiles)]) -> Result<ListenerCerts, String> {
+    pub fn load(listeners: &[(SocketAddr, TlsFiles)]) -> Result<ListenerCerts, Error> {
         let slots = listeners
             .iter()
             .map(|(addr, files)| {
-                let key = certified_key(files).map_err(|e| format!("TLS listener {addr}: {e}"))?;
+                let key =
+                    certified_key(files).map_err(|e| e.within(format!("TLS listener {addr}")))?;
                 Ok(Slot {
                     addr: *addr,
                     files: files.clone(),
                     current: Arc::new(ArcSwap::from_pointee(key)),
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, Error>>()?;
         Ok(ListenerCerts { slots })
     }
 
@@ -58,10 +60,12 @@ impl ListenerCerts {
     }
 
     /// Read every listener's files again. Nothing is installed unless all of them load.
-    pub fn read_again(&self) -> Result<Vec<CertifiedKey>, String> {
+    pub fn read_again(&self) -> Result<Vec<CertifiedKey>, Error> {
         self.slots
             .iter()
-            .map(|s| certified_key(&s.files).map_err(|e| format!("TLS listener {}: {e}", s.addr)))
+            .map(|s| {
+                certified_key(&s.files).map_err(|e| e.within(format!("TLS listener {}", s.addr)))
+            })
             .collect()
     }
 

@@ -156,7 +156,7 @@ fn all_algorithms() -> Vec<Algorithm> {
 }
 
 fn build_keys(jwks: &[Value]) -> Result<KeySet, String> {
-    KeySet::from_jwks(json!({ "keys": jwks }).to_string().as_bytes())
+    KeySet::from_jwks(json!({ "keys": jwks }).to_string().as_bytes()).map_err(|e| e.to_string())
 }
 
 /// `verify_jws` with one rule lifted: the payload may be any bytes, not only a JSON object. The

@@ -26,6 +26,7 @@ use super::demo_key;
 use super::keys::KeySet;
 use crate::config::DemoKey;
 use crate::config::{IssuerConfig, KeySource};
+use crate::error::{Error, ErrorKind, OrErr};
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 512 * 1024;
@@ -87,20 +88,22 @@ struct OnDemand {
 impl IssuerKeys {
     /// File and PEM keys load now (an error here is a configuration error); URL keys start empty.
     /// A set holding the repository's public demo key is refused unless `demo_key` allows it.
-    pub fn new(config: &IssuerConfig, demo_key: DemoKey) -> Result<Arc<IssuerKeys>, String> {
+    pub fn new(config: &IssuerConfig, demo_key: DemoKey) -> Result<Arc<IssuerKeys>, Error> {
         let refuse_demo = |keys: KeySet| match demo_key {
-            DemoKey::Refuse if demo_key::holds_demo_key(&keys) => {
-                Err(demo_key::refusal(&config.name, &config.issuer))
-            }
+            DemoKey::Refuse if demo_key::holds_demo_key(&keys) => Err(Error::new(
+                ErrorKind::Keys,
+                demo_key::refusal(&config.name, &config.issuer),
+            )),
             _ => Ok(keys),
         };
         let (url, loaded) = match &config.keys {
             KeySource::JwksUrl(url) => (Some(url.clone()), None),
             KeySource::JwksFile(path) => {
-                let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let bytes = std::fs::read(path)
+                    .or_err_with(ErrorKind::Keys, || path.display().to_string())?;
                 let keys = KeySet::from_jwks(&bytes)
                     .and_then(refuse_demo)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| e.within(path.display().to_string()))?;
                 (None, Some(keys))
             }
             KeySource::PublicKeyPem(pem) => {
@@ -115,7 +118,7 @@ impl IssuerKeys {
                     .connect_timeout(CONNECT_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
-                    .map_err(|e| format!("HTTP client: {e}"))?,
+                    .or_err(ErrorKind::Jwks, "HTTP client")?,
             ),
         };
         let current = loaded.map(|keys| Loaded {
@@ -193,13 +196,13 @@ impl IssuerKeys {
     }
 
     /// Fetch the JWKS once; on success swap it in and return when to refresh next.
-    pub async fn refresh(&self) -> Result<Duration, String> {
+    pub async fn refresh(&self) -> Result<Duration, Error> {
         let next = self.fetch_and_swap().await?;
         self.on_demand.lock().await.unknown.clear();
         Ok(next)
     }
 
-    async fn fetch_and_swap(&self) -> Result<Duration, String> {
+    async fn fetch_and_swap(&self) -> Result<Duration, Error> {
         let (Some(url), Some(client)) = (&self.url, &self.client) else {
             return Ok(self.refresh_interval);
         };
@@ -213,14 +216,17 @@ impl IssuerKeys {
         result
     }
 
-    async fn fetch(&self, url: &str, client: &reqwest::Client) -> Result<Duration, String> {
+    async fn fetch(&self, url: &str, client: &reqwest::Client) -> Result<Duration, Error> {
         let mut response = client
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("fetch: {e}"))?;
+            .or_err(ErrorKind::Jwks, "fetch")?;
         if response.status() != reqwest::StatusCode::OK {
-            return Err(format!("fetch: HTTP {}", response.status()));
+            return Err(Error::new(
+                ErrorKind::Jwks,
+                format!("fetch: HTTP {}", response.status()),
+            ));
         }
         let max_age = response
             .headers()
@@ -228,15 +234,21 @@ impl IssuerKeys {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_max_age);
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("read: {e}"))? {
+        while let Some(chunk) = response.chunk().await.or_err(ErrorKind::Jwks, "read")? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+                return Err(Error::new(
+                    ErrorKind::Jwks,
+                    format!("JWKS larger than {MAX_JWKS_BYTES} bytes"),
+                ));
             }
             body.extend_from_slice(&chunk);
         }
         let keys = KeySet::from_jwks(&body)?;
         if self.demo_key == DemoKey::Refuse && demo_key::holds_demo_key(&keys) {
-            return Err(demo_key::refusal(&self.name, &self.iss));
+            return Err(Error::new(
+                ErrorKind::Keys,
+                demo_key::refusal(&self.name, &self.iss),
+            ));
         }
         let next = match max_age {
             Some(age) => age.clamp(

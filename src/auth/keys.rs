@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
+use crate::error::{Error, ErrorKind, OrErr};
 pub use crate::jwa::{ALGORITHMS, algorithm_from_name};
 
 const MIN_RSA_BITS: usize = 2048;
@@ -93,10 +94,10 @@ impl KeySet {
     }
 
     /// Parse a JWKS document (`{"keys": [...]}`).
-    pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, String> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, Error> {
+        let doc: Value = serde_json::from_slice(bytes).or_err(ErrorKind::Keys, "not JSON")?;
         let Some(list) = doc.get("keys").and_then(Value::as_array) else {
-            return Err("no \"keys\" array".to_string());
+            return Err(keys_error("no \"keys\" array"));
         };
         let mut keys: Vec<Key> = Vec::new();
         let mut skipped = Vec::new();
@@ -125,25 +126,28 @@ impl KeySet {
             tracing::warn!(reason = %why, "JWKS key not used");
         }
         if keys.is_empty() {
-            return Err(format!("no usable key ({})", skipped.join("; ")));
+            return Err(keys_error(format!(
+                "no usable key ({})",
+                skipped.join("; ")
+            )));
         }
         Ok(KeySet { keys })
     }
 
     /// Parse one PEM public key (RSA, EC P-256/P-384 or Ed25519); it matches tokens with any `kid`.
-    pub fn from_pem(pem: &str) -> Result<KeySet, String> {
+    pub fn from_pem(pem: &str) -> Result<KeySet, Error> {
         let bytes = pem.as_bytes();
         let key = if let Ok(decoding) = DecodingKey::from_rsa_pem(bytes) {
             let der = match decoding.kind() {
                 jsonwebtoken::DecodingKeyKind::SecretOrDer(der) => der.clone(),
                 jsonwebtoken::DecodingKeyKind::RsaModulusExponent { .. } => {
-                    return Err("unexpected RSA key form".into());
+                    return Err(keys_error("unexpected RSA key form"));
                 }
             };
             let (n, e) = (super::crypto::RING_PROVIDER
                 .key_utils
                 .rsa_pub_components_from_public_key)(&der)
-            .map_err(|e| format!("RSA key: {e}"))?;
+            .or_err(ErrorKind::Keys, "RSA key")?;
             rsa_key(None, None, &n, &e)?
         } else if let Ok(decoding) = DecodingKey::from_ec_pem(bytes) {
             let (kind, material) = match decoding.kind() {
@@ -153,7 +157,7 @@ impl KeySet {
                 jsonwebtoken::DecodingKeyKind::SecretOrDer(point) if point.len() == 97 => {
                     (KeyKind::P384, point.clone())
                 }
-                _ => return Err("EC key must be P-256 or P-384".into()),
+                _ => return Err(keys_error("EC key must be P-256 or P-384")),
             };
             Key {
                 kid: None,
@@ -175,45 +179,51 @@ impl KeySet {
                 material,
             }
         } else {
-            return Err("not a PEM RSA, EC or Ed25519 public key".into());
+            return Err(keys_error("not a PEM RSA, EC or Ed25519 public key"));
         };
         Ok(KeySet { keys: vec![key] })
     }
 }
 
-fn b64_field(jwk: &Value, name: &str) -> Result<Vec<u8>, String> {
+/// A problem with a key or key set, `what` saying which.
+fn keys_error(what: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Keys, what)
+}
+
+fn b64_field(jwk: &Value, name: &str) -> Result<Vec<u8>, Error> {
     let text = jwk
         .get(name)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing {name}"))?;
+        .ok_or_else(|| keys_error(format!("missing {name}")))?;
     URL_SAFE_NO_PAD
         .decode(text)
-        .map_err(|_| format!("{name} is not base64url"))
+        .map_err(|_| keys_error(format!("{name} is not base64url")))
 }
 
-fn parse_jwk(jwk: &Value) -> Result<Key, String> {
+fn parse_jwk(jwk: &Value) -> Result<Key, Error> {
     let str_field = |name: &str| jwk.get(name).and_then(Value::as_str);
     if let Some(usage) = jwk.get("use")
         && usage.as_str() != Some("sig")
     {
-        return Err("use is not \"sig\"".into());
+        return Err(keys_error("use is not \"sig\""));
     }
     if let Some(ops) = jwk.get("key_ops")
         && !ops
             .as_array()
             .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")))
     {
-        return Err("key_ops does not allow verify".into());
+        return Err(keys_error("key_ops does not allow verify"));
     }
     let kid = match jwk.get("kid") {
         None => None,
         Some(Value::String(kid)) if !kid.is_empty() => Some(kid.clone()),
-        Some(_) => return Err("kid is not a non-empty string".into()),
+        Some(_) => return Err(keys_error("kid is not a non-empty string")),
     };
     let alg = match str_field("alg") {
         None => None,
         Some(name) => Some(
-            algorithm_from_name(name).ok_or_else(|| format!("alg {name:?} is not supported"))?,
+            algorithm_from_name(name)
+                .ok_or_else(|| keys_error(format!("alg {name:?} is not supported")))?,
         ),
     };
     let key = match str_field("kty") {
@@ -222,11 +232,11 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
             let (kind, len) = match str_field("crv") {
                 Some("P-256") => (KeyKind::P256, 32),
                 Some("P-384") => (KeyKind::P384, 48),
-                other => return Err(format!("EC curve {other:?} is not supported")),
+                other => return Err(keys_error(format!("EC curve {other:?} is not supported"))),
             };
             let (x, y) = (b64_field(jwk, "x")?, b64_field(jwk, "y")?);
             if x.len() != len || y.len() != len {
-                return Err("EC coordinates have the wrong length".into());
+                return Err(keys_error("EC coordinates have the wrong length"));
             }
             let mut point = Vec::with_capacity(1 + 2 * len);
             point.push(4);
@@ -242,11 +252,11 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
         }
         Some("OKP") => {
             if str_field("crv") != Some("Ed25519") {
-                return Err("OKP curve must be Ed25519".into());
+                return Err(keys_error("OKP curve must be Ed25519"));
             }
             let x = b64_field(jwk, "x")?;
             if x.len() != 32 {
-                return Err("Ed25519 key must be 32 bytes".into());
+                return Err(keys_error("Ed25519 key must be 32 bytes"));
             }
             Key {
                 kid,
@@ -256,31 +266,41 @@ fn parse_jwk(jwk: &Value) -> Result<Key, String> {
                 material: x,
             }
         }
-        other => return Err(format!("kty {other:?} is not a supported signing key type")),
+        other => {
+            return Err(keys_error(format!(
+                "kty {other:?} is not a supported signing key type"
+            )));
+        }
     };
     if let Some(alg) = key.alg
         && !key.kind.verifies(alg)
     {
-        return Err("alg does not match the key type".into());
+        return Err(keys_error("alg does not match the key type"));
     }
     Ok(key)
 }
 
-fn rsa_key(kid: Option<String>, alg: Option<Algorithm>, n: &[u8], e: &[u8]) -> Result<Key, String> {
+fn rsa_key(kid: Option<String>, alg: Option<Algorithm>, n: &[u8], e: &[u8]) -> Result<Key, Error> {
     let n = super::crypto::strip_leading_zeros(n);
     let e = super::crypto::strip_leading_zeros(e);
     let bits = n.first().map_or(0, |top| {
         (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
     });
     if bits < MIN_RSA_BITS {
-        return Err(format!("RSA key of {bits} bits is under {MIN_RSA_BITS}"));
+        return Err(keys_error(format!(
+            "RSA key of {bits} bits is under {MIN_RSA_BITS}"
+        )));
     }
     if has_roca_fingerprint(n) {
-        return Err("RSA modulus has the ROCA fingerprint (CVE-2017-15361)".into());
+        return Err(keys_error(
+            "RSA modulus has the ROCA fingerprint (CVE-2017-15361)",
+        ));
     }
     let exponent_ok = e.len() <= 4 && e.last().is_some_and(|b| b & 1 == 1) && e != [1];
     if !exponent_ok {
-        return Err("RSA exponent must be odd, above 1 and at most 32 bits".into());
+        return Err(keys_error(
+            "RSA exponent must be odd, above 1 and at most 32 bits",
+        ));
     }
     Ok(Key {
         kid,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 
 use crate::config::{AuthMode, Config, IssuerConfig, RouteConfig, TokenSource};
+use crate::error::{Error, ErrorKind, Errors};
 use error::AuthError;
 use identity::ReservedHeaders;
 use jwks::{IssuerKeys, Refresher};
@@ -36,15 +37,17 @@ pub struct RouteAuth {
 impl RouteAuth {
     /// The route's settings with its issuers resolved; an issuer name the configuration does not
     /// define is an error (never skipped: the route would accept fewer or more tokens than it says).
-    pub fn resolve(route: &RouteConfig, issuers: &[IssuerConfig]) -> Result<RouteAuth, String> {
+    pub fn resolve(route: &RouteConfig, issuers: &[IssuerConfig]) -> Result<RouteAuth, Error> {
         let issuers = route
             .issuers
             .iter()
             .map(|name| {
-                issuers
-                    .iter()
-                    .position(|i| &i.name == name)
-                    .ok_or_else(|| format!("routes.{}: unknown issuer {name:?}", route.name))
+                issuers.iter().position(|i| &i.name == name).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("routes.{}: unknown issuer {name:?}", route.name),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(RouteAuth {
@@ -65,16 +68,17 @@ pub struct Auth {
 
 impl Auth {
     /// Build issuers (file and PEM keys load now) and the JWKS refreshers to run in the background.
-    pub fn build(config: &Config) -> Result<(Auth, Vec<Arc<Refresher>>), String> {
+    /// Every issuer whose keys do not load is reported.
+    pub fn build(config: &Config) -> Result<(Auth, Vec<Arc<Refresher>>), Errors> {
         crypto::install();
         let mut issuers = Vec::with_capacity(config.issuers.len());
         let mut services = Vec::new();
-        let mut errors = Vec::new();
+        let mut errors = Errors::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
             let keys = match IssuerKeys::new(issuer, config.demo_key) {
                 Ok(keys) => keys,
                 Err(e) => {
-                    errors.push(format!("issuers[{i}] ({}): {e}", issuer.name));
+                    errors.push(e.within(format!("issuers[{i}] ({})", issuer.name)));
                     continue;
                 }
             };
@@ -84,7 +88,7 @@ impl Auth {
             issuers.push(Issuer::new(issuer.clone(), keys));
         }
         if !errors.is_empty() {
-            return Err(errors.join("\n"));
+            return Err(errors);
         }
         let targets: Vec<String> = config
             .issuers

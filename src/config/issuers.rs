@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::reader::{Problems, Section};
 use super::{IssuerConfig, KeySource};
+use crate::error::{Error, ErrorKind};
 use crate::jwa::{ALGORITHMS, algorithm_from_name};
 
 pub(super) fn read_issuer(
@@ -119,8 +120,11 @@ pub(super) fn read_issuer(
 }
 
 /// HTTPS, or plain HTTP to a loopback address only (local identity providers and tests).
-fn check_jwks_url(url: &str) -> Result<(), String> {
-    let parsed: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+fn check_jwks_url(url: &str) -> Result<(), Error> {
+    let problem = |what: String| Error::new(ErrorKind::Config, what);
+    let parsed: http::Uri = url
+        .parse()
+        .map_err(|_| problem(format!("{url:?} is not a URL")))?;
     let host = parsed.host().unwrap_or_default();
     match parsed.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
@@ -132,9 +136,9 @@ fn check_jwks_url(url: &str) -> Result<(), String> {
         {
             Ok(())
         }
-        Some("http") => Err(format!(
+        Some("http") => Err(problem(format!(
             "{url:?} must use https (plain http only for loopback addresses)"
-        )),
-        _ => Err(format!("{url:?} must be an https:// URL")),
+        ))),
+        _ => Err(problem(format!("{url:?} must be an https:// URL"))),
     }
 }

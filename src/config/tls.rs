@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::TlsFiles;
 use super::reader::{Problems, Section};
+use crate::error::{Error, ErrorKind, OrErr};
 
 /// `listen = ["127.0.0.1:8080", { addr = "0.0.0.0:8443", tls = { cert = "...", key = "..." } }]`.
 #[derive(Deserialize)]
@@ -75,28 +76,31 @@ pub(super) fn read_listen(
 
 /// A listener's certificate chain and key, ready to serve (read from its files now): both load,
 /// and the key belongs to the chain's first certificate.
-pub fn certified_key(files: &TlsFiles) -> Result<pingora::tls::sign::CertifiedKey, String> {
+pub fn certified_key(files: &TlsFiles) -> Result<pingora::tls::sign::CertifiedKey, Error> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
     let (cert, key) = (files.cert.display(), files.key.display());
     for path in [&files.cert, &files.key] {
-        std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::metadata(path).or_err_with(ErrorKind::Tls, || path.display().to_string())?;
     }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| format!("{cert}: {e}"))?;
+        .or_err_with(ErrorKind::Tls, || cert.to_string())?;
     let private_key = PrivateKeyDer::from_pem_file(&files.key).ok();
     let Some(private_key) = private_key.filter(|_| !chain.is_empty()) else {
-        return Err(format!(
-            "{cert} / {key}: no PEM certificate in the first or no PEM private key in the second"
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!(
+                "{cert} / {key}: no PEM certificate in the first or no PEM private key in the second"
+            ),
         ));
     };
     pingora::tls::install_default_crypto_provider();
     let provider = pingora::tls::CryptoProvider::get_default()
-        .ok_or_else(|| "no TLS crypto provider".to_string())?;
+        .ok_or_else(|| Error::new(ErrorKind::Tls, "no TLS crypto provider"))?;
     pingora::tls::sign::CertifiedKey::from_der(chain, private_key, provider)
-        .map_err(|e| format!("{cert} / {key}: {e}"))
+        .or_err_with(ErrorKind::Tls, || format!("{cert} / {key}"))
 }
 
 /// `ca_file`: PEM certificates an origin's certificate must chain to (instead of the system's).
@@ -113,27 +117,31 @@ pub(super) fn read_ca_file(
 }
 
 /// Every certificate in a PEM file, for an origin's peer options.
-pub fn load_ca(path: &Path) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
+pub fn load_ca(path: &Path) -> Result<Arc<pingora::protocols::tls::CaType>, Error> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
 
     let shown = path.display();
     let mut store = pingora::tls::RootCertStore::empty();
     let mut certs = Vec::new();
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| format!("{shown}: {e}"))?;
+    let iter =
+        CertificateDer::pem_file_iter(path).or_err_with(ErrorKind::Tls, || shown.to_string())?;
     for cert in iter {
-        let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
+        let cert = cert.or_err_with(ErrorKind::Tls, || shown.to_string())?;
         // Parsed as a trust anchor first, so the wrapper below is given a valid certificate.
-        store
-            .add(cert.clone())
-            .map_err(|e| format!("{shown}: not a usable CA certificate: {e}"))?;
+        store.add(cert.clone()).or_err_with(ErrorKind::Tls, || {
+            format!("{shown}: not a usable CA certificate")
+        })?;
         let raw = cert.as_ref().to_vec();
         certs.push(pingora::utils::tls::WrappedX509::new(raw, |raw| {
             pingora::utils::tls::parse_x509(raw)
         }));
     }
     if certs.is_empty() {
-        return Err(format!("{shown}: no PEM certificate"));
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!("{shown}: no PEM certificate"),
+        ));
     }
     Ok(Arc::from(certs.into_boxed_slice()))
 }

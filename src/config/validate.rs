@@ -12,6 +12,7 @@ use super::routes;
 use super::{
     Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig, ServerConfig,
 };
+use crate::error::{Error, ErrorKind};
 
 pub(super) fn read(
     table: &Table,
@@ -316,21 +317,26 @@ fn check_unique<'a>(section: &str, names: impl Iterator<Item = &'a str>, problem
 }
 
 /// Resolve `host:port` once, at load time.
-fn resolve_upstream(text: &str) -> Result<SocketAddr, String> {
+fn resolve_upstream(text: &str) -> Result<SocketAddr, Error> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
+    let problem = |what: String| Error::new(ErrorKind::Config, what);
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} needs a port (host:port)"));
+        return Err(problem(format!("{text:?} needs a port (host:port)")));
     };
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("{text:?} is not host:port"));
+        return Err(problem(format!("{text:?} is not host:port")));
     }
     match text.to_socket_addrs() {
         Ok(mut addrs) => addrs
             .next()
-            .ok_or_else(|| format!("{text:?} resolved to no address")),
-        Err(e) => Err(format!("cannot resolve {text:?}: {e}")),
+            .ok_or_else(|| problem(format!("{text:?} resolved to no address"))),
+        Err(e) => Err(Error::because(
+            ErrorKind::Config,
+            format!("cannot resolve {text:?}"),
+            e,
+        )),
     }
 }
 

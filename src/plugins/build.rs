@@ -14,6 +14,8 @@ use ring::digest::{Context, SHA256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::error::{Error, ErrorKind, OrErr};
+
 /// Files every plugin is built with, embedded from the repository at compile time.
 const EMBEDDED: [(&str, &str); 3] = [
     ("wit/policy.wit", include_str!("../../wit/policy.wit")),
@@ -66,7 +68,7 @@ impl Builder {
     /// nothing is written unless something must be built, and native code compiled because the
     /// shipped precompiled copy does not fit this engine or CPU is used from memory when it
     /// cannot be stored.
-    pub fn build(&self, engine: &Engine, name: &str, plugin_dir: &Path) -> Result<Built, String> {
+    pub fn build(&self, engine: &Engine, name: &str, plugin_dir: &Path) -> Result<Built, Error> {
         let hash = source_hash(plugin_dir)?;
         let started = Instant::now();
         let wasm = self.cache_dir.join(format!("{name}-{hash}.wasm"));
@@ -76,7 +78,7 @@ impl Builder {
             self.try_lock(name)
         } else {
             std::fs::create_dir_all(&self.cache_dir)
-                .map_err(|e| format!("{}: {e}", self.cache_dir.display()))?;
+                .or_err_with(BUILD, || shown(&self.cache_dir))?;
             let lock = self.lock(name)?;
             Some(lock)
         };
@@ -115,12 +117,12 @@ impl Builder {
                 }
             }
         }
-        let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
-        let component =
-            Component::new(engine, &bytes).map_err(|e| format!("plugin {name}: compiling: {e}"))?;
+        let bytes = std::fs::read(&wasm).or_err_with(BUILD, || shown(&wasm))?;
+        let component = Component::new(engine, &bytes)
+            .or_err_with(BUILD, || format!("plugin {name}: compiling"))?;
         let stored = component
             .serialize()
-            .map_err(|e| format!("plugin {name}: serializing: {e}"))
+            .or_err_with(BUILD, || format!("plugin {name}: serializing"))
             .and_then(|serialized| write_atomically(&native, &serialized));
         if let Err(e) = stored {
             tracing::warn!(plugin = name, error = %e, "compiled plugin not cached; it will be compiled again at the next start");
@@ -134,11 +136,10 @@ impl Builder {
         })
     }
 
-    fn lock(&self, name: &str) -> Result<std::fs::File, String> {
+    fn lock(&self, name: &str) -> Result<std::fs::File, Error> {
         let path = self.cache_dir.join(format!("{name}.lock"));
-        let lock = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        lock.lock()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let lock = std::fs::File::create(&path).or_err_with(BUILD, || shown(&path))?;
+        lock.lock().or_err_with(BUILD, || shown(&path))?;
         Ok(lock)
     }
 
@@ -150,7 +151,7 @@ impl Builder {
     }
 
     /// The embedded WIT and SDK, written once per content.
-    fn write_support(&self) -> Result<PathBuf, String> {
+    fn write_support(&self) -> Result<PathBuf, Error> {
         let mut ctx = Context::new(&SHA256);
         for (name, text) in EMBEDDED {
             ctx.update(name.as_bytes());
@@ -163,8 +164,7 @@ impl Builder {
             let path = dir.join(name);
             if !path.is_file() {
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("{}: {e}", parent.display()))?;
+                    std::fs::create_dir_all(parent).or_err_with(BUILD, || shown(parent))?;
                 }
                 write_atomically(&path, text.as_bytes())?;
             }
@@ -178,7 +178,7 @@ impl Builder {
         plugin_dir: &Path,
         support: &Path,
         out: &Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let tmp = out.with_extension(format!("tmp{}", std::process::id()));
         let output = Command::new(&self.componentize_py)
             .env_remove("RUST_BACKTRACE")
@@ -193,9 +193,12 @@ impl Builder {
             .arg(&tmp)
             .output()
             .map_err(|e| {
-                format!(
-                    "plugin {name}: cannot run {} ({e}); run scripts/setup to install componentize-py {COMPONENTIZE_PY_VERSION}",
-                    self.componentize_py.display()
+                Error::new(
+                    BUILD,
+                    format!(
+                        "plugin {name}: cannot run {} ({e}); run scripts/setup to install componentize-py {COMPONENTIZE_PY_VERSION}",
+                        self.componentize_py.display()
+                    ),
                 )
             })?;
         if !output.status.success() {
@@ -204,9 +207,12 @@ impl Builder {
             // /1/ the plugin.
             let shown = python_error(&output.stderr)
                 .replace("\"/1/", &format!("\"{}/", plugin_dir.display()));
-            return Err(format!("plugin {name}: build failed:\n{shown}"));
+            return Err(Error::new(
+                BUILD,
+                format!("plugin {name}: build failed:\n{shown}"),
+            ));
         }
-        std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
+        std::fs::rename(&tmp, out).or_err_with(BUILD, || shown(out))
     }
 }
 
@@ -236,9 +242,9 @@ fn python_error(stderr: &[u8]) -> String {
 }
 
 /// SHA-256 over the plugin's Python sources (tests excluded) and the build tool version.
-fn source_hash(plugin_dir: &Path) -> Result<String, String> {
+fn source_hash(plugin_dir: &Path) -> Result<String, Error> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(plugin_dir)
-        .map_err(|e| format!("{}: {e}", plugin_dir.display()))?
+        .or_err_with(BUILD, || shown(plugin_dir))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "py")
@@ -255,7 +261,7 @@ fn source_hash(plugin_dir: &Path) -> Result<String, String> {
         ctx.update(text.as_bytes());
     }
     for file in files {
-        let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let bytes = std::fs::read(&file).or_err_with(BUILD, || shown(&file))?;
         ctx.update(
             file.file_name()
                 .map(|n| n.as_encoded_bytes())
@@ -270,10 +276,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// The kind of every error here.
+const BUILD: ErrorKind = ErrorKind::PluginBuild;
+
+/// A path as errors name it.
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    file.write_all(bytes)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let mut file = std::fs::File::create(&tmp).or_err_with(BUILD, || shown(&tmp))?;
+    file.write_all(bytes).or_err_with(BUILD, || shown(&tmp))?;
+    std::fs::rename(&tmp, path).or_err_with(BUILD, || shown(path))
 }

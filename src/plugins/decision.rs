@@ -62,23 +62,73 @@ impl Allowed<'_> {
     }
 }
 
-/// Validate a plugin's decision. `Err` names what was wrong (for logs, never for clients).
-pub fn check(decision: Decision, allowed: &Allowed<'_>) -> Result<Checked, String> {
+/// Why a plugin's decision was refused, or could not be applied (for logs and shadow decisions'
+/// details, never for clients).
+#[derive(Debug)]
+pub enum Refused {
+    /// A header name that is not a legal field name.
+    IllegalName(String),
+    /// A header value that is not a legal field value.
+    IllegalValue(HeaderName),
+    /// A header outside the policy's `allow_headers`.
+    NotAllowed(HeaderName),
+    /// A framing or connection header in a direct answer.
+    SetByGateway(HeaderName),
+    /// An origin outside the policy's `allow_origins`.
+    Origin(String),
+    /// A new path that is not a plain absolute path (with why, when the canonicaliser said).
+    Path(Option<target::TargetError>),
+    /// A direct answer's status outside 200-599.
+    Status(u16),
+    /// A direct answer's body over [`MAX_BODY`] bytes (its size).
+    Body(usize),
+    /// A checked header the request would not take.
+    Header(Box<pingora::Error>),
+    /// A checked path that, with the request's query, does not form a URI.
+    Uri,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::IllegalName(name) => write!(f, "illegal header name {name:?}"),
+            Refused::IllegalValue(name) => write!(f, "illegal value for header {name}"),
+            Refused::NotAllowed(name) => write!(f, "header {name} is not in allow_headers"),
+            Refused::SetByGateway(name) => write!(f, "header {name} is set by the gateway"),
+            Refused::Origin(name) => write!(f, "origin {name:?} is not in allow_origins"),
+            Refused::Path(None) => f.write_str("path must be a plain absolute path"),
+            Refused::Path(Some(e)) => write!(f, "path must be a plain absolute path: {e}"),
+            Refused::Status(status) => write!(f, "status {status} is outside 200-599"),
+            Refused::Body(len) => write!(f, "body of {len} bytes is over {MAX_BODY}"),
+            Refused::Header(e) => write!(f, "{e}"),
+            Refused::Uri => f.write_str("path does not form a URI"),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Validate a plugin's decision. `Err` names what was wrong.
+pub fn check(decision: Decision, allowed: &Allowed<'_>) -> Result<Checked, Refused> {
     match decision {
         Decision::Forward(action) => check_forward(action, allowed),
         Decision::Respond(response) => check_response(response),
     }
 }
 
-fn pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("illegal header name {name:?}"))?;
-    let value =
-        HeaderValue::from_str(value).map_err(|_| format!("illegal value for header {name}"))?;
-    Ok((name, value))
+fn header_name(name: &str) -> Result<HeaderName, Refused> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| Refused::IllegalName(name.to_string()))
 }
 
-fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked, String> {
+fn pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Refused> {
+    let name = header_name(name)?;
+    match HeaderValue::from_str(value) {
+        Ok(value) => Ok((name, value)),
+        Err(_) => Err(Refused::IllegalValue(name)),
+    }
+}
+
+fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked, Refused> {
     let mut set = Vec::with_capacity(action.set_headers.len());
     let mut append = Vec::with_capacity(action.append_headers.len());
     let mut remove = Vec::with_capacity(action.remove_headers.len());
@@ -89,16 +139,15 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
         for (name, value) in list {
             let (name, value) = pair(name, value)?;
             if !allowed.header(&name) {
-                return Err(format!("header {name} is not in allow_headers"));
+                return Err(Refused::NotAllowed(name));
             }
             out.push((name, value));
         }
     }
     for name in &action.remove_headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("illegal header name {name:?}"))?;
+        let name = header_name(name)?;
         if !allowed.header(&name) {
-            return Err(format!("header {name} is not in allow_headers"));
+            return Err(Refused::NotAllowed(name));
         }
         remove.push(name);
     }
@@ -106,7 +155,7 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
         None => None,
         Some(name) => match allowed.origins.iter().find(|(allowed, _)| allowed == name) {
             Some((_, id)) => Some(*id),
-            None => return Err(format!("origin {name:?} is not in allow_origins")),
+            None => return Err(Refused::Origin(name.clone())),
         },
     };
     let path = action.path.map(|path| canonical_path(&path)).transpose()?;
@@ -121,29 +170,26 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
 
 /// A policy's new path, through the same canonicaliser as every request target: an absolute
 /// path without query or `;` parameters, forwarded in canonical form.
-fn canonical_path(path: &str) -> Result<String, String> {
+fn canonical_path(path: &str) -> Result<String, Refused> {
     match target::parse(path.as_bytes(), None, false) {
         Ok(Parsed::Target(t)) if t.query().is_none() && !t.has_parameters => Ok(t.target),
-        Ok(_) => Err("path must be a plain absolute path".to_string()),
-        Err(e) => Err(format!("path must be a plain absolute path: {e}")),
+        Ok(_) => Err(Refused::Path(None)),
+        Err(e) => Err(Refused::Path(Some(e))),
     }
 }
 
-fn check_response(response: Response) -> Result<Checked, String> {
+fn check_response(response: Response) -> Result<Checked, Refused> {
     if !(200..=599).contains(&response.status) {
-        return Err(format!("status {} is outside 200-599", response.status));
+        return Err(Refused::Status(response.status));
     }
     if response.body.len() > MAX_BODY {
-        return Err(format!(
-            "body of {} bytes is over {MAX_BODY}",
-            response.body.len()
-        ));
+        return Err(Refused::Body(response.body.len()));
     }
     let mut headers = Vec::with_capacity(response.headers.len());
     for (name, value) in &response.headers {
         let (name, value) = pair(name, value)?;
         if FRAMING.contains(&name.as_str()) {
-            return Err(format!("header {name} is set by the gateway"));
+            return Err(Refused::SetByGateway(name));
         }
         headers.push((name, value));
     }
@@ -156,24 +202,22 @@ fn check_response(response: Response) -> Result<Checked, String> {
 
 impl Changes {
     /// Make the header and path changes on the request; returns the origin chosen, if any.
-    pub fn apply(self, req: &mut RequestHeader) -> Result<Option<OriginId>, String> {
+    pub fn apply(self, req: &mut RequestHeader) -> Result<Option<OriginId>, Refused> {
         for name in self.remove {
             req.remove_header(&name);
         }
         for (name, value) in self.set {
-            req.insert_header(name, value).map_err(|e| e.to_string())?;
+            req.insert_header(name, value).map_err(Refused::Header)?;
         }
         for (name, value) in self.append {
-            req.append_header(name, value).map_err(|e| e.to_string())?;
+            req.append_header(name, value).map_err(Refused::Header)?;
         }
         if let Some(path) = self.path {
             let target = match req.uri.query() {
                 Some(query) => format!("{path}?{query}"),
                 None => path,
             };
-            let uri: http::Uri = target
-                .parse()
-                .map_err(|_| "path does not form a URI".to_string())?;
+            let uri: http::Uri = target.parse().map_err(|_| Refused::Uri)?;
             req.set_uri(uri);
         }
         Ok(self.origin)
@@ -217,16 +261,38 @@ mod tests {
             matches!(checked, Ok(Checked::Forward(Changes { origin: Some(id), .. })) if id == OriginId::at(1)),
             "the allowed origin is resolved to its id"
         );
-        for bad in [
-            forward(&[("x-other", "1")], None, None),
-            forward(&[("x-portal", "a\r\nx-evil: 1")], None, None),
-            forward(&[("bad header", "1")], None, None),
-            forward(&[("host", "evil")], None, None),
-            forward(&[], Some("us"), None),
-            forward(&[], None, Some("/a/../admin")),
-            forward(&[], None, Some("relative")),
+        for (bad, why) in [
+            (
+                forward(&[("x-other", "1")], None, None),
+                "header x-other is not in allow_headers",
+            ),
+            (
+                forward(&[("x-portal", "a\r\nx-evil: 1")], None, None),
+                "illegal value for header x-portal",
+            ),
+            (
+                forward(&[("bad header", "1")], None, None),
+                "illegal header name \"bad header\"",
+            ),
+            (
+                forward(&[("host", "evil")], None, None),
+                "header host is not in allow_headers",
+            ),
+            (
+                forward(&[], Some("us"), None),
+                "origin \"us\" is not in allow_origins",
+            ),
+            (
+                forward(&[], None, Some("/a/../admin")),
+                "path must be a plain absolute path: dot-segments in the path",
+            ),
+            (
+                forward(&[], None, Some("relative")),
+                "path must be a plain absolute path: request target must be an absolute path",
+            ),
         ] {
-            assert!(check(bad, &allowed).is_err());
+            let refused = check(bad, &allowed).err().map(|e| e.to_string());
+            assert_eq!(refused.as_deref(), Some(why));
         }
     }
 
@@ -250,7 +316,10 @@ mod tests {
             )
             .is_ok()
         );
-        assert!(check(respond(99, vec![], 0), &allowed).is_err());
+        assert!(matches!(
+            check(respond(99, vec![], 0), &allowed),
+            Err(Refused::Status(99))
+        ));
         assert!(check(respond(600, vec![], 0), &allowed).is_err());
         assert!(
             check(

@@ -27,6 +27,7 @@ use super::limits::{Limiter, Stopped, classify};
 use super::snapshot::{self, Saved};
 use super::ticker::Ticker;
 use crate::config::{Isolation, PolicyConfig};
+use crate::error::{Error, ErrorKind, OrErr};
 
 /// Processor time and wall-clock time an instance may take to instantiate and run `init`.
 const START_BUDGET: Duration = Duration::from_secs(5);
@@ -89,7 +90,7 @@ impl Runtime {
     /// The engine for `isolation`: fresh policies' instances get memories that can be put back
     /// to a saved state (`snapshot`); warm ones keep wasmtime's copy-on-write memories, shared
     /// with the compiled plugin's image.
-    pub fn new(isolation: Isolation) -> Result<Runtime, String> {
+    pub fn new(isolation: Isolation) -> Result<Runtime, Error> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         if isolation == Isolation::Fresh {
@@ -97,12 +98,12 @@ impl Runtime {
             config.memory_init_cow(false);
             config.with_host_memory(Arc::new(snapshot::Creator));
         }
-        let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
+        let engine = Engine::new(&config).or_err(ErrorKind::Plugin, "wasm engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| format!("wasm linker: {e}"))?;
+            .or_err(ErrorKind::Plugin, "wasm linker")?;
         Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| format!("wasm linker: {e}"))?;
+            .or_err(ErrorKind::Plugin, "wasm linker")?;
         let ticker = Ticker::start(&engine)?;
         Ok(Runtime {
             engine,
@@ -119,14 +120,14 @@ impl Runtime {
         config: &PolicyConfig,
         component: &Component,
         max_instances: usize,
-    ) -> Result<Arc<PolicyHost>, String> {
+    ) -> Result<Arc<PolicyHost>, Error> {
         let pre = self
             .linker
             .instantiate_pre(component)
             .and_then(PolicyPre::new)
-            .map_err(|e| {
+            .or_err_with(ErrorKind::Plugin, || {
                 format!(
-                    "policy {}: plugin {} does not fit the interface: {e}",
+                    "policy {}: plugin {} does not fit the interface",
                     config.name, config.plugin
                 )
             })?;
@@ -194,18 +195,21 @@ pub struct PolicyHost {
 
 impl PolicyHost {
     /// Build and initialise one instance (~1 ms for a CPython plugin), within [`START_DEADLINE`].
-    async fn instantiate(&self) -> Result<Warm, String> {
+    async fn instantiate(&self) -> Result<Warm, Error> {
         tokio::time::timeout(START_DEADLINE, self.instantiate_unbounded())
             .await
             .unwrap_or_else(|_| {
-                Err(format!(
-                    "policy {}: instantiate and init passed their {START_DEADLINE:?} deadline",
-                    self.name
+                Err(Error::new(
+                    ErrorKind::Plugin,
+                    format!(
+                        "policy {}: instantiate and init passed their {START_DEADLINE:?} deadline",
+                        self.name
+                    ),
                 ))
             })
     }
 
-    async fn instantiate_unbounded(&self) -> Result<Warm, String> {
+    async fn instantiate_unbounded(&self) -> Result<Warm, Error> {
         let _busy = self.ticker.busy();
         let wasi = WasiCtxBuilder::new()
             .allow_tcp(false)
@@ -243,18 +247,22 @@ impl PolicyHost {
             clock.clone(),
         ))
         .await;
-        let policy = policy.map_err(|e| format!("policy {}: instantiate: {e}", self.name))?;
+        let name = &self.name;
+        let policy =
+            policy.or_err_with(ErrorKind::Plugin, || format!("policy {name}: instantiate"))?;
         Timed::new(policy.call_init(&mut store, &self.settings_json), clock)
             .await
-            .map_err(|e| format!("policy {}: init trapped: {e}", self.name))?
-            .map_err(|e| format!("policy {}: init refused its settings: {e}", self.name))?;
+            .or_err_with(ErrorKind::Plugin, || format!("policy {name}: init trapped"))?
+            .or_err_with(ErrorKind::Plugin, || {
+                format!("policy {name}: init refused its settings")
+            })?;
         store.data_mut().budget = self.budget;
         let saved = if self.isolation == Isolation::Fresh {
             regions
                 .into_iter()
                 .map(Saved::take)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("policy {}: {e}", self.name))?
+                .map_err(|e| e.within(format!("policy {name}")))?
         } else {
             Vec::new()
         };
@@ -270,7 +278,7 @@ impl PolicyHost {
     /// Fill the pool to `count` initialised instances (start-up and reload, never a request).
     /// Warm policies reuse them; fresh policies use each for one request and build its
     /// replacement in the background.
-    pub async fn warm_up(&self, count: usize) -> Result<(), String> {
+    pub async fn warm_up(&self, count: usize) -> Result<(), Error> {
         for _ in 0..count {
             let warm = self.instantiate().await?;
             self.put_back(warm);

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use pingora::http::RequestHeader;
 
 use crate::config::{Config, Isolation, OnError, PolicyConfig, RouteConfig};
+use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
 use bindings::edgewarden::policy::types::Request;
@@ -108,13 +109,14 @@ impl Plugins {
     /// Build, compile and warm every policy some route uses (blocking; start-up only).
     /// `warm` is the number of initialised instances to keep per policy; at most twice as many
     /// are in use at once.
-    /// `origin` resolves a name of `allow_origins` to the generation's origin.
+    /// `origin` resolves a name of `allow_origins` to the generation's origin. Every policy that
+    /// cannot be built is reported.
     pub fn build(
         config: &Config,
         origin: impl Fn(&str) -> Option<OriginId>,
         cache_dir: std::path::PathBuf,
         warm: usize,
-    ) -> Result<Plugins, String> {
+    ) -> Result<Plugins, Errors> {
         let routes_use_policies = config.routes.iter().any(|r| !r.policies.is_empty());
         if !routes_use_policies {
             return Ok(Plugins {
@@ -134,9 +136,9 @@ impl Plugins {
         let warmer = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("plugin warm-up runtime: {e}"))?;
+            .or_err(ErrorKind::Runtime, "plugin warm-up runtime")?;
         let mut policies = Vec::with_capacity(config.policies.len());
-        let mut errors = Vec::new();
+        let mut errors = Errors::new();
         for policy in &config.policies {
             let origins = match resolve_origins(policy, &origin) {
                 Ok(origins) => origins,
@@ -153,7 +155,7 @@ impl Plugins {
             let built = match builder.build(&runtime.engine, &policy.plugin, &dir) {
                 Ok(built) => built,
                 Err(e) => {
-                    errors.push(format!("{}: {e}", policy.file.display()));
+                    errors.push(e.within(policy.file.display().to_string()));
                     continue;
                 }
             };
@@ -166,7 +168,7 @@ impl Plugins {
                 }
             };
             if let Err(e) = warmer.block_on(host.warm_up(warm)) {
-                errors.push(format!("{}: {e}", policy.file.display()));
+                errors.push(e.within(policy.file.display().to_string()));
                 continue;
             }
             policies.push(Arc::new(Policy {
@@ -178,7 +180,7 @@ impl Plugins {
             }));
         }
         if !errors.is_empty() {
-            return Err(errors.join("\n"));
+            return Err(errors);
         }
         Ok(Plugins {
             policies,
@@ -189,7 +191,7 @@ impl Plugins {
 
     /// The route's chain of policies, in order. A policy the route names that was not built is
     /// an error, never skipped.
-    pub fn chain(&self, route: &RouteConfig) -> Result<Vec<ChainStep>, String> {
+    pub fn chain(&self, route: &RouteConfig) -> Result<Vec<ChainStep>, Error> {
         route
             .policies
             .iter()
@@ -199,7 +201,10 @@ impl Plugins {
                     .iter()
                     .find(|p| p.config.name == rp.name)
                     .ok_or_else(|| {
-                        format!("routes.{}: unknown policy {:?}", route.name, rp.name)
+                        Error::new(
+                            ErrorKind::Config,
+                            format!("routes.{}: unknown policy {:?}", route.name, rp.name),
+                        )
                     })?;
                 Ok(ChainStep {
                     policy: policy.clone(),
@@ -314,8 +319,9 @@ impl Policy {
 }
 
 /// Build every plugin directory under `plugins_dir` (those with a `plugin.py`). One line per plugin,
-/// and one more for each plugin a fresh policy runs (compiled for the fresh engine too).
-pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
+/// and one more for each plugin a fresh policy runs (compiled for the fresh engine too). Every
+/// plugin that does not build is reported.
+pub fn build_all(config: &Config) -> Result<Vec<String>, Errors> {
     let runtime = Runtime::new(Isolation::Warm)?;
     let builder = build::Builder::new(
         config.server.plugin_cache_dir.clone(),
@@ -323,7 +329,7 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
     );
     let dir = &config.server.plugins_dir;
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .or_err_with(ErrorKind::PluginBuild, || dir.display().to_string())?
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.path().join("plugin.py").is_file())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
@@ -339,7 +345,7 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
         .collect();
     let fresh_runtime = fresh_runtime_if(!fresh.is_empty())?;
     let mut lines = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Errors::new();
     for name in names {
         match builder.build(&runtime.engine, &name, &dir.join(&name)) {
             Ok(built) => lines.push(format!("{name}: {}", built.note)),
@@ -354,33 +360,32 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, String> {
             }
         }
     }
-    if errors.is_empty() {
-        Ok(lines)
-    } else {
-        Err(errors.join("\n"))
-    }
+    errors.or_ok(lines)
 }
 
 /// A policy's `allow_origins` as the generation's origins.
 fn resolve_origins(
     policy: &PolicyConfig,
     origin: impl Fn(&str) -> Option<OriginId>,
-) -> Result<Vec<(String, OriginId)>, String> {
+) -> Result<Vec<(String, OriginId)>, Error> {
     policy
         .allow_origins
         .iter()
         .map(|name| match origin(name) {
             Some(id) => Ok((name.clone(), id)),
-            None => Err(format!(
-                "{}: allow_origins: unknown origin {name:?}",
-                policy.file.display()
+            None => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{}: allow_origins: unknown origin {name:?}",
+                    policy.file.display()
+                ),
             )),
         })
         .collect()
 }
 
 /// The engine for fresh policies, when there are any (it costs a ticker thread).
-fn fresh_runtime_if(needed: bool) -> Result<Option<Runtime>, String> {
+fn fresh_runtime_if(needed: bool) -> Result<Option<Runtime>, Error> {
     needed.then(|| Runtime::new(Isolation::Fresh)).transpose()
 }
 

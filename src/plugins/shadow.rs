@@ -60,7 +60,7 @@ impl Shadows {
                 Ok(Ok(Checked::Respond(answer))) => {
                     ("respond", Some(format!("status {}", answer.status)))
                 }
-                Ok(Err(why)) => ("error", Some(why)),
+                Ok(Err(why)) => ("error", Some(why.to_string())),
                 Err(failure) => ("error", Some(failure.label().to_string())),
             };
             counter

@@ -35,6 +35,8 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
+use crate::error::{Error, ErrorKind, OrErr};
+
 /// Reservation when wasmtime leaves the size to the creator: a 32-bit memory's whole range.
 const DEFAULT_RESERVATION: usize = 4 << 30;
 /// Saved copies skip runs of zero bytes this long (the file reads back zeros there).
@@ -42,6 +44,9 @@ const ZERO_RUN: usize = 64 << 10;
 /// Written pages up to this many bytes are put back by copying and stay mapped; beyond it they
 /// are dropped, so an instance's private memory stays bounded.
 const KEEP_WRITTEN: usize = 4 << 20;
+
+/// What failed while a memory was being saved.
+const SAVING: &str = "saving plugin memory";
 
 /// One linear memory: a reservation of address space, of which the first `size` bytes are
 /// readable and writable and the rest (guard pages included) is inaccessible.
@@ -106,10 +111,10 @@ unsafe impl LinearMemory for Memory {
 
 impl Memory {
     /// Reserve `reserved` bytes plus `guard`, the first `minimum` of them accessible.
-    fn reserve(minimum: usize, reserved: usize, guard: usize) -> Result<Memory, String> {
+    fn reserve(minimum: usize, reserved: usize, guard: usize) -> Result<Memory, Error> {
         let total = reserved
             .checked_add(guard)
-            .ok_or("memory reservation overflows")?;
+            .ok_or_else(|| Error::new(ErrorKind::Plugin, "memory reservation overflows"))?;
         // SAFETY: a new anonymous mapping at an address the kernel picks; nothing else refers to
         // it until it is handed to wasmtime.
         let base = unsafe {
@@ -120,7 +125,7 @@ impl Memory {
                 MapFlags::PRIVATE | MapFlags::NORESERVE,
             )
         }
-        .map_err(|e| format!("reserving memory: {e}"))?;
+        .or_err(ErrorKind::Plugin, "reserving memory")?;
         let mut memory = Memory {
             region: Arc::new(Region {
                 base: base as usize,
@@ -131,7 +136,7 @@ impl Memory {
         };
         memory
             .grow_to(minimum)
-            .map_err(|e| format!("memory of {minimum} bytes: {e}"))?;
+            .or_err_with(ErrorKind::Plugin, || format!("memory of {minimum} bytes"))?;
         Ok(memory)
     }
 }
@@ -165,7 +170,9 @@ unsafe impl MemoryCreator for Creator {
                 .unwrap_or(DEFAULT_RESERVATION)
                 .max(DEFAULT_RESERVATION)
         });
-        let memory = Memory::reserve(minimum, reserved, guard_size_in_bytes)?;
+        // wasmtime's trait takes the reason as text.
+        let memory =
+            Memory::reserve(minimum, reserved, guard_size_in_bytes).map_err(|e| e.to_string())?;
         let region = memory.region.clone();
         CREATED.with(|created| {
             if let Some(list) = created.borrow_mut().as_mut() {
@@ -238,30 +245,30 @@ impl Drop for Saved {
 impl Saved {
     /// Save `region` as it is now and map it back from the copy, so the saved pages are shared
     /// with the file until written. Call only while no call runs in the instance.
-    pub fn take(region: Arc<Region>) -> Result<Saved, String> {
+    pub fn take(region: Arc<Region>) -> Result<Saved, Error> {
         let size = region.size();
         let fd = rustix::fs::memfd_create(
             "edgewarden-plugin-memory",
             MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
         )
-        .map_err(|e| format!("saving plugin memory: {e}"))?;
+        .or_err(ErrorKind::Plugin, SAVING)?;
         let file = File::from(fd);
         file.set_len(size as u64)
-            .map_err(|e| format!("saving plugin memory: {e}"))?;
+            .or_err(ErrorKind::Plugin, SAVING)?;
         // SAFETY: [base, base + size) is the memory's accessible part, mapped for as long as
         // `region`'s instance lives, and no call runs in the instance, so nothing writes to it.
         let bytes = unsafe { std::slice::from_raw_parts(region.base as *const u8, size) };
         for (i, chunk) in bytes.chunks(ZERO_RUN).enumerate() {
             if chunk.iter().any(|&b| b != 0) {
                 file.write_all_at(chunk, (i * ZERO_RUN) as u64)
-                    .map_err(|e| format!("saving plugin memory: {e}"))?;
+                    .or_err(ErrorKind::Plugin, SAVING)?;
             }
         }
         rustix::fs::fcntl_add_seals(
             &file,
             SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
         )
-        .map_err(|e| format!("sealing saved plugin memory: {e}"))?;
+        .or_err(ErrorKind::Plugin, "sealing saved plugin memory")?;
         let source = if size == 0 {
             0
         } else {
@@ -276,7 +283,7 @@ impl Saved {
                     0,
                 )
             }
-            .map_err(|e| format!("mapping saved plugin memory: {e}"))? as usize
+            .or_err(ErrorKind::Plugin, "mapping saved plugin memory")? as usize
         };
         let saved = Saved {
             region,
@@ -297,7 +304,7 @@ impl Saved {
     /// so the next call does not fault on them again. When more than [`KEEP_WRITTEN`] bytes have
     /// been written they are dropped instead (they read back from the file). Where the kernel
     /// cannot report written pages, the whole memory is mapped again.
-    pub fn restore(&mut self) -> Result<bool, String> {
+    pub fn restore(&mut self) -> Result<bool, Error> {
         if self.region.size() != self.size {
             return Ok(false);
         }
@@ -313,7 +320,7 @@ impl Saved {
         }
     }
 
-    fn map(&self) -> Result<(), String> {
+    fn map(&self) -> Result<(), Error> {
         if self.size == 0 {
             return Ok(());
         }
@@ -330,7 +337,7 @@ impl Saved {
                 0,
             )
         }
-        .map_err(|e| format!("restoring plugin memory: {e}"))?;
+        .or_err(ErrorKind::Plugin, "restoring plugin memory")?;
         Ok(())
     }
 }
@@ -343,6 +350,8 @@ mod written {
     use std::sync::OnceLock;
 
     use rustix::mm::Advice;
+
+    use crate::error::{Error, ErrorKind, OrErr};
 
     /// `_IOWR('f', 16, struct pm_scan_arg)`, from `linux/fs.h`.
     const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
@@ -395,7 +404,7 @@ mod written {
         source: usize,
         len: usize,
         written: &mut Vec<PageRegion>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         scan(base, len, written)?;
         let total: u64 = written.iter().map(|r| r.end - r.start).sum();
         let copy = total <= super::KEEP_WRITTEN as u64;
@@ -419,7 +428,7 @@ mod written {
                 unsafe {
                     rustix::mm::madvise(region.start as *mut _, bytes, Advice::LinuxDontNeed)
                 }
-                .map_err(|e| format!("dropping written pages: {e}"))?;
+                .or_err(ErrorKind::Plugin, "dropping written pages")?;
             }
         }
         Ok(())
@@ -430,9 +439,10 @@ mod written {
         base: usize,
         len: usize,
         written: &mut Vec<PageRegion>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         written.clear();
-        let pagemap = pagemap().ok_or("no /proc/self/pagemap")?;
+        let pagemap =
+            pagemap().ok_or_else(|| Error::new(ErrorKind::Plugin, "no /proc/self/pagemap"))?;
         let end = (base + len) as u64;
         let mut from = base as u64;
         let mut regions = [PageRegion::default(); REGIONS];
@@ -456,11 +466,18 @@ mod written {
             // structures; the kernel only writes `walk_end` and at most `vec_len` regions.
             let found = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
             if found < 0 {
-                return Err(format!("PAGEMAP_SCAN: {}", std::io::Error::last_os_error()));
+                return Err(Error::because(
+                    ErrorKind::Plugin,
+                    "PAGEMAP_SCAN",
+                    std::io::Error::last_os_error(),
+                ));
             }
             written.extend_from_slice(&regions[..found as usize]);
             if arg.walk_end <= from {
-                return Err("PAGEMAP_SCAN made no progress".into());
+                return Err(Error::new(
+                    ErrorKind::Plugin,
+                    "PAGEMAP_SCAN made no progress",
+                ));
             }
             from = arg.walk_end;
         }
@@ -520,16 +537,16 @@ mod tests {
         {
             write_pages(&region, pages, 0xff - round as u8);
             assert_ne!(bytes(&region), &expected[..]);
-            assert_eq!(saved.restore(), Ok(true));
+            assert!(saved.restore().expect("restore"));
             assert_eq!(bytes(&region), &expected[..], "round {round}");
         }
 
         // More than KEEP_WRITTEN bytes written: dropped instead of copied, same result.
         write_pages(&region, 0..(6 << 20) / PAGE, 1);
-        assert_eq!(saved.restore(), Ok(true));
+        assert!(saved.restore().expect("restore"));
         assert_eq!(bytes(&region), &expected[..], "after a large write");
         write_pages(&region, [5, 6], 2);
-        assert_eq!(saved.restore(), Ok(true));
+        assert!(saved.restore().expect("restore"));
         assert_eq!(
             bytes(&region),
             &expected[..],
@@ -579,6 +596,6 @@ mod tests {
         patterned(&region);
         let mut saved = Saved::take(region.clone()).expect("save");
         memory.grow_to(SIZE + (64 << 10)).expect("grow");
-        assert_eq!(saved.restore(), Ok(false));
+        assert!(!saved.restore().expect("restore"));
     }
 }

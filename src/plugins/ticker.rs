@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use wasmtime::Engine;
 
+use crate::error::{Error, ErrorKind, OrErr};
+
 /// How often the engine's epoch advances; the granularity of plugin budgets.
 pub const TICK: Duration = Duration::from_millis(1);
 /// Consecutive ticks without any call after which the ticker parks (one second).
@@ -48,7 +50,7 @@ impl Drop for Busy {
 }
 
 impl Ticker {
-    pub fn start(engine: &Engine) -> Result<Arc<Ticker>, String> {
+    pub fn start(engine: &Engine) -> Result<Arc<Ticker>, Error> {
         let shared = Arc::new(Shared {
             active: AtomicUsize::new(0),
             started: AtomicBool::new(false),
@@ -60,7 +62,7 @@ impl Ticker {
         let handle = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || run(weak, state))
-            .map_err(|e| format!("epoch thread: {e}"))?;
+            .or_err(ErrorKind::Runtime, "epoch thread")?;
         Ok(Arc::new(Ticker {
             shared,
             thread: handle.thread().clone(),

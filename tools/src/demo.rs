@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgewarden::config::{Config, DemoKey};
-use edgewarden::server::{self, StartError};
+use edgewarden::error::{Error, ErrorKind, OrErr};
+use edgewarden::server;
 
 use crate::mint::{self, TokenSpec};
 
@@ -13,10 +14,13 @@ use crate::mint::{self, TokenSpec};
 /// start one echo origin on every upstream address, print curl lines, run the gateway.
 pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     if !path.exists() {
-        return Err(StartError(format!(
-            "{}: not found; run the demo from the repository root (scripts/demo)",
-            path.display()
-        ))
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{}: not found; run the demo from the repository root (scripts/demo)",
+                path.display()
+            ),
+        )
         .into());
     }
     let config_path = path.to_path_buf();
@@ -48,7 +52,9 @@ pub fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     for (addr, name) in &upstreams {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
-            .map_err(|e| StartError(format!("demo origin cannot listen on {addr}: {e}")))?;
+            .or_err_with(ErrorKind::Listen, || {
+                format!("demo origin cannot listen on {addr}")
+            })?;
         let _guard = runtime.enter();
         crate::echo::spawn(listener, name)?;
     }
