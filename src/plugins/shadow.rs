@@ -30,7 +30,6 @@ impl Drop for Slot {
 
 impl Shadows {
     pub(super) fn run(&self, policy: Arc<Policy>, input: Request) {
-        let config = policy.config.clone();
         let counter = &crate::metrics::get().plugin_shadow_decisions;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -38,7 +37,7 @@ impl Shadows {
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             counter
-                .with_label_values(&[config.name.as_str(), "skipped"])
+                .with_label_values(&[policy.config.name.as_str(), "skipped"])
                 .inc();
             return;
         }

@@ -59,7 +59,7 @@ pub fn write(log: &AccessLogConfig, req: &RequestHeader, line: &Line<'_>) {
     };
     let micros = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
     tracing::info!(
-        target: "edgewarden::access",
+        target: crate::logging::ACCESS_LOG,
         request_id = line.request_id,
         route = line.route,
         method = req.method.as_str(),
