@@ -30,7 +30,8 @@ use edgewarden::auth::jwks::IssuerKeys;
 use edgewarden::auth::jws;
 use edgewarden::auth::keys::KeySet;
 use edgewarden::auth::verify::{Identity, Issuer, Verifier};
-use edgewarden::config::{DemoKey, IssuerConfig, KeySource};
+use edgewarden::config::{DemoKey, IssuerConfig, KeySource, Name};
+use edgewarden::shield::Budget;
 use edgewarden_tools::mint::{self, TokenSpec};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 
@@ -65,7 +66,7 @@ fn poll_once<F: Future>(future: F) -> F::Output {
 
 fn issuer_config(name: &str, issuer: &str, keys: KeySource) -> IssuerConfig {
     IssuerConfig {
-        name: name.to_string(),
+        name: Name::new(name).expect("issuer name"),
         issuer: issuer.to_string(),
         audiences: vec![AUDIENCE.to_string()],
         algorithms: vec![Algorithm::RS256],
@@ -127,7 +128,7 @@ impl Issuers {
         } else {
             None
         };
-        Verifier::new(issuers, cache, MAX_TOKEN_BYTES)
+        Verifier::new(issuers, cache, None, MAX_TOKEN_BYTES)
     }
 }
 
@@ -162,7 +163,7 @@ fn segments(token: &str) -> (&str, &str, &str) {
 }
 
 fn outcome(verifier: &Verifier, token: &str) -> Result<Identity, AuthError> {
-    poll_once(verifier.verify(token, ALLOWED))
+    poll_once(verifier.verify(token, ALLOWED, &Budget::unlimited()))
 }
 
 fn expect_ok(verifier: &Verifier, case: &str, token: &str) {
@@ -412,14 +413,20 @@ fn auth_decision(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("auth_decision");
     group.bench_function("cache_hit", |b| {
-        b.iter(|| poll_once(cached.verify(black_box(&valid), ALLOWED)).is_ok())
+        b.iter(|| {
+            poll_once(cached.verify(black_box(&valid), ALLOWED, &Budget::unlimited())).is_ok()
+        })
     });
     group.bench_function("valid_no_cache", |b| {
-        b.iter(|| poll_once(uncached.verify(black_box(&valid), ALLOWED)).is_ok())
+        b.iter(|| {
+            poll_once(uncached.verify(black_box(&valid), ALLOWED, &Budget::unlimited())).is_ok()
+        })
     });
     for (case, token, _) in &rejections {
         group.bench_function(*case, |b| {
-            b.iter(|| poll_once(cached.verify(black_box(token), ALLOWED)).is_err())
+            b.iter(|| {
+                poll_once(cached.verify(black_box(token), ALLOWED, &Budget::unlimited())).is_err()
+            })
         });
     }
     group.finish();
@@ -483,7 +490,9 @@ fn verifier_costs(c: &mut Criterion) {
     // A valid token whose `exp` has passed but is within the leeway: the cache drops the entry
     // (it compares `now > exp` without leeway), so every request verifies again and re-inserts.
     group.bench_function("cache_within_leeway", |b| {
-        b.iter(|| poll_once(cached.verify(black_box(&in_leeway), ALLOWED)).is_ok())
+        b.iter(|| {
+            poll_once(cached.verify(black_box(&in_leeway), ALLOWED, &Budget::unlimited())).is_ok()
+        })
     });
     group.finish();
 }
@@ -503,15 +512,24 @@ fn executor(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("executor");
     group.bench_function("noop_poll", |b| {
-        b.iter(|| poll_once(cached.verify(black_box(&valid), ALLOWED)).is_ok())
+        b.iter(|| {
+            poll_once(cached.verify(black_box(&valid), ALLOWED, &Budget::unlimited())).is_ok()
+        })
     });
     group.bench_function("futures_block_on", |b| {
-        b.iter(|| futures::executor::block_on(cached.verify(black_box(&valid), ALLOWED)).is_ok())
+        b.iter(|| {
+            futures::executor::block_on(cached.verify(
+                black_box(&valid),
+                ALLOWED,
+                &Budget::unlimited(),
+            ))
+            .is_ok()
+        })
     });
     group.bench_function("tokio_current_thread", |b| {
         b.iter(|| {
             runtime
-                .block_on(cached.verify(black_box(&valid), ALLOWED))
+                .block_on(cached.verify(black_box(&valid), ALLOWED, &Budget::unlimited()))
                 .is_ok()
         })
     });

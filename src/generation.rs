@@ -17,6 +17,7 @@ use crate::origins::{self, Origin};
 use crate::owned::OwnedHeaders;
 use crate::plugins::{ChainStep, Plugins};
 use crate::routing::Router;
+use crate::shield::{RouteShield, Shield};
 
 /// How long a reload waits for a URL issuer's first JWKS fetch before falling back to the keys
 /// the serving generation has for the same issuer and URL.
@@ -31,6 +32,8 @@ pub struct Generation {
     pub auth: Auth,
     pub plugins: Plugins,
     pub geo: Geo,
+    /// Penalty box, verification budget and `[[limits]]`, with their counters.
+    pub shield: Shield,
     /// Request headers only the gateway writes.
     pub(crate) owned: OwnedHeaders,
     pub(crate) router: Router,
@@ -48,6 +51,8 @@ pub struct Route {
     /// The route's policies in order (empty: none).
     pub policies: Vec<ChainStep>,
     pub origin: OriginId,
+    /// The route's limits and whether the shield's stages apply.
+    pub shield: RouteShield,
     /// `edgewarden_request_duration_seconds` for this route, resolved once.
     pub(crate) duration: prometheus::Histogram,
 }
@@ -74,6 +79,7 @@ impl Generation {
             config.server.threads,
         ));
         let geo = errors.ok(Geo::build(&config));
+        let shield = Shield::build(&config.shield, &config.limits);
         let (Some((origins, health_checks)), Some((auth, refreshers)), Some(plugins), Some(geo)) =
             (origins, auth, plugins, geo)
         else {
@@ -89,6 +95,7 @@ impl Generation {
                     route,
                     &config,
                     &plugins,
+                    &shield,
                     origin_id,
                 ))
             })
@@ -104,6 +111,7 @@ impl Generation {
             auth,
             plugins,
             geo,
+            shield,
             owned,
             router,
             routes,
@@ -189,6 +197,7 @@ impl Route {
         config: &RouteConfig,
         all: &Config,
         plugins: &Plugins,
+        shield: &Shield,
         origin: impl Fn(&str) -> Option<OriginId>,
     ) -> Result<Route, Error> {
         let origin = origin(&config.origin).ok_or_else(|| {
@@ -202,6 +211,7 @@ impl Route {
             auth: RouteAuth::resolve(config, &all.issuers)?,
             policies: plugins.chain(config)?,
             origin,
+            shield: shield.resolve(config)?,
             duration: crate::metrics::get()
                 .request_duration
                 .with_label_values(&[config.name.as_str()]),

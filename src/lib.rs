@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod shield;
 pub mod shutdown;
 pub mod target;
 #[cfg(test)]

@@ -37,6 +37,14 @@ pub struct Metrics {
     pub jwt_verify_duration: Histogram,
     pub token_cache_hits: IntCounter,
     pub token_cache_misses: IntCounter,
+    /// Signature checks actually run (after the caches and the shield).
+    pub signature_checks: IntCounter,
+    /// `[[limits]]` decisions by limit and outcome (allowed, refused, shadow_refused).
+    pub limit_decisions: IntCounterVec,
+    /// Requests the shield refused before or instead of verifying, by stage.
+    pub shield_refusals: IntCounterVec,
+    /// Client addresses put in the penalty box.
+    pub penalty_boxed: IntCounter,
     pub jwks_refresh: IntCounterVec,
     pub jwks_keys: IntGaugeVec,
     pub jwks_age: GaugeVec,
@@ -116,6 +124,20 @@ impl Metrics {
                 "Tokens not in the verified-token cache (checked in full)",
             ),
         );
+        let signature_checks = registered(
+            &r,
+            IntCounter::new(
+                "edgewarden_signature_checks_total",
+                "Token signatures checked (not answered by a cache or refused by the shield first)",
+            ),
+        );
+        let penalty_boxed = registered(
+            &r,
+            IntCounter::new(
+                "edgewarden_shield_penalty_boxed_total",
+                "Client addresses put in the penalty box for repeated failed authentications",
+            ),
+        );
         let jwks_age = registered(
             &r,
             GaugeVec::new(
@@ -157,6 +179,21 @@ impl Metrics {
             jwt_verify_duration,
             token_cache_hits,
             token_cache_misses,
+            signature_checks,
+            limit_decisions: counter(
+                &r,
+                "edgewarden_limit_decisions_total",
+                "Rate-limit decisions by limit and outcome (allowed, refused, shadow_refused)",
+                &["limit", "outcome"],
+            ),
+            shield_refusals: counter(
+                &r,
+                "edgewarden_shield_refusals_total",
+                "Requests the shield refused before verifying a token, by stage \
+                 (penalty_box, verify_budget, negative_cache)",
+                &["stage"],
+            ),
+            penalty_boxed,
             jwks_refresh: counter(
                 &r,
                 "edgewarden_jwks_refresh_total",

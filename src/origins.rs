@@ -106,7 +106,7 @@ pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Vec<Heal
             hasher.finish()
         };
         origins.push(Origin {
-            name: config.name.clone(),
+            name: config.name.to_string(),
             ca,
             pool_key,
             pool,

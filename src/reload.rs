@@ -152,7 +152,7 @@ impl Reloader {
         let serving = self.current.load_full();
         let fixed = serving.clone();
         let certs = self.certs.clone();
-        let (next, jobs, keys) = tokio::task::spawn_blocking(move || {
+        let (mut next, jobs, keys) = tokio::task::spawn_blocking(move || {
             let mut config = Config::load(&path).map_err(file_problems)?;
             // Decided on the command line at start, not by the file.
             config.demo_key = fixed.config.demo_key;
@@ -171,6 +171,7 @@ impl Reloader {
         .await
         .or_err(ErrorKind::Runtime, "reload stopped")??;
         next.prime_keys(&serving).await;
+        next.shield.adopt(&serving.shield);
         Ok((next, jobs, keys))
     }
 }

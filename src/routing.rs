@@ -124,7 +124,7 @@ fn prefix_matches(prefix: &str, path: &str, case_insensitive: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuthMode;
+    use crate::config::{AuthMode, Name};
 
     fn route(
         name: &str,
@@ -133,11 +133,11 @@ mod tests {
         methods: Option<&[&str]>,
     ) -> RouteConfig {
         RouteConfig {
-            name: name.into(),
+            name: Name::new(name).expect("name"),
             host: host.map(str::to_string),
             path_prefix: prefix.into(),
             methods: methods.map(|m| m.iter().map(|s| s.parse().expect("method")).collect()),
-            origin: "o".into(),
+            origin: Name::new("o").expect("name"),
             auth: AuthMode::Off,
             policies: vec![],
             debug_trace: false,
@@ -147,6 +147,9 @@ mod tests {
             forward_authorization: false,
             allow_path_parameters: false,
             case_insensitive: false,
+            limits: vec![],
+            limit_cost: 1,
+            shield: true,
         }
     }
 

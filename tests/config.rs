@@ -97,6 +97,7 @@ cases! {
     missing_jwks_file,
     observability,
     policy_limits,
+    rate_limits,
     tls_settings,
     toml_syntax,
     values_and_references,

@@ -24,6 +24,9 @@ pub enum AuthError {
     InsufficientScope,
     /// The issuer has no usable keys (never loaded, or stale past `max_stale_s`).
     KeysUnavailable,
+    /// The client address used up its signature checks (the shield's verification budget):
+    /// answered 429 by the shield, not as a token problem.
+    OverBudget,
 }
 
 impl AuthError {
@@ -32,6 +35,7 @@ impl AuthError {
             AuthError::AmbiguousToken => 400,
             AuthError::InsufficientScope => 403,
             AuthError::KeysUnavailable => 503,
+            AuthError::OverBudget => 429,
             _ => 401,
         }
     }
@@ -55,6 +59,7 @@ impl AuthError {
             AuthError::InvalidClaim(_) => "invalid_claim",
             AuthError::InsufficientScope => "insufficient_scope",
             AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::OverBudget => "verify_budget",
         }
     }
 
@@ -77,7 +82,20 @@ impl AuthError {
             AuthError::InvalidClaim(what) => what,
             AuthError::InsufficientScope => "token lacks a required scope",
             AuthError::KeysUnavailable => "signing keys unavailable",
+            AuthError::OverBudget => "too many token checks from this address",
         }
+    }
+
+    /// Whether the request presented a token that was refused: what the shield's penalty box
+    /// counts (not a missing token, a missing scope, or the gateway's own trouble).
+    pub fn is_failed_token(&self) -> bool {
+        !matches!(
+            self,
+            AuthError::MissingToken
+                | AuthError::InsufficientScope
+                | AuthError::KeysUnavailable
+                | AuthError::OverBudget
+        )
     }
 
     /// The `WWW-Authenticate` value (RFC 6750 §3): no error attribute when no token was sent,
@@ -86,7 +104,7 @@ impl AuthError {
         const REALM: &str = "Bearer realm=\"edgewarden\"";
         match self {
             AuthError::MissingToken => Some(REALM.to_string()),
-            AuthError::KeysUnavailable => None,
+            AuthError::KeysUnavailable | AuthError::OverBudget => None,
             AuthError::AmbiguousToken => Some(format!(
                 "{REALM}, error=\"invalid_request\", error_description=\"{}\"",
                 self.description()

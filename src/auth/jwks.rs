@@ -128,7 +128,7 @@ impl IssuerKeys {
             loaded_at: Instant::now(),
         });
         Ok(Arc::new(IssuerKeys {
-            name: config.name.clone(),
+            name: config.name.to_string(),
             iss: config.issuer.clone(),
             demo_key,
             url,

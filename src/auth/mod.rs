@@ -11,6 +11,7 @@ pub mod identity;
 pub mod jwks;
 pub mod jws;
 pub mod keys;
+pub mod negative;
 pub mod verify;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use pingora::http::RequestHeader;
 
 use crate::config::{AuthMode, Config, IssuerConfig, RouteConfig, TokenSource};
 use crate::error::{Error, ErrorKind, Errors};
+use crate::shield::Budget;
 use error::AuthError;
 use identity::ReservedHeaders;
 use jwks::{IssuerKeys, Refresher};
@@ -108,7 +110,17 @@ impl Auth {
             config.server.token_cache_entries,
             config.server.token_cache_bytes,
         );
-        let verifier = Verifier::new(issuers, cache, config.server.max_token_bytes);
+        let shield = &config.shield;
+        let negative = shield
+            .enabled
+            .then(|| {
+                negative::NegativeCache::new(
+                    shield.negative_cache_entries,
+                    shield.negative_cache_ttl_s,
+                )
+            })
+            .flatten();
+        let verifier = Verifier::new(issuers, cache, negative, config.server.max_token_bytes);
         Ok((Auth { verifier, reserved }, services))
     }
 
@@ -120,6 +132,7 @@ impl Auth {
         &self,
         req: &mut RequestHeader,
         route_auth: &RouteAuth,
+        budget: &Budget<'_>,
     ) -> Result<Option<Identity>, AuthError> {
         self.reserved.strip(req);
         if route_auth.mode == AuthMode::Off {
@@ -128,7 +141,7 @@ impl Auth {
         let (identity, source) = match identity::extract_token(req, &route_auth.token_from)? {
             Some(token) => (
                 self.verifier
-                    .verify(token.value, &route_auth.issuers)
+                    .verify(token.value, &route_auth.issuers, budget)
                     .await?,
                 token.source,
             ),

@@ -2,6 +2,8 @@
 //! size → structure (segments, base64url, duplicate-free JSON, `crit`) → cache → algorithm allowed
 //! → claim types, issuer, time window, audience, required claims → key by `kid` (bounded refetch)
 //! → signature and JWT semantics through jsonwebtoken with every `Validation` field set.
+//! Before the signature, a token that already failed one (the negative cache) is refused, and the
+//! shield's verification budget for the client address is spent.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use super::error::AuthError;
 use super::jwks::{IssuerKeys, Snapshot};
 use super::jws;
 use super::keys::Key;
+use super::negative::NegativeCache;
 use crate::config::IssuerConfig;
+use crate::shield::Budget;
 
 /// One configured issuer at run time.
 pub struct Issuer {
@@ -50,6 +54,7 @@ pub struct Identity {
 pub struct Verifier {
     pub issuers: Vec<Issuer>,
     cache: Option<TokenCache>,
+    negative: Option<NegativeCache>,
     max_token_bytes: usize,
 }
 
@@ -57,24 +62,34 @@ impl Verifier {
     pub fn new(
         issuers: Vec<Issuer>,
         cache: Option<TokenCache>,
+        negative: Option<NegativeCache>,
         max_token_bytes: usize,
     ) -> Verifier {
         Verifier {
             issuers,
             cache,
+            negative,
             max_token_bytes,
         }
     }
 
     /// Verify `token` for a route that accepts the issuers at `allowed` (indexes into `issuers`),
-    /// cheapest check first.
-    pub async fn verify(&self, token: &str, allowed: &[usize]) -> Result<Identity, AuthError> {
+    /// cheapest check first; a signature check spends one of `budget`'s.
+    pub async fn verify(
+        &self,
+        token: &str,
+        allowed: &[usize],
+        budget: &Budget<'_>,
+    ) -> Result<Identity, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TokenTooLarge);
         }
         let now = jsonwebtoken::get_current_timestamp();
         if let Some(identity) = self.cached(token, now, allowed)? {
             return Ok(identity);
+        }
+        if self.refused_before(token, now) {
+            return Err(AuthError::BadSignature);
         }
         let _timer = crate::metrics::get().jwt_verify_duration.start_timer();
         let parsed = jws::parse(token)?;
@@ -91,7 +106,16 @@ impl Verifier {
             .ok_or(AuthError::UnknownKid)?;
         #[cfg(test)]
         seam::key_looked_up();
-        issuer.check_signature(token, key, alg)?;
+        if !budget.spend() {
+            return Err(AuthError::OverBudget);
+        }
+        crate::metrics::get().signature_checks.inc();
+        if let Err(e) = issuer.check_signature(token, key, alg) {
+            if let (AuthError::BadSignature, Some(negative)) = (&e, &self.negative) {
+                negative.insert(token, index, snapshot.generation, now);
+            }
+            return Err(e);
+        }
         let claims = Arc::new(parsed.claims);
         if let Some(cache) = &self.cache {
             let verified = Verified {
@@ -138,6 +162,25 @@ impl Verifier {
             issuer: hit.issuer,
             claims: hit.claims.clone(),
         }))
+    }
+
+    /// Whether `token` already failed its signature check under its issuer's current keys.
+    fn refused_before(&self, token: &str, now: u64) -> bool {
+        let Some(negative) = &self.negative else {
+            return false;
+        };
+        let refused = negative.refused(token, now, |i| {
+            self.issuers
+                .get(i)
+                .map_or(0, |x| x.keys.usable_generation())
+        });
+        if refused {
+            crate::metrics::get()
+                .shield_refusals
+                .with_label_values(&["negative_cache"])
+                .inc();
+        }
+        refused
     }
 
     /// The allowed issuer whose `iss` the token names, and the token's algorithm, which that
@@ -392,7 +435,7 @@ mod tests {
 
     fn issuer_config(keys: KeySource) -> IssuerConfig {
         IssuerConfig {
-            name: "unit".to_string(),
+            name: crate::config::Name::new("unit").expect("name"),
             issuer: ISS.to_string(),
             audiences: vec!["api".to_string()],
             algorithms: vec![Algorithm::RS256],
@@ -431,6 +474,7 @@ mod tests {
         let verifier = Verifier::new(
             vec![Issuer::new(config, keys.clone())],
             TokenCache::new(16, 1 << 20),
+            None,
             8192,
         );
         let token = token_signed_by(KEY_A, "a");
@@ -439,10 +483,10 @@ mod tests {
 
         let refresher = keys.clone();
         seam::after_key_lookup(move || refresher.replace_for_test(only_b));
-        let first = verifier.verify(&token, &[0]).await;
+        let first = verifier.verify(&token, &[0], &Budget::unlimited()).await;
         assert!(first.is_ok(), "key A was current when it was looked up");
 
-        let second = verifier.verify(&token, &[0]).await;
+        let second = verifier.verify(&token, &[0], &Budget::unlimited()).await;
         assert_eq!(
             second.err(),
             Some(AuthError::UnknownKid),
@@ -457,10 +501,16 @@ mod tests {
         let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
         let keys = IssuerKeys::new(&config, crate::config::DemoKey::Refuse).expect("keys load");
         let cache = TokenCache::new(16, 1 << 20);
-        let verifier = Verifier::new(vec![Issuer::new(config, keys)], cache, 8192);
+        let verifier = Verifier::new(vec![Issuer::new(config, keys)], cache, None, 8192);
         let token = token_signed_by(KEY_A, "a");
-        let first = verifier.verify(&token, &[0]).await.expect("verifies");
-        let second = verifier.verify(&token, &[0]).await.expect("cached");
+        let first = verifier
+            .verify(&token, &[0], &Budget::unlimited())
+            .await
+            .expect("verifies");
+        let second = verifier
+            .verify(&token, &[0], &Budget::unlimited())
+            .await
+            .expect("cached");
         assert!(
             Arc::ptr_eq(&first.claims, &second.claims),
             "the second answer is the cached verification"

@@ -10,7 +10,12 @@ use super::reader::{Problems, Section};
 
 /// `trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]`: CIDRs, or single addresses.
 pub(super) fn read_trusted_proxies(s: &mut Section<'_>, problems: &mut Problems) -> Vec<IpNet> {
-    let list: Vec<String> = s.or(problems, "trusted_proxies", Vec::new());
+    read_networks(s, problems, "trusted_proxies")
+}
+
+/// A list of CIDRs or single addresses under `key`.
+pub(super) fn read_networks(s: &mut Section<'_>, problems: &mut Problems, key: &str) -> Vec<IpNet> {
+    let list: Vec<String> = s.or(problems, key, Vec::new());
     let mut nets = Vec::with_capacity(list.len());
     for (i, text) in list.iter().enumerate() {
         let parsed = text
@@ -18,7 +23,7 @@ pub(super) fn read_trusted_proxies(s: &mut Section<'_>, problems: &mut Problems)
             .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
         match parsed {
             Ok(net) if net.trunc() != net => problems.push(
-                &format!("{}[{i}]", s.key_path("trusted_proxies")),
+                &format!("{}[{i}]", s.key_path(key)),
                 format!(
                     "{text:?} has host bits set (did you mean \"{}\"?)",
                     net.trunc()
@@ -26,7 +31,7 @@ pub(super) fn read_trusted_proxies(s: &mut Section<'_>, problems: &mut Problems)
             ),
             Ok(net) => nets.push(net),
             Err(_) => problems.push(
-                &format!("{}[{i}]", s.key_path("trusted_proxies")),
+                &format!("{}[{i}]", s.key_path(key)),
                 format!("{text:?} is not an IP address or CIDR such as \"10.0.0.0/8\""),
             ),
         }

@@ -8,7 +8,9 @@
 mod admin;
 mod geo;
 mod issuers;
+mod limits;
 pub mod names;
+pub use names::Name;
 mod observe;
 mod policies;
 mod reader;
@@ -50,10 +52,91 @@ pub struct Config {
     pub geo: Option<GeoConfig>,
     /// `[access_log]`.
     pub access_log: AccessLogConfig,
+    /// `[[limits]]`: named rate limits, applied by the routes that list them.
+    pub limits: Vec<LimitConfig>,
+    /// `[shield]`: the stages before a token is verified.
+    pub shield: ShieldConfig,
     /// Whether the repository's public demo key may be trusted. Never set by the file: `Refuse`
     /// unless the command line says otherwise (`edgewarden-dev demo`, `--allow-demo-key`); a
     /// reload keeps what the process started with.
     pub demo_key: DemoKey,
+}
+
+/// One `[[limits]]` entry: `rate` requests per `per_s` seconds, `burst` at once (GCRA), per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitConfig {
+    pub name: Name,
+    pub key: LimitKey,
+    pub rate: u64,
+    pub per_s: u64,
+    pub burst: u64,
+    pub mode: LimitMode,
+}
+
+/// What a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client address (IPv6 grouped by /64). Checked before the token.
+    ClientIp,
+    /// The route: one budget for everyone. Checked before the token.
+    Route,
+    /// A claim of the verified token (path segments for nesting). Checked after verification.
+    Claim(Vec<String>),
+    /// A request header's value (lower-case name). Checked after verification.
+    Header(String),
+}
+
+impl LimitKey {
+    /// Whether the key is known before the token is verified.
+    pub fn before_auth(&self) -> bool {
+        matches!(self, LimitKey::ClientIp | LimitKey::Route)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitMode {
+    Enforce,
+    /// Count and log what would be refused; refuse nothing.
+    Shadow,
+}
+
+/// `[shield]`: cheap refusals before signature work, on by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShieldConfig {
+    pub enabled: bool,
+    /// Client networks no shield stage applies to.
+    pub exempt: Vec<ipnet::IpNet>,
+    /// Keys each local limit store (and the penalty box, and the budget) keeps at most.
+    pub max_keys: usize,
+    /// A client address with this many failed authentications within `penalty_window_s` is
+    /// refused (429) for `penalty_s` without its token being read (0: off).
+    pub penalty_failures: u64,
+    pub penalty_window_s: u64,
+    pub penalty_s: u64,
+    /// Signature checks per second per client address on a verified-token cache miss (0: off).
+    pub verify_per_s: u64,
+    pub verify_burst: u64,
+    /// Tokens whose signature failed, remembered (by a keyed hash) for `negative_cache_ttl_s` or
+    /// until their issuer's keys change (0: off).
+    pub negative_cache_entries: usize,
+    pub negative_cache_ttl_s: u64,
+}
+
+impl Default for ShieldConfig {
+    fn default() -> Self {
+        ShieldConfig {
+            enabled: true,
+            exempt: Vec::new(),
+            max_keys: 100_000,
+            penalty_failures: 50,
+            penalty_window_s: 60,
+            penalty_s: 60,
+            verify_per_s: 100,
+            verify_burst: 200,
+            negative_cache_entries: 10_000,
+            negative_cache_ttl_s: 60,
+        }
+    }
 }
 
 /// One JSON line per request on standard output. Off unless the file has `[access_log]`.
@@ -141,7 +224,7 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
-    pub name: String,
+    pub name: Name,
     /// `host:port` as written; resolved to addresses in `addresses`.
     pub upstreams: Vec<String>,
     pub addresses: Vec<SocketAddr>,
@@ -171,20 +254,20 @@ pub enum AuthMode {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    pub name: String,
+    pub name: Name,
     /// Lower-case host without port; `None` matches any host.
     pub host: Option<String>,
     pub path_prefix: String,
     /// `None` allows every method.
     pub methods: Option<Vec<Method>>,
-    pub origin: String,
+    pub origin: Name,
     pub auth: AuthMode,
     /// Policies in order; shadow ones run but are never enforced.
     pub policies: Vec<RoutePolicy>,
     /// Every response on this route carries the decision trace header.
     pub debug_trace: bool,
     /// Names of `[[issuers]]` whose tokens this route accepts.
-    pub issuers: Vec<String>,
+    pub issuers: Vec<Name>,
     /// Scopes the token must carry (`scope` space-separated or `scp` array).
     pub required_scopes: Vec<String>,
     pub token_from: Vec<TokenSource>,
@@ -195,12 +278,18 @@ pub struct RouteConfig {
     pub allow_path_parameters: bool,
     /// Match `path_prefix` ignoring ASCII case, for origins that fold case (IIS/ASP.NET).
     pub case_insensitive: bool,
+    /// `[[limits]]` this route applies, in order.
+    pub limits: Vec<Name>,
+    /// What one request spends of each of the route's limits.
+    pub limit_cost: u64,
+    /// `shield = false`: no penalty box or verification budget on this route.
+    pub shield: bool,
 }
 
 /// A route's use of a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePolicy {
-    pub name: String,
+    pub name: Name,
     /// `mode = "shadow"`: its decision is counted and logged, never applied.
     pub shadow: bool,
 }
@@ -234,7 +323,7 @@ pub enum Isolation {
 /// One policy file.
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
-    pub name: String,
+    pub name: Name,
     pub file: PathBuf,
     /// Directory name under `plugins_dir`.
     pub plugin: String,
@@ -249,7 +338,7 @@ pub struct PolicyConfig {
     /// Request headers the plugin may set, append or remove (lower case; `prefix*` allowed).
     pub allow_headers: Vec<String>,
     /// Origins the plugin may send a request to.
-    pub allow_origins: Vec<String>,
+    pub allow_origins: Vec<Name>,
     /// `[settings]` as JSON, passed to the plugin's `init`.
     pub settings_json: String,
 }
@@ -265,7 +354,7 @@ pub enum KeySource {
 
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
-    pub name: String,
+    pub name: Name,
     /// Exact value of the `iss` claim.
     pub issuer: String,
     /// The token's `aud` must contain one of these.

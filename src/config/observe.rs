@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::names::Name;
 use super::reader::{Problems, Section};
 use super::{AccessLogConfig, RoutePolicy};
 
@@ -69,7 +70,10 @@ pub(super) fn read_route_policies(
                 }
             },
         };
-        policies.push(RoutePolicy { name, shadow });
+        match Name::new(&name) {
+            Ok(name) => policies.push(RoutePolicy { name, shadow }),
+            Err(e) => problems.push(&format!("{}[{i}]", s.key_path("policies")), e),
+        }
     }
     policies
 }

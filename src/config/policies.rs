@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
+use super::names::Name;
 use super::reader::{Problems, Section};
 use super::{Isolation, OnError, PolicyConfig};
 
 /// Read `policies_dir/<name>.toml`. Problems are reported as `<file>: <key>: ...`.
 pub(super) fn read_policy(
-    name: &str,
+    name: &Name,
     policies_dir: &Path,
     plugins_dir: &Path,
     problems: &mut Problems,
@@ -28,14 +29,12 @@ pub(super) fn read_policy(
         );
     }
     let memory_mb = s.ranged(&mut local, "memory_mb", 64, 16, 1024);
-    let on_error = read_choice(
-        &mut s,
+    let on_error = s.choice(
         &mut local,
         "on_error",
         [("deny", OnError::Deny), ("allow", OnError::Allow)],
     );
-    let isolation = read_choice(
-        &mut s,
+    let isolation = s.choice(
         &mut local,
         "isolation",
         [("warm", Isolation::Warm), ("fresh", Isolation::Fresh)],
@@ -43,7 +42,7 @@ pub(super) fn read_policy(
     let max_calls_per_instance =
         s.ranged(&mut local, "max_calls_per_instance", 10_000, 1, 100_000_000);
     let allow_headers = read_allow_headers(&mut s, &mut local);
-    let allow_origins = s.or::<Vec<String>>(&mut local, "allow_origins", Vec::new());
+    let allow_origins = s.or::<Vec<Name>>(&mut local, "allow_origins", Vec::new());
     let settings = s
         .optional::<toml::Table>(&mut local, "settings")
         .unwrap_or_default();
@@ -53,7 +52,7 @@ pub(super) fn read_policy(
         problems.push(&shown, problem);
     }
     Some(PolicyConfig {
-        name: name.to_string(),
+        name: name.clone(),
         file,
         plugin: plugin?,
         timeout_ms,
@@ -105,27 +104,6 @@ fn read_plugin(s: &mut Section<'_>, plugins_dir: &Path, problems: &mut Problems)
         );
     }
     Some(plugin)
-}
-
-/// A key whose value is one of `choices` (the first is the default).
-fn read_choice<T: Copy, const N: usize>(
-    s: &mut Section<'_>,
-    problems: &mut Problems,
-    key: &str,
-    choices: [(&str, T); N],
-) -> T {
-    let default = choices[0].1;
-    let Some(value) = s.optional::<String>(problems, key) else {
-        return default;
-    };
-    match choices.iter().find(|(name, _)| *name == value) {
-        Some((_, choice)) => *choice,
-        None => {
-            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
-            problems.push(key, format!("{value:?} is not {}", names.join(" or ")));
-            default
-        }
-    }
 }
 
 /// `allow_headers`: header names or `prefix*` patterns, stored in lower case.

@@ -7,6 +7,8 @@
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+use super::names::Name;
+
 /// Problems found while reading a config file, each `key.path: what is wrong`.
 #[derive(Debug, Default)]
 pub struct Problems(Vec<String>);
@@ -125,16 +127,33 @@ impl<'a> Section<'a> {
         value
     }
 
-    /// The section's required `name`, which must follow the name rule (`names::is_name`).
-    pub fn name(&mut self, problems: &mut Problems) -> Option<String> {
-        let name: String = self.required(problems, "name")?;
-        if !super::names::is_name(&name) {
-            problems.push(
-                &self.key_path("name"),
-                format!("{name:?} must be 1-64 characters of a-z, 0-9, '_' or '-'"),
-            );
+    /// The section's required `name`, which must follow the name rule ([`Name`]).
+    pub fn name(&mut self, problems: &mut Problems) -> Option<Name> {
+        self.required(problems, "name")
+    }
+
+    /// A key that names one of `choices`; absent: the first choice.
+    pub fn choice<T: Copy, const N: usize>(
+        &mut self,
+        problems: &mut Problems,
+        key: &str,
+        choices: [(&str, T); N],
+    ) -> T {
+        let default = choices[0].1;
+        let Some(value) = self.optional::<String>(problems, key) else {
+            return default;
+        };
+        match choices.iter().find(|(name, _)| *name == value) {
+            Some((_, choice)) => *choice,
+            None => {
+                let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+                problems.push(
+                    &self.key_path(key),
+                    format!("{value:?} is not {}", names.join(" or ")),
+                );
+                default
+            }
         }
-        Some(name)
     }
 
     /// A sub-table such as `health_check = { ... }`.

@@ -3,6 +3,7 @@
 
 use http::Method;
 
+use super::names::Name;
 use super::reader::{Problems, Section};
 use super::{AuthMode, RouteConfig, TokenSource};
 use crate::target;
@@ -17,14 +18,17 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
         check_path_prefix(&s, prefix, problems);
     }
     let methods = read_methods(&mut s, problems);
-    let origin: Option<String> = s.required(problems, "origin");
+    let origin: Option<Name> = s.required(problems, "origin");
     let auth = read_auth_mode(&mut s, problems);
     let policies = super::observe::read_route_policies(&mut s, problems);
     let debug_trace = s.or(problems, "debug_trace", false);
-    let issuers = s.or::<Vec<String>>(problems, "issuers", Vec::new());
+    let issuers = s.or::<Vec<Name>>(problems, "issuers", Vec::new());
     let required_scopes = read_scopes(&mut s, problems);
     let token_from = read_token_from(&mut s, problems);
     let forward_authorization = s.or(problems, "forward_authorization", false);
+    let limits = s.or::<Vec<Name>>(problems, "limits", Vec::new());
+    let limit_cost = s.ranged(problems, "limit_cost", 1, 1, 1_000_000);
+    let shield = s.or(problems, "shield", true);
     s.finish(problems);
     Some(RouteConfig {
         name: name?,
@@ -41,6 +45,9 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
         forward_authorization,
         allow_path_parameters,
         case_insensitive,
+        limits,
+        limit_cost,
+        shield,
     })
 }
 
@@ -174,8 +181,8 @@ fn valid_token_name(name: &str) -> bool {
 /// two routes share host, prefix and a method.
 pub(super) fn check_references(
     routes: &mut [(usize, RouteConfig)],
-    origins: &[String],
-    issuers: &[String],
+    origins: &[Name],
+    issuers: &[Name],
     problems: &mut Problems,
 ) {
     for n in 0..routes.len() {

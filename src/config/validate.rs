@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use toml::Table;
 
-use super::names;
+use super::names::Name;
 use super::reader::{Problems, Section};
 use super::routes;
 use super::{
-    Config, HealthCheckConfig, IssuerConfig, OriginConfig, PolicyConfig, RouteConfig, ServerConfig,
+    Config, HealthCheckConfig, IssuerConfig, LimitConfig, OriginConfig, PolicyConfig, RouteConfig,
+    ServerConfig,
 };
 use crate::error::{Error, ErrorKind};
 
@@ -44,6 +45,12 @@ pub(super) fn read(
         .enumerate()
         .filter_map(|(i, s)| routes::read_route(s, problems).map(|r| (i, r)))
         .collect();
+    let limits: Vec<LimitConfig> = root
+        .tables(problems, "limits")
+        .into_iter()
+        .filter_map(|s| super::limits::read_limit(s, problems))
+        .collect();
+    let shield = super::limits::read_shield(root.table(problems, "shield"), problems);
     let geo_section = root.table(problems, "geo");
     let access_log = root
         .table(problems, "access_log")
@@ -63,18 +70,27 @@ pub(super) fn read(
     if indexed_routes.is_empty() && !table.contains_key("routes") {
         problems.push("routes", "at least one [[routes]] entry is required");
     }
-    check_unique("origins", origins.iter().map(|o| o.name.as_str()), problems);
-    check_unique("issuers", issuers.iter().map(|i| i.name.as_str()), problems);
+    // Names as written, so a section with problems of its own is still counted in the checks
+    // across sections, and does not also make every route that names it look wrong.
+    let origin_names = raw_names(table, "origins");
+    let issuer_names = raw_names(table, "issuers");
+    let limit_names = raw_names(table, "limits");
+    check_unique("origins", origin_names.iter().map(Name::as_str), problems);
+    check_unique("issuers", issuer_names.iter().map(Name::as_str), problems);
     check_unique(
         "routes",
-        indexed_routes.iter().map(|(_, r)| r.name.as_str()),
+        raw_names(table, "routes").iter().map(Name::as_str),
+        problems,
+    );
+    check_unique("limits", limit_names.iter().map(Name::as_str), problems);
+    super::limits::check_route_limits(
+        indexed_routes
+            .iter()
+            .map(|(i, r)| (*i, r.limits.as_slice())),
+        &limit_names,
         problems,
     );
     let mut indexed_routes = indexed_routes;
-    // Names as written, so an origin or issuer with its own problems does not also make every
-    // route that names it look wrong.
-    let origin_names = raw_names(table, "origins");
-    let issuer_names = raw_names(table, "issuers");
     routes::check_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
     let policies = match &server {
         Some(server) => read_policies(&indexed_routes, server, &origin_names, problems),
@@ -100,6 +116,8 @@ pub(super) fn read(
         policies,
         geo,
         access_log,
+        limits,
+        shield,
         demo_key: super::DemoKey::Refuse,
     })
 }
@@ -108,21 +126,13 @@ pub(super) fn read(
 fn read_policies(
     routes: &[(usize, RouteConfig)],
     server: &ServerConfig,
-    origins: &[String],
+    origins: &[Name],
     problems: &mut Problems,
 ) -> Vec<PolicyConfig> {
     let mut policies: Vec<PolicyConfig> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
-    for (index, route) in routes {
-        for (i, name) in route.policies.iter().map(|p| &p.name).enumerate() {
-            let path = format!("routes[{index}].policies[{i}]");
-            if !names::is_name(name) {
-                problems.push(
-                    &path,
-                    format!("{name:?} must be a policy file name of a-z, 0-9, '_' or '-'"),
-                );
-                continue;
-            }
+    for (_, route) in routes {
+        for name in route.policies.iter().map(|p| &p.name) {
             if seen.contains(&name.as_str()) {
                 continue;
             }
@@ -289,8 +299,9 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     })
 }
 
-/// The `name`s of the tables in array `key`, read raw (for references to sections with errors).
-fn raw_names(table: &Table, key: &str) -> Vec<String> {
+/// The `name`s of the tables in array `key`, read raw (for references to sections with other
+/// errors); a name that breaks the rule is reported by its own section.
+fn raw_names(table: &Table, key: &str) -> Vec<Name> {
     table
         .get(key)
         .and_then(|v| v.as_array())
@@ -300,7 +311,7 @@ fn raw_names(table: &Table, key: &str) -> Vec<String> {
                 .filter_map(|item| {
                     item.get("name")
                         .and_then(|n| n.as_str())
-                        .map(str::to_string)
+                        .and_then(|n| Name::new(n).ok())
                 })
                 .collect()
         })

@@ -5,6 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use super::bindings::edgewarden::policy::types::{Decision, ForwardAction, Response};
+use crate::config::Name;
 use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
 use crate::target::{self, Parsed};
@@ -53,7 +54,7 @@ pub struct Allowed<'a> {
     /// `allow_headers`.
     pub headers: &'a HeaderPatterns,
     /// The names of `allow_origins`, resolved to the generation's origins.
-    pub origins: &'a [(String, OriginId)],
+    pub origins: &'a [(Name, OriginId)],
 }
 
 impl Allowed<'_> {
@@ -153,7 +154,11 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
     }
     let origin = match &action.origin {
         None => None,
-        Some(name) => match allowed.origins.iter().find(|(allowed, _)| allowed == name) {
+        Some(name) => match allowed
+            .origins
+            .iter()
+            .find(|(allowed, _)| allowed.as_str() == name.as_str())
+        {
             Some((_, id)) => Some(*id),
             None => return Err(Refused::Origin(name.clone())),
         },
@@ -244,7 +249,7 @@ mod tests {
     #[test]
     fn only_allowed_headers_origins_and_paths_pass() {
         let headers = HeaderPatterns::new(["x-portal", "x-internal-*"]);
-        let origins = vec![("uk".to_string(), OriginId::at(1))];
+        let origins = vec![(Name::new("uk").expect("name"), OriginId::at(1))];
         let allowed = Allowed {
             headers: &headers,
             origins: &origins,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
-use crate::config::{Config, Isolation, OnError, PolicyConfig, RouteConfig};
+use crate::config::{Config, Isolation, Name, OnError, PolicyConfig, RouteConfig};
 use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
@@ -60,7 +60,7 @@ pub struct Policy {
     host: Arc<PolicyHost>,
     metrics: PolicyMetrics,
     /// `allow_origins`, resolved to the generation's origins.
-    origins: Vec<(String, OriginId)>,
+    origins: Vec<(Name, OriginId)>,
     /// `allow_headers`.
     allow_headers: HeaderPatterns,
 }
@@ -367,7 +367,7 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, Errors> {
 fn resolve_origins(
     policy: &PolicyConfig,
     origin: impl Fn(&str) -> Option<OriginId>,
-) -> Result<Vec<(String, OriginId)>, Error> {
+) -> Result<Vec<(Name, OriginId)>, Error> {
     policy
         .allow_origins
         .iter()

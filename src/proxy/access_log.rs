@@ -41,6 +41,8 @@ pub struct Line<'a> {
     pub reason: Option<&'static str>,
     /// The policy that answered, failed or chose the origin.
     pub policy: Option<&'a str>,
+    /// The limit (or shield stage) that refused the request.
+    pub limit: Option<&'a str>,
     pub total: Duration,
     pub auth: Option<Duration>,
     pub plugins: Option<Duration>,
@@ -69,6 +71,7 @@ pub fn write(log: &AccessLogConfig, req: &RequestHeader, line: &Line<'_>) {
         outcome = line.outcome,
         reason = line.reason,
         policy = line.policy,
+        limit = line.limit,
         total_us = line.total.as_micros() as u64,
         auth_us = micros(line.auth),
         plugins_us = micros(line.plugins),

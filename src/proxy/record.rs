@@ -16,6 +16,7 @@ use crate::geo::Country;
 use crate::ids::{OriginId, RouteId};
 use crate::metrics;
 use crate::plugins::Failure;
+use crate::shield::Stage;
 
 /// The step that decided a request's answer.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,11 @@ pub enum Decided {
     PolicyResponded {
         policy: Arc<str>,
         status: u16,
+    },
+    /// The shield refused (429): a `[[limits]]` entry or a stage, by name.
+    Limited {
+        limit: Arc<str>,
+        stage: Stage,
     },
     PolicyFailed {
         policy: Arc<str>,
@@ -88,7 +94,11 @@ impl Record {
         match &self.decided {
             Decided::Forwarded { .. } => Outcome::Forwarded,
             Decided::PolicyResponded { .. } => Outcome::PluginResponded,
-            Decided::Rejected { .. } if status.is_some_and(|s| s < 500) => Outcome::Rejected,
+            Decided::Rejected { .. } | Decided::Limited { .. }
+                if status.is_some_and(|s| s < 500) =>
+            {
+                Outcome::Rejected
+            }
             _ => Outcome::Error,
         }
     }
@@ -98,6 +108,7 @@ impl Record {
     fn reason_and_policy(&self) -> (Option<&'static str>, Option<&str>) {
         match &self.decided {
             Decided::Rejected { code, .. } => (Some(*code), None),
+            Decided::Limited { .. } => (Some("rate_limited"), None),
             Decided::PolicyResponded { policy, .. } => (None, Some(&**policy)),
             Decided::PolicyFailed { policy, why } => (Some(why.label()), Some(&**policy)),
             Decided::Forwarded { chosen_by, .. } => (None, chosen_by.as_deref()),
@@ -113,6 +124,11 @@ impl Record {
             Decided::Pending => "gateway:pending".to_string(),
             Decided::Rejected { code, auth: true } => format!("auth:{code}"),
             Decided::Rejected { code, auth: false } => format!("gateway:{code}"),
+            Decided::Limited {
+                limit,
+                stage: Stage::Limit,
+            } => format!("limit:{limit}"),
+            Decided::Limited { stage, .. } => format!("shield:{}", stage.label()),
             Decided::PolicyResponded { policy, status } => {
                 format!("policy:{policy}:respond:{status}")
             }
@@ -149,8 +165,16 @@ impl Record {
         m.requests
             .with_label_values(&[route_name, metrics::status_class(status), outcome.label()])
             .inc();
-        if let Decided::Rejected { code, auth: false } = self.decided {
-            m.gateway_rejections.with_label_values(&[code]).inc();
+        match &self.decided {
+            Decided::Rejected { code, auth: false } => {
+                m.gateway_rejections.with_label_values(&[code]).inc();
+            }
+            Decided::Limited { .. } => {
+                m.gateway_rejections
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+            }
+            _ => {}
         }
         let total = self.started.elapsed();
         match route {
@@ -177,6 +201,10 @@ impl Record {
                 outcome: outcome.label(),
                 reason,
                 policy,
+                limit: match &self.decided {
+                    Decided::Limited { limit, .. } => Some(limit),
+                    _ => None,
+                },
                 total,
                 auth: self.auth_time,
                 plugins: self.plugins_time,

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::auth::error::AuthError;
 use crate::plugins::PolicyAnswer;
+use crate::shield::Refusal;
 use crate::target::TargetError;
 
 /// Largest unread request body the gateway drains to keep a connection alive after answering early;
@@ -52,6 +53,8 @@ pub enum Rejection {
     PolicyFailed,
     /// A token problem; the string is the route's required scopes for a 403 challenge.
     Auth(AuthError, String),
+    /// The shield refused: a limit, the penalty box or the verification budget (429).
+    Limited(Refusal),
 }
 
 impl Rejection {
@@ -70,6 +73,7 @@ impl Rejection {
             Rejection::NoHealthyUpstream => 503,
             Rejection::UpstreamTimeout => 504,
             Rejection::Auth(e, _) => e.status(),
+            Rejection::Limited(_) => 429,
         }
     }
 
@@ -89,6 +93,7 @@ impl Rejection {
             Rejection::Internal => "internal_error",
             Rejection::PolicyFailed => "policy_failed",
             Rejection::Auth(e, _) => e.reason(),
+            Rejection::Limited(_) => "rate_limited",
         }
     }
 
@@ -107,6 +112,7 @@ impl Rejection {
             Rejection::Internal => "internal error",
             Rejection::PolicyFailed => "a policy could not decide",
             Rejection::Auth(e, _) => e.description(),
+            Rejection::Limited(_) => "too many requests; retry after the time in Retry-After",
         }
     }
 
@@ -239,7 +245,7 @@ fn rejection_header(
 ) -> Result<ResponseHeader> {
     // Without Pingora's case-preserving name map (one map less per answer): standard names go out
     // title-cased, others in lower case; HTTP field names are case-insensitive.
-    let mut resp = ResponseHeader::build_no_case(rejection.status(), Some(6))?;
+    let mut resp = ResponseHeader::build_no_case(rejection.status(), Some(8))?;
     resp.insert_header(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -264,6 +270,11 @@ fn rejection_header(
             if let Some(challenge) = e.challenge(scopes) {
                 resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
             }
+        }
+        Rejection::Limited(refusal) => {
+            resp.insert_header(header::RETRY_AFTER, refusal.retry_after_s)?;
+            resp.insert_header("ratelimit-policy", refusal.policy_field())?;
+            resp.insert_header("ratelimit", refusal.ratelimit_field())?;
         }
         _ => {}
     }

@@ -1,5 +1,5 @@
 //! The request path's steps, in the order of the README's diagram: begin → framing → canonical
-//! request → route → client → authenticate → country → policies → upstream. Each step either lets
+//! request → route → client → shield → authenticate → limits → country → policies → upstream. Each step either lets
 //! the request go on or stops it with an [`Answer`], which `request_filter` writes (and records)
 //! in one place.
 
@@ -45,6 +45,10 @@ impl Answer {
     /// The decision to record for this answer.
     pub(super) fn decided(&self) -> Decided {
         match self {
+            Answer::Reject(Rejection::Limited(refusal)) => Decided::Limited {
+                limit: refusal.limit.clone(),
+                stage: refusal.stage,
+            },
             Answer::Reject(rejection) => Decided::Rejected {
                 code: rejection.code(),
                 auth: matches!(rejection, Rejection::Auth(..)),
@@ -76,7 +80,9 @@ impl Gateway {
         let canonical = canonical_request(session, generation)?;
         let route = route(session, ctx, generation, &canonical)?;
         let client = client(session, ctx, generation);
-        let identity = authenticate(session, ctx, generation, route).await?;
+        shield(generation, route, &client)?;
+        let identity = authenticate(session, ctx, generation, route, &client).await?;
+        limits(session, generation, route, identity.as_ref())?;
         let country = country(session, ctx, generation, &client)?;
         let chosen_by =
             policies(session, ctx, generation, route, &client, identity, country).await?;
@@ -159,20 +165,38 @@ fn client(session: &Session, ctx: &mut RequestCtx, generation: &Generation) -> C
     client
 }
 
-/// The route's token check (401 / 403, RFC 6750), counted by reason.
+/// The shield before the token is read: the penalty box, then the route's limits keyed by client
+/// address or route (429).
+fn shield(generation: &Generation, route: &Route, client: &Client) -> Step<()> {
+    generation
+        .shield
+        .before_auth(&route.shield, client.ip)
+        .map_err(|refusal| Rejection::Limited(refusal).into())
+}
+
+/// The route's token check (401 / 403, RFC 6750), counted by reason; a signature check spends the
+/// client address's verification budget, and a refused token counts toward its penalty box.
 async fn authenticate(
     session: &mut Session,
     ctx: &mut RequestCtx,
     generation: &Generation,
     route: &Route,
+    client: &Client,
 ) -> Step<Option<Identity>> {
     let started = generation.config.access_log.enabled.then(Instant::now);
+    let budget = generation.shield.budget(&route.shield, client.ip);
     let authenticated = generation
         .auth
-        .authenticate(session.req_header_mut(), &route.auth)
+        .authenticate(session.req_header_mut(), &route.auth, &budget)
         .await;
     ctx.record.auth_time = started.map(|t| t.elapsed());
     authenticated.map_err(|e| {
+        if let (AuthError::OverBudget, Some(refusal)) = (&e, budget.refusal()) {
+            return Rejection::Limited(refusal).into();
+        }
+        if e.is_failed_token() {
+            generation.shield.auth_failed(&route.shield, client.ip);
+        }
         crate::metrics::get()
             .auth_rejections
             .with_label_values(&[route.config.name.as_str(), e.reason()])
@@ -183,6 +207,20 @@ async fn authenticate(
         };
         Rejection::Auth(e, scopes).into()
     })
+}
+
+/// The route's limits keyed by the verified token's claims or by header values (429).
+fn limits(
+    session: &Session,
+    generation: &Generation,
+    route: &Route,
+    identity: Option<&Identity>,
+) -> Step<()> {
+    let claims = identity.map(|i| &*i.claims);
+    generation
+        .shield
+        .after_auth(&route.shield, claims, session.req_header())
+        .map_err(|refusal| Rejection::Limited(refusal).into())
 }
 
 /// The client's country, set in `[geo] header` for the origin when known.

@@ -20,6 +20,7 @@ mod promise;
 mod reload;
 mod replicas;
 mod routing;
+mod shield;
 mod shutdown;
 mod tls;
 mod token_places;

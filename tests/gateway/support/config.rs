@@ -217,6 +217,11 @@ impl Entry {
         self
     }
 
+    /// The string value of `key`, if it has one.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.table.get(key).and_then(Value::as_str)
+    }
+
     /// The table's text (a policy file's content).
     pub fn to_text(&self) -> String {
         toml::to_string(&self.table).expect("a table serialises")
@@ -229,6 +234,16 @@ pub fn origin(name: &str, upstreams: &[SocketAddr]) -> Entry {
     Entry::new(Place::Array("origins"))
         .set("name", name)
         .set("upstreams", upstreams)
+}
+
+/// `[[limits]]`: `rate` requests per minute with `burst` at once, counted by `key`.
+pub fn limit(name: &str, key: &str, rate: u64, burst: u64) -> Entry {
+    Entry::new(Place::Array("limits"))
+        .set("name", name)
+        .set("key", key)
+        .set("rate", rate)
+        .set("per_s", 60)
+        .set("burst", burst)
 }
 
 /// `[[routes]]` for `path_prefix` to `origin`, with `auth = "off"`.

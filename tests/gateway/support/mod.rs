@@ -24,7 +24,7 @@ pub mod volume;
 
 pub use cli::{edgewarden, edgewarden_async};
 pub use config::{
-    Config, Entry, issuer, origin, pem_issuer, policy, route, section, shipped_policy,
+    Config, Entry, issuer, limit, origin, pem_issuer, policy, route, section, shipped_policy,
 };
 pub use gateway::{ADMIN_TOKEN, Gateway, Wait};
 pub use http::{Conn, Response, get, https_client, req};

@@ -151,11 +151,14 @@ impl Edgewarden<'_> {
                 Setup::SeedGeo => ("seed", "", (edge.clone(), edge.join("policies")), &SEED_GEO),
             };
         let policies = self.write_policies(label, &policy_files, routes)?;
+        // The scenarios measure each check's own cost: the shield, which would turn a repeated
+        // forged token into a negative-cache hit or a penalty-box refusal, is off.
         let mut config = format!(
             "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 1\n{cache}\
              trusted_proxies = [\"127.0.0.1/32\"]\npolicies_dir = \"{}\"\nplugins_dir = \"{}\"\n\
              plugin_cache_dir = \"{}\"\n\n\
              [geo]\ncountry_header = \"cf-ipcountry\"\n\n\
+             [shield]\nenabled = false\n\n\
              [[issuers]]\nname = \"load\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n\
              algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n\n",
             policies.display(),

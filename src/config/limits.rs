@@ -1,0 +1,149 @@
+//! `[[limits]]` and `[shield]`: the named rate limits routes apply, and the shield stages that run
+//! before a token is verified (penalty box, verification budget, negative cache).
+
+use super::geo::read_networks;
+use super::names::Name;
+use super::reader::{Problems, Section};
+use super::{LimitConfig, LimitKey, LimitMode, ShieldConfig};
+
+/// The largest `rate` and `burst`.
+const MAX_RATE: u64 = 1_000_000_000;
+
+/// One `[[limits]]` entry.
+pub(super) fn read_limit(mut s: Section<'_>, problems: &mut Problems) -> Option<LimitConfig> {
+    let name = s.name(problems);
+    let key = read_key(&mut s, problems);
+    let rate: Option<u64> = s.required(problems, "rate");
+    let rate = rate.filter(|&rate| {
+        let fits = (1..=MAX_RATE).contains(&rate);
+        if !fits {
+            problems.push(
+                &s.key_path("rate"),
+                format!("{rate} is out of range 1..={MAX_RATE}"),
+            );
+        }
+        fits
+    });
+    let per_s = s.ranged(problems, "per_s", 1, 1, 366 * 86_400);
+    // Absent: the whole rate may come at once.
+    let burst = s.ranged(problems, "burst", rate.unwrap_or(1), 1, MAX_RATE);
+    let redis = s.choice(problems, "store", [("local", false), ("redis", true)]);
+    if redis {
+        problems.push(
+            &s.key_path("store"),
+            "\"redis\" is not available in this version of edgewarden; use \"local\"",
+        );
+    }
+    let mode = s.choice(
+        problems,
+        "mode",
+        [
+            ("enforce", LimitMode::Enforce),
+            ("shadow", LimitMode::Shadow),
+        ],
+    );
+    s.finish(problems);
+    Some(LimitConfig {
+        name: name?,
+        key: key?,
+        rate: rate?,
+        per_s,
+        burst,
+        mode,
+    })
+}
+
+/// `key = "client_ip" | "route" | "claim:PATH" | "header:NAME"`.
+fn read_key(s: &mut Section<'_>, problems: &mut Problems) -> Option<LimitKey> {
+    let text: String = s.required(problems, "key")?;
+    let key = match text.split_once(':') {
+        None if text == "client_ip" => Some(LimitKey::ClientIp),
+        None if text == "route" => Some(LimitKey::Route),
+        Some(("claim", path)) => {
+            let parts: Vec<String> = path.split('.').map(str::to_string).collect();
+            (!parts.iter().any(String::is_empty)).then_some(LimitKey::Claim(parts))
+        }
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(|h| LimitKey::Header(h.as_str().to_string())),
+        _ => None,
+    };
+    if key.is_none() {
+        problems.push(
+            &s.key_path("key"),
+            format!(
+                "{text:?} is not \"client_ip\", \"route\", \"claim:PATH\" (dots for nesting) \
+                 or \"header:NAME\""
+            ),
+        );
+    }
+    key
+}
+
+/// `[shield]`; absent, every stage is on with its default.
+pub(super) fn read_shield(s: Option<Section<'_>>, problems: &mut Problems) -> ShieldConfig {
+    let defaults = ShieldConfig::default();
+    let Some(mut s) = s else {
+        return defaults;
+    };
+    let d = &defaults;
+    let enabled = s.or(problems, "enabled", d.enabled);
+    let exempt = read_networks(&mut s, problems, "exempt");
+    let max_keys = s.ranged(problems, "max_keys", d.max_keys as u64, 1_000, 100_000_000) as usize;
+    let penalty_failures = s.ranged(
+        problems,
+        "penalty_failures",
+        d.penalty_failures,
+        0,
+        1_000_000,
+    );
+    let penalty_window_s = s.ranged(problems, "penalty_window_s", d.penalty_window_s, 1, 86_400);
+    let penalty_s = s.ranged(problems, "penalty_s", d.penalty_s, 1, 86_400);
+    let verify_per_s = s.ranged(problems, "verify_per_s", d.verify_per_s, 0, 1_000_000);
+    let verify_burst = s.ranged(problems, "verify_burst", d.verify_burst, 1, 1_000_000);
+    let negative_cache_entries = s.ranged(
+        problems,
+        "negative_cache_entries",
+        d.negative_cache_entries as u64,
+        0,
+        10_000_000,
+    ) as usize;
+    let negative_cache_ttl_s = s.ranged(
+        problems,
+        "negative_cache_ttl_s",
+        d.negative_cache_ttl_s,
+        1,
+        3_600,
+    );
+    s.finish(problems);
+    ShieldConfig {
+        enabled,
+        exempt,
+        max_keys,
+        penalty_failures,
+        penalty_window_s,
+        penalty_s,
+        verify_per_s,
+        verify_burst,
+        negative_cache_entries,
+        negative_cache_ttl_s,
+    }
+}
+
+/// Every limit a route names exists (`limits`: the names of the `[[limits]]` entries as written).
+pub(super) fn check_route_limits<'a>(
+    routes: impl Iterator<Item = (usize, &'a [Name])>,
+    limits: &[Name],
+    problems: &mut Problems,
+) {
+    for (index, names) in routes {
+        for (i, name) in names.iter().enumerate() {
+            if !limits.contains(name) {
+                problems.push(
+                    &format!("routes[{index}].limits[{i}]"),
+                    format!("{name:?} is not a [[limits]] entry"),
+                );
+            }
+        }
+    }
+}

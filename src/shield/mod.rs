@@ -1,0 +1,390 @@
+//! The abuse shield: cheap refusals before signature work, and the configured rate limits. Stages,
+//! cheapest first (docs/shielding.md):
+//!
+//! 1. [`Shield::before_auth`], before the token is read: the penalty box (a client address with
+//!    too many failed authentications), then the route's limits keyed by address or route;
+//! 2. [`Budget`], asked by the verifier on a verified-token cache miss just before a signature
+//!    check: signature checks per client address (the negative cache of bad signatures sits in
+//!    the verifier itself, `auth::negative`);
+//! 3. [`Shield::after_auth`], after verification: limits keyed by verified claims or by header
+//!    values. An unverified token's claims never key anything.
+//!
+//! Every refusal is a [`Refusal`] (429). Counters live in [`store::LocalStore`]s, which a reload
+//! hands on to the next generation for every limit whose definition did not change ([`Shield::adopt`]).
+//! Addresses are grouped by /64 for IPv6, since one host often holds a whole /64.
+
+pub mod gcra;
+mod refusal;
+pub mod store;
+
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Instant;
+
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+use prometheus::IntCounter;
+use serde_json::{Map, Value};
+
+use crate::config::{LimitConfig, LimitKey, LimitMode, Name, RouteConfig, ShieldConfig};
+use crate::error::{Error, ErrorKind};
+use gcra::{Quota, Verdict, ceil_secs};
+pub use refusal::{Refusal, Stage};
+use store::LocalStore;
+
+const NS: u64 = 1_000_000_000;
+
+/// Nanoseconds on the shield's monotonic clock (since the first call).
+pub fn now_ns() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_nanos() as u64
+}
+
+/// The shield of one generation.
+pub struct Shield {
+    enabled: bool,
+    exempt: Vec<IpNet>,
+    max_keys: usize,
+    penalty: Option<Builtin>,
+    budget: Option<Builtin>,
+    limits: Vec<Limit>,
+}
+
+/// The penalty box or the verification budget.
+struct Builtin {
+    quota: Quota,
+    store: Arc<LocalStore>,
+    /// Penalty box: how long the box stays shut.
+    box_ns: u64,
+}
+
+/// One `[[limits]]` entry at run time, with its counters resolved once.
+struct Limit {
+    config: LimitConfig,
+    quota: Quota,
+    store: Arc<LocalStore>,
+    name: Arc<str>,
+    allowed: IntCounter,
+    refused: IntCounter,
+    shadow_refused: IntCounter,
+}
+
+/// A route's use of the shield, resolved when the generation is built.
+pub struct RouteShield {
+    /// Positions in the shield's limits, checked before the token is read.
+    before: Vec<usize>,
+    /// Checked after verification.
+    after: Vec<usize>,
+    cost: u64,
+    /// The penalty box and the verification budget apply.
+    stages: bool,
+    route: Name,
+}
+
+impl Shield {
+    pub fn build(shield: &ShieldConfig, limits: &[LimitConfig]) -> Shield {
+        let on = shield.enabled;
+        let m = crate::metrics::get();
+        let penalty = (on && shield.penalty_failures > 0).then(|| Builtin {
+            quota: Quota::new(
+                shield.penalty_failures,
+                shield.penalty_window_s,
+                shield.penalty_failures,
+            ),
+            store: Arc::new(LocalStore::new(shield.max_keys)),
+            box_ns: shield.penalty_s.saturating_mul(NS),
+        });
+        let budget = (on && shield.verify_per_s > 0).then(|| Builtin {
+            quota: Quota::new(shield.verify_per_s, 1, shield.verify_burst),
+            store: Arc::new(LocalStore::new(shield.max_keys)),
+            box_ns: 0,
+        });
+        let limits = limits
+            .iter()
+            .map(|config| {
+                let counter = |outcome: &str| {
+                    m.limit_decisions
+                        .with_label_values(&[config.name.as_str(), outcome])
+                };
+                Limit {
+                    quota: Quota::new(config.rate, config.per_s, config.burst),
+                    store: Arc::new(LocalStore::new(shield.max_keys)),
+                    name: Arc::from(config.name.as_str()),
+                    allowed: counter("allowed"),
+                    refused: counter("refused"),
+                    shadow_refused: counter("shadow_refused"),
+                    config: config.clone(),
+                }
+            })
+            .collect();
+        Shield {
+            enabled: on,
+            exempt: shield.exempt.clone(),
+            max_keys: shield.max_keys,
+            penalty,
+            budget,
+            limits,
+        }
+    }
+
+    /// The route's limits, split by when their key is known; a name that is not a limit is an
+    /// error (the configuration reader reports it first).
+    pub fn resolve(&self, route: &RouteConfig) -> Result<RouteShield, Error> {
+        let mut resolved = RouteShield {
+            before: Vec::new(),
+            after: Vec::new(),
+            cost: route.limit_cost,
+            stages: route.shield,
+            route: route.name.clone(),
+        };
+        for name in &route.limits {
+            let index = self
+                .limits
+                .iter()
+                .position(|l| &l.config.name == name)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("routes.{}: unknown limit {name:?}", route.name),
+                    )
+                })?;
+            if self.limits[index].config.key.before_auth() {
+                resolved.before.push(index);
+            } else {
+                resolved.after.push(index);
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Take over the serving generation's counters wherever the definition is the same (a mode
+    /// change keeps them too), so a reload does not hand everyone a fresh burst.
+    pub fn adopt(&mut self, serving: &Shield) {
+        let same_size = self.max_keys == serving.max_keys;
+        for limit in &mut self.limits {
+            let old = serving.limits.iter().find(|old| {
+                let (a, b) = (&old.config, &limit.config);
+                a.name == b.name && a.key == b.key && old.quota == limit.quota
+            });
+            if let Some(old) = old.filter(|_| same_size) {
+                limit.store = old.store.clone();
+            }
+        }
+        for (new, old) in [
+            (&mut self.penalty, &serving.penalty),
+            (&mut self.budget, &serving.budget),
+        ] {
+            if let (Some(new), Some(old)) = (new, old)
+                && same_size
+                && new.quota == old.quota
+            {
+                new.store = old.store.clone();
+            }
+        }
+    }
+
+    /// Before the token is read: the penalty box, then the limits keyed by address or route.
+    pub fn before_auth(&self, route: &RouteShield, client: Option<IpAddr>) -> Result<(), Refusal> {
+        let now = now_ns();
+        let exempt = self.is_exempt(client);
+        if let (Some(penalty), Some(ip), true) = (&self.penalty, client, route.stages && !exempt)
+            && let Some(left) = penalty.store.boxed(penalty.store.key(&[&address(ip)]), now)
+        {
+            crate::metrics::get()
+                .shield_refusals
+                .with_label_values(&[Stage::PenaltyBox.label()])
+                .inc();
+            return Err(builtin_refusal(Stage::PenaltyBox, &penalty.quota, left));
+        }
+        for &i in &route.before {
+            let limit = &self.limits[i];
+            let key = match (&limit.config.key, client) {
+                (LimitKey::ClientIp, _) if exempt => continue,
+                (LimitKey::ClientIp, Some(ip)) => limit.store.key(&[&address(ip)]),
+                (LimitKey::Route, _) => limit.store.key(&[route.route.as_bytes()]),
+                _ => limit.store.key(&[]),
+            };
+            limit.decide(key, now, route.cost)?;
+        }
+        Ok(())
+    }
+
+    /// After verification: the limits keyed by the verified token's claims (`None`: no verified
+    /// token) or by header values. A request without the key's value shares one bucket with
+    /// every other such request, so leaving it out never escapes the limit.
+    pub fn after_auth(
+        &self,
+        route: &RouteShield,
+        claims: Option<&Map<String, Value>>,
+        req: &RequestHeader,
+    ) -> Result<(), Refusal> {
+        if route.after.is_empty() {
+            return Ok(());
+        }
+        let now = now_ns();
+        for &i in &route.after {
+            let limit = &self.limits[i];
+            let key = match &limit.config.key {
+                LimitKey::Claim(path) => match claims.and_then(|c| claim_at(c, path)) {
+                    Some(Value::String(s)) => limit.store.key(&[s.as_bytes()]),
+                    Some(other) => limit.store.key(&[other.to_string().as_bytes()]),
+                    None => limit.store.key(&[]),
+                },
+                LimitKey::Header(name) => {
+                    let values: Vec<&[u8]> = req
+                        .headers
+                        .get_all(name.as_str())
+                        .iter()
+                        .map(|v| v.as_bytes())
+                        .collect();
+                    limit.store.key(&values)
+                }
+                // Known before authentication: checked there.
+                LimitKey::ClientIp | LimitKey::Route => continue,
+            };
+            limit.decide(key, now, route.cost)?;
+        }
+        Ok(())
+    }
+
+    /// A failed authentication from `client` on a route the stages apply to.
+    pub fn auth_failed(&self, route: &RouteShield, client: Option<IpAddr>) {
+        let (Some(penalty), Some(ip)) = (&self.penalty, client) else {
+            return;
+        };
+        if !route.stages || self.is_exempt(client) {
+            return;
+        }
+        let key = penalty.store.key(&[&address(ip)]);
+        if penalty
+            .store
+            .fail(key, &penalty.quota, now_ns(), penalty.box_ns)
+        {
+            crate::metrics::get().penalty_boxed.inc();
+            tracing::info!(client = %ip, "client address put in the penalty box");
+        }
+    }
+
+    /// The verification budget of `client` on `route`, for the verifier to ask.
+    pub fn budget(&self, route: &RouteShield, client: Option<IpAddr>) -> Budget<'_> {
+        let stage = self
+            .budget
+            .as_ref()
+            .filter(|_| route.stages && !self.is_exempt(client));
+        Budget {
+            stage: stage.and_then(|b| client.map(|ip| (b, b.store.key(&[&address(ip)])))),
+            refusal: OnceLock::new(),
+        }
+    }
+
+    fn is_exempt(&self, client: Option<IpAddr>) -> bool {
+        !self.enabled
+            || client.is_some_and(|ip| {
+                let ip = ip.to_canonical();
+                self.exempt.iter().any(|net| net.contains(&ip))
+            })
+    }
+}
+
+impl Limit {
+    fn decide(&self, key: u64, now: u64, cost: u64) -> Result<(), Refusal> {
+        match self.store.check(key, &self.quota, now, cost) {
+            Verdict::Allow { .. } => {
+                self.allowed.inc();
+                Ok(())
+            }
+            Verdict::Deny { retry_after_ns, .. } if self.config.mode == LimitMode::Shadow => {
+                self.shadow_refused.inc();
+                tracing::info!(limit = %self.name, retry_after_ns, "shadow limit would refuse");
+                Ok(())
+            }
+            Verdict::Deny { retry_after_ns, .. } => {
+                self.refused.inc();
+                Err(Refusal {
+                    stage: Stage::Limit,
+                    limit: self.name.clone(),
+                    rate: self.quota.rate,
+                    per_s: self.quota.per_s,
+                    retry_after_s: ceil_secs(retry_after_ns).max(1),
+                })
+            }
+        }
+    }
+}
+
+/// Signature checks a client address may still spend; asked by the verifier on a cache miss.
+pub struct Budget<'a> {
+    stage: Option<(&'a Builtin, u64)>,
+    /// Set when a check was refused.
+    refusal: OnceLock<Refusal>,
+}
+
+impl Budget<'_> {
+    /// A budget that never refuses (no shield on the request).
+    pub fn unlimited() -> Budget<'static> {
+        Budget {
+            stage: None,
+            refusal: OnceLock::new(),
+        }
+    }
+
+    /// Spend one signature check; `false`: refused (the refusal is kept for the answer).
+    pub fn spend(&self) -> bool {
+        let Some((stage, key)) = self.stage else {
+            return true;
+        };
+        match stage.store.check(key, &stage.quota, now_ns(), 1) {
+            Verdict::Allow { .. } => true,
+            Verdict::Deny { retry_after_ns, .. } => {
+                crate::metrics::get()
+                    .shield_refusals
+                    .with_label_values(&[Stage::VerifyBudget.label()])
+                    .inc();
+                let _ = self.refusal.set(builtin_refusal(
+                    Stage::VerifyBudget,
+                    &stage.quota,
+                    retry_after_ns,
+                ));
+                false
+            }
+        }
+    }
+
+    /// The refusal of the last `spend` that returned `false`.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.refusal.get().cloned()
+    }
+}
+
+fn builtin_refusal(stage: Stage, quota: &Quota, retry_after_ns: u64) -> Refusal {
+    Refusal {
+        stage,
+        limit: Arc::from(stage.label()),
+        rate: quota.rate,
+        per_s: quota.per_s,
+        retry_after_s: ceil_secs(retry_after_ns).max(1),
+    }
+}
+
+/// The address a client is counted by: IPv4 as is, IPv6 by its /64.
+fn address(ip: IpAddr) -> [u8; 16] {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            octets
+        }
+    }
+}
+
+/// The claim at `path` (object keys, outermost first).
+fn claim_at<'c>(claims: &'c Map<String, Value>, path: &[String]) -> Option<&'c Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(claims.get(first)?, |value, key| value.as_object()?.get(key))
+        .filter(|v| !v.is_null())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,54 @@
+//! A shield refusal and the fields its 429 carries: `Retry-After` (RFC 9110 §10.2.3) and the
+//! `RateLimit-Policy` and `RateLimit` structured fields of draft-ietf-httpapi-ratelimit-headers
+//! (a list of one item: the limit's name as a string, with `q`/`w` and `r`/`t` parameters).
+
+use std::sync::Arc;
+
+/// Which stage refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The client address had too many failed authentications.
+    PenaltyBox,
+    /// The client address used up its signature checks.
+    VerifyBudget,
+    /// A configured `[[limits]]` entry.
+    Limit,
+}
+
+impl Stage {
+    /// The `stage` label of `edgewarden_shield_refusals_total`, and the name a built-in stage
+    /// goes by in the answer's fields.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::PenaltyBox => "penalty_box",
+            Stage::VerifyBudget => "verify_budget",
+            Stage::Limit => "limit",
+        }
+    }
+}
+
+/// A request the shield refused: answered 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub stage: Stage,
+    /// The limit's configured name, or the stage's label.
+    pub limit: Arc<str>,
+    /// The quota: `rate` requests per `per_s` seconds.
+    pub rate: u64,
+    pub per_s: u64,
+    /// Whole seconds until the same request would be allowed.
+    pub retry_after_s: u64,
+}
+
+impl Refusal {
+    /// `RateLimit-Policy`: `"name";q=RATE;w=WINDOW`. Names follow the configuration's name rule
+    /// (or are fixed labels), so they never need escaping.
+    pub fn policy_field(&self) -> String {
+        format!("\"{}\";q={};w={}", self.limit, self.rate, self.per_s)
+    }
+
+    /// `RateLimit`: nothing remains, and `t` says when a request fits again.
+    pub fn ratelimit_field(&self) -> String {
+        format!("\"{}\";r=0;t={}", self.limit, self.retry_after_s)
+    }
+}
