@@ -12,6 +12,24 @@
 //! per line. This module imports nothing of the crate, so every layer may use it.
 
 use std::fmt;
+use std::process::ExitCode;
+
+/// A command's outcome as the process's exit status; an error is printed to stderr first, ending
+/// with a newline (an [`Errors`] report already has one per problem).
+pub fn exit_code<E: fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = e.to_string();
+            if text.ends_with('\n') {
+                eprint!("{text}");
+            } else {
+                eprintln!("{text}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The error that caused another one.
 pub type Source = Box<dyn std::error::Error + Send + Sync>;

@@ -145,14 +145,5 @@ fn main() -> ExitCode {
         }
         Command::Plugins { command } => plugins_command(command),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprint!("{e}");
-            if !e.to_string().ends_with('\n') {
-                eprintln!();
-            }
-            ExitCode::FAILURE
-        }
-    }
+    edgewarden::error::exit_code(result)
 }

@@ -106,14 +106,5 @@ fn main() -> ExitCode {
             Ok(())
         }),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprint!("{e}");
-            if !e.to_string().ends_with('\n') {
-                eprintln!();
-            }
-            ExitCode::FAILURE
-        }
-    }
+    edgewarden::error::exit_code(result)
 }
