@@ -79,9 +79,18 @@ impl Generation {
             config.server.threads,
         ));
         let geo = errors.ok(Geo::build(&config));
-        let shield = Shield::build(&config.shield, &config.limits);
-        let (Some((origins, health_checks)), Some((auth, refreshers)), Some(plugins), Some(geo)) =
-            (origins, auth, plugins, geo)
+        let shield = errors.ok(Shield::build(
+            &config.shield,
+            &config.limits,
+            config.redis.as_ref(),
+        ));
+        let (
+            Some((origins, health_checks)),
+            Some((auth, refreshers)),
+            Some(plugins),
+            Some(geo),
+            Some(shield),
+        ) = (origins, auth, plugins, geo, shield)
         else {
             return Err(errors);
         };

@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -45,6 +45,12 @@ pub struct Metrics {
     pub shield_refusals: IntCounterVec,
     /// Client addresses put in the penalty box.
     pub penalty_boxed: IntCounter,
+    /// Redis store calls, answered or not.
+    pub redis_duration: Histogram,
+    /// Redis store calls that did not decide, by reason (timeout, error, breaker_open).
+    pub redis_errors: IntCounterVec,
+    /// 1 while the Redis store's circuit breaker is open.
+    pub redis_breaker_open: IntGauge,
     pub jwks_refresh: IntCounterVec,
     pub jwks_keys: IntGaugeVec,
     pub jwks_age: GaugeVec,
@@ -138,6 +144,23 @@ impl Metrics {
                 "Client addresses put in the penalty box for repeated failed authentications",
             ),
         );
+        let redis_duration = registered(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "edgewarden_redis_duration_seconds",
+                    "Time of a Redis store call, up to its deadline",
+                )
+                .buckets(FAST_BUCKETS.to_vec()),
+            ),
+        );
+        let redis_breaker_open = registered(
+            &r,
+            IntGauge::new(
+                "edgewarden_redis_breaker_open",
+                "1 while the Redis store's circuit breaker is open (calls skip Redis)",
+            ),
+        );
         let jwks_age = registered(
             &r,
             GaugeVec::new(
@@ -194,6 +217,15 @@ impl Metrics {
                 &["stage"],
             ),
             penalty_boxed,
+            redis_duration,
+            redis_errors: counter(
+                &r,
+                "edgewarden_redis_errors_total",
+                "Redis store calls that did not decide (on_store_error did), by reason \
+                 (timeout, error, breaker_open)",
+                &["reason"],
+            ),
+            redis_breaker_open,
             jwks_refresh: counter(
                 &r,
                 "edgewarden_jwks_refresh_total",

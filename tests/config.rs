@@ -98,6 +98,7 @@ cases! {
     observability,
     policy_limits,
     rate_limits,
+    redis_settings,
     tls_settings,
     toml_syntax,
     values_and_references,

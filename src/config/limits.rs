@@ -4,13 +4,19 @@
 use super::geo::read_networks;
 use super::names::Name;
 use super::reader::{Problems, Section};
-use super::{LimitConfig, LimitKey, LimitMode, ShieldConfig};
+use super::{
+    LimitConfig, LimitKey, LimitMode, LimitStore, OnStoreError, RedisConfig, ShieldConfig,
+};
 
 /// The largest `rate` and `burst`.
 const MAX_RATE: u64 = 1_000_000_000;
 
-/// One `[[limits]]` entry.
-pub(super) fn read_limit(mut s: Section<'_>, problems: &mut Problems) -> Option<LimitConfig> {
+/// One `[[limits]]` entry (`has_redis`: the file has a `[redis]` section).
+pub(super) fn read_limit(
+    mut s: Section<'_>,
+    has_redis: bool,
+    problems: &mut Problems,
+) -> Option<LimitConfig> {
     let name = s.name(problems);
     let key = read_key(&mut s, problems);
     let rate: Option<u64> = s.required(problems, "rate");
@@ -27,11 +33,15 @@ pub(super) fn read_limit(mut s: Section<'_>, problems: &mut Problems) -> Option<
     let per_s = s.ranged(problems, "per_s", 1, 1, 366 * 86_400);
     // Absent: the whole rate may come at once.
     let burst = s.ranged(problems, "burst", rate.unwrap_or(1), 1, MAX_RATE);
-    let redis = s.choice(problems, "store", [("local", false), ("redis", true)]);
-    if redis {
+    let store = s.choice(
+        problems,
+        "store",
+        [("local", LimitStore::Local), ("redis", LimitStore::Redis)],
+    );
+    if store == LimitStore::Redis && !has_redis {
         problems.push(
             &s.key_path("store"),
-            "\"redis\" is not available in this version of edgewarden; use \"local\"",
+            "\"redis\" needs a [redis] section with its url",
         );
     }
     let mode = s.choice(
@@ -50,6 +60,7 @@ pub(super) fn read_limit(mut s: Section<'_>, problems: &mut Problems) -> Option<
         per_s,
         burst,
         mode,
+        store,
     })
 }
 
@@ -146,4 +157,37 @@ pub(super) fn check_route_limits<'a>(
             }
         }
     }
+}
+
+/// `[redis]`.
+pub(super) fn read_redis(mut s: Section<'_>, problems: &mut Problems) -> Option<RedisConfig> {
+    let url: Option<String> = s.required(problems, "url");
+    if let Some(url) = &url
+        && !url.starts_with("redis://")
+    {
+        problems.push(
+            &s.key_path("url"),
+            format!("{url:?} is not a redis:// URL (TLS to Redis is not supported yet)"),
+        );
+    }
+    let timeout_ms = s.ranged(problems, "timeout_ms", 10, 1, 10_000);
+    let on_store_error = s.choice(
+        problems,
+        "on_store_error",
+        [
+            ("local", OnStoreError::Local),
+            ("allow", OnStoreError::Allow),
+            ("deny", OnStoreError::Deny),
+        ],
+    );
+    let breaker_failures = s.ranged(problems, "breaker_failures", 5, 1, 10_000);
+    let breaker_open_ms = s.ranged(problems, "breaker_open_ms", 1000, 10, 600_000);
+    s.finish(problems);
+    Some(RedisConfig {
+        url: url?,
+        timeout_ms,
+        on_store_error,
+        breaker_failures,
+        breaker_open_ms,
+    })
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub limits: Vec<LimitConfig>,
     /// `[shield]`: the stages before a token is verified.
     pub shield: ShieldConfig,
+    /// `[redis]`: present when some limit uses `store = "redis"`.
+    pub redis: Option<RedisConfig>,
     /// Whether the repository's public demo key may be trusted. Never set by the file: `Refuse`
     /// unless the command line says otherwise (`edgewarden-dev demo`, `--allow-demo-key`); a
     /// reload keeps what the process started with.
@@ -71,6 +73,39 @@ pub struct LimitConfig {
     pub per_s: u64,
     pub burst: u64,
     pub mode: LimitMode,
+    pub store: LimitStore,
+}
+
+/// Where a limit's counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitStore {
+    /// In this replica's memory.
+    Local,
+    /// In `[redis]`, shared by every replica that uses it.
+    Redis,
+}
+
+/// `[redis]`: the shared store of `store = "redis"` limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Every call's deadline; past it, `on_store_error` decides.
+    pub timeout_ms: u64,
+    pub on_store_error: OnStoreError,
+    /// Failed calls in a row that open the circuit breaker (calls skip Redis while it is open).
+    pub breaker_failures: u64,
+    /// How long the breaker stays open before one call tries Redis again.
+    pub breaker_open_ms: u64,
+}
+
+/// What a `store = "redis"` limit does when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Decide with this replica's own counters.
+    Local,
+    Allow,
+    Deny,
 }
 
 /// What a limit counts by.

@@ -48,9 +48,12 @@ pub(super) fn read(
     let limits: Vec<LimitConfig> = root
         .tables(problems, "limits")
         .into_iter()
-        .filter_map(|s| super::limits::read_limit(s, problems))
+        .filter_map(|s| super::limits::read_limit(s, table.contains_key("redis"), problems))
         .collect();
     let shield = super::limits::read_shield(root.table(problems, "shield"), problems);
+    let redis = root
+        .table(problems, "redis")
+        .and_then(|s| super::limits::read_redis(s, problems));
     let geo_section = root.table(problems, "geo");
     let access_log = root
         .table(problems, "access_log")
@@ -118,6 +121,7 @@ pub(super) fn read(
         access_log,
         limits,
         shield,
+        redis,
         demo_key: super::DemoKey::Refuse,
     })
 }

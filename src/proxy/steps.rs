@@ -80,9 +80,9 @@ impl Gateway {
         let canonical = canonical_request(session, generation)?;
         let route = route(session, ctx, generation, &canonical)?;
         let client = client(session, ctx, generation);
-        shield(generation, route, &client)?;
+        shield(generation, route, &client).await?;
         let identity = authenticate(session, ctx, generation, route, &client).await?;
-        limits(session, generation, route, identity.as_ref())?;
+        limits(session, generation, route, identity.as_ref()).await?;
         let country = country(session, ctx, generation, &client)?;
         let chosen_by =
             policies(session, ctx, generation, route, &client, identity, country).await?;
@@ -167,10 +167,11 @@ fn client(session: &Session, ctx: &mut RequestCtx, generation: &Generation) -> C
 
 /// The shield before the token is read: the penalty box, then the route's limits keyed by client
 /// address or route (429).
-fn shield(generation: &Generation, route: &Route, client: &Client) -> Step<()> {
+async fn shield(generation: &Generation, route: &Route, client: &Client) -> Step<()> {
     generation
         .shield
         .before_auth(&route.shield, client.ip)
+        .await
         .map_err(|refusal| Rejection::Limited(refusal).into())
 }
 
@@ -210,7 +211,7 @@ async fn authenticate(
 }
 
 /// The route's limits keyed by the verified token's claims or by header values (429).
-fn limits(
+async fn limits(
     session: &Session,
     generation: &Generation,
     route: &Route,
@@ -220,6 +221,7 @@ fn limits(
     generation
         .shield
         .after_auth(&route.shield, claims, session.req_header())
+        .await
         .map_err(|refusal| Rejection::Limited(refusal).into())
 }
 

@@ -70,6 +70,12 @@ impl Quota {
         }
     }
 
+    /// `T` and `τ` in microseconds, for the Redis store (whose clock is in microseconds).
+    pub fn micros(&self) -> (u64, u64) {
+        let interval = (self.interval_ns / 1000).max(1);
+        (interval, interval.saturating_mul(self.burst))
+    }
+
     /// Whether a key whose TAT is `tat` would be refused a request of cost 1 at `now`, without
     /// spending anything.
     pub fn is_exhausted(&self, tat: u64, now: u64) -> bool {

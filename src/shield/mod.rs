@@ -9,11 +9,15 @@
 //! 3. [`Shield::after_auth`], after verification: limits keyed by verified claims or by header
 //!    values. An unverified token's claims never key anything.
 //!
-//! Every refusal is a [`Refusal`] (429). Counters live in [`store::LocalStore`]s, which a reload
-//! hands on to the next generation for every limit whose definition did not change ([`Shield::adopt`]).
+//! Every refusal is a [`Refusal`] (429). Counters live in [`store::LocalStore`]s, or for
+//! `store = "redis"` limits in [`redis::RedisStore`] (with the local store as the fallback of
+//! `on_store_error = "local"`); a reload hands them on to the next generation for every limit whose
+//! definition did not change ([`Shield::adopt`]).
 //! Addresses are grouped by /64 for IPv6, since one host often holds a whole /64.
 
+mod breaker;
 pub mod gcra;
+pub mod redis;
 mod refusal;
 pub mod store;
 
@@ -26,9 +30,13 @@ use pingora::http::RequestHeader;
 use prometheus::IntCounter;
 use serde_json::{Map, Value};
 
-use crate::config::{LimitConfig, LimitKey, LimitMode, Name, RouteConfig, ShieldConfig};
+use crate::config::{
+    LimitConfig, LimitKey, LimitMode, LimitStore, Name, OnStoreError, RedisConfig, RouteConfig,
+    ShieldConfig,
+};
 use crate::error::{Error, ErrorKind};
 use gcra::{Quota, Verdict, ceil_secs};
+use redis::RedisStore;
 pub use refusal::{Refusal, Stage};
 use store::LocalStore;
 
@@ -48,6 +56,8 @@ pub struct Shield {
     penalty: Option<Builtin>,
     budget: Option<Builtin>,
     limits: Vec<Limit>,
+    /// The shared store of `store = "redis"` limits.
+    redis: Option<Arc<RedisStore>>,
 }
 
 /// The penalty box or the verification budget.
@@ -62,7 +72,10 @@ struct Builtin {
 struct Limit {
     config: LimitConfig,
     quota: Quota,
+    /// The counters; for a Redis limit, the ones `on_store_error = "local"` falls back to.
     store: Arc<LocalStore>,
+    /// `store = "redis"`: the shared store, and the prefix of this limit's keys there.
+    redis: Option<(Arc<RedisStore>, String)>,
     name: Arc<str>,
     allowed: IntCounter,
     refused: IntCounter,
@@ -82,8 +95,17 @@ pub struct RouteShield {
 }
 
 impl Shield {
-    pub fn build(shield: &ShieldConfig, limits: &[LimitConfig]) -> Shield {
+    /// The shield of a configuration; the Redis store's URL must parse.
+    pub fn build(
+        shield: &ShieldConfig,
+        limits: &[LimitConfig],
+        redis: Option<&RedisConfig>,
+    ) -> Result<Shield, Error> {
         let on = shield.enabled;
+        let redis = match redis {
+            Some(config) => Some(Arc::new(RedisStore::new(config, shield.max_keys)?)),
+            None => None,
+        };
         let m = crate::metrics::get();
         let penalty = (on && shield.penalty_failures > 0).then(|| Builtin {
             quota: Quota::new(
@@ -106,9 +128,17 @@ impl Shield {
                     m.limit_decisions
                         .with_label_values(&[config.name.as_str(), outcome])
                 };
+                let prefix = format!(
+                    "ew:{}:{}:{}:{}:",
+                    config.name, config.rate, config.per_s, config.burst
+                );
                 Limit {
                     quota: Quota::new(config.rate, config.per_s, config.burst),
                     store: Arc::new(LocalStore::new(shield.max_keys)),
+                    redis: match (config.store, &redis) {
+                        (LimitStore::Redis, Some(store)) => Some((store.clone(), prefix)),
+                        _ => None,
+                    },
                     name: Arc::from(config.name.as_str()),
                     allowed: counter("allowed"),
                     refused: counter("refused"),
@@ -117,14 +147,15 @@ impl Shield {
                 }
             })
             .collect();
-        Shield {
+        Ok(Shield {
             enabled: on,
             exempt: shield.exempt.clone(),
             max_keys: shield.max_keys,
             penalty,
             budget,
             limits,
-        }
+            redis,
+        })
     }
 
     /// The route's limits, split by when their key is known; a name that is not a limit is an
@@ -161,6 +192,18 @@ impl Shield {
     /// change keeps them too), so a reload does not hand everyone a fresh burst.
     pub fn adopt(&mut self, serving: &Shield) {
         let same_size = self.max_keys == serving.max_keys;
+        // The same Redis settings: keep the connection, its breaker and what it knows.
+        if let (Some(new), Some(old)) = (&self.redis, &serving.redis)
+            && new.config == old.config
+        {
+            let old = old.clone();
+            for limit in &mut self.limits {
+                if let Some((store, _)) = &mut limit.redis {
+                    *store = old.clone();
+                }
+            }
+            self.redis = Some(old);
+        }
         for limit in &mut self.limits {
             let old = serving.limits.iter().find(|old| {
                 let (a, b) = (&old.config, &limit.config);
@@ -184,7 +227,11 @@ impl Shield {
     }
 
     /// Before the token is read: the penalty box, then the limits keyed by address or route.
-    pub fn before_auth(&self, route: &RouteShield, client: Option<IpAddr>) -> Result<(), Refusal> {
+    pub async fn before_auth(
+        &self,
+        route: &RouteShield,
+        client: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
         let now = now_ns();
         let exempt = self.is_exempt(client);
         if let (Some(penalty), Some(ip), true) = (&self.penalty, client, route.stages && !exempt)
@@ -198,13 +245,14 @@ impl Shield {
         }
         for &i in &route.before {
             let limit = &self.limits[i];
-            let key = match (&limit.config.key, client) {
+            let address = client.map(address);
+            let value: &[&[u8]] = match (&limit.config.key, &address) {
                 (LimitKey::ClientIp, _) if exempt => continue,
-                (LimitKey::ClientIp, Some(ip)) => limit.store.key(&[&address(ip)]),
-                (LimitKey::Route, _) => limit.store.key(&[route.route.as_bytes()]),
-                _ => limit.store.key(&[]),
+                (LimitKey::ClientIp, Some(address)) => &[address],
+                (LimitKey::Route, _) => &[route.route.as_bytes()],
+                _ => &[],
             };
-            limit.decide(key, now, route.cost)?;
+            limit.decide(value, route.cost).await?;
         }
         Ok(())
     }
@@ -212,7 +260,7 @@ impl Shield {
     /// After verification: the limits keyed by the verified token's claims (`None`: no verified
     /// token) or by header values. A request without the key's value shares one bucket with
     /// every other such request, so leaving it out never escapes the limit.
-    pub fn after_auth(
+    pub async fn after_auth(
         &self,
         route: &RouteShield,
         claims: Option<&Map<String, Value>>,
@@ -221,28 +269,28 @@ impl Shield {
         if route.after.is_empty() {
             return Ok(());
         }
-        let now = now_ns();
         for &i in &route.after {
             let limit = &self.limits[i];
-            let key = match &limit.config.key {
+            let text;
+            let value: Vec<&[u8]> = match &limit.config.key {
                 LimitKey::Claim(path) => match claims.and_then(|c| claim_at(c, path)) {
-                    Some(Value::String(s)) => limit.store.key(&[s.as_bytes()]),
-                    Some(other) => limit.store.key(&[other.to_string().as_bytes()]),
-                    None => limit.store.key(&[]),
+                    Some(Value::String(s)) => vec![s.as_bytes()],
+                    Some(other) => {
+                        text = other.to_string();
+                        vec![text.as_bytes()]
+                    }
+                    None => Vec::new(),
                 },
-                LimitKey::Header(name) => {
-                    let values: Vec<&[u8]> = req
-                        .headers
-                        .get_all(name.as_str())
-                        .iter()
-                        .map(|v| v.as_bytes())
-                        .collect();
-                    limit.store.key(&values)
-                }
+                LimitKey::Header(name) => req
+                    .headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect(),
                 // Known before authentication: checked there.
                 LimitKey::ClientIp | LimitKey::Route => continue,
             };
-            limit.decide(key, now, route.cost)?;
+            limit.decide(&value, route.cost).await?;
         }
         Ok(())
     }
@@ -287,8 +335,41 @@ impl Shield {
 }
 
 impl Limit {
-    fn decide(&self, key: u64, now: u64, cost: u64) -> Result<(), Refusal> {
-        match self.store.check(key, &self.quota, now, cost) {
+    /// Spend `cost` for the key made of `value`'s parts (none: the request has no value).
+    async fn decide(&self, value: &[&[u8]], cost: u64) -> Result<(), Refusal> {
+        let verdict = match &self.redis {
+            Some((redis, prefix)) => {
+                let key = format!("{prefix}{}", digest(value));
+                match redis.check(&key, &self.quota, cost).await {
+                    Ok(verdict) => verdict,
+                    Err(e) => {
+                        crate::metrics::get()
+                            .redis_errors
+                            .with_label_values(&[e.label()])
+                            .inc();
+                        match redis.config.on_store_error {
+                            OnStoreError::Local => self.local(value, cost),
+                            OnStoreError::Allow => return Ok(()),
+                            OnStoreError::Deny => Verdict::Deny {
+                                retry_after_ns: NS,
+                                reset_ns: NS,
+                            },
+                        }
+                    }
+                }
+            }
+            None => self.local(value, cost),
+        };
+        self.count(verdict)
+    }
+
+    fn local(&self, value: &[&[u8]], cost: u64) -> Verdict {
+        self.store
+            .check(self.store.key(value), &self.quota, now_ns(), cost)
+    }
+
+    fn count(&self, verdict: Verdict) -> Result<(), Refusal> {
+        match verdict {
             Verdict::Allow { .. } => {
                 self.allowed.inc();
                 Ok(())
@@ -364,6 +445,20 @@ fn builtin_refusal(stage: Stage, quota: &Quota, retry_after_ns: u64) -> Refusal 
         per_s: quota.per_s,
         retry_after_s: ceil_secs(retry_after_ns).max(1),
     }
+}
+
+/// A key value's digest for the Redis store: the same on every replica, never the value itself.
+fn digest(parts: &[&[u8]]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let digest = ctx.finish();
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The address a client is counted by: IPv4 as is, IPv6 by its /64.

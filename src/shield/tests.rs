@@ -17,6 +17,7 @@ fn limit(n: &str, key: LimitKey, rate: u64, burst: u64, mode: LimitMode) -> Limi
         per_s: 60,
         burst,
         mode,
+        store: crate::config::LimitStore::Local,
     }
 }
 
@@ -39,6 +40,32 @@ fn route(limits: &[&str]) -> RouteConfig {
     let mut route = config.routes[0].clone();
     route.limits = limits.iter().map(|l| name(l)).collect();
     route
+}
+
+fn build(config: &ShieldConfig, limits: &[LimitConfig]) -> Shield {
+    Shield::build(config, limits, None).expect("shield")
+}
+
+/// `before_auth` run to completion (local stores never wait).
+fn before(shield: &Shield, route: &RouteShield, client: Option<IpAddr>) -> Result<(), Refusal> {
+    block_on(shield.before_auth(route, client))
+}
+
+fn after(
+    shield: &Shield,
+    route: &RouteShield,
+    claims: Option<&Map<String, Value>>,
+    req: &RequestHeader,
+) -> Result<(), Refusal> {
+    block_on(shield.after_auth(route, claims, req))
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 fn ip(s: &str) -> Option<IpAddr> {
@@ -79,21 +106,19 @@ fn the_penalty_box_shuts_after_n_failures_for_that_address_only() {
         penalty_failures: 3,
         ..ShieldConfig::default()
     };
-    let shield = Shield::build(&config, &[]);
+    let shield = build(&config, &[]);
     let r = shield.resolve(&route(&[])).expect("route");
     for _ in 0..2 {
         shield.auth_failed(&r, ip("192.0.2.1"));
     }
-    assert!(shield.before_auth(&r, ip("192.0.2.1")).is_ok(), "2 of 3");
+    assert!(before(&shield, &r, ip("192.0.2.1")).is_ok(), "2 of 3");
     shield.auth_failed(&r, ip("192.0.2.1"));
-    let refusal = shield
-        .before_auth(&r, ip("192.0.2.1"))
-        .expect_err("boxed after the third failure");
+    let refusal = before(&shield, &r, ip("192.0.2.1")).expect_err("boxed after the third failure");
     assert_eq!(refusal.stage, Stage::PenaltyBox);
     assert_eq!(refusal.retry_after_s, 60);
     assert_eq!(refusal.policy_field(), "\"penalty_box\";q=3;w=60");
     assert!(
-        shield.before_auth(&r, ip("192.0.2.2")).is_ok(),
+        before(&shield, &r, ip("192.0.2.2")).is_ok(),
         "another address"
     );
 }
@@ -105,15 +130,15 @@ fn exempt_networks_and_routes_are_never_boxed() {
         exempt: vec!["10.0.0.0/8".parse().expect("net")],
         ..ShieldConfig::default()
     };
-    let shield = Shield::build(&config, &[]);
+    let shield = build(&config, &[]);
     let r = shield.resolve(&route(&[])).expect("route");
     shield.auth_failed(&r, ip("10.1.2.3"));
-    assert!(shield.before_auth(&r, ip("10.1.2.3")).is_ok());
+    assert!(before(&shield, &r, ip("10.1.2.3")).is_ok());
     let mut open = route(&[]);
     open.shield = false;
     let open = shield.resolve(&open).expect("route");
     shield.auth_failed(&open, ip("192.0.2.9"));
-    assert!(shield.before_auth(&r, ip("192.0.2.9")).is_ok());
+    assert!(before(&shield, &r, ip("192.0.2.9")).is_ok());
 }
 
 #[test]
@@ -123,7 +148,7 @@ fn the_verification_budget_refuses_past_its_burst() {
         verify_burst: 2,
         ..ShieldConfig::default()
     };
-    let shield = Shield::build(&config, &[]);
+    let shield = build(&config, &[]);
     let r = shield.resolve(&route(&[])).expect("route");
     let budget = shield.budget(&r, ip("192.0.2.1"));
     assert!(budget.spend() && budget.spend());
@@ -143,24 +168,24 @@ fn client_limits_refuse_past_the_burst_and_name_the_limit() {
         2,
         LimitMode::Enforce,
     )];
-    let shield = Shield::build(&ShieldConfig::default(), &limits);
+    let shield = build(&ShieldConfig::default(), &limits);
     let r = shield.resolve(&route(&["per-ip"])).expect("route");
-    assert!(shield.before_auth(&r, ip("192.0.2.1")).is_ok());
-    assert!(shield.before_auth(&r, ip("192.0.2.1")).is_ok());
-    let refusal = shield.before_auth(&r, ip("192.0.2.1")).expect_err("third");
+    assert!(before(&shield, &r, ip("192.0.2.1")).is_ok());
+    assert!(before(&shield, &r, ip("192.0.2.1")).is_ok());
+    let refusal = before(&shield, &r, ip("192.0.2.1")).expect_err("third");
     assert_eq!(&*refusal.limit, "per-ip");
     assert_eq!(refusal.retry_after_s, 6, "one request per 6 s");
     assert_eq!(refusal.ratelimit_field(), "\"per-ip\";r=0;t=6");
-    assert!(shield.before_auth(&r, ip("192.0.2.2")).is_ok());
+    assert!(before(&shield, &r, ip("192.0.2.2")).is_ok());
 }
 
 #[test]
 fn shadow_limits_refuse_nothing() {
     let limits = [limit("watch", LimitKey::Route, 1, 1, LimitMode::Shadow)];
-    let shield = Shield::build(&ShieldConfig::default(), &limits);
+    let shield = build(&ShieldConfig::default(), &limits);
     let r = shield.resolve(&route(&["watch"])).expect("route");
     for _ in 0..5 {
-        assert!(shield.before_auth(&r, ip("192.0.2.1")).is_ok());
+        assert!(before(&shield, &r, ip("192.0.2.1")).is_ok());
     }
 }
 
@@ -182,7 +207,7 @@ fn claim_limits_key_on_the_verified_value_and_nested_paths() {
             LimitMode::Enforce,
         ),
     ];
-    let shield = Shield::build(&ShieldConfig::default(), &limits);
+    let shield = build(&ShieldConfig::default(), &limits);
     let r = shield
         .resolve(&route(&["per-user", "per-tenant"]))
         .expect("route");
@@ -193,19 +218,15 @@ fn claim_limits_key_on_the_verified_value_and_nested_paths() {
         alice.as_object().expect("map"),
         bob.as_object().expect("map"),
     );
-    assert!(shield.after_auth(&r, Some(alice), &req).is_ok());
-    let refusal = shield
-        .after_auth(&r, Some(alice), &req)
-        .expect_err("alice's one");
+    assert!(after(&shield, &r, Some(alice), &req).is_ok());
+    let refusal = after(&shield, &r, Some(alice), &req).expect_err("alice's one");
     assert_eq!(&*refusal.limit, "per-user");
     assert!(
-        shield.after_auth(&r, Some(bob), &req).is_ok(),
+        after(&shield, &r, Some(bob), &req).is_ok(),
         "bob has his own"
     );
     let carol = json!({"sub": "carol", "org": {"id": 7}});
-    let refusal = shield
-        .after_auth(&r, carol.as_object(), &req)
-        .expect_err("tenant 7 spent its two");
+    let refusal = after(&shield, &r, carol.as_object(), &req).expect_err("tenant 7 spent its two");
     assert_eq!(&*refusal.limit, "per-tenant");
 }
 
@@ -218,56 +239,44 @@ fn requests_without_the_key_share_one_bucket() {
         1,
         LimitMode::Enforce,
     )];
-    let shield = Shield::build(&ShieldConfig::default(), &limits);
+    let shield = build(&ShieldConfig::default(), &limits);
     let r = shield.resolve(&route(&["per-key"])).expect("route");
-    assert!(shield.after_auth(&r, None, &request(&[])).is_ok());
-    assert!(shield.after_auth(&r, None, &request(&[])).is_err());
-    assert!(
-        shield
-            .after_auth(&r, None, &request(&[("x-api-key", "k1")]))
-            .is_ok()
-    );
-    assert!(
-        shield
-            .after_auth(&r, None, &request(&[("x-api-key", "k1")]))
-            .is_err()
-    );
-    assert!(
-        shield
-            .after_auth(&r, None, &request(&[("x-api-key", "k2")]))
-            .is_ok()
-    );
+    assert!(after(&shield, &r, None, &request(&[])).is_ok());
+    assert!(after(&shield, &r, None, &request(&[])).is_err());
+    assert!(after(&shield, &r, None, &request(&[("x-api-key", "k1")])).is_ok());
+    assert!(after(&shield, &r, None, &request(&[("x-api-key", "k1")])).is_err());
+    assert!(after(&shield, &r, None, &request(&[("x-api-key", "k2")])).is_ok());
 }
 
 #[test]
 fn a_reload_keeps_the_counters_of_unchanged_limits_only() {
-    let before = [
+    let old = [
         limit("same", LimitKey::Route, 10, 1, LimitMode::Enforce),
         limit("changed", LimitKey::Route, 10, 1, LimitMode::Enforce),
     ];
-    let serving = Shield::build(&ShieldConfig::default(), &before);
+    let serving = build(&ShieldConfig::default(), &old);
     let r = serving
         .resolve(&route(&["same", "changed"]))
         .expect("route");
-    assert!(serving.before_auth(&r, None).is_ok());
-    let after = [
+    assert!(before(&serving, &r, None).is_ok());
+    let new = [
         limit("same", LimitKey::Route, 10, 1, LimitMode::Shadow),
         limit("changed", LimitKey::Route, 20, 1, LimitMode::Enforce),
     ];
-    let mut next = Shield::build(&ShieldConfig::default(), &after);
+    let mut next = build(&ShieldConfig::default(), &new);
     next.adopt(&serving);
     let same = next.resolve(&route(&["same"])).expect("route");
     let changed = next.resolve(&route(&["changed"])).expect("route");
-    assert!(next.before_auth(&changed, None).is_ok(), "fresh counters");
+    assert!(before(&next, &changed, None).is_ok(), "fresh counters");
     next.limits[0].config.mode = LimitMode::Enforce;
     assert!(
-        next.before_auth(&same, None).is_err(),
+        before(&next, &same, None).is_err(),
         "kept: its one request is spent"
     );
 }
 
 #[test]
 fn an_unknown_limit_is_a_build_error() {
-    let shield = Shield::build(&ShieldConfig::default(), &[]);
+    let shield = build(&ShieldConfig::default(), &[]);
     assert!(shield.resolve(&route(&["nope"])).is_err());
 }

@@ -17,6 +17,7 @@ mod observe;
 mod orchestration;
 mod plugins;
 mod promise;
+mod redis;
 mod reload;
 mod replicas;
 mod routing;

@@ -9,6 +9,7 @@
 //! - `plugins`: plugin sources and policy files in a gateway's directory.
 //! - `cli`: the binary's one-shot commands (`check`, `drain`, `plugins`).
 //! - `load`: continuous client load, and `eventually`.
+//! - `redis`: a real `redis-server`, paused, stopped, killed and restarted at will.
 //! - `volume`: a configuration mounted the way Kubernetes mounts a ConfigMap.
 
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod load;
 pub mod metrics;
 pub mod origins;
 pub mod plugins;
+pub mod redis;
 pub mod tokens;
 pub mod volume;
 
@@ -32,4 +34,5 @@ pub use load::{Load, eventually};
 pub use metrics::Metrics;
 pub use origins::{DeadPort, EchoOrigin, echo_origin, free_port, tls_echo_origin};
 pub use plugins::admins_only;
+pub use redis::RedisServer;
 pub use tokens::*;
