@@ -5,7 +5,8 @@ use super::geo::read_networks;
 use super::names::Name;
 use super::reader::{Problems, Section};
 use super::{
-    LimitConfig, LimitKey, LimitMode, LimitStore, OnStoreError, RedisConfig, ShieldConfig,
+    LimitConfig, LimitKey, LimitKind, LimitMode, LimitStore, MAX_WINDOWS, OnStoreError,
+    RedisConfig, ShieldConfig, Window,
 };
 
 /// The largest `rate` and `burst`.
@@ -19,20 +20,7 @@ pub(super) fn read_limit(
 ) -> Option<LimitConfig> {
     let name = s.name(problems);
     let key = read_key(&mut s, problems);
-    let rate: Option<u64> = s.required(problems, "rate");
-    let rate = rate.filter(|&rate| {
-        let fits = (1..=MAX_RATE).contains(&rate);
-        if !fits {
-            problems.push(
-                &s.key_path("rate"),
-                format!("{rate} is out of range 1..={MAX_RATE}"),
-            );
-        }
-        fits
-    });
-    let per_s = s.ranged(problems, "per_s", 1, 1, 366 * 86_400);
-    // Absent: the whole rate may come at once.
-    let burst = s.ranged(problems, "burst", rate.unwrap_or(1), 1, MAX_RATE);
+    let kind = read_kind(&mut s, problems);
     let store = s.choice(
         problems,
         "store",
@@ -42,6 +30,12 @@ pub(super) fn read_limit(
         problems.push(
             &s.key_path("store"),
             "\"redis\" needs a [redis] section with its url",
+        );
+    }
+    if store == LimitStore::Redis && matches!(kind, Some(LimitKind::Concurrency(_))) {
+        problems.push(
+            &s.key_path("store"),
+            "a concurrency limit counts in this replica only: use \"local\"",
         );
     }
     let mode = s.choice(
@@ -56,11 +50,66 @@ pub(super) fn read_limit(
     Some(LimitConfig {
         name: name?,
         key: key?,
+        kind: kind?,
+        mode,
+        store,
+    })
+}
+
+/// `concurrency = N`, or `rate` (required) with `per_s` and `burst`, then any further `windows`.
+fn read_kind(s: &mut Section<'_>, problems: &mut Problems) -> Option<LimitKind> {
+    if let Some(max) = s.optional::<u64>(problems, "concurrency") {
+        for key in ["rate", "per_s", "burst", "windows"] {
+            if s.optional::<toml::Value>(problems, key).is_some() {
+                problems.push(&s.key_path(key), "a concurrency limit has no rate windows");
+            }
+        }
+        if !(1..=MAX_RATE).contains(&max) {
+            problems.push(
+                &s.key_path("concurrency"),
+                format!("{max} is out of range 1..={MAX_RATE}"),
+            );
+            return None;
+        }
+        return Some(LimitKind::Concurrency(max));
+    }
+    let first = read_window(s, problems);
+    let mut windows = vec![first?];
+    for mut window in s.tables(problems, "windows") {
+        let read = read_window(&mut window, problems);
+        window.finish(problems);
+        windows.extend(read);
+    }
+    if windows.len() > MAX_WINDOWS {
+        problems.push(
+            &s.key_path("windows"),
+            format!("at most {} windows besides the first", MAX_WINDOWS - 1),
+        );
+        return None;
+    }
+    Some(LimitKind::Rate(windows))
+}
+
+/// `rate` (required) requests per `per_s` seconds (default 1), `burst` at once (default: `rate`).
+fn read_window(s: &mut Section<'_>, problems: &mut Problems) -> Option<Window> {
+    let rate: Option<u64> = s.required(problems, "rate");
+    let rate = rate.filter(|&rate| {
+        let fits = (1..=MAX_RATE).contains(&rate);
+        if !fits {
+            problems.push(
+                &s.key_path("rate"),
+                format!("{rate} is out of range 1..={MAX_RATE}"),
+            );
+        }
+        fits
+    });
+    let per_s = s.ranged(problems, "per_s", 1, 1, 366 * 86_400);
+    // Absent: the whole rate may come at once.
+    let burst = s.ranged(problems, "burst", rate.unwrap_or(1), 1, MAX_RATE);
+    Some(Window {
         rate: rate?,
         per_s,
         burst,
-        mode,
-        store,
     })
 }
 

@@ -64,17 +64,34 @@ pub struct Config {
     pub demo_key: DemoKey,
 }
 
-/// One `[[limits]]` entry: `rate` requests per `per_s` seconds, `burst` at once (GCRA), per key.
+/// One `[[limits]]` entry, per key: rate windows, or requests in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitConfig {
     pub name: Name,
     pub key: LimitKey,
-    pub rate: u64,
-    pub per_s: u64,
-    pub burst: u64,
+    pub kind: LimitKind,
     pub mode: LimitMode,
     pub store: LimitStore,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Every window must allow the request (GCRA each): `rate`/`per_s`/`burst`, then `windows`.
+    Rate(Vec<Window>),
+    /// At most this many requests of one key in flight at once (`concurrency`).
+    Concurrency(u64),
+}
+
+/// `rate` requests per `per_s` seconds, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub rate: u64,
+    pub per_s: u64,
+    pub burst: u64,
+}
+
+/// The most windows one limit may have.
+pub const MAX_WINDOWS: usize = 4;
 
 /// Where a limit's counters live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

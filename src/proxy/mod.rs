@@ -56,6 +56,8 @@ pub struct RequestCtx {
     /// The peer is one of `trusted_proxies`: its forwarding chain is extended, not replaced.
     trusted_peer: bool,
     record: Record,
+    /// Places taken in concurrency limits, given back when the request ends (with this context).
+    permits: Vec<crate::shield::Permit>,
     _in_flight: InFlightGuard,
 }
 
@@ -106,6 +108,7 @@ impl ProxyHttp for Gateway {
             connect_attempts: 0,
             trusted_peer: false,
             record: Record::new(),
+            permits: Vec::new(),
             _in_flight: self.in_flight.enter(),
         }
     }

@@ -80,9 +80,9 @@ impl Gateway {
         let canonical = canonical_request(session, generation)?;
         let route = route(session, ctx, generation, &canonical)?;
         let client = client(session, ctx, generation);
-        shield(generation, route, &client).await?;
+        shield(ctx, generation, route, &client).await?;
         let identity = authenticate(session, ctx, generation, route, &client).await?;
-        limits(session, generation, route, identity.as_ref()).await?;
+        limits(session, ctx, generation, route, identity.as_ref()).await?;
         let country = country(session, ctx, generation, &client)?;
         let chosen_by =
             policies(session, ctx, generation, route, &client, identity, country).await?;
@@ -167,10 +167,15 @@ fn client(session: &Session, ctx: &mut RequestCtx, generation: &Generation) -> C
 
 /// The shield before the token is read: the penalty box, then the route's limits keyed by client
 /// address or route (429).
-async fn shield(generation: &Generation, route: &Route, client: &Client) -> Step<()> {
+async fn shield(
+    ctx: &mut RequestCtx,
+    generation: &Generation,
+    route: &Route,
+    client: &Client,
+) -> Step<()> {
     generation
         .shield
-        .before_auth(&route.shield, client.ip)
+        .before_auth(&route.shield, client.ip, &mut ctx.permits)
         .await
         .map_err(|refusal| Rejection::Limited(refusal).into())
 }
@@ -213,6 +218,7 @@ async fn authenticate(
 /// The route's limits keyed by the verified token's claims or by header values (429).
 async fn limits(
     session: &Session,
+    ctx: &mut RequestCtx,
     generation: &Generation,
     route: &Route,
     identity: Option<&Identity>,
@@ -220,7 +226,12 @@ async fn limits(
     let claims = identity.map(|i| &*i.claims);
     generation
         .shield
-        .after_auth(&route.shield, claims, session.req_header())
+        .after_auth(
+            &route.shield,
+            claims,
+            session.req_header(),
+            &mut ctx.permits,
+        )
         .await
         .map_err(|refusal| Rejection::Limited(refusal).into())
 }

@@ -16,6 +16,7 @@
 //! Addresses are grouped by /64 for IPv6, since one host often holds a whole /64.
 
 mod breaker;
+mod concurrency;
 pub mod gcra;
 pub mod redis;
 mod refusal;
@@ -31,16 +32,25 @@ use prometheus::IntCounter;
 use serde_json::{Map, Value};
 
 use crate::config::{
-    LimitConfig, LimitKey, LimitMode, LimitStore, Name, OnStoreError, RedisConfig, RouteConfig,
-    ShieldConfig,
+    LimitConfig, LimitKey, LimitKind, LimitMode, LimitStore, Name, OnStoreError, RedisConfig,
+    RouteConfig, ShieldConfig,
 };
 use crate::error::{Error, ErrorKind};
+use concurrency::InFlight;
+pub use concurrency::Permit;
 use gcra::{Quota, Verdict, ceil_secs};
 use redis::RedisStore;
 pub use refusal::{Refusal, Stage};
 use store::LocalStore;
 
 const NS: u64 = 1_000_000_000;
+
+/// What a concurrency limit's granted place counts as.
+const ALLOWED: Verdict = Verdict::Allow {
+    tat: 0,
+    remaining: 0,
+    reset_ns: 0,
+};
 
 /// Nanoseconds on the shield's monotonic clock (since the first call).
 pub fn now_ns() -> u64 {
@@ -71,7 +81,10 @@ struct Builtin {
 /// One `[[limits]]` entry at run time, with its counters resolved once.
 struct Limit {
     config: LimitConfig,
-    quota: Quota,
+    /// A rate limit's windows (empty for a concurrency limit).
+    quotas: Vec<Quota>,
+    /// A concurrency limit's bound and the requests in flight per key.
+    concurrency: Option<(u64, Arc<InFlight>)>,
     /// The counters; for a Redis limit, the ones `on_store_error = "local"` falls back to.
     store: Arc<LocalStore>,
     /// `store = "redis"`: the shared store, and the prefix of this limit's keys there.
@@ -128,12 +141,27 @@ impl Shield {
                     m.limit_decisions
                         .with_label_values(&[config.name.as_str(), outcome])
                 };
-                let prefix = format!(
-                    "ew:{}:{}:{}:{}:",
-                    config.name, config.rate, config.per_s, config.burst
-                );
+                let (quotas, concurrency) = match &config.kind {
+                    LimitKind::Rate(windows) => (
+                        windows
+                            .iter()
+                            .map(|w| Quota::new(w.rate, w.per_s, w.burst))
+                            .collect(),
+                        None,
+                    ),
+                    LimitKind::Concurrency(max) => {
+                        (Vec::new(), Some((*max, Arc::new(InFlight::default()))))
+                    }
+                };
+                // The definition is part of the key: a changed one starts from fresh counters.
+                let windows: Vec<String> = quotas
+                    .iter()
+                    .map(|q: &Quota| format!("{}/{}/{}", q.rate, q.per_s, q.burst))
+                    .collect();
+                let prefix = format!("ew:{}:{}:", config.name, windows.join(","));
                 Limit {
-                    quota: Quota::new(config.rate, config.per_s, config.burst),
+                    quotas,
+                    concurrency,
                     store: Arc::new(LocalStore::new(shield.max_keys)),
                     redis: match (config.store, &redis) {
                         (LimitStore::Redis, Some(store)) => Some((store.clone(), prefix)),
@@ -207,10 +235,11 @@ impl Shield {
         for limit in &mut self.limits {
             let old = serving.limits.iter().find(|old| {
                 let (a, b) = (&old.config, &limit.config);
-                a.name == b.name && a.key == b.key && old.quota == limit.quota
+                a.name == b.name && a.key == b.key && a.kind == b.kind
             });
             if let Some(old) = old.filter(|_| same_size) {
                 limit.store = old.store.clone();
+                limit.concurrency.clone_from(&old.concurrency);
             }
         }
         for (new, old) in [
@@ -231,6 +260,7 @@ impl Shield {
         &self,
         route: &RouteShield,
         client: Option<IpAddr>,
+        permits: &mut Vec<Permit>,
     ) -> Result<(), Refusal> {
         let now = now_ns();
         let exempt = self.is_exempt(client);
@@ -252,7 +282,7 @@ impl Shield {
                 (LimitKey::Route, _) => &[route.route.as_bytes()],
                 _ => &[],
             };
-            limit.decide(value, route.cost).await?;
+            limit.decide(value, route.cost, permits).await?;
         }
         Ok(())
     }
@@ -265,6 +295,7 @@ impl Shield {
         route: &RouteShield,
         claims: Option<&Map<String, Value>>,
         req: &RequestHeader,
+        permits: &mut Vec<Permit>,
     ) -> Result<(), Refusal> {
         if route.after.is_empty() {
             return Ok(());
@@ -290,7 +321,7 @@ impl Shield {
                 // Known before authentication: checked there.
                 LimitKey::ClientIp | LimitKey::Route => continue,
             };
-            limit.decide(&value, route.cost).await?;
+            limit.decide(&value, route.cost, permits).await?;
         }
         Ok(())
     }
@@ -335,12 +366,31 @@ impl Shield {
 }
 
 impl Limit {
-    /// Spend `cost` for the key made of `value`'s parts (none: the request has no value).
-    async fn decide(&self, value: &[&[u8]], cost: u64) -> Result<(), Refusal> {
+    /// Spend `cost` for the key made of `value`'s parts (none: the request has no value); a
+    /// concurrency limit's place goes to `permits`, held until the request ends.
+    async fn decide(
+        &self,
+        value: &[&[u8]],
+        cost: u64,
+        permits: &mut Vec<Permit>,
+    ) -> Result<(), Refusal> {
+        if let Some((max, in_flight)) = &self.concurrency {
+            let verdict = match in_flight.acquire(self.store.key(value), *max) {
+                Some(permit) => {
+                    permits.push(permit);
+                    ALLOWED
+                }
+                None => Verdict::Deny {
+                    retry_after_ns: NS,
+                    reset_ns: NS,
+                },
+            };
+            return self.count((verdict, 0));
+        }
         let verdict = match &self.redis {
             Some((redis, prefix)) => {
                 let key = format!("{prefix}{}", digest(value));
-                match redis.check(&key, &self.quota, cost).await {
+                match redis.check(&key, &self.quotas, cost).await {
                     Ok(verdict) => verdict,
                     Err(e) => {
                         crate::metrics::get()
@@ -350,10 +400,13 @@ impl Limit {
                         match redis.config.on_store_error {
                             OnStoreError::Local => self.local(value, cost),
                             OnStoreError::Allow => return Ok(()),
-                            OnStoreError::Deny => Verdict::Deny {
-                                retry_after_ns: NS,
-                                reset_ns: NS,
-                            },
+                            OnStoreError::Deny => (
+                                Verdict::Deny {
+                                    retry_after_ns: NS,
+                                    reset_ns: NS,
+                                },
+                                0,
+                            ),
                         }
                     }
                 }
@@ -363,12 +416,13 @@ impl Limit {
         self.count(verdict)
     }
 
-    fn local(&self, value: &[&[u8]], cost: u64) -> Verdict {
+    fn local(&self, value: &[&[u8]], cost: u64) -> (Verdict, usize) {
         self.store
-            .check(self.store.key(value), &self.quota, now_ns(), cost)
+            .check_all(self.store.key(value), &self.quotas, now_ns(), cost)
     }
 
-    fn count(&self, verdict: Verdict) -> Result<(), Refusal> {
+    /// Count the verdict (and the window that gave it) and turn a refusal into the answer's.
+    fn count(&self, (verdict, window): (Verdict, usize)) -> Result<(), Refusal> {
         match verdict {
             Verdict::Allow { .. } => {
                 self.allowed.inc();
@@ -381,11 +435,16 @@ impl Limit {
             }
             Verdict::Deny { retry_after_ns, .. } => {
                 self.refused.inc();
+                let (rate, per_s) = match (&self.concurrency, self.quotas.get(window)) {
+                    (Some((max, _)), _) => (*max, 0),
+                    (None, Some(quota)) => (quota.rate, quota.per_s),
+                    (None, None) => (0, 0),
+                };
                 Err(Refusal {
                     stage: Stage::Limit,
                     limit: self.name.clone(),
-                    rate: self.quota.rate,
-                    per_s: self.quota.per_s,
+                    rate,
+                    per_s,
                     retry_after_s: ceil_secs(retry_after_ns).max(1),
                 })
             }

@@ -26,24 +26,38 @@ use super::gcra::{Quota, Verdict};
 use crate::config::RedisConfig;
 use crate::error::{Error, ErrorKind};
 
-/// GCRA in microseconds on Redis's clock. KEYS[1]: the key; ARGV: interval, tolerance, cost.
-/// Returns {1, remaining, reset} when allowed (and stores the new TAT with an expiry), or
-/// {0, retry_after, reset} when refused.
+/// GCRA in microseconds on Redis's clock, over one or more windows: KEYS[i] is window i's key,
+/// ARGV[1] the cost, then each window's interval and tolerance. Either every window allows the
+/// request and each stores its new TAT (with an expiry), returning {1, remaining, reset, i} for
+/// the window with the fewest left, or nothing is stored and it returns {0, retry_after, reset,
+/// i} for the window that makes the request wait longest.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new = tat + interval * cost
-local ahead = new - now
-if ahead <= tolerance then
-  redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil(ahead / 1000) + 1000)
-  return {1, math.floor((tolerance - ahead) / interval), ahead}
+local cost = tonumber(ARGV[1])
+local news = {}
+local allow = {1, -1, 0, 0}
+local deny = nil
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local new = tat + interval * cost
+  local ahead = new - now
+  if ahead <= tolerance then
+    news[i] = {new, ahead}
+    local left = math.floor((tolerance - ahead) / interval)
+    if allow[2] < 0 or left < allow[2] then allow = {1, left, ahead, i - 1} end
+  elseif deny == nil or ahead - tolerance > deny[2] then
+    deny = {0, ahead - tolerance, tat - now, i - 1}
+  end
 end
-return {0, ahead - tolerance, tat - now}
+if deny ~= nil then return deny end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%d', news[i][1]), 'PX', math.ceil(news[i][2] / 1000) + 1000)
+end
+return allow
 ";
 
 /// Why a call did not decide.
@@ -95,16 +109,24 @@ impl RedisStore {
         })
     }
 
-    /// Decide a request of `cost` for `key` (a full Redis key), or say why Redis could not.
-    pub async fn check(&self, key: &str, quota: &Quota, cost: u64) -> Result<Verdict, StoreError> {
+    /// Decide a request of `cost` in every window of `quotas` for `key` (a full Redis key, one
+    /// per window is derived from it), or say why Redis could not. Returns the verdict and the
+    /// index of the window that decided it.
+    pub async fn check(
+        &self,
+        key: &str,
+        quotas: &[Quota],
+        cost: u64,
+    ) -> Result<(Verdict, usize), StoreError> {
         let now = super::now_ns();
         let local = self.hasher.hash_one(key);
         if let Some(until) = self.over.peek(&local) {
             if until > now {
-                return Ok(Verdict::Deny {
+                let verdict = Verdict::Deny {
                     retry_after_ns: until - now,
                     reset_ns: until - now,
-                });
+                };
+                return Ok((verdict, 0));
             }
             self.over.remove(&local);
         }
@@ -112,7 +134,7 @@ impl RedisStore {
             return Err(StoreError::BreakerOpen);
         }
         let started = Instant::now();
-        let answer = tokio::time::timeout(self.timeout(), self.call(key, quota, cost)).await;
+        let answer = tokio::time::timeout(self.timeout(), self.call(key, quotas, cost)).await;
         let m = crate::metrics::get();
         m.redis_duration.observe(started.elapsed().as_secs_f64());
         let verdict = match answer {
@@ -124,7 +146,7 @@ impl RedisStore {
             Ok(Err(e)) => return Err(self.failed(StoreError::Failed, Some(&e))),
             Err(_) => return Err(self.failed(StoreError::Timeout, None)),
         };
-        if let Verdict::Deny { retry_after_ns, .. } = verdict {
+        if let (Verdict::Deny { retry_after_ns, .. }, _) = verdict {
             self.over.insert(local, now.saturating_add(retry_after_ns));
         }
         Ok(verdict)
@@ -138,18 +160,25 @@ impl RedisStore {
         why
     }
 
-    async fn call(&self, key: &str, quota: &Quota, cost: u64) -> redis::RedisResult<Verdict> {
+    async fn call(
+        &self,
+        key: &str,
+        quotas: &[Quota],
+        cost: u64,
+    ) -> redis::RedisResult<(Verdict, usize)> {
         let mut connection = self.connection()?;
-        let (interval_us, tolerance_us) = quota.micros();
-        let (allowed, value, reset): (u8, u64, u64) = self
-            .script
-            .key(key)
-            .arg(interval_us)
-            .arg(tolerance_us)
-            .arg(cost)
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(if allowed == 1 {
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(cost);
+        for (i, quota) in quotas.iter().enumerate() {
+            let (interval_us, tolerance_us) = quota.micros();
+            invocation
+                .key(format!("{key}:{i}"))
+                .arg(interval_us)
+                .arg(tolerance_us);
+        }
+        let (allowed, value, reset, window): (u8, u64, u64, usize) =
+            invocation.invoke_async(&mut connection).await?;
+        let verdict = if allowed == 1 {
             Verdict::Allow {
                 tat: 0,
                 remaining: value,
@@ -160,7 +189,8 @@ impl RedisStore {
                 retry_after_ns: value.saturating_mul(1000),
                 reset_ns: reset.saturating_mul(1000),
             }
-        })
+        };
+        Ok((verdict, window))
     }
 
     fn connection(&self) -> redis::RedisResult<ConnectionManager> {

@@ -33,7 +33,8 @@ pub struct Refusal {
     pub stage: Stage,
     /// The limit's configured name, or the stage's label.
     pub limit: Arc<str>,
-    /// The quota: `rate` requests per `per_s` seconds.
+    /// The quota: `rate` requests per `per_s` seconds (a concurrency limit: `rate` in flight,
+    /// `per_s` 0).
     pub rate: u64,
     pub per_s: u64,
     /// Whole seconds until the same request would be allowed.
@@ -41,9 +42,12 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// `RateLimit-Policy`: `"name";q=RATE;w=WINDOW`. Names follow the configuration's name rule
-    /// (or are fixed labels), so they never need escaping.
+    /// `RateLimit-Policy`: `"name";q=RATE;w=WINDOW` (a concurrency limit: `q` only). Names follow
+    /// the configuration's name rule (or are fixed labels), so they never need escaping.
     pub fn policy_field(&self) -> String {
+        if self.per_s == 0 {
+            return format!("\"{}\";q={}", self.limit, self.rate);
+        }
         format!("\"{}\";q={};w={}", self.limit, self.rate, self.per_s)
     }
 

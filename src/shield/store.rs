@@ -12,12 +12,13 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
 use super::gcra::{Quota, Verdict};
+use crate::config::MAX_WINDOWS;
 
 /// One key's state.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cell {
-    /// GCRA's theoretical arrival time (ns on the shield clock); 0: never seen.
-    tat: u64,
+    /// GCRA's theoretical arrival time of each window (ns on the shield clock); 0: never seen.
+    tats: [u64; MAX_WINDOWS],
     /// Penalty box only: refused until this time.
     boxed_until: u64,
 }
@@ -48,12 +49,27 @@ impl LocalStore {
 
     /// Spend `cost` of `key`'s quota at `now` if it fits.
     pub fn check(&self, key: u64, quota: &Quota, now: u64, cost: u64) -> Verdict {
+        self.check_all(key, std::slice::from_ref(quota), now, cost)
+            .0
+    }
+
+    /// Spend `cost` in every window of `quotas` (at most [`MAX_WINDOWS`]) if it fits in all of
+    /// them, or in none. Returns the verdict (the tightest window's) and that window's index.
+    pub fn check_all(&self, key: u64, quotas: &[Quota], now: u64, cost: u64) -> (Verdict, usize) {
         self.update(key, |cell| {
-            let verdict = quota.check(cell.tat, now, cost);
-            if let Verdict::Allow { tat, .. } = verdict {
-                cell.tat = tat;
+            let verdicts = quotas
+                .iter()
+                .zip(cell.tats)
+                .map(|(quota, tat)| quota.check(tat, now, cost));
+            let (verdict, window) = tightest(verdicts);
+            if matches!(verdict, Verdict::Allow { .. }) {
+                for (i, quota) in quotas.iter().enumerate().take(MAX_WINDOWS) {
+                    if let Verdict::Allow { tat, .. } = quota.check(cell.tats[i], now, cost) {
+                        cell.tats[i] = tat;
+                    }
+                }
             }
-            verdict
+            (verdict, window)
         })
     }
 
@@ -61,9 +77,9 @@ impl LocalStore {
     /// `now + box_ns`. Returns whether this failure boxed it.
     pub fn fail(&self, key: u64, quota: &Quota, now: u64, box_ns: u64) -> bool {
         self.update(key, |cell| {
-            let full = match quota.check(cell.tat, now, 1) {
+            let full = match quota.check(cell.tats[0], now, 1) {
                 Verdict::Allow { tat, remaining, .. } => {
-                    cell.tat = tat;
+                    cell.tats[0] = tat;
                     remaining == 0
                 }
                 Verdict::Deny { .. } => true,
@@ -71,7 +87,7 @@ impl LocalStore {
             if full && cell.boxed_until <= now {
                 cell.boxed_until = now.saturating_add(box_ns);
                 // The next window starts empty once the box opens.
-                cell.tat = 0;
+                cell.tats[0] = 0;
                 return true;
             }
             false
@@ -109,5 +125,86 @@ impl LocalStore {
             // to happen, the request is decided on a fresh cell.
             _ => f(&mut Cell::default()),
         }
+    }
+}
+
+/// The verdict that decides among several windows' (with its window's index): the refusal with
+/// the longest wait, or if all allow, the one with the fewest requests remaining.
+pub fn tightest(verdicts: impl Iterator<Item = Verdict>) -> (Verdict, usize) {
+    let mut best: Option<(Verdict, usize)> = None;
+    for (i, verdict) in verdicts.enumerate() {
+        let tighter = match (best, verdict) {
+            (None, _) => true,
+            (Some((Verdict::Allow { .. }, _)), Verdict::Deny { .. }) => true,
+            (
+                Some((
+                    Verdict::Deny {
+                        retry_after_ns: a, ..
+                    },
+                    _,
+                )),
+                Verdict::Deny {
+                    retry_after_ns: b, ..
+                },
+            ) => b > a,
+            (
+                Some((Verdict::Allow { remaining: a, .. }, _)),
+                Verdict::Allow { remaining: b, .. },
+            ) => b < a,
+            (Some((Verdict::Deny { .. }, _)), Verdict::Allow { .. }) => false,
+        };
+        if tighter {
+            best = Some((verdict, i));
+        }
+    }
+    best.unwrap_or((
+        Verdict::Allow {
+            tat: 0,
+            remaining: u64::MAX,
+            reset_ns: 0,
+        },
+        0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_request_is_spent_in_every_window_or_in_none() {
+        let store = LocalStore::new(100);
+        // 3 per second, and 5 per minute.
+        let quotas = [Quota::new(3, 1, 3), Quota::new(5, 60, 5)];
+        let key = store.key(&[b"user"]);
+        let allowed = |now| {
+            matches!(
+                store.check_all(key, &quotas, now, 1).0,
+                Verdict::Allow { .. }
+            )
+        };
+        assert!(allowed(S) && allowed(S) && allowed(S));
+        let (refused, window) = store.check_all(key, &quotas, S, 1);
+        assert!(matches!(refused, Verdict::Deny { .. }));
+        assert_eq!(window, 0, "the per-second window refuses first");
+        assert!(allowed(2 * S) && allowed(2 * S), "the minute has two left");
+        let (refused, window) = store.check_all(key, &quotas, 2 * S, 1);
+        assert_eq!(window, 1, "now the minute refuses");
+        let Verdict::Deny { retry_after_ns, .. } = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(retry_after_ns > 10 * S, "{retry_after_ns}");
+    }
+
+    #[test]
+    fn the_store_holds_at_most_its_bound_of_keys() {
+        let store = LocalStore::new(1000);
+        let quota = Quota::new(1, 1, 1);
+        for i in 0u32..50_000 {
+            store.check(store.key(&[&i.to_be_bytes()]), &quota, 1, 1);
+        }
+        assert!(store.len() <= 1000, "{}", store.len());
     }
 }

@@ -3,7 +3,7 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use super::*;
-use crate::config::{LimitConfig, LimitKey, LimitMode, Name, ShieldConfig};
+use crate::config::{LimitConfig, LimitKey, LimitKind, LimitMode, Name, ShieldConfig, Window};
 
 fn name(s: &str) -> Name {
     Name::new(s).expect("valid name")
@@ -13,9 +13,11 @@ fn limit(n: &str, key: LimitKey, rate: u64, burst: u64, mode: LimitMode) -> Limi
     LimitConfig {
         name: name(n),
         key,
-        rate,
-        per_s: 60,
-        burst,
+        kind: LimitKind::Rate(vec![Window {
+            rate,
+            per_s: 60,
+            burst,
+        }]),
         mode,
         store: crate::config::LimitStore::Local,
     }
@@ -48,7 +50,7 @@ fn build(config: &ShieldConfig, limits: &[LimitConfig]) -> Shield {
 
 /// `before_auth` run to completion (local stores never wait).
 fn before(shield: &Shield, route: &RouteShield, client: Option<IpAddr>) -> Result<(), Refusal> {
-    block_on(shield.before_auth(route, client))
+    block_on(shield.before_auth(route, client, &mut Vec::new()))
 }
 
 fn after(
@@ -57,7 +59,7 @@ fn after(
     claims: Option<&Map<String, Value>>,
     req: &RequestHeader,
 ) -> Result<(), Refusal> {
-    block_on(shield.after_auth(route, claims, req))
+    block_on(shield.after_auth(route, claims, req, &mut Vec::new()))
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {

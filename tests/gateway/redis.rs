@@ -157,3 +157,44 @@ async fn a_killed_redis_falls_back_to_local_counters_and_is_used_again_once_rest
         "the gateway never went back to Redis after its restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_with_two_windows_in_redis_refuses_when_either_is_spent() {
+    let redis = RedisServer::start();
+    let origin_ = echo_origin("o").await;
+    // Two per second, and three per minute.
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/api", "o").set("limits", ["two-windows"]))
+        .with(
+            limit("two-windows", "route", 2, 2)
+                .set("per_s", 1)
+                .set("store", "redis")
+                .set("windows", [serde_json::json!({"rate": 3, "per_s": 60})]),
+        )
+        .with(
+            section("redis")
+                .set("url", redis.url())
+                .set("timeout_ms", 1000),
+        );
+    let gw = Gateway::builder(config).start().await;
+    let policy = |resp: &Response| resp.header("ratelimit-policy").map(str::to_string);
+    for _ in 0..2 {
+        assert_eq!(req("GET", "/api/x").send(gw.addr).await.status, 200);
+    }
+    let resp = req("GET", "/api/x").send(gw.addr).await;
+    assert_eq!(resp.status, 429);
+    assert_eq!(policy(&resp).as_deref(), Some("\"two-windows\";q=2;w=1"));
+    // The time that passes is what is tested: the per-second window refills, the minute's does not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(req("GET", "/api/x").send(gw.addr).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let resp = req("GET", "/api/x").send(gw.addr).await;
+    assert_eq!(resp.status, 429);
+    assert_eq!(policy(&resp).as_deref(), Some("\"two-windows\";q=3;w=60"));
+    assert_eq!(origin_.hits(), 3);
+    assert_eq!(
+        gw.metrics().await.total("edgewarden_redis_errors_total"),
+        0.0
+    );
+}

@@ -252,3 +252,47 @@ async fn a_429_carries_retry_after_and_ratelimit_fields_and_keeps_the_connection
     assert_eq!(again.status, 429);
     assert_eq!(origin.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_refuses_past_its_requests_in_flight_and_frees_places_at_the_end() {
+    let in_flight = limit("in-flight", "client_ip", 1, 1)
+        .without("rate")
+        .without("per_s")
+        .without("burst")
+        .set("concurrency", 2);
+    let (gw, origin) = gateway(section("shield"), &[in_flight]).await;
+    let token = valid("user-1");
+    let slow = |token: String, addr| async move {
+        req("GET", "/api/slow")
+            .bearer(&token)
+            .header("x-echo-delay-ms", "1500")
+            .from(USER)
+            .send(addr)
+            .await
+            .status
+    };
+    let first = tokio::spawn(slow(token.clone(), gw.addr));
+    let second = tokio::spawn(slow(token.clone(), gw.addr));
+    let both_in = eventually(std::time::Duration::from_secs(5), async || {
+        origin.hits() == 2
+    })
+    .await;
+    assert!(both_in, "the two slow requests reached the origin");
+    let resp = call(&gw, USER, &token).await;
+    assert_eq!(resp.status, 429);
+    let (name, params) = one_item(resp.header("ratelimit-policy").expect("RateLimit-Policy"));
+    assert_eq!(
+        (name.as_str(), params),
+        ("in-flight", vec![("q".to_string(), 2)])
+    );
+    assert_eq!(
+        call(&gw, OTHER, &token).await.status,
+        200,
+        "another address"
+    );
+    assert_eq!(first.await.expect("first"), 200);
+    assert_eq!(second.await.expect("second"), 200);
+    // Both places came back with their requests' end.
+    assert_eq!(call(&gw, USER, &token).await.status, 200);
+    assert_eq!(call(&gw, USER, &token).await.status, 200);
+}
