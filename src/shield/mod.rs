@@ -389,7 +389,7 @@ impl Limit {
         }
         let verdict = match &self.redis {
             Some((redis, prefix)) => {
-                let key = format!("{prefix}{}", digest(value));
+                let key = redis_key(prefix, value);
                 match redis.check(&key, &self.quotas, cost).await {
                     Ok(verdict) => verdict,
                     Err(e) => {
@@ -506,18 +506,22 @@ fn builtin_refusal(stage: Stage, quota: &Quota, retry_after_ns: u64) -> Refusal 
     }
 }
 
-/// A key value's digest for the Redis store: the same on every replica, never the value itself.
-fn digest(parts: &[&[u8]]) -> String {
+/// The Redis key of a value: the limit's prefix, then a digest of the value's parts (the same on
+/// every replica, never the value itself).
+fn redis_key(prefix: &str, parts: &[&[u8]]) -> String {
+    use std::fmt::Write as _;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for part in parts {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part);
     }
-    let digest = ctx.finish();
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut key = String::with_capacity(prefix.len() + 32);
+    key.push_str(prefix);
+    for byte in &ctx.finish().as_ref()[..16] {
+        // Writing to a String cannot fail.
+        let _ = write!(key, "{byte:02x}");
+    }
+    key
 }
 
 /// The address a client is counted by: IPv4 as is, IPv6 by its /64.

@@ -57,15 +57,15 @@ impl LocalStore {
     /// them, or in none. Returns the verdict (the tightest window's) and that window's index.
     pub fn check_all(&self, key: u64, quotas: &[Quota], now: u64, cost: u64) -> (Verdict, usize) {
         self.update(key, |cell| {
-            let verdicts = quotas
-                .iter()
-                .zip(cell.tats)
-                .map(|(quota, tat)| quota.check(tat, now, cost));
-            let (verdict, window) = tightest(verdicts);
+            let mut verdicts = [None; MAX_WINDOWS];
+            for ((slot, quota), tat) in verdicts.iter_mut().zip(quotas).zip(cell.tats) {
+                *slot = Some(quota.check(tat, now, cost));
+            }
+            let (verdict, window) = tightest(verdicts.iter().flatten().copied());
             if matches!(verdict, Verdict::Allow { .. }) {
-                for (i, quota) in quotas.iter().enumerate().take(MAX_WINDOWS) {
-                    if let Verdict::Allow { tat, .. } = quota.check(cell.tats[i], now, cost) {
-                        cell.tats[i] = tat;
+                for (tat, verdict) in cell.tats.iter_mut().zip(verdicts) {
+                    if let Some(Verdict::Allow { tat: next, .. }) = verdict {
+                        *tat = next;
                     }
                 }
             }
