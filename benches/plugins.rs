@@ -155,6 +155,7 @@ fn plugin_chain(c: &mut Criterion) {
             route: &generation.routes()[index].config.name,
             claims_json: Some(claims.to_string()),
             country: Some("GB".to_string()),
+            shield: &generation.shield,
         };
         let base = request(*name == "geo_warm_browser_headers");
         let mut req = base.clone();
@@ -209,6 +210,7 @@ fn plugin_chain(c: &mut Criterion) {
         route: &route.config.name,
         claims_json: Some(claims.to_string()),
         country: Some("GB".to_string()),
+        shield: &generation.shield,
     };
     let base = request(false);
     let mut group = c.benchmark_group("fresh_request_path");

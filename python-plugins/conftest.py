@@ -27,5 +27,7 @@ def load_plugin(test_file: str):
 @pytest.fixture(autouse=True)
 def clean_settings():
     edgewarden.settings.clear()
+    edgewarden.local_limits.reset()
     yield
     edgewarden.settings.clear()
+    edgewarden.local_limits.reset()

@@ -33,7 +33,7 @@ pub struct Generation {
     pub plugins: Plugins,
     pub geo: Geo,
     /// Penalty box, verification budget and `[[limits]]`, with their counters.
-    pub shield: Shield,
+    pub shield: Arc<Shield>,
     /// Request headers only the gateway writes.
     pub(crate) owned: OwnedHeaders,
     pub(crate) router: Router,
@@ -120,7 +120,7 @@ impl Generation {
             auth,
             plugins,
             geo,
-            shield,
+            shield: Arc::new(shield),
             owned,
             router,
             routes,

@@ -171,7 +171,10 @@ impl Reloader {
         .await
         .or_err(ErrorKind::Runtime, "reload stopped")??;
         next.prime_keys(&serving).await;
-        next.shield.adopt(&serving.shield);
+        // Nothing has cloned the new generation's shield yet: it is built but not serving.
+        if let Some(shield) = std::sync::Arc::get_mut(&mut next.shield) {
+            shield.adopt(&serving.shield);
+        }
         Ok((next, jobs, keys))
     }
 }

@@ -94,6 +94,7 @@ cases! {
     four_mistakes,
     geo_mistakes,
     issuer_settings,
+    limits_for_policies,
     missing_jwks_file,
     observability,
     policy_limits,

@@ -32,6 +32,17 @@ def _log(level, message):
 edgewarden._Log.sink = staticmethod(_log)
 
 
+def _limit(name, key, cost):
+    try:
+        verdict = host.limit(name, key, cost)
+    except Err as e:
+        raise ValueError(e.value) from None
+    return edgewarden.LimitResult(name, verdict.allowed, verdict.rate, verdict.per_s, verdict.retry_after_s)
+
+
+edgewarden._Limits.sink = staticmethod(_limit)
+
+
 class WitWorld(wit_world.WitWorld):
     def init(self, settings_json: str) -> None:
         try:

@@ -1,3 +1,5 @@
+import json
+
 import edgewarden
 from edgewarden import Headers, Request, Response, send_to_origin
 
@@ -110,3 +112,87 @@ def test_changes_to_headers_from_the_gateway_are_reported_against_the_originals(
     del r.headers["host"]
     f = send_to_origin(r)
     assert (f.set_headers, f.append_headers, f.remove_headers) == ([], [("x", "3")], ["host"])
+
+
+S = 10**9
+
+
+def limits_at(now):
+    """The CPython limiter on a clock the test moves (``now[0]``, nanoseconds)."""
+    edgewarden.local_limits.clock = lambda: now[0]
+    return edgewarden.local_limits
+
+
+def test_a_limit_allows_its_burst_then_refuses_with_the_wait():
+    now = [1000 * S]
+    limits_at(now).define("api", rate=10, per_s=1, burst=5)
+    assert [bool(edgewarden.limit("api", "k")) for _ in range(6)] == [True] * 5 + [False]
+    refused = edgewarden.limit("api", "k")
+    assert (refused.allowed, refused.rate, refused.per_s, refused.retry_after) == (False, 10, 1, 1)
+    # One request per 100 ms comes back.
+    now[0] += S // 10
+    assert edgewarden.limit("api", "k")
+    assert not edgewarden.limit("api", "k")
+
+
+def test_keys_are_counted_apart():
+    limits_at([1000 * S]).define("api", rate=1, per_s=60)
+    assert edgewarden.limit("api", "a")
+    assert not edgewarden.limit("api", "a")
+    assert edgewarden.limit("api", "b")
+
+
+def test_a_cost_spends_that_many_requests_and_a_refused_cost_spends_nothing():
+    now = [1000 * S]
+    limits_at(now).define("api", rate=4, per_s=4)
+    assert edgewarden.limit("api", "k", cost=3)
+    assert not edgewarden.limit("api", "k", cost=2)
+    assert edgewarden.limit("api", "k", cost=1)
+    assert not edgewarden.limit("api", "k")
+
+
+def test_every_window_must_allow_and_the_tightest_refusal_is_reported():
+    now = [1000 * S]
+    limits_at(now).define("api", rate=10, per_s=1, windows=[{"rate": 12, "per_s": 3600}])
+    assert all(edgewarden.limit("api", "k") for _ in range(10))
+    assert not edgewarden.limit("api", "k")
+    now[0] += 60 * S
+    assert edgewarden.limit("api", "k") and edgewarden.limit("api", "k")
+    refused = edgewarden.limit("api", "k")
+    assert (refused.allowed, refused.rate, refused.per_s) == (False, 12, 3600)
+    assert refused.retry_after == 300 - 60
+
+
+def test_a_shadow_limit_allows_what_it_would_refuse():
+    limits_at([1000 * S]).define("watch", rate=1, per_s=60, mode="shadow")
+    assert all(edgewarden.limit("watch", "k") for _ in range(5))
+
+
+def test_bad_calls_raise_value_error():
+    limits_at([1000 * S]).define("api", rate=1)
+    for call in (
+        lambda: edgewarden.limit("undefined", "k"),
+        lambda: edgewarden.limit("api", ""),
+        lambda: edgewarden.limit("api", "é" * 257),
+        lambda: edgewarden.limit("api", "k", cost=0),
+        lambda: edgewarden.limit("api", "k", cost=1.5),
+    ):
+        try:
+            call()
+        except ValueError:
+            continue
+        raise AssertionError("no ValueError")
+
+
+def test_a_refusals_response_is_the_gateways_429():
+    limits_at([1000 * S]).define("per-tenant", rate=2, per_s=60, burst=1)
+    edgewarden.limit("per-tenant", "acme")
+    answer = edgewarden.limit("per-tenant", "acme").response()
+    assert answer.status == 429
+    assert dict(answer.headers) == {
+        "content-type": "application/json",
+        "retry-after": "30",
+        "ratelimit-policy": '"per-tenant";q=2;w=60',
+        "ratelimit": '"per-tenant";r=0;t=30',
+    }
+    assert json.loads(answer.body)["error"] == "rate_limited"

@@ -32,6 +32,12 @@ pub(super) fn read_limit(
             "\"redis\" needs a [redis] section with its url",
         );
     }
+    if key == Some(LimitKey::Policy) && matches!(kind, Some(LimitKind::Concurrency(_))) {
+        problems.push(
+            &s.key_path("concurrency"),
+            "a policy's limit counts requests, not requests in flight: give it a rate",
+        );
+    }
     if store == LimitStore::Redis && matches!(kind, Some(LimitKind::Concurrency(_))) {
         problems.push(
             &s.key_path("store"),
@@ -113,12 +119,13 @@ fn read_window(s: &mut Section<'_>, problems: &mut Problems) -> Option<Window> {
     })
 }
 
-/// `key = "client_ip" | "route" | "claim:PATH" | "header:NAME"`.
+/// `key = "client_ip" | "route" | "claim:PATH" | "header:NAME" | "policy"`.
 fn read_key(s: &mut Section<'_>, problems: &mut Problems) -> Option<LimitKey> {
     let text: String = s.required(problems, "key")?;
     let key = match text.split_once(':') {
         None if text == "client_ip" => Some(LimitKey::ClientIp),
         None if text == "route" => Some(LimitKey::Route),
+        None if text == "policy" => Some(LimitKey::Policy),
         Some(("claim", path)) => {
             let parts: Vec<String> = path.split('.').map(str::to_string).collect();
             (!parts.iter().any(String::is_empty)).then_some(LimitKey::Claim(parts))
@@ -132,8 +139,8 @@ fn read_key(s: &mut Section<'_>, problems: &mut Problems) -> Option<LimitKey> {
         problems.push(
             &s.key_path("key"),
             format!(
-                "{text:?} is not \"client_ip\", \"route\", \"claim:PATH\" (dots for nesting) \
-                 or \"header:NAME\""
+                "{text:?} is not \"client_ip\", \"route\", \"claim:PATH\" (dots for nesting), \
+                 \"header:NAME\" or \"policy\""
             ),
         );
     }
@@ -190,22 +197,63 @@ pub(super) fn read_shield(s: Option<Section<'_>>, problems: &mut Problems) -> Sh
     }
 }
 
-/// Every limit a route names exists (`limits`: the names of the `[[limits]]` entries as written).
+/// Every limit a route names exists and is keyed by something the request carries
+/// (`names`: the names of the `[[limits]]` entries as written; `limits`: those that were read).
 pub(super) fn check_route_limits<'a>(
     routes: impl Iterator<Item = (usize, &'a [Name])>,
-    limits: &[Name],
+    names: &[Name],
+    limits: &[LimitConfig],
     problems: &mut Problems,
 ) {
-    for (index, names) in routes {
-        for (i, name) in names.iter().enumerate() {
-            if !limits.contains(name) {
+    for (index, listed) in routes {
+        for (i, name) in listed.iter().enumerate() {
+            let path = format!("routes[{index}].limits[{i}]");
+            if !names.contains(name) {
+                problems.push(&path, format!("{name:?} is not a [[limits]] entry"));
+            } else if is_policy_limit(limits, name) == Some(true) {
                 problems.push(
-                    &format!("routes[{index}].limits[{i}]"),
-                    format!("{name:?} is not a [[limits]] entry"),
+                    &path,
+                    format!(
+                        "{name:?} has key = \"policy\": policies spend it (list it in the \
+                         policy file's `limits`), routes do not"
+                    ),
                 );
             }
         }
     }
+}
+
+/// Every limit a policy file lists exists and has `key = "policy"`.
+pub(super) fn check_policy_limits(
+    file: &str,
+    listed: &[Name],
+    names: &[Name],
+    limits: &[LimitConfig],
+    problems: &mut Problems,
+) {
+    for (i, name) in listed.iter().enumerate() {
+        if !names.contains(name) {
+            problems.push(
+                file,
+                format!("limits[{i}]: {name:?} is not a [[limits]] entry"),
+            );
+        } else if is_policy_limit(limits, name) == Some(false) {
+            problems.push(
+                file,
+                format!(
+                    "limits[{i}]: {name:?} is keyed by the request, not by the policy: give it \
+                     key = \"policy\""
+                ),
+            );
+        }
+    }
+}
+
+/// Whether the limit `name` has `key = "policy"`; `None` when it was not read (its own problems
+/// are reported).
+fn is_policy_limit(limits: &[LimitConfig], name: &Name) -> Option<bool> {
+    let limit = limits.iter().find(|l| &l.name == name)?;
+    Some(limit.key == LimitKey::Policy)
 }
 
 /// `[redis]`.

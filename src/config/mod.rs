@@ -136,6 +136,9 @@ pub enum LimitKey {
     Claim(Vec<String>),
     /// A request header's value (lower-case name). Checked after verification.
     Header(String),
+    /// A value a policy computes and passes to `edgewarden.limit`: spent by the policies whose
+    /// file lists the limit, never by a route.
+    Policy,
 }
 
 impl LimitKey {
@@ -391,6 +394,8 @@ pub struct PolicyConfig {
     pub allow_headers: Vec<String>,
     /// Origins the plugin may send a request to.
     pub allow_origins: Vec<Name>,
+    /// `key = "policy"` limits the plugin may spend (`edgewarden.limit`).
+    pub limits: Vec<Name>,
     /// `[settings]` as JSON, passed to the plugin's `init`.
     pub settings_json: String,
 }

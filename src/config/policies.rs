@@ -43,6 +43,7 @@ pub(super) fn read_policy(
         s.ranged(&mut local, "max_calls_per_instance", 10_000, 1, 100_000_000);
     let allow_headers = read_allow_headers(&mut s, &mut local);
     let allow_origins = s.or::<Vec<Name>>(&mut local, "allow_origins", Vec::new());
+    let limits = s.or::<Vec<Name>>(&mut local, "limits", Vec::new());
     let settings = s
         .optional::<toml::Table>(&mut local, "settings")
         .unwrap_or_default();
@@ -63,6 +64,7 @@ pub(super) fn read_policy(
         max_calls_per_instance,
         allow_headers,
         allow_origins,
+        limits,
         settings_json,
     })
 }

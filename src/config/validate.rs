@@ -91,12 +91,19 @@ pub(super) fn read(
             .iter()
             .map(|(i, r)| (*i, r.limits.as_slice())),
         &limit_names,
+        &limits,
         problems,
     );
     let mut indexed_routes = indexed_routes;
     routes::check_references(&mut indexed_routes, &origin_names, &issuer_names, problems);
     let policies = match &server {
-        Some(server) => read_policies(&indexed_routes, server, &origin_names, problems),
+        Some(server) => read_policies(
+            &indexed_routes,
+            server,
+            &origin_names,
+            (&limit_names, &limits),
+            problems,
+        ),
         None => Vec::new(),
     };
     let routes: Vec<RouteConfig> = indexed_routes.into_iter().map(|(_, r)| r).collect();
@@ -131,6 +138,7 @@ fn read_policies(
     routes: &[(usize, RouteConfig)],
     server: &ServerConfig,
     origins: &[Name],
+    (limit_names, limits): (&[Name], &[LimitConfig]),
     problems: &mut Problems,
 ) -> Vec<PolicyConfig> {
     let mut policies: Vec<PolicyConfig> = Vec::new();
@@ -157,6 +165,13 @@ fn read_policies(
                     );
                 }
             }
+            super::limits::check_policy_limits(
+                &policy.file.display().to_string(),
+                &policy.limits,
+                limit_names,
+                limits,
+                problems,
+            );
             policies.push(policy);
         }
     }

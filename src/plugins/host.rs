@@ -18,7 +18,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::edgewarden::policy::host::{Host, LogLevel};
+use super::bindings::edgewarden::policy::host::{Host, LimitVerdict, LogLevel};
 use super::bindings::edgewarden::policy::types::{Decision, Request};
 use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
@@ -26,8 +26,9 @@ pub use super::limits::Failure;
 use super::limits::{Limiter, Stopped, classify};
 use super::snapshot::{self, Saved};
 use super::ticker::Ticker;
-use crate::config::{Isolation, PolicyConfig};
+use crate::config::{Isolation, Name, PolicyConfig};
 use crate::error::{Error, ErrorKind, OrErr};
+use crate::shield::Shield;
 
 /// Processor time and wall-clock time an instance may take to instantiate and run `init`.
 const START_BUDGET: Duration = Duration::from_secs(5);
@@ -35,6 +36,9 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 /// Log lines a plugin may emit per call, and their length.
 const MAX_LOG_LINES: usize = 16;
 const MAX_LOG_CHARS: usize = 512;
+/// The longest key a plugin may pass to `limit`, and the largest cost.
+const MAX_LIMIT_KEY_BYTES: usize = 512;
+const MAX_LIMIT_COST: u32 = 1_000_000;
 
 /// Store data: one per instance.
 pub struct HostState {
@@ -48,6 +52,11 @@ pub struct HostState {
     /// WASI calls so far: a call that made one may have changed host-side state (resources), so
     /// its instance is not put back to its saved memory for reuse.
     wasi_calls: u64,
+    /// The `key = "policy"` limits the policy file lists.
+    limits_allowed: Arc<[Name]>,
+    /// During a request's call, the shield of the generation serving the request (`None` in
+    /// `init` and between calls, so a pooled instance keeps no generation alive).
+    shield: Option<Arc<Shield>>,
 }
 
 impl WasiView for HostState {
@@ -73,6 +82,54 @@ impl Host for HostState {
             LogLevel::Info => tracing::info!(policy, "{message}"),
             LogLevel::Warn => tracing::warn!(policy, "{message}"),
             LogLevel::Error => tracing::error!(policy, "{message}"),
+        }
+    }
+
+    async fn limit(
+        &mut self,
+        name: String,
+        key: String,
+        cost: u32,
+    ) -> Result<LimitVerdict, String> {
+        if !self.limits_allowed.iter().any(|allowed| **allowed == *name) {
+            return Err(format!(
+                "limit {name:?} is not in the policy file's `limits`"
+            ));
+        }
+        if key.is_empty() || key.len() > MAX_LIMIT_KEY_BYTES {
+            return Err(format!(
+                "a limit key has 1 to {MAX_LIMIT_KEY_BYTES} bytes, not {}",
+                key.len()
+            ));
+        }
+        if !(1..=MAX_LIMIT_COST).contains(&cost) {
+            return Err(format!("a cost is 1 to {MAX_LIMIT_COST}, not {cost}"));
+        }
+        let Some(shield) = self.shield.clone() else {
+            return Err(
+                "limits are spent only while handling a request (not in setup, not in shadow)"
+                    .to_string(),
+            );
+        };
+        match shield
+            .policy_limit(&name, key.as_bytes(), u64::from(cost))
+            .await
+        {
+            None => Err(format!(
+                "no [[limits]] entry {name:?} with key = \"policy\""
+            )),
+            Some(Ok((rate, per_s))) => Ok(LimitVerdict {
+                allowed: true,
+                rate,
+                per_s,
+                retry_after_s: 0,
+            }),
+            Some(Err(refusal)) => Ok(LimitVerdict {
+                allowed: false,
+                rate: refusal.rate,
+                per_s: refusal.per_s,
+                retry_after_s: refusal.retry_after_s,
+            }),
         }
     }
 }
@@ -136,6 +193,7 @@ impl Runtime {
             ticker: self.ticker.clone(),
             pre,
             name: Arc::from(config.name.as_str()),
+            limits_allowed: config.limits.iter().cloned().collect(),
             settings_json: config.settings_json.clone(),
             budget: Duration::from_millis(config.timeout_ms),
             deadline: Duration::from_millis(config.deadline_ms),
@@ -178,6 +236,7 @@ pub struct PolicyHost {
     ticker: Arc<Ticker>,
     pre: PolicyPre<HostState>,
     pub name: Arc<str>,
+    limits_allowed: Arc<[Name]>,
     settings_json: String,
     /// Processor time per call.
     budget: Duration,
@@ -229,6 +288,8 @@ impl PolicyHost {
                 policy: self.name.clone(),
                 logged: 0,
                 wasi_calls: 0,
+                limits_allowed: self.limits_allowed.clone(),
+                shield: None,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -300,8 +361,13 @@ impl PolicyHost {
     /// is empty, the call) within the policy's wall-clock deadline. The epoch callback stops a
     /// plugin that runs past its budget; the deadline stops one that waits (sleeping through WASI,
     /// a starved thread). Dropping the call midway retires the instance (`Lease`).
-    pub async fn call(self: &Arc<Self>, request: &Request) -> Result<Decision, Failure> {
-        match tokio::time::timeout(self.deadline, self.call_unbounded(request)).await {
+    /// `shield`: the serving generation's, for the plugin's `limit` calls.
+    pub async fn call(
+        self: &Arc<Self>,
+        request: &Request,
+        shield: Option<&Arc<Shield>>,
+    ) -> Result<Decision, Failure> {
+        match tokio::time::timeout(self.deadline, self.call_unbounded(request, shield)).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(policy = %self.name, failure = "timeout", deadline = ?self.deadline, "plugin call passed its deadline");
@@ -310,7 +376,11 @@ impl PolicyHost {
         }
     }
 
-    async fn call_unbounded(self: &Arc<Self>, request: &Request) -> Result<Decision, Failure> {
+    async fn call_unbounded(
+        self: &Arc<Self>,
+        request: &Request,
+        shield: Option<&Arc<Shield>>,
+    ) -> Result<Decision, Failure> {
         // Calls yield at epoch ticks, so one thread can have many in flight; without this bound a
         // burst would build an instance per concurrent request.
         let _permit = self.in_use.acquire().await.map_err(|_| Failure::Trap)?;
@@ -332,6 +402,7 @@ impl PolicyHost {
         };
         let state = warm.store.data_mut();
         state.logged = 0;
+        state.shield = shield.cloned();
         let wasi_calls = state.wasi_calls;
         let clock = state.clock.clone();
         warm.store.set_epoch_deadline(1);
@@ -345,6 +416,7 @@ impl PolicyHost {
         {
             tracing::debug!(policy = %self.name, took = ?took, ran = ?clock.charge(), "plugin call waited");
         }
+        warm.store.data_mut().shield = None;
         match result {
             Ok(decision) => {
                 warm.calls += 1;

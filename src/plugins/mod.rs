@@ -24,6 +24,7 @@ use crate::config::{Config, Isolation, Name, OnError, PolicyConfig, RouteConfig}
 use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
+use crate::shield::Shield;
 use bindings::edgewarden::policy::types::Request;
 pub use decision::PolicyAnswer;
 use decision::{Allowed, Checked};
@@ -52,6 +53,8 @@ pub struct Context<'a> {
     pub route: &'a str,
     pub claims_json: Option<String>,
     pub country: Option<String>,
+    /// The serving generation's shield, for `edgewarden.limit`.
+    pub shield: &'a Arc<Shield>,
 }
 
 /// One policy, built and warmed.
@@ -254,7 +257,7 @@ impl Plugins {
                 self.shadows.run(policy.clone(), input);
                 continue;
             }
-            match policy.decide(&input, req).await {
+            match policy.decide(&input, req, ctx.shield).await {
                 Ok(ControlFlow::Continue(None)) => {}
                 Ok(ControlFlow::Continue(Some(origin))) => chosen = Some((origin, policy.name())),
                 Ok(ControlFlow::Break(answer)) => {
@@ -288,9 +291,10 @@ impl Policy {
         &self,
         input: &Request,
         req: &mut RequestHeader,
+        shield: &Arc<Shield>,
     ) -> Result<ControlFlow<PolicyAnswer, Option<OriginId>>, Failure> {
         let timer = self.metrics.duration.start_timer();
-        let called = self.host.call(input).await;
+        let called = self.host.call(input, Some(shield)).await;
         timer.observe_duration();
         let allowed = Allowed {
             headers: &self.allow_headers,

@@ -276,6 +276,7 @@ async fn policies(
             .as_ref()
             .and_then(|i| serde_json::to_string(&*i.claims).ok()),
         country: country.map(|c| c.as_str().to_string()),
+        shield: &generation.shield,
     };
     let started = generation.config.access_log.enabled.then(Instant::now);
     let outcome = generation

@@ -318,12 +318,34 @@ impl Shield {
                     .iter()
                     .map(|v| v.as_bytes())
                     .collect(),
-                // Known before authentication: checked there.
-                LimitKey::ClientIp | LimitKey::Route => continue,
+                // Known before authentication: checked there; or spent by policies.
+                LimitKey::ClientIp | LimitKey::Route | LimitKey::Policy => continue,
             };
             limit.decide(&value, route.cost, permits).await?;
         }
         Ok(())
+    }
+
+    /// Spend `cost` of the `key = "policy"` limit `name` for a key a policy computed
+    /// (`edgewarden.limit`); allowed, the quota of its first window. `None`: no such limit (the
+    /// configuration reader rejects a policy that lists one, so a plugin asking for it is told so).
+    pub async fn policy_limit(
+        &self,
+        name: &str,
+        key: &[u8],
+        cost: u64,
+    ) -> Option<Result<(u64, u64), Refusal>> {
+        let limit = self
+            .limits
+            .iter()
+            .find(|l| l.config.key == LimitKey::Policy && *l.config.name == *name)?;
+        let quota = limit.quotas.first().map_or((0, 0), |q| (q.rate, q.per_s));
+        Some(
+            limit
+                .decide(&[key], cost, &mut Vec::new())
+                .await
+                .map(|()| quota),
+        )
     }
 
     /// A failed authentication from `client` on a route the stages apply to.

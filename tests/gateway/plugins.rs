@@ -530,3 +530,118 @@ async fn a_precompiled_plugin_that_does_not_fit_this_engine_is_compiled_again_fr
         gw.stderr()
     );
 }
+
+/// The shipped `tenant_quota` policy on `/api`, spending two `key = "policy"` limits (2 reads and
+/// 4 write units per minute per tenant); `/unlisted` runs the same plugin from a policy file that
+/// lists no limits.
+async fn tenant_quota_gateway() -> (Gateway, EchoOrigin) {
+    let origin_ = echo_origin("o").await;
+    let mut config = Config::new()
+        .with(pem_issuer_leaving_headers_to_plugins())
+        .with(origin("o", &[origin_.addr]))
+        .with(
+            route("api", "/api", "o")
+                .set("auth", "required")
+                .set("policies", ["tenant-quota"]),
+        )
+        .with(
+            route("unlisted", "/unlisted", "o")
+                .set("auth", "required")
+                .set("policies", ["tenant-quota-unlisted"]),
+        );
+    config.push(limit("tenant-reads", "policy", 2, 2));
+    config.push(limit("tenant-writes", "policy", 4, 4));
+    let gw = Gateway::builder(config)
+        .plugin("tenant_quota", "python-plugins/tenant_quota")
+        .policy("tenant-quota", shipped_policy("tenant-quota"))
+        .policy(
+            "tenant-quota-unlisted",
+            shipped_policy("tenant-quota").without("limits"),
+        )
+        .start()
+        .await;
+    (gw, origin_)
+}
+
+fn tenant_token(sub: &str, org: &str) -> String {
+    let mut claims = good_claims(sub);
+    claims["org"] = serde_json::json!(org);
+    Signer::rsa(RSA_A, "key-a").token(&claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_limits_by_the_tenant_it_reads_and_answers_the_gateways_429() {
+    let (gw, origin_) = tenant_quota_gateway().await;
+    // Two users of one tenant share its quota.
+    for sub in ["ann", "bob"] {
+        let resp = req("GET", "/api/x")
+            .bearer(&tenant_token(sub, "acme"))
+            .send(gw.addr)
+            .await;
+        assert_eq!(resp.status, 200, "{sub}");
+    }
+    let refused = req("GET", "/api/x")
+        .bearer(&tenant_token("cat", "acme"))
+        .send(gw.addr)
+        .await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"tenant-reads\";q=2;w=60")
+    );
+    let retry: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert!(refused.header("x-request-id").is_some());
+    // Another tenant, and the same tenant's writes, have quotas of their own.
+    let other = req("GET", "/api/x")
+        .bearer(&tenant_token("dan", "globex"))
+        .send(gw.addr)
+        .await;
+    assert_eq!(other.status, 200);
+    let write = req("POST", "/api/x")
+        .bearer(&tenant_token("ann", "acme"))
+        .send(gw.addr)
+        .await;
+    assert_eq!(write.status, 200);
+    assert_eq!(origin_.hits(), 4);
+    let m = gw.metrics().await;
+    let decisions = "edgewarden_limit_decisions_total";
+    let count = |limit: &str, outcome: &str| {
+        m.value(decisions, &[("limit", limit), ("outcome", outcome)])
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count("tenant-reads", "allowed"), 3.0);
+    assert_eq!(count("tenant-reads", "refused"), 1.0);
+    assert_eq!(count("tenant-writes", "allowed"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_cannot_spend_a_limit_its_file_does_not_list() {
+    let (gw, origin_) = tenant_quota_gateway().await;
+    let resp = req("GET", "/unlisted/x")
+        .bearer(&tenant_token("ann", "acme"))
+        .send(gw.addr)
+        .await;
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"], "policy_failed");
+    assert_eq!(origin_.hits(), 0);
+    // Nothing was spent, and the next request on a route that may spend it works.
+    let m = gw.metrics().await;
+    assert_eq!(
+        m.value(
+            "edgewarden_limit_decisions_total",
+            &[("limit", "tenant-reads"), ("outcome", "allowed")]
+        )
+        .unwrap_or(0.0),
+        0.0
+    );
+    let resp = req("GET", "/api/x")
+        .bearer(&tenant_token("ann", "acme"))
+        .send(gw.addr)
+        .await;
+    assert_eq!(resp.status, 200);
+}

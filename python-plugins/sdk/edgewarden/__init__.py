@@ -13,6 +13,13 @@ A plugin is a module ``plugin.py`` with one function::
 ``request.headers``, ``request.origin`` and ``request.path``) or ``Response(status, headers, body)``
 (answer directly). ``settings`` holds the policy file's ``[settings]`` table.
 
+``limit("name", key)`` spends from a configured ``key = "policy"`` limit for a key the plugin
+computed (a tenant, an API key's owner, ...) and says whether the request is within it::
+
+    verdict = limit("per-tenant", request.headers.get("x-tenant", "none"))
+    if not verdict:
+        return verdict.response()   # the gateway's 429, with Retry-After and RateLimit fields
+
 This module is plain Python: the same code runs in CPython under pytest and inside the gateway as a
 WebAssembly component (where the ``edgewarden_guest`` module connects it to the host).
 """
@@ -20,9 +27,22 @@ WebAssembly component (where the ``edgewarden_guest`` module connects it to the 
 from __future__ import annotations
 
 import json
+import time
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-__all__ = ["Headers", "Request", "Response", "Forward", "send_to_origin", "settings", "log"]
+__all__ = [
+    "Headers",
+    "Request",
+    "Response",
+    "Forward",
+    "send_to_origin",
+    "settings",
+    "log",
+    "limit",
+    "LimitResult",
+    "LocalLimits",
+    "local_limits",
+]
 
 #: The policy's ``[settings]`` table. Filled in place before the first request.
 settings: Dict[str, object] = {}
@@ -307,3 +327,157 @@ def _load_settings(settings_json: str) -> None:
         raise ValueError("settings must be a table")
     settings.clear()
     settings.update(loaded)
+
+
+class LimitResult:
+    """What ``limit`` decided. True when the request is within the limit (a limit in shadow mode
+    always says so); refused, ``retry_after`` is the whole seconds until the same call fits."""
+
+    __slots__ = ("name", "allowed", "rate", "per_s", "retry_after")
+
+    def __init__(self, name: str, allowed: bool, rate: int, per_s: int, retry_after: int):
+        self.name = name
+        self.allowed = bool(allowed)
+        #: The quota: ``rate`` requests per ``per_s`` seconds (the window that decided).
+        self.rate = int(rate)
+        self.per_s = int(per_s)
+        self.retry_after = int(retry_after)
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def __repr__(self) -> str:
+        return (
+            f"LimitResult({self.name!r}, allowed={self.allowed}, rate={self.rate}, "
+            f"per_s={self.per_s}, retry_after={self.retry_after})"
+        )
+
+    def response(self) -> "Response":
+        """The answer the gateway gives a request its own limits refuse: 429 with ``Retry-After``,
+        the ``RateLimit-Policy`` and ``RateLimit`` structured fields, and a small JSON body."""
+        return Response(
+            429,
+            [
+                ("content-type", "application/json"),
+                ("retry-after", str(self.retry_after)),
+                ("ratelimit-policy", f'"{self.name}";q={self.rate};w={self.per_s}'),
+                ("ratelimit", f'"{self.name}";r=0;t={self.retry_after}'),
+            ],
+            json.dumps(
+                {
+                    "error": "rate_limited",
+                    "message": "too many requests; retry after the time in Retry-After",
+                },
+                separators=(",", ":"),
+            ),
+        )
+
+
+#: The gateway's limits on a key: 1 to 512 bytes (UTF-8), a cost of 1 to 1,000,000.
+_MAX_KEY_BYTES = 512
+_MAX_COST = 1_000_000
+_NS = 1_000_000_000
+
+
+class _Window:
+    """One GCRA window, in nanoseconds, with the gateway's arithmetic (``src/shield/gcra.rs``)."""
+
+    __slots__ = ("rate", "per_s", "interval", "tolerance")
+
+    def __init__(self, rate: int, per_s: int, burst: Optional[int]):
+        rate, per_s = max(1, int(rate)), max(1, int(per_s))
+        burst = max(1, int(rate if burst is None else burst))
+        self.rate, self.per_s = rate, per_s
+        self.interval = max(1, per_s * _NS // rate)
+        self.tolerance = self.interval * burst
+
+    def check(self, tat: int, now: int, cost: int) -> Tuple[bool, int, int]:
+        """(allowed, the new TAT or 0, nanoseconds until allowed)."""
+        new_tat = max(tat, now) + self.interval * cost
+        ahead = new_tat - now
+        if ahead <= self.tolerance:
+            return True, new_tat, 0
+        return False, 0, ahead - self.tolerance
+
+
+class LocalLimits:
+    """The limiter ``limit`` uses under plain CPython (a plugin's tests): limits defined here with
+    the fields of a ``[[limits]]`` entry, counted in memory with the gateway's GCRA. ``clock``
+    returns nanoseconds and may be replaced to drive time in a test.
+
+    Inside the gateway, ``limit`` asks the gateway instead, which counts in its own store (local or
+    Redis) and only allows the limits the policy file lists.
+    """
+
+    def __init__(self):
+        self.clock = time.monotonic_ns
+        self._limits: Dict[str, Tuple[List[_Window], bool]] = {}
+        self._tats: Dict[Tuple[str, str], List[int]] = {}
+
+    def define(
+        self,
+        name: str,
+        rate: int,
+        per_s: int = 1,
+        burst: Optional[int] = None,
+        windows: Iterable[dict] = (),
+        mode: str = "enforce",
+    ) -> None:
+        """Define (or redefine, from fresh counters) a limit, as ``[[limits]]`` would."""
+        if mode not in ("enforce", "shadow"):
+            raise ValueError(f"mode must be 'enforce' or 'shadow', not {mode!r}")
+        shapes = [_Window(rate, per_s, burst)]
+        shapes += [_Window(w["rate"], w.get("per_s", 1), w.get("burst")) for w in windows]
+        self._limits[name] = (shapes, mode == "shadow")
+        for key in [k for k in self._tats if k[0] == name]:
+            del self._tats[key]
+
+    def reset(self) -> None:
+        """Forget every limit and counter, and go back to the real clock."""
+        self._limits.clear()
+        self._tats.clear()
+        self.clock = time.monotonic_ns
+
+    def check(self, name: str, key: str, cost: int = 1) -> LimitResult:
+        defined = self._limits.get(name)
+        if defined is None:
+            raise ValueError(f"no limit {name!r}: define it with local_limits.define(...)")
+        shapes, shadow = defined
+        now = self.clock()
+        tats = self._tats.get((name, key)) or [0] * len(shapes)
+        verdicts = [shape.check(tat, now, cost) for shape, tat in zip(shapes, tats)]
+        refused = [(wait, i) for i, (ok, _, wait) in enumerate(verdicts) if not ok]
+        if not refused:
+            self._tats[(name, key)] = [new for _, new, _ in verdicts]
+            return LimitResult(name, True, shapes[0].rate, shapes[0].per_s, 0)
+        wait, window = max(refused)
+        shape = shapes[window]
+        if shadow:
+            return LimitResult(name, True, shape.rate, shape.per_s, 0)
+        return LimitResult(name, False, shape.rate, shape.per_s, max(1, -(-wait // _NS)))
+
+
+#: The limiter of plain CPython runs.
+local_limits = LocalLimits()
+
+
+class _Limits:
+    sink = None  # set by the guest glue: the gateway's limits
+
+
+def limit(name: str, key: str, cost: int = 1) -> LimitResult:
+    """Spend ``cost`` from the limit ``name`` for ``key`` and say whether the request is within it.
+
+    ``name`` is a ``[[limits]]`` entry with ``key = "policy"`` that the policy file lists in its
+    ``limits``; ``key`` is 1 to 512 bytes of UTF-8 (hash anything longer); ``cost`` is 1 to
+    1,000,000. Anything else raises ``ValueError``. Under plain CPython the limit comes from
+    ``local_limits``."""
+    key = str(key)
+    size = len(key.encode("utf-8"))
+    if not 1 <= size <= _MAX_KEY_BYTES:
+        raise ValueError(f"a limit key has 1 to {_MAX_KEY_BYTES} bytes, not {size}")
+    if not isinstance(cost, int) or not 1 <= cost <= _MAX_COST:
+        raise ValueError(f"a cost is 1 to {_MAX_COST}, not {cost!r}")
+    if _Limits.sink is not None:
+        return _Limits.sink(name, key, cost)
+    return local_limits.check(name, key, cost)
