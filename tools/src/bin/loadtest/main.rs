@@ -1,15 +1,21 @@
 //! `loadtest`: edgewarden beside HAProxy under the same load, scenario by scenario, with the same
 //! load generator (oha), the gateways pinned to one CPU and the generator and origin to another.
 //! `scripts/loadtest` installs what it needs and runs it; `--smoke` is the quick correctness run
-//! CI does; `target` measures a user's own deployment.
+//! CI does; `target` measures a user's own deployment; `shield` measures how each gateway shields
+//! its origin (rejections with wrk beside Pingora alone and HAProxy, floods from many addresses,
+//! limits local and in Redis).
 
+mod flood;
 mod oha;
 mod origin;
 mod python_edge;
 mod report;
 mod run;
 mod scenarios;
+mod shield;
+mod shield_targets;
 mod targets;
+mod wrk;
 
 use std::path::{Path, PathBuf};
 
@@ -28,12 +34,19 @@ struct Cli {
 enum Command {
     /// Measure your own deployment: a URL, a token (or a key to mint one), a rate and a duration.
     Target(run::TargetOptions),
+    /// How well the gateways shield the origin: rejections, floods, limits (see BENCHMARKS.md).
+    Shield(shield::Options),
+    /// The flood generator the shield scenarios run (one stream; prints JSON).
+    #[command(hide = true)]
+    FloodClient(flood::ClientOptions),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Target(options)) => run::target(&options),
+        Some(Command::Shield(options)) => shield::run(&options),
+        Some(Command::FloodClient(options)) => flood::client(&options),
         None => run::bench(&cli.bench),
     };
     if let Err(e) = result {

@@ -12,6 +12,8 @@ use crate::scenarios::{AUDIENCE, ISSUER, Setup};
 pub struct Target {
     pub name: &'static str,
     pub addr: SocketAddr,
+    /// edgewarden's admin listener (metrics), when the harness reads it.
+    pub admin: Option<SocketAddr>,
     child: Child,
 }
 
@@ -40,7 +42,12 @@ impl Target {
         path: &str,
         status: u16,
     ) -> Result<Target, String> {
-        let mut target = Target { name, addr, child };
+        let mut target = Target {
+            name,
+            addr,
+            admin: None,
+            child,
+        };
         wait_http(ready, path, status, &mut target.child).map_err(|e| format!("{name}: {e}"))?;
         Ok(target)
     }

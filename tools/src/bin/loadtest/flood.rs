@@ -1,0 +1,352 @@
+//! The load generator for traffic from many client addresses (`loadtest flood-client`, run by the
+//! shield scenarios as a child process pinned to the load CPU): each connection binds its own
+//! loopback source address (127.0.0.x), which wrk and oha cannot do, and a forged stream sends a
+//! new token on every request, as an attacker minting tokens would, so no cache can answer it.
+//!
+//! HTTP/1.1 keep-alive, one request in flight per connection; closed loop, or paced at a fixed
+//! rate with each latency measured from the request's scheduled time (no coordinated omission).
+//! Prints one JSON object: requests, statuses, errors, p50/p99 latency and requests/s.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientOptions {
+    /// The gateway's address.
+    #[arg(long)]
+    pub addr: SocketAddr,
+    #[arg(long, default_value = "/api/item")]
+    pub path: String,
+    /// Client addresses 127.0.0.FIRST .. 127.0.0.(FIRST+SOURCES-1), connections spread evenly.
+    #[arg(long, default_value_t = 1)]
+    pub sources: u8,
+    #[arg(long, default_value_t = 2)]
+    pub first_source: u8,
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Offered requests/s over all connections; leave out for a closed loop.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    #[arg(long, default_value_t = 5000)]
+    pub duration_ms: u64,
+    /// Send this bearer token on every request.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Or forge a new token on every request from this one: same header and signature, a fresh
+    /// `jti` in the claims, so its signature never verifies and no two requests send the same one.
+    #[arg(long, conflicts_with = "token")]
+    pub forge_from: Option<String>,
+}
+
+/// What one stream measured.
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    pub requests: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// Connections that failed or closed mid-request.
+    pub errors: u64,
+    pub p99_ms: f64,
+    pub rps: f64,
+}
+
+impl Counted {
+    pub fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    pub fn from_json(v: &Value) -> Counted {
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        Counted {
+            requests: v["requests"].as_u64().unwrap_or(0),
+            statuses: v["statuses"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, n)| Some((k.parse().ok()?, n.as_u64()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            errors: v["errors"].as_u64().unwrap_or(0),
+            p99_ms: f("p99_ms"),
+            rps: f("rps"),
+        }
+    }
+}
+
+/// How a request's token is made.
+#[derive(Clone)]
+enum Tokens {
+    None,
+    Fixed(String),
+    /// Header and signature of a real token, and its claims as a JSON object.
+    Forged {
+        header: String,
+        claims: serde_json::Map<String, Value>,
+        signature: String,
+    },
+}
+
+impl Tokens {
+    fn from(options: &ClientOptions) -> Result<Tokens, String> {
+        if let Some(token) = &options.token {
+            return Ok(Tokens::Fixed(token.clone()));
+        }
+        let Some(token) = &options.forge_from else {
+            return Ok(Tokens::None);
+        };
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err("--forge-from needs a JWS in compact form".into());
+        };
+        let claims = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|v| v.as_object().cloned())
+            .ok_or("--forge-from: the claims are not a JSON object")?;
+        Ok(Tokens::Forged {
+            header: header.to_string(),
+            claims,
+            signature: signature.to_string(),
+        })
+    }
+
+    /// The Authorization line for request `n` of connection `conn`.
+    fn line(&self, conn: usize, n: u64) -> String {
+        match self {
+            Tokens::None => String::new(),
+            Tokens::Fixed(token) => format!("Authorization: Bearer {token}\r\n"),
+            Tokens::Forged {
+                header,
+                claims,
+                signature,
+            } => {
+                let mut claims = claims.clone();
+                claims.insert("jti".into(), Value::from(format!("forged-{conn}-{n}")));
+                let payload = URL_SAFE_NO_PAD.encode(Value::Object(claims).to_string());
+                format!("Authorization: Bearer {header}.{payload}.{signature}\r\n")
+            }
+        }
+    }
+}
+
+/// Per connection: statuses, latencies in microseconds, errors.
+#[derive(Default)]
+struct Tally {
+    statuses: BTreeMap<u16, u64>,
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+/// Run the stream and print what it measured (the `flood-client` subcommand).
+pub fn client(options: &ClientOptions) -> Result<(), String> {
+    let tokens = Tokens::from(options)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let duration = Duration::from_millis(options.duration_ms);
+    let connections = options.connections.max(1);
+    let interval = options
+        .rate
+        .map(|rate| Duration::from_secs_f64(connections as f64 / f64::from(rate.max(1))));
+    let started = Instant::now();
+    let tallies: Vec<Tally> = runtime.block_on(async {
+        let set: Vec<_> = (0..connections)
+            .map(|conn| {
+                let source = Ipv4Addr::new(
+                    127,
+                    0,
+                    0,
+                    options
+                        .first_source
+                        .saturating_add((conn % usize::from(options.sources.max(1))) as u8),
+                );
+                let tokens = tokens.clone();
+                let path = options.path.clone();
+                let addr = options.addr;
+                // Spread the paced connections' first requests over one interval.
+                let offset = interval.map(|i| i.mul_f64(conn as f64 / connections as f64));
+                tokio::spawn(connection(
+                    addr, source, path, tokens, conn, interval, offset, started, duration,
+                ))
+            })
+            .collect();
+        let mut tallies = Vec::new();
+        for handle in set {
+            tallies.push(handle.await.unwrap_or_default());
+        }
+        tallies
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut total = Tally::default();
+    for tally in tallies {
+        for (status, n) in tally.statuses {
+            *total.statuses.entry(status).or_default() += n;
+        }
+        total.latencies_us.extend(tally.latencies_us);
+        total.errors += tally.errors;
+    }
+    total.latencies_us.sort_unstable();
+    let at = |q: f64| {
+        let lat = &total.latencies_us;
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1;
+        f64::from(lat[i]) / 1000.0
+    };
+    let requests = total.latencies_us.len() as u64;
+    let statuses: serde_json::Map<String, Value> = total
+        .statuses
+        .iter()
+        .map(|(s, n)| (s.to_string(), Value::from(*n)))
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "requests": requests,
+            "statuses": statuses,
+            "errors": total.errors,
+            "p50_ms": at(0.50),
+            "p99_ms": at(0.99),
+            "rps": requests as f64 / elapsed,
+        })
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    path: String,
+    tokens: Tokens,
+    conn: usize,
+    interval: Option<Duration>,
+    offset: Option<Duration>,
+    started: Instant,
+    duration: Duration,
+) -> Tally {
+    let mut tally = Tally::default();
+    let deadline = started + duration;
+    let mut next = started + offset.unwrap_or_default();
+    let mut stream: Option<TcpStream> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut n: u64 = 0;
+    while Instant::now() < deadline {
+        let scheduled = match interval {
+            Some(interval) => {
+                tokio::time::sleep_until(next.into()).await;
+                let at = next;
+                next += interval;
+                at
+            }
+            None => Instant::now(),
+        };
+        if scheduled >= deadline {
+            break;
+        }
+        if stream.is_none() {
+            match connect(source, addr).await {
+                Ok(s) => stream = Some(s),
+                Err(_) => {
+                    tally.errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(s) = stream.as_mut() else { continue };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: loadtest\r\n{}\r\n",
+            tokens.line(conn, n)
+        );
+        n += 1;
+        match exchange(s, request.as_bytes(), &mut buf).await {
+            Ok((status, keep)) => {
+                let us = scheduled.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                tally.latencies_us.push(us);
+                *tally.statuses.entry(status).or_default() += 1;
+                if !keep {
+                    stream = None;
+                }
+            }
+            Err(_) => {
+                tally.errors += 1;
+                stream = None;
+            }
+        }
+    }
+    tally
+}
+
+async fn connect(source: Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Send one request and read its whole answer: the status, and whether the connection stays open.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buf: &mut [u8],
+) -> std::io::Result<(u16, bool)> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    stream.write_all(request).await?;
+    let mut filled = 0;
+    let (head_end, status, length, keep) = loop {
+        let read = stream.read(&mut buf[filled..]).await?;
+        if read == 0 {
+            return Err(bad("closed"));
+        }
+        filled += read;
+        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("head"))?;
+            let status: u16 = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("status"))?;
+            let mut length = 0usize;
+            let mut keep = true;
+            for line in head.split("\r\n").skip(1) {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.parse().map_err(|_| bad("length"))?;
+                } else if name.eq_ignore_ascii_case("connection")
+                    && value.eq_ignore_ascii_case("close")
+                {
+                    keep = false;
+                }
+            }
+            break (end + 4, status, length, keep);
+        }
+        if filled == buf.len() {
+            return Err(bad("head too large"));
+        }
+    };
+    let mut body = filled - head_end;
+    while body < length {
+        let read = stream.read(buf).await?;
+        if read == 0 {
+            return Err(bad("closed in the body"));
+        }
+        body += read;
+    }
+    Ok((status, keep))
+}

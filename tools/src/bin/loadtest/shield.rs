@@ -1,0 +1,724 @@
+//! `loadtest shield`: how well each gateway shields its origin, scenario by scenario, in one run.
+//!
+//! - Rejections with wrk (closed loop, it keeps HAProxy busy on one core): a missing token beside
+//!   Pingora alone answering the same 401 (`examples/pingora_floor`) and HAProxy; a per-address
+//!   limit's refusals beside a HAProxy stick table; and, last (it shuts the penalty box on the
+//!   generator's address), a forged token from an address in the penalty box.
+//! - Floods with the harness's own generator (`flood`), which binds client addresses: a new forged
+//!   token on every request from one address, then from 64, while valid users (127.0.0.1) send a
+//!   steady stream. Each run uses addresses no earlier run used, so each starts before the box
+//!   shuts. The report gives the valid users' success and p99 beside their p99 without the flood.
+//! - The limits' own cost: a valid token on a route without a limit, with a local limit, and with
+//!   a Redis one (the Redis script calls per request counted on the server).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::flood::Counted;
+use crate::scenarios::{PUBLIC_PEM, Tokens};
+use crate::shield_targets::{self as st, Redis};
+use crate::targets::Target;
+use crate::wrk;
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// A quick correctness run: 1 s runs, one repeat, no HAProxy; fails on any wrong answer.
+    #[arg(long)]
+    smoke: bool,
+    #[arg(long, default_value_t = 5)]
+    duration_s: u64,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Connections of the closed-loop streams (wrk, and each flood).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Offered requests/s of the valid users during the floods.
+    #[arg(long, default_value_t = 1000)]
+    valid_rate: u32,
+    /// Leave HAProxy out.
+    #[arg(long)]
+    no_peer: bool,
+    /// Only these scenarios (by name).
+    #[arg(long = "scenario")]
+    only: Vec<String>,
+    #[arg(long, default_value = "target/release/edgewarden")]
+    edgewarden: PathBuf,
+    /// Pingora alone (cargo build --release --example pingora_floor).
+    #[arg(long, default_value = "target/release/examples/pingora_floor")]
+    floor: PathBuf,
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    haproxy: PathBuf,
+    #[arg(long, default_value = "/usr/bin/wrk")]
+    wrk: PathBuf,
+    #[arg(long, default_value = "/usr/bin/redis-server")]
+    redis_server: PathBuf,
+    /// Write the report (markdown) here too.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Floor,
+    Edgewarden,
+    Haproxy,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// wrk on `path`; `status`: what every answer must be (`None`: 200s and 429s, the limit's).
+    Wrk {
+        path: &'static str,
+        headers: Vec<(String, String)>,
+        status: Option<u16>,
+        /// Send the same load for a second first (to shut the penalty box).
+        warm_up: bool,
+    },
+    /// Forged tokens from `sources` addresses while valid users send a steady stream.
+    Flood { sources: u8 },
+}
+
+#[derive(Clone)]
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    kind: Kind,
+    targets: &'static [Who],
+}
+
+fn bearer(token: &str) -> Vec<(String, String)> {
+    vec![("Authorization".into(), format!("Bearer {token}"))]
+}
+
+fn all(tokens: &Tokens) -> Vec<Scenario> {
+    use Who::*;
+    vec![
+        Scenario {
+            name: "no_token",
+            what: "no Authorization header → 401",
+            kind: Kind::Wrk {
+                path: "/api/item",
+                headers: Vec::new(),
+                status: Some(401),
+                warm_up: false,
+            },
+            targets: &[Floor, Edgewarden, Haproxy],
+        },
+        Scenario {
+            name: "limit_refused",
+            what: "auth off, 100 requests/s per address: past it 429",
+            kind: Kind::Wrk {
+                path: "/limited/item",
+                headers: Vec::new(),
+                status: None,
+                warm_up: false,
+            },
+            targets: &[Edgewarden, Haproxy],
+        },
+        Scenario {
+            name: "valid_cached",
+            what: "valid token, proxied, no limit",
+            kind: Kind::Wrk {
+                path: "/api/item",
+                headers: bearer(&tokens.valid),
+                status: Some(200),
+                warm_up: false,
+            },
+            targets: &[Edgewarden],
+        },
+        Scenario {
+            name: "local_limit",
+            what: "the same with a claim:sub limit counted in the gateway",
+            kind: Kind::Wrk {
+                path: "/local/item",
+                headers: bearer(&tokens.valid),
+                status: Some(200),
+                warm_up: false,
+            },
+            targets: &[Edgewarden],
+        },
+        Scenario {
+            name: "redis_limit",
+            what: "the same limit counted in Redis (store = \"redis\")",
+            kind: Kind::Wrk {
+                path: "/redis/item",
+                headers: bearer(&tokens.valid),
+                status: Some(200),
+                warm_up: false,
+            },
+            targets: &[Edgewarden],
+        },
+        Scenario {
+            name: "flood_one_address",
+            what: "a new forged token per request from one address, valid users beside",
+            kind: Kind::Flood { sources: 1 },
+            targets: &[Edgewarden, Haproxy],
+        },
+        Scenario {
+            name: "flood_64_addresses",
+            what: "the same from 64 addresses",
+            kind: Kind::Flood { sources: 64 },
+            targets: &[Edgewarden, Haproxy],
+        },
+        Scenario {
+            name: "penalty_box",
+            what: "a forged token from an address in the penalty box → 429",
+            kind: Kind::Wrk {
+                path: "/api/item",
+                headers: bearer(&tokens.bad_signature),
+                status: Some(429),
+                warm_up: true,
+            },
+            targets: &[Edgewarden, Haproxy],
+        },
+    ]
+}
+
+/// One run of one scenario on one target.
+#[derive(Clone, Default)]
+struct Sample {
+    rps: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+    /// Redis script calls per request.
+    redis_per_request: Option<f64>,
+    /// edgewarden's signature checks per second.
+    checks_per_s: Option<f64>,
+    /// Floods: answers by status, and the valid users' figures alone and under the flood.
+    flood: Option<(Counted, Counted, Counted)>,
+}
+
+pub fn run(options: &Options) -> Result<(), String> {
+    let (duration, repeats, peer) = if options.smoke {
+        (Duration::from_secs(1), 1, false)
+    } else {
+        (
+            Duration::from_secs(options.duration_s.max(1)),
+            options.repeats.max(1),
+            !options.no_peer,
+        )
+    };
+    let connections = if options.smoke {
+        8
+    } else {
+        options.connections
+    };
+    let (gateway_cpu, load_cpu) = match std::thread::available_parallelism().map(|n| n.get()) {
+        Ok(n) if n >= 2 => (Some(0), Some(1)),
+        _ => (None, None),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let origin = crate::origin::start(&runtime).map_err(|e| format!("origin: {e}"))?;
+    let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let tokens = Tokens::mint()?;
+    let scenarios: Vec<Scenario> = all(&tokens)
+        .into_iter()
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|o| o == s.name))
+        .collect();
+    let wants = |who: Who| scenarios.iter().any(|s| s.targets.contains(&who));
+    let redis = Redis::start(&options.redis_server, load_cpu)?;
+    let edgewarden = st::start_edgewarden(
+        &options.edgewarden,
+        dir.path(),
+        origin.addr,
+        redis.addr,
+        PUBLIC_PEM,
+        gateway_cpu,
+    )?;
+    let floor = wants(Who::Floor)
+        .then(|| st::start_floor(&options.floor, gateway_cpu))
+        .transpose()?;
+    let haproxy = (peer && wants(Who::Haproxy))
+        .then(|| {
+            st::start_haproxy(
+                &options.haproxy,
+                dir.path(),
+                origin.addr,
+                PUBLIC_PEM,
+                gateway_cpu,
+            )
+        })
+        .transpose()?;
+    let target = |who: Who| match who {
+        Who::Floor => floor.as_ref(),
+        Who::Edgewarden => Some(&edgewarden),
+        Who::Haproxy => haproxy.as_ref(),
+    };
+    let env = Env {
+        options,
+        dir: dir.path(),
+        origin: &origin,
+        redis: &redis,
+        tokens: &tokens,
+        duration,
+        connections,
+        load_cpu,
+    };
+
+    let mut failures = Vec::new();
+    let mut samples: Vec<(&'static str, &'static str, Vec<Sample>)> = Vec::new();
+    // The penalty box shuts on the generator's address (127.0.0.1) for a minute: its scenario's
+    // runs come after every other run.
+    let (last, first): (Vec<&Scenario>, Vec<&Scenario>) =
+        scenarios.iter().partition(|s| s.name == "penalty_box");
+    let rounds = (0..repeats)
+        .map(|r| (r, &first))
+        .chain((0..repeats).map(|r| (r, &last)));
+    for (repeat, phase) in rounds {
+        for scenario in phase.iter() {
+            for who in scenario.targets {
+                let Some(target) = target(*who) else { continue };
+                let (sample, problems) = match &scenario.kind {
+                    Kind::Wrk { .. } => env.wrk(scenario, target)?,
+                    Kind::Flood { sources } => {
+                        // Addresses no earlier run used: 127.0.0.2 .. for one, 127.0.0.10 .. for 64.
+                        let first = if *sources == 1 {
+                            2 + repeat as u8
+                        } else {
+                            10u8.saturating_add((repeat as u8).saturating_mul(*sources))
+                        };
+                        env.flood(target, *sources, first)?
+                    }
+                };
+                eprintln!(
+                    "{:<20} {:<14} run {}: {:>9.0} req/s  p99 {:>7.3} ms  {:>6.1} µs CPU/req",
+                    scenario.name,
+                    target.name,
+                    repeat + 1,
+                    sample.rps,
+                    sample.p99_ms,
+                    sample.cpu_us
+                );
+                failures.extend(
+                    problems
+                        .into_iter()
+                        .map(|p| format!("{} on {}: {p}", scenario.name, target.name)),
+                );
+                match samples
+                    .iter_mut()
+                    .find(|(s, t, _)| *s == scenario.name && *t == target.name)
+                {
+                    Some((_, _, list)) => list.push(sample),
+                    None => samples.push((scenario.name, target.name, vec![sample])),
+                }
+            }
+        }
+    }
+    let text = report(
+        &scenarios,
+        &samples,
+        options,
+        duration,
+        repeats,
+        connections,
+    );
+    println!("{text}");
+    if let Some(path) = &options.report {
+        std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("wrong answers:\n  {}", failures.join("\n  ")))
+    }
+}
+
+struct Env<'a> {
+    options: &'a Options,
+    dir: &'a Path,
+    origin: &'a crate::origin::Origin,
+    redis: &'a Redis,
+    tokens: &'a Tokens,
+    duration: Duration,
+    connections: usize,
+    load_cpu: Option<usize>,
+}
+
+impl Env<'_> {
+    fn wrk(&self, scenario: &Scenario, target: &Target) -> Result<(Sample, Vec<String>), String> {
+        let Kind::Wrk {
+            path,
+            headers,
+            status,
+            warm_up,
+        } = &scenario.kind
+        else {
+            return Err("not a wrk scenario".into());
+        };
+        let load = |duration| wrk::Run {
+            addr: target.addr,
+            path,
+            headers,
+            duration,
+            connections: self.connections,
+            cpu: self.load_cpu,
+        };
+        if *warm_up {
+            wrk::run(&self.options.wrk, self.dir, &load(Duration::from_secs(1)))?;
+        }
+        let mut problems = Vec::new();
+        if let Some(want) = status {
+            let got = wrk::preflight(target.addr, path, headers)?;
+            if got != *want {
+                problems.push(format!("answered {got}, expected {want}"));
+            }
+        }
+        let hits = settled(self.origin);
+        let calls = self.redis.script_calls()?;
+        let checks = self.checks(target)?;
+        let before = target.usage()?;
+        let m = wrk::run(&self.options.wrk, self.dir, &load(self.duration))?;
+        let after = target.usage()?;
+        let hits = settled(self.origin) - hits;
+        let calls = self.redis.script_calls()? - calls;
+        let checks = self.checks(target)?.zip(checks).map(|(a, b)| a - b);
+        if m.requests == 0 || m.errors > 0 {
+            problems.push(format!("{} requests, {} errors", m.requests, m.errors));
+        }
+        let accepted = m.requests - m.non_2xx;
+        match status {
+            Some(200) if m.non_2xx > 0 => problems.push(format!("{} answers not 2xx", m.non_2xx)),
+            Some(s) if *s != 200 && accepted > 0 => {
+                problems.push(format!("{accepted} answers 2xx, expected {s}"))
+            }
+            None if m.non_2xx == 0 => problems.push("the limit refused nothing".into()),
+            _ => {}
+        }
+        // Every accepted request, and only those, reached the origin (give or take the requests
+        // in flight when wrk stopped).
+        let slack = self.connections as u64;
+        if hits + slack < accepted || hits > accepted + slack {
+            problems.push(format!(
+                "origin saw {hits} requests for {accepted} accepted"
+            ));
+        }
+        let cpu = after.cpu.saturating_sub(before.cpu);
+        Ok((
+            Sample {
+                rps: m.rps,
+                p99_ms: m.p99_ms,
+                cpu_us: per_request(cpu, m.requests),
+                redis_per_request: (scenario.name == "redis_limit")
+                    .then(|| calls as f64 / m.requests.max(1) as f64),
+                checks_per_s: checks.map(|c| c / self.duration.as_secs_f64()),
+                flood: None,
+            },
+            problems,
+        ))
+    }
+
+    fn flood(
+        &self,
+        target: &Target,
+        sources: u8,
+        first: u8,
+    ) -> Result<(Sample, Vec<String>), String> {
+        let valid_stream = |duration: Duration| Stream {
+            addr: target.addr,
+            sources: 1,
+            first: 1,
+            connections: 8,
+            rate: Some(self.options.valid_rate),
+            duration,
+            token: Token::Valid(self.tokens.valid.clone()),
+        };
+        let alone = self.streams(&[valid_stream(self.duration)])?.remove(0);
+        let flood = Stream {
+            addr: target.addr,
+            sources,
+            first,
+            connections: self.connections,
+            rate: None,
+            duration: self.duration,
+            token: Token::Forged(self.tokens.bad_signature.clone()),
+        };
+        let hits = settled(self.origin);
+        let checks = self.checks(target)?;
+        let before = target.usage()?;
+        let mut measured = self.streams(&[valid_stream(self.duration), flood])?;
+        let after = target.usage()?;
+        let hits = settled(self.origin) - hits;
+        let checks = self.checks(target)?.zip(checks).map(|(a, b)| a - b);
+        let bad = measured.remove(1);
+        let valid = measured.remove(0);
+        let mut problems = Vec::new();
+        let ok = valid.count(200);
+        if ok != valid.requests || valid.errors > 0 || alone.count(200) != alone.requests {
+            problems.push(format!(
+                "valid users answered {:?} ({} errors), alone {:?}",
+                valid.statuses, valid.errors, alone.statuses
+            ));
+        }
+        let refused = bad.count(401) + bad.count(429);
+        if refused != bad.requests || bad.requests == 0 {
+            problems.push(format!("forged tokens answered {:?}", bad.statuses));
+        }
+        if hits < ok || hits > ok + 8 {
+            problems.push(format!("origin saw {hits} requests for {ok} valid"));
+        }
+        let cpu = after.cpu.saturating_sub(before.cpu);
+        Ok((
+            Sample {
+                rps: bad.rps,
+                p99_ms: valid.p99_ms,
+                cpu_us: per_request(cpu, bad.requests + valid.requests),
+                redis_per_request: None,
+                checks_per_s: checks.map(|c| c / self.duration.as_secs_f64()),
+                flood: Some((bad, alone, valid)),
+            },
+            problems,
+        ))
+    }
+
+    /// Run the streams at once, each a `flood-client` child pinned to the load CPU.
+    fn streams(&self, streams: &[Stream]) -> Result<Vec<Counted>, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+        let children: Vec<_> = streams
+            .iter()
+            .map(|s| {
+                let mut c = crate::targets::pinned(self.load_cpu, &exe);
+                c.arg("flood-client")
+                    .args(["--addr", &s.addr.to_string()])
+                    .args(["--sources", &s.sources.to_string()])
+                    .args(["--first-source", &s.first.to_string()])
+                    .args(["--connections", &s.connections.to_string()])
+                    .args(["--duration-ms", &s.duration.as_millis().to_string()]);
+                if let Some(rate) = s.rate {
+                    c.args(["--rate", &rate.to_string()]);
+                }
+                match &s.token {
+                    Token::Valid(t) => c.args(["--token", t]),
+                    Token::Forged(t) => c.args(["--forge-from", t]),
+                };
+                c.stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("flood-client: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        children
+            .into_iter()
+            .map(|child| {
+                let out = child
+                    .wait_with_output()
+                    .map_err(|e| format!("flood-client: {e}"))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let v: serde_json::Value = serde_json::from_str(text.trim())
+                    .map_err(|e| format!("flood-client printed {text:?}: {e}"))?;
+                Ok(Counted::from_json(&v))
+            })
+            .collect()
+    }
+
+    /// edgewarden's signature checks so far (`None` for other targets).
+    fn checks(&self, target: &Target) -> Result<Option<f64>, String> {
+        target
+            .admin
+            .map(|admin| st::metric(admin, "edgewarden_signature_checks_total"))
+            .transpose()
+    }
+}
+
+struct Stream {
+    addr: SocketAddr,
+    sources: u8,
+    first: u8,
+    connections: usize,
+    rate: Option<u32>,
+    duration: Duration,
+    token: Token,
+}
+
+enum Token {
+    Valid(String),
+    Forged(String),
+}
+
+fn per_request(cpu: Duration, requests: u64) -> f64 {
+    if requests == 0 {
+        return f64::NAN;
+    }
+    cpu.as_secs_f64() * 1e6 / requests as f64
+}
+
+/// The origin's hit count once it has stopped moving (100 ms without a hit, at most 5 s).
+fn settled(origin: &crate::origin::Origin) -> u64 {
+    let mut last = origin.hits();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = origin.hits();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn report(
+    scenarios: &[Scenario],
+    samples: &[(&'static str, &'static str, Vec<Sample>)],
+    options: &Options,
+    duration: Duration,
+    repeats: usize,
+    connections: usize,
+) -> String {
+    let find = |scenario: &str, target: &str| {
+        samples
+            .iter()
+            .find(|(s, t, _)| *s == scenario && *t == target)
+            .map(|(_, _, list)| list.as_slice())
+    };
+    let med = |list: &[Sample], f: &dyn Fn(&Sample) -> f64| median(list.iter().map(f).collect());
+    let mut out = String::new();
+    let push = |out: &mut String, line: String| {
+        out.push_str(&line);
+        out.push('\n');
+    };
+    push(
+        &mut out,
+        format!(
+            "Machine: {} CPUs. {} s per run, median of {repeats}; wrk and the flood generator on \
+             CPU 1 with {connections} connections, each gateway on CPU 0 with one thread. \
+             {} · {}\n",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            duration.as_secs(),
+            version(&options.wrk, "-v"),
+            version(&options.haproxy, "-v"),
+        ),
+    );
+    for scenario in scenarios {
+        push(
+            &mut out,
+            format!("- `{}`: {}", scenario.name, scenario.what),
+        );
+    }
+    push(&mut out, String::new());
+    push(
+        &mut out,
+        "| scenario | target | req/s | CPU µs/req | p99 ms | ÷ HAProxy req/s | CPU over Pingora alone |"
+            .into(),
+    );
+    push(&mut out, "|---|---|---|---|---|---|---|".into());
+    let floor_cpu = find("no_token", "pingora-floor").map(|l| med(l, &|s| s.cpu_us));
+    for scenario in scenarios
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Wrk { .. }))
+    {
+        let peer = find(scenario.name, "haproxy").map(|l| med(l, &|s| s.rps));
+        for (s, target, list) in samples.iter().filter(|(s, _, _)| *s == scenario.name) {
+            let rps = med(list, &|s| s.rps);
+            let cpu = med(list, &|s| s.cpu_us);
+            let ratio = match (peer, *target) {
+                (Some(p), t) if t != "haproxy" => format!("{:.2}", rps / p),
+                _ => "—".into(),
+            };
+            let over = match (floor_cpu, *target) {
+                (Some(f), "edgewarden") if *s == "no_token" || *s == "penalty_box" => {
+                    format!("{:+.2} µs", cpu - f)
+                }
+                _ => "—".into(),
+            };
+            push(
+                &mut out,
+                format!(
+                    "| {s} | {target} | {rps:.0} | {cpu:.2} | {:.3} | {ratio} | {over} |",
+                    med(list, &|s| s.p99_ms)
+                ),
+            );
+        }
+    }
+    if let Some(list) = find("redis_limit", "edgewarden") {
+        push(
+            &mut out,
+            format!(
+                "\nRedis script calls per request (`redis_limit`): {:.2}",
+                med(list, &|s| s.redis_per_request.unwrap_or(f64::NAN))
+            ),
+        );
+    }
+    let floods: Vec<_> = samples
+        .iter()
+        .filter(|(_, _, l)| l[0].flood.is_some())
+        .collect();
+    if !floods.is_empty() {
+        push(
+            &mut out,
+            "\n| flood | target | forged req/s | answered 401 / 429 | signature checks/s | \
+             CPU µs/req | valid users 200 | valid p99 alone | under the flood | ratio |"
+                .into(),
+        );
+        push(&mut out, "|---|---|---|---|---|---|---|---|---|---|".into());
+        for (scenario, target, list) in floods {
+            let floods: Vec<&(Counted, Counted, Counted)> =
+                list.iter().filter_map(|s| s.flood.as_ref()).collect();
+            let sum = |f: &dyn Fn(&(Counted, Counted, Counted)) -> u64| -> u64 {
+                floods.iter().map(|x| f(x)).sum()
+            };
+            let alone = median(floods.iter().map(|f| f.1.p99_ms).collect());
+            let under = median(floods.iter().map(|f| f.2.p99_ms).collect());
+            let checks = med(list, &|s| s.checks_per_s.unwrap_or(f64::NAN));
+            push(
+                &mut out,
+                format!(
+                    "| {scenario} | {target} | {:.0} | {} / {} | {} | {:.2} | {}/{} | {alone:.3} | \
+                     {under:.3} | {:.2} |",
+                    med(list, &|s| s.rps),
+                    sum(&|f| f.0.count(401)),
+                    sum(&|f| f.0.count(429)),
+                    if checks.is_finite() {
+                        format!("{checks:.0}")
+                    } else {
+                        "—".into()
+                    },
+                    med(list, &|s| s.cpu_us),
+                    sum(&|f| f.2.count(200)),
+                    sum(&|f| f.2.requests),
+                    under / alone,
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn version(program: &Path, flag: &str) -> String {
+    Command::new(program)
+        .arg(flag)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("{} (version unknown)", program.display()))
+}
