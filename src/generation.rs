@@ -55,6 +55,8 @@ pub struct Route {
     pub shield: RouteShield,
     /// `edgewarden_request_duration_seconds` for this route, resolved once.
     pub(crate) duration: prometheus::Histogram,
+    /// The route's request and authentication counters.
+    pub(crate) counters: crate::metrics::RouteCounters,
 }
 
 impl Generation {
@@ -224,6 +226,7 @@ impl Route {
             duration: crate::metrics::get()
                 .request_duration
                 .with_label_values(&[config.name.as_str()]),
+            counters: crate::metrics::RouteCounters::new(config.name.as_str()),
             config: config.clone(),
         })
     }

@@ -63,6 +63,30 @@ impl AuthError {
         }
     }
 
+    /// The reason's position, for counters resolved once per route (below
+    /// [`crate::metrics::AUTH_REASONS`]).
+    pub fn index(&self) -> usize {
+        match self {
+            AuthError::MissingToken => 0,
+            AuthError::AmbiguousToken => 1,
+            AuthError::TokenTooLarge => 2,
+            AuthError::Malformed(_) => 3,
+            AuthError::AlgNotAllowed => 4,
+            AuthError::UnknownKid => 5,
+            AuthError::BadSignature => 6,
+            AuthError::Expired => 7,
+            AuthError::NotYetValid => 8,
+            AuthError::IssuedInFuture => 9,
+            AuthError::WrongIssuer => 10,
+            AuthError::WrongAudience => 11,
+            AuthError::MissingClaim => 12,
+            AuthError::InvalidClaim(_) => 13,
+            AuthError::InsufficientScope => 14,
+            AuthError::KeysUnavailable => 15,
+            AuthError::OverBudget => 16,
+        }
+    }
+
     /// Short text for `error_description`; fixed strings only, never echoing token content.
     pub fn description(&self) -> &'static str {
         match self {
@@ -118,6 +142,40 @@ impl AuthError {
                 "{REALM}, error=\"invalid_token\", error_description=\"{}\"",
                 self.description()
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuthError;
+
+    #[test]
+    fn every_reason_has_its_own_counter_slot() {
+        let all = [
+            AuthError::MissingToken,
+            AuthError::AmbiguousToken,
+            AuthError::TokenTooLarge,
+            AuthError::Malformed(""),
+            AuthError::AlgNotAllowed,
+            AuthError::UnknownKid,
+            AuthError::BadSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::IssuedInFuture,
+            AuthError::WrongIssuer,
+            AuthError::WrongAudience,
+            AuthError::MissingClaim,
+            AuthError::InvalidClaim(""),
+            AuthError::InsufficientScope,
+            AuthError::KeysUnavailable,
+            AuthError::OverBudget,
+        ];
+        assert_eq!(all.len(), crate::metrics::AUTH_REASONS);
+        let mut seen = [false; crate::metrics::AUTH_REASONS];
+        for e in &all {
+            assert!(!seen[e.index()], "{} shares a slot", e.reason());
+            seen[e.index()] = true;
         }
     }
 }

@@ -162,9 +162,15 @@ impl Record {
         let route = self.route.map(|id| generation.route(id));
         let route_name = route.map_or(metrics::NO_ROUTE, |r| r.config.name.as_str());
         let outcome = self.outcome(status);
-        m.requests
-            .with_label_values(&[route_name, metrics::status_class(status), outcome.label()])
-            .inc();
+        match route {
+            Some(route) => route
+                .counters
+                .request(status, outcome as usize, outcome.label()),
+            None => m
+                .requests
+                .with_label_values(&[route_name, metrics::status_class(status), outcome.label()])
+                .inc(),
+        }
         match &self.decided {
             Decided::Rejected { code, auth: false } => {
                 m.gateway_rejections.with_label_values(&[code]).inc();
@@ -228,6 +234,9 @@ pub enum Outcome {
     /// The gateway or the upstream failed (a 5xx, or no answer).
     Error,
 }
+
+// `Outcome as usize` picks a route's counter (`metrics::RouteCounters`).
+const _: () = assert!(Outcome::Error as usize + 1 == metrics::OUTCOMES);
 
 impl Outcome {
     pub fn label(self) -> &'static str {

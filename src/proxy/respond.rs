@@ -12,7 +12,6 @@ use http::{HeaderValue, header};
 use pingora::http::ResponseHeader;
 use pingora::prelude::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use serde::Serialize;
 
 use crate::auth::error::AuthError;
 use crate::plugins::PolicyAnswer;
@@ -297,7 +296,6 @@ async fn send(session: &mut Session, resp: ResponseHeader, body: Vec<u8>) -> Res
 }
 
 /// The JSON body of every answer the gateway writes itself.
-#[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'static str,
     message: &'static str,
@@ -305,13 +303,32 @@ struct ErrorBody<'a> {
 }
 
 impl ErrorBody<'_> {
+    /// `{"error":...,"message":...,"request_id":...}`, written directly: the fields are plain
+    /// strings, and only one that needs escaping goes through serde_json.
     fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        // Writing three strings into a Vec cannot fail.
-        if serde_json::to_writer(&mut out, self).is_err() {
-            out.clear();
-        }
+        let mut out =
+            Vec::with_capacity(40 + self.error.len() + self.message.len() + self.request_id.len());
+        out.extend_from_slice(b"{\"error\":");
+        json_string(&mut out, self.error);
+        out.extend_from_slice(b",\"message\":");
+        json_string(&mut out, self.message);
+        out.extend_from_slice(b",\"request_id\":");
+        json_string(&mut out, self.request_id);
+        out.push(b'}');
         out
+    }
+}
+
+/// `text` as a JSON string: as is between quotes when nothing in it needs escaping (no quote,
+/// backslash or control character), else escaped by serde_json.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, text).is_err() {
+        // Writing a string into a Vec cannot fail.
+        out.extend_from_slice(b"\"\"");
     }
 }
 
@@ -379,4 +396,29 @@ const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no healthy upstream");
 /// Every upstream of the request's origin is down (found when Pingora asks for a peer again).
 pub fn no_healthy_upstream() -> Box<Error> {
     Error::explain(NO_HEALTHY_UPSTREAM, "no healthy upstream")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_the_json_serde_would_write() {
+        for (error, message, id) in [
+            ("missing_token", "bearer token required", "0f3a"),
+            ("x", "quote \" and backslash \\ and tab \t", "id\u{1}é"),
+            ("", "", ""),
+        ] {
+            let body = ErrorBody {
+                error,
+                message,
+                request_id: id,
+            }
+            .to_json();
+            let want = serde_json::json!({"error": error, "message": message, "request_id": id});
+            let got: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+            assert_eq!(got, want);
+            assert_eq!(body, serde_json::to_vec(&want).expect("json"));
+        }
+    }
 }

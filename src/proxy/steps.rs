@@ -203,10 +203,7 @@ async fn authenticate(
         if e.is_failed_token() {
             generation.shield.auth_failed(&route.shield, client.ip);
         }
-        crate::metrics::get()
-            .auth_rejections
-            .with_label_values(&[route.config.name.as_str(), e.reason()])
-            .inc();
+        route.counters.auth_rejection(e.index(), e.reason());
         let scopes = match e {
             AuthError::InsufficientScope => route.auth.scopes.join(" "),
             _ => String::new(),
