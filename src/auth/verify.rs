@@ -175,10 +175,13 @@ impl Verifier {
                 .map_or(0, |x| x.keys.usable_generation())
         });
         if refused {
-            crate::metrics::get()
-                .shield_refusals
-                .with_label_values(&["negative_cache"])
-                .inc();
+            static REFUSED: std::sync::LazyLock<prometheus::IntCounter> =
+                std::sync::LazyLock::new(|| {
+                    crate::metrics::get()
+                        .shield_refusals
+                        .with_label_values(&["negative_cache"])
+                });
+            REFUSED.inc();
         }
         refused
     }

@@ -176,9 +176,14 @@ impl Record {
                 m.gateway_rejections.with_label_values(&[code]).inc();
             }
             Decided::Limited { .. } => {
-                m.gateway_rejections
-                    .with_label_values(&["rate_limited"])
-                    .inc();
+                // Resolved once: a flood is refused here at full speed.
+                static RATE_LIMITED: std::sync::LazyLock<prometheus::IntCounter> =
+                    std::sync::LazyLock::new(|| {
+                        metrics::get()
+                            .gateway_rejections
+                            .with_label_values(&["rate_limited"])
+                    });
+                RATE_LIMITED.inc();
             }
             _ => {}
         }

@@ -76,6 +76,36 @@ struct Builtin {
     store: Arc<LocalStore>,
     /// Penalty box: how long the box stays shut.
     box_ns: u64,
+    /// The stage's label, as its refusals name it, and their counter: resolved once, since a
+    /// flood is refused here at full speed.
+    name: Arc<str>,
+    refused: IntCounter,
+}
+
+impl Builtin {
+    fn new(stage: Stage, quota: Quota, max_keys: usize, box_ns: u64) -> Builtin {
+        Builtin {
+            quota,
+            store: Arc::new(LocalStore::new(max_keys)),
+            box_ns,
+            name: Arc::from(stage.label()),
+            refused: crate::metrics::get()
+                .shield_refusals
+                .with_label_values(&[stage.label()]),
+        }
+    }
+
+    /// The refusal of a request that fits again after `retry_after_ns`.
+    fn refusal(&self, stage: Stage, retry_after_ns: u64) -> Refusal {
+        self.refused.inc();
+        Refusal {
+            stage,
+            limit: self.name.clone(),
+            rate: self.quota.rate,
+            per_s: self.quota.per_s,
+            retry_after_s: ceil_secs(retry_after_ns).max(1),
+        }
+    }
 }
 
 /// One `[[limits]]` entry at run time, with its counters resolved once.
@@ -120,19 +150,18 @@ impl Shield {
             None => None,
         };
         let m = crate::metrics::get();
-        let penalty = (on && shield.penalty_failures > 0).then(|| Builtin {
-            quota: Quota::new(
+        let penalty = (on && shield.penalty_failures > 0).then(|| {
+            let quota = Quota::new(
                 shield.penalty_failures,
                 shield.penalty_window_s,
                 shield.penalty_failures,
-            ),
-            store: Arc::new(LocalStore::new(shield.max_keys)),
-            box_ns: shield.penalty_s.saturating_mul(NS),
+            );
+            let box_ns = shield.penalty_s.saturating_mul(NS);
+            Builtin::new(Stage::PenaltyBox, quota, shield.max_keys, box_ns)
         });
-        let budget = (on && shield.verify_per_s > 0).then(|| Builtin {
-            quota: Quota::new(shield.verify_per_s, 1, shield.verify_burst),
-            store: Arc::new(LocalStore::new(shield.max_keys)),
-            box_ns: 0,
+        let budget = (on && shield.verify_per_s > 0).then(|| {
+            let quota = Quota::new(shield.verify_per_s, 1, shield.verify_burst);
+            Builtin::new(Stage::VerifyBudget, quota, shield.max_keys, 0)
         });
         let limits = limits
             .iter()
@@ -267,11 +296,7 @@ impl Shield {
         if let (Some(penalty), Some(ip), true) = (&self.penalty, client, route.stages && !exempt)
             && let Some(left) = penalty.store.boxed(penalty.store.key(&[&address(ip)]), now)
         {
-            crate::metrics::get()
-                .shield_refusals
-                .with_label_values(&[Stage::PenaltyBox.label()])
-                .inc();
-            return Err(builtin_refusal(Stage::PenaltyBox, &penalty.quota, left));
+            return Err(penalty.refusal(Stage::PenaltyBox, left));
         }
         for &i in &route.before {
             let limit = &self.limits[i];
@@ -498,15 +523,9 @@ impl Budget<'_> {
         match stage.store.check(key, &stage.quota, now_ns(), 1) {
             Verdict::Allow { .. } => true,
             Verdict::Deny { retry_after_ns, .. } => {
-                crate::metrics::get()
-                    .shield_refusals
-                    .with_label_values(&[Stage::VerifyBudget.label()])
-                    .inc();
-                let _ = self.refusal.set(builtin_refusal(
-                    Stage::VerifyBudget,
-                    &stage.quota,
-                    retry_after_ns,
-                ));
+                let _ = self
+                    .refusal
+                    .set(stage.refusal(Stage::VerifyBudget, retry_after_ns));
                 false
             }
         }
@@ -515,16 +534,6 @@ impl Budget<'_> {
     /// The refusal of the last `spend` that returned `false`.
     pub fn refusal(&self) -> Option<Refusal> {
         self.refusal.get().cloned()
-    }
-}
-
-fn builtin_refusal(stage: Stage, quota: &Quota, retry_after_ns: u64) -> Refusal {
-    Refusal {
-        stage,
-        limit: Arc::from(stage.label()),
-        rate: quota.rate,
-        per_s: quota.per_s,
-        retry_after_s: ceil_secs(retry_after_ns).max(1),
     }
 }
 

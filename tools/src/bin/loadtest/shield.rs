@@ -5,8 +5,8 @@
 //!   limit's refusals beside a HAProxy stick table; and, last (it shuts the penalty box on the
 //!   generator's address), a forged token from an address in the penalty box.
 //! - Floods with the harness's own generator (`flood`), which binds client addresses: a new forged
-//!   token on every request from one address, then from 64, while valid users (127.0.0.1) send a
-//!   steady stream. Each run uses addresses no earlier run used, so each starts before the box
+//!   token on every request from one address, then from 64, at a fixed rate (`--flood-rate`), while
+//!   valid users (127.0.0.1) send a steady stream. Each run uses addresses no earlier run used, so each starts before the box
 //!   shuts. The report gives the valid users' success and p99 beside their p99 without the flood.
 //! - The limits' own cost: a valid token on a route without a limit, with a local limit, and with
 //!   a Redis one (the Redis script calls per request counted on the server).
@@ -37,6 +37,10 @@ pub struct Options {
     /// Offered requests/s of the valid users during the floods.
     #[arg(long, default_value_t = 1000)]
     valid_rate: u32,
+    /// Offered requests/s of each flood; 0: as fast as the gateway answers (which then queues
+    /// everyone, valid users included, behind the flood's connections).
+    #[arg(long, default_value_t = 20_000)]
+    flood_rate: u32,
     /// Leave HAProxy out.
     #[arg(long)]
     no_peer: bool,
@@ -429,12 +433,17 @@ impl Env<'_> {
             token: Token::Valid(self.tokens.valid.clone()),
         };
         let alone = self.streams(&[valid_stream(self.duration)])?.remove(0);
+        let flood_rate = if self.options.smoke {
+            2_000
+        } else {
+            self.options.flood_rate
+        };
         let flood = Stream {
             addr: target.addr,
             sources,
             first,
             connections: self.connections,
-            rate: None,
+            rate: (flood_rate > 0).then_some(flood_rate),
             duration: self.duration,
             token: Token::Forged(self.tokens.bad_signature.clone()),
         };
@@ -598,10 +607,12 @@ fn report(
         &mut out,
         format!(
             "Machine: {} CPUs. {} s per run, median of {repeats}; wrk and the flood generator on \
-             CPU 1 with {connections} connections, each gateway on CPU 0 with one thread. \
-             {} · {}\n",
+             CPU 1 with {connections} connections, each gateway on CPU 0 with one thread; floods \
+             offered at {} req/s (0: closed loop), valid users at {} req/s. {} · {}\n",
             std::thread::available_parallelism().map_or(1, |n| n.get()),
             duration.as_secs(),
+            options.flood_rate,
+            options.valid_rate,
             version(&options.wrk, "-v"),
             version(&options.haproxy, "-v"),
         ),
