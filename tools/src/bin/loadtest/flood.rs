@@ -9,7 +9,7 @@
 //! the gateway's. A paced connection sends every `connections / rate` seconds (8 ms for the valid
 //! users), far above the latencies measured, so an answer that came late delays its connection's
 //! next request only when it took longer than that, and then shows as a rate below the one offered.
-//! Prints one JSON object: requests, statuses, errors, p50/p99 latency and requests/s.
+//! Prints per stream: requests, statuses, errors, p50/p99 latency and requests/s.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -47,6 +47,13 @@ pub struct ClientOptions {
     /// `jti` in the claims, so its signature never verifies and no two requests send the same one.
     #[arg(long, conflicts_with = "token")]
     pub forge_from: Option<String>,
+    /// Beside the stream, valid users from 127.0.0.1 sending this token at --valid-rate.
+    #[arg(long)]
+    pub valid_token: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    pub valid_rate: u32,
+    #[arg(long, default_value_t = 8)]
+    pub valid_connections: usize,
 }
 
 /// What one stream measured.
@@ -151,47 +158,102 @@ struct Tally {
     errors: u64,
 }
 
-/// Run the stream and print what it measured (the `flood-client` subcommand).
+/// One stream of a `flood-client` run.
+struct Spec {
+    tokens: Tokens,
+    first_source: u8,
+    sources: u8,
+    connections: usize,
+    interval: Option<Duration>,
+}
+
+impl Spec {
+    fn new(tokens: Tokens, first: u8, sources: u8, connections: usize, rate: Option<u32>) -> Spec {
+        let connections = connections.max(1);
+        Spec {
+            tokens,
+            first_source: first,
+            sources: sources.max(1),
+            connections,
+            interval: rate
+                .map(|rate| Duration::from_secs_f64(connections as f64 / f64::from(rate.max(1)))),
+        }
+    }
+}
+
+/// Run the stream (and the valid users' stream beside it, when asked for) and print what each
+/// measured, as `{"streams": [...]}` (the `flood-client` subcommand). Both streams share one
+/// thread: two generator processes on one CPU would take turns by the scheduler's time slices,
+/// and each would see the other's slices as the gateway's latency.
 pub fn client(options: &ClientOptions) -> Result<(), String> {
-    let tokens = Tokens::from(options)?;
+    let mut specs = vec![Spec::new(
+        Tokens::from(options)?,
+        options.first_source,
+        options.sources,
+        options.connections,
+        options.rate,
+    )];
+    if let Some(token) = &options.valid_token {
+        specs.push(Spec::new(
+            Tokens::Fixed(token.clone()),
+            1,
+            1,
+            options.valid_connections,
+            Some(options.valid_rate),
+        ));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     let duration = Duration::from_millis(options.duration_ms);
-    let connections = options.connections.max(1);
-    let interval = options
-        .rate
-        .map(|rate| Duration::from_secs_f64(connections as f64 / f64::from(rate.max(1))));
     let started = Instant::now();
-    let tallies: Vec<Tally> = runtime.block_on(async {
-        let set: Vec<_> = (0..connections)
-            .map(|conn| {
-                let source = Ipv4Addr::new(
-                    127,
-                    0,
-                    0,
-                    options
-                        .first_source
-                        .saturating_add((conn % usize::from(options.sources.max(1))) as u8),
-                );
-                let tokens = tokens.clone();
-                let path = options.path.clone();
-                let addr = options.addr;
-                // Spread the paced connections' first requests over one interval.
-                let offset = interval.map(|i| i.mul_f64(conn as f64 / connections as f64));
-                tokio::spawn(connection(
-                    addr, source, path, tokens, conn, interval, offset, started, duration,
-                ))
+    let tallies: Vec<Vec<Tally>> = runtime.block_on(async {
+        let handles: Vec<Vec<_>> = specs
+            .iter()
+            .map(|spec| {
+                (0..spec.connections)
+                    .map(|conn| {
+                        let offset = (conn % usize::from(spec.sources)) as u8;
+                        let source =
+                            Ipv4Addr::new(127, 0, 0, spec.first_source.saturating_add(offset));
+                        // Spread the paced connections' first requests over one interval.
+                        let start = spec
+                            .interval
+                            .map(|i| i.mul_f64(conn as f64 / spec.connections as f64));
+                        tokio::spawn(connection(
+                            options.addr,
+                            source,
+                            options.path.clone(),
+                            spec.tokens.clone(),
+                            conn,
+                            spec.interval,
+                            start,
+                            started,
+                            duration,
+                        ))
+                    })
+                    .collect()
             })
             .collect();
-        let mut tallies = Vec::new();
-        for handle in set {
-            tallies.push(handle.await.unwrap_or_default());
+        let mut all = Vec::new();
+        for stream in handles {
+            let mut tallies = Vec::new();
+            for handle in stream {
+                tallies.push(handle.await.unwrap_or_default());
+            }
+            all.push(tallies);
         }
-        tallies
+        all
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let streams: Vec<Value> = tallies.into_iter().map(|t| summary(t, elapsed)).collect();
+    println!("{}", json!({ "streams": streams }));
+    Ok(())
+}
+
+/// One stream's connections, summed.
+fn summary(tallies: Vec<Tally>, elapsed: f64) -> Value {
     let mut total = Tally::default();
     for tally in tallies {
         for (status, n) in tally.statuses {
@@ -215,18 +277,14 @@ pub fn client(options: &ClientOptions) -> Result<(), String> {
         .iter()
         .map(|(s, n)| (s.to_string(), Value::from(*n)))
         .collect();
-    println!(
-        "{}",
-        json!({
-            "requests": requests,
-            "statuses": statuses,
-            "errors": total.errors,
-            "p50_ms": at(0.50),
-            "p99_ms": at(0.99),
-            "rps": requests as f64 / elapsed,
-        })
-    );
-    Ok(())
+    json!({
+        "requests": requests,
+        "statuses": statuses,
+        "errors": total.errors,
+        "p50_ms": at(0.50),
+        "p99_ms": at(0.99),
+        "rps": requests as f64 / elapsed,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

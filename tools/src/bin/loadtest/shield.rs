@@ -423,16 +423,21 @@ impl Env<'_> {
         sources: u8,
         first: u8,
     ) -> Result<(Sample, Vec<String>), String> {
-        let valid_stream = |duration: Duration| Stream {
+        let valid = Stream {
             addr: target.addr,
             sources: 1,
             first: 1,
             connections: 8,
             rate: Some(self.options.valid_rate),
-            duration,
+            duration: self.duration,
             token: Token::Valid(self.tokens.valid.clone()),
+            valid_beside: None,
         };
-        let alone = self.streams(&[valid_stream(self.duration)])?.remove(0);
+        let alone = self
+            .stream(&valid)?
+            .into_iter()
+            .next()
+            .ok_or("flood-client measured nothing")?;
         let flood_rate = if self.options.smoke {
             2_000
         } else {
@@ -446,16 +451,22 @@ impl Env<'_> {
             rate: (flood_rate > 0).then_some(flood_rate),
             duration: self.duration,
             token: Token::Forged(self.tokens.bad_signature.clone()),
+            valid_beside: Some((self.tokens.valid.clone(), self.options.valid_rate)),
         };
         let hits = settled(self.origin);
         let checks = self.checks(target)?;
         let before = target.usage()?;
-        let mut measured = self.streams(&[valid_stream(self.duration), flood])?;
+        let mut measured = self.stream(&flood)?;
         let after = target.usage()?;
         let hits = settled(self.origin) - hits;
         let checks = self.checks(target)?.zip(checks).map(|(a, b)| a - b);
-        let bad = measured.remove(1);
-        let valid = measured.remove(0);
+        if measured.len() != 2 {
+            return Err(
+                "flood-client measured one stream, not the flood and the valid users".into(),
+            );
+        }
+        let valid = measured.remove(1);
+        let bad = measured.remove(0);
         let mut problems = Vec::new();
         let ok = valid.count(200);
         if ok != valid.requests || valid.errors > 0 || alone.count(200) != alone.requests {
@@ -485,43 +496,38 @@ impl Env<'_> {
         ))
     }
 
-    /// Run the streams at once, each a `flood-client` child pinned to the load CPU.
-    fn streams(&self, streams: &[Stream]) -> Result<Vec<Counted>, String> {
+    /// Run a `flood-client` child pinned to the load CPU; what each of its streams measured.
+    fn stream(&self, s: &Stream) -> Result<Vec<Counted>, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-        let children: Vec<_> = streams
-            .iter()
-            .map(|s| {
-                let mut c = crate::targets::pinned(self.load_cpu, &exe);
-                c.arg("flood-client")
-                    .args(["--addr", &s.addr.to_string()])
-                    .args(["--sources", &s.sources.to_string()])
-                    .args(["--first-source", &s.first.to_string()])
-                    .args(["--connections", &s.connections.to_string()])
-                    .args(["--duration-ms", &s.duration.as_millis().to_string()]);
-                if let Some(rate) = s.rate {
-                    c.args(["--rate", &rate.to_string()]);
-                }
-                match &s.token {
-                    Token::Valid(t) => c.args(["--token", t]),
-                    Token::Forged(t) => c.args(["--forge-from", t]),
-                };
-                c.stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("flood-client: {e}"))
-            })
-            .collect::<Result<_, _>>()?;
-        children
-            .into_iter()
-            .map(|child| {
-                let out = child
-                    .wait_with_output()
-                    .map_err(|e| format!("flood-client: {e}"))?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                let v: serde_json::Value = serde_json::from_str(text.trim())
-                    .map_err(|e| format!("flood-client printed {text:?}: {e}"))?;
-                Ok(Counted::from_json(&v))
-            })
-            .collect()
+        let mut c = crate::targets::pinned(self.load_cpu, &exe);
+        c.arg("flood-client")
+            .args(["--addr", &s.addr.to_string()])
+            .args(["--sources", &s.sources.to_string()])
+            .args(["--first-source", &s.first.to_string()])
+            .args(["--connections", &s.connections.to_string()])
+            .args(["--duration-ms", &s.duration.as_millis().to_string()]);
+        if let Some(rate) = s.rate {
+            c.args(["--rate", &rate.to_string()]);
+        }
+        match &s.token {
+            Token::Valid(t) => c.args(["--token", t]),
+            Token::Forged(t) => c.args(["--forge-from", t]),
+        };
+        if let Some((token, rate)) = &s.valid_beside {
+            c.args(["--valid-token", token])
+                .args(["--valid-rate", &rate.to_string()]);
+        }
+        let out = c
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .map_err(|e| format!("flood-client: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(text.trim())
+            .map_err(|e| format!("flood-client printed {text:?}: {e}"))?;
+        Ok(v["streams"]
+            .as_array()
+            .map(|streams| streams.iter().map(Counted::from_json).collect())
+            .unwrap_or_default())
     }
 
     /// edgewarden's signature checks so far (`None` for other targets).
@@ -541,6 +547,8 @@ struct Stream {
     rate: Option<u32>,
     duration: Duration,
     token: Token,
+    /// Valid users beside the stream, in the same generator: their token and rate.
+    valid_beside: Option<(String, u32)>,
 }
 
 enum Token {
