@@ -356,7 +356,7 @@ fn measure(
 }
 
 /// The origin's hit count once it has stopped moving (100 ms without a hit, at most 5 s).
-fn settled(origin: &crate::origin::Origin) -> u64 {
+pub fn settled(origin: &crate::origin::Origin) -> u64 {
     let mut last = origin.hits();
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));

@@ -17,6 +17,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::flood::Counted;
+use crate::report::median;
+use crate::run::settled;
 use crate::scenarios::{PUBLIC_PEM, Tokens};
 use crate::shield_targets::{self as st, Redis};
 use crate::targets::Target;
@@ -561,34 +563,6 @@ fn per_request(cpu: Duration, requests: u64) -> f64 {
         return f64::NAN;
     }
     cpu.as_secs_f64() * 1e6 / requests as f64
-}
-
-/// The origin's hit count once it has stopped moving (100 ms without a hit, at most 5 s).
-fn settled(origin: &crate::origin::Origin) -> u64 {
-    let mut last = origin.hits();
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = origin.hits();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    last
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.retain(|v| v.is_finite());
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
 }
 
 fn report(

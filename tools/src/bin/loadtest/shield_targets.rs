@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::scenarios::{AUDIENCE, ISSUER};
@@ -123,26 +123,7 @@ pub fn start_haproxy(
     ));
     let path = dir.join("haproxy-shield.cfg");
     std::fs::write(&path, &config).map_err(|e| format!("{}: {e}", path.display()))?;
-    let check = Command::new(haproxy)
-        .args(["-c", "-q", "-f"])
-        .arg(&path)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", haproxy.display()))?;
-    if !check.status.success() {
-        return Err(format!(
-            "haproxy rejects its configuration: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        ));
-    }
-    let child = pinned(cpu, haproxy)
-        .args(["-db", "-f"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start haproxy: {e}"))?;
-    Target::started("haproxy", addr, child, addr, "/limited", 200)
+    crate::targets::launch_haproxy(haproxy, &path, addr, cpu, "/limited", 200)
 }
 
 /// Pingora alone, answering every request 401 (`examples/pingora_floor`).

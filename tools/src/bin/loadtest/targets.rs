@@ -349,9 +349,22 @@ pub fn start_haproxy(
     );
     let path = dir.join("haproxy.cfg");
     write(&path, &config)?;
+    launch_haproxy(haproxy, &path, addr, cpu, "/api", 401)
+}
+
+/// Check HAProxy's configuration at `path`, start it pinned to `cpu`, and wait until `addr`
+/// answers GET `ready_path` with `status`.
+pub fn launch_haproxy(
+    haproxy: &Path,
+    path: &Path,
+    addr: SocketAddr,
+    cpu: Option<usize>,
+    ready_path: &str,
+    status: u16,
+) -> Result<Target, String> {
     let check = Command::new(haproxy)
         .args(["-c", "-q", "-f"])
-        .arg(&path)
+        .arg(path)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", haproxy.display()))?;
     if !check.status.success() {
@@ -363,12 +376,12 @@ pub fn start_haproxy(
     }
     let child = pinned(cpu, haproxy)
         .args(["-db", "-f"])
-        .arg(&path)
+        .arg(path)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start haproxy: {e}"))?;
-    Target::started("haproxy", addr, child, addr, "/api", 401)
+    Target::started("haproxy", addr, child, addr, ready_path, status)
 }
 
 pub fn haproxy_version(haproxy: &Path) -> String {
