@@ -76,8 +76,9 @@ struct Builtin {
     store: Arc<LocalStore>,
     /// Penalty box: how long the box stays shut.
     box_ns: u64,
-    /// The stage's label, as its refusals name it, and their counter: resolved once, since a
+    /// The stage, its label as its refusals name it, and their counter: resolved once, since a
     /// flood is refused here at full speed.
+    stage: Stage,
     name: Arc<str>,
     refused: IntCounter,
 }
@@ -88,6 +89,7 @@ impl Builtin {
             quota,
             store: Arc::new(LocalStore::new(max_keys)),
             box_ns,
+            stage,
             name: Arc::from(stage.label()),
             refused: crate::metrics::get()
                 .shield_refusals
@@ -96,10 +98,10 @@ impl Builtin {
     }
 
     /// The refusal of a request that fits again after `retry_after_ns`.
-    fn refusal(&self, stage: Stage, retry_after_ns: u64) -> Refusal {
+    fn refusal(&self, retry_after_ns: u64) -> Refusal {
         self.refused.inc();
         Refusal {
-            stage,
+            stage: self.stage,
             limit: self.name.clone(),
             rate: self.quota.rate,
             per_s: self.quota.per_s,
@@ -296,7 +298,7 @@ impl Shield {
         if let (Some(penalty), Some(ip), true) = (&self.penalty, client, route.stages && !exempt)
             && let Some(left) = penalty.store.boxed(penalty.store.key(&[&address(ip)]), now)
         {
-            return Err(penalty.refusal(Stage::PenaltyBox, left));
+            return Err(penalty.refusal(left));
         }
         for &i in &route.before {
             let limit = &self.limits[i];
@@ -523,9 +525,7 @@ impl Budget<'_> {
         match stage.store.check(key, &stage.quota, now_ns(), 1) {
             Verdict::Allow { .. } => true,
             Verdict::Deny { retry_after_ns, .. } => {
-                let _ = self
-                    .refusal
-                    .set(stage.refusal(Stage::VerifyBudget, retry_after_ns));
+                let _ = self.refusal.set(stage.refusal(retry_after_ns));
                 false
             }
         }
