@@ -74,6 +74,7 @@ fn issuer_config(name: &str, issuer: &str, keys: KeySource) -> IssuerConfig {
         refresh_interval_s: 300,
         max_stale_s: 86_400,
         unknown_kid_cooldown_s: 30,
+        max_keys_without_kid: 4,
         leeway_s: 30,
         required_claims: vec!["sub".to_string()],
         claims_to_headers: vec![("sub".to_string(), "x-internal-user-id".to_string())],

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub token_cache_misses: IntCounter,
     /// Signature checks actually run (after the caches and the shield).
     pub signature_checks: IntCounter,
+    /// Of `signature_checks`, those made for tokens without `kid` (one per key tried).
+    pub signature_checks_without_kid: IntCounter,
     /// `[[limits]]` decisions by limit and outcome (allowed, refused, shadow_refused).
     pub limit_decisions: IntCounterVec,
     /// Requests the shield refused before or instead of verifying, by stage.
@@ -137,6 +139,13 @@ impl Metrics {
                 "Token signatures checked (not answered by a cache or refused by the shield first)",
             ),
         );
+        let signature_checks_without_kid = registered(
+            &r,
+            IntCounter::new(
+                "edgewarden_signature_checks_without_kid_total",
+                "Signature checks for tokens without kid, one per key tried (at most max_keys_without_kid per token)",
+            ),
+        );
         let penalty_boxed = registered(
             &r,
             IntCounter::new(
@@ -203,6 +212,7 @@ impl Metrics {
             token_cache_hits,
             token_cache_misses,
             signature_checks,
+            signature_checks_without_kid,
             limit_decisions: counter(
                 &r,
                 "edgewarden_limit_decisions_total",
@@ -334,7 +344,7 @@ fn class_index(status: Option<u16>) -> usize {
 /// Request outcomes (`edgewarden_requests_total`'s `outcome` label) a route's counters hold.
 pub const OUTCOMES: usize = 4;
 /// Reasons of `edgewarden_auth_rejections_total` a route's counters hold.
-pub const AUTH_REASONS: usize = 17;
+pub const AUTH_REASONS: usize = 18;
 
 /// One route's request counters, each resolved on first use: a request increments its counter
 /// without hashing its labels again (`with_label_values` on every request cost about 1 % of a

@@ -13,6 +13,8 @@ pub enum AuthError {
     Malformed(&'static str),
     AlgNotAllowed,
     UnknownKid,
+    /// A token without `kid` that none of its issuer's keys for its algorithm verifies.
+    NoKeyVerifies,
     BadSignature,
     Expired,
     NotYetValid,
@@ -49,6 +51,7 @@ impl AuthError {
             AuthError::Malformed(_) => "malformed",
             AuthError::AlgNotAllowed => "alg_not_allowed",
             AuthError::UnknownKid => "unknown_kid",
+            AuthError::NoKeyVerifies => "no_key_verifies",
             AuthError::BadSignature => "bad_signature",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
@@ -84,6 +87,7 @@ impl AuthError {
             AuthError::InsufficientScope => 14,
             AuthError::KeysUnavailable => 15,
             AuthError::OverBudget => 16,
+            AuthError::NoKeyVerifies => 17,
         }
     }
 
@@ -96,6 +100,7 @@ impl AuthError {
             AuthError::Malformed(what) => what,
             AuthError::AlgNotAllowed => "algorithm not allowed",
             AuthError::UnknownKid => "unknown signing key",
+            AuthError::NoKeyVerifies => "no key of the token's issuer verifies this token",
             AuthError::BadSignature => "signature does not verify",
             AuthError::Expired => "token expired",
             AuthError::NotYetValid => "token not yet valid",
@@ -159,6 +164,7 @@ mod tests {
             AuthError::Malformed(""),
             AuthError::AlgNotAllowed,
             AuthError::UnknownKid,
+            AuthError::NoKeyVerifies,
             AuthError::BadSignature,
             AuthError::Expired,
             AuthError::NotYetValid,

@@ -89,6 +89,25 @@ impl KeySet {
         }
     }
 
+    /// The keys a token may have been signed with, in key-set order: the one [`KeySet::find`]
+    /// gives for a `kid`; for a token without `kid`, every key able to verify `alg` (the issuer's
+    /// document order), at most `max_without_kid` of them.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+        max_without_kid: usize,
+    ) -> impl Iterator<Item = &'a Key> + 'a {
+        let named = kid.and_then(|kid| self.find(Some(kid), alg));
+        let without_kid = kid
+            .is_none()
+            .then(|| self.keys.iter().filter(move |k| k.verifies(alg)))
+            .into_iter()
+            .flatten()
+            .take(max_without_kid);
+        named.into_iter().chain(without_kid)
+    }
+
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }

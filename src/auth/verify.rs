@@ -100,18 +100,12 @@ impl Verifier {
         // keys that verified it, so a refresh landing meanwhile (removing this key) leaves the
         // entry under the old generation, and it is never used.
         let snapshot = key_snapshot(issuer, parsed.kid.as_deref(), alg).await?;
-        let key = snapshot
-            .keys
-            .find(parsed.kid.as_deref(), alg)
-            .ok_or(AuthError::UnknownKid)?;
         #[cfg(test)]
         seam::key_looked_up();
-        if !budget.spend() {
-            return Err(AuthError::OverBudget);
-        }
-        crate::metrics::get().signature_checks.inc();
-        if let Err(e) = issuer.check_signature(token, key, alg) {
-            if let (AuthError::BadSignature, Some(negative)) = (&e, &self.negative) {
+        if let Err(e) = self.check_signature(token, &parsed, issuer, &snapshot, alg, budget) {
+            if let (AuthError::BadSignature | AuthError::NoKeyVerifies, Some(negative)) =
+                (&e, &self.negative)
+            {
                 negative.insert(token, index, snapshot.generation, now);
             }
             return Err(e);
@@ -131,6 +125,46 @@ impl Verifier {
         Ok(Identity {
             issuer: index,
             claims,
+        })
+    }
+
+    /// The signature, against the key its `kid` names or, for a token without `kid`, each of
+    /// the issuer's keys for `alg` in turn (at most `max_keys_without_kid`; each check spends one
+    /// of `budget`'s). One key that fails is a bad signature; several that all fail are
+    /// [`AuthError::NoKeyVerifies`].
+    fn check_signature(
+        &self,
+        token: &str,
+        parsed: &jws::Parsed<'_>,
+        issuer: &Issuer,
+        snapshot: &Snapshot,
+        alg: Algorithm,
+        budget: &Budget<'_>,
+    ) -> Result<(), AuthError> {
+        let kid = parsed.kid.as_deref();
+        let metrics = crate::metrics::get();
+        let mut tried = 0;
+        for key in snapshot
+            .keys
+            .candidates(kid, alg, issuer.config.max_keys_without_kid)
+        {
+            if !budget.spend() {
+                return Err(AuthError::OverBudget);
+            }
+            metrics.signature_checks.inc();
+            if kid.is_none() {
+                metrics.signature_checks_without_kid.inc();
+            }
+            tried += 1;
+            match issuer.check_signature(token, key, alg) {
+                Err(AuthError::BadSignature) => continue,
+                outcome => return outcome,
+            }
+        }
+        Err(match (tried, kid) {
+            (1, _) => AuthError::BadSignature,
+            (_, None) => AuthError::NoKeyVerifies,
+            _ => AuthError::UnknownKid,
         })
     }
 
@@ -263,11 +297,11 @@ async fn key_snapshot(
     alg: Algorithm,
 ) -> Result<Snapshot, AuthError> {
     let snapshot = issuer.keys.snapshot().ok_or(AuthError::KeysUnavailable)?;
-    if snapshot.keys.find(kid, alg).is_some() {
+    if snapshot.keys.candidates(kid, alg, 1).next().is_some() {
         return Ok(snapshot);
     }
     let Some(kid) = kid else {
-        return Err(AuthError::UnknownKid);
+        return Err(AuthError::NoKeyVerifies);
     };
     if snapshot.keys.has_kid(kid) {
         return Err(AuthError::AlgNotAllowed);
@@ -446,6 +480,7 @@ mod tests {
             refresh_interval_s: 300,
             max_stale_s: 86_400,
             unknown_kid_cooldown_s: 30,
+            max_keys_without_kid: 4,
             leeway_s: 30,
             required_claims: vec!["sub".to_string()],
             claims_to_headers: Vec::new(),
@@ -453,9 +488,13 @@ mod tests {
     }
 
     fn token_signed_by(pem: &str, kid: &str) -> String {
+        token_with_kid(pem, Some(kid))
+    }
+
+    fn token_with_kid(pem: &str, kid: Option<&str>) -> String {
         let spec = TokenSpec {
             alg: "RS256".to_string(),
-            kid: Some(kid.to_string()),
+            kid: kid.map(str::to_string),
             claims: None,
             sub: Some("u-1".to_string()),
             iss: Some(ISS.to_string()),
@@ -518,6 +557,67 @@ mod tests {
             Arc::ptr_eq(&first.claims, &second.claims),
             "the second answer is the cached verification"
         );
+    }
+
+    /// A verifier for one issuer whose JWKS holds key A (kid "a") then key B (kid "b").
+    fn verifier_with_keys_a_and_b(max_keys_without_kid: usize) -> Verifier {
+        super::super::crypto::install();
+        let jwk = |pem, kid| -> Value {
+            let doc: Value = serde_json::from_str(&mint::jwks(pem, "RS256", kid).expect("JWKS"))
+                .expect("JSON");
+            doc["keys"][0].clone()
+        };
+        let document = json!({"keys": [jwk(KEY_A, "a"), jwk(KEY_B, "b")]}).to_string();
+        let mut config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
+        config.max_keys_without_kid = max_keys_without_kid;
+        let keys = IssuerKeys::new(&config, crate::config::DemoKey::Refuse).expect("keys load");
+        keys.replace_for_test(KeySet::from_jwks(document.as_bytes()).expect("key set"));
+        Verifier::new(vec![Issuer::new(config, keys)], None, None, 8192)
+    }
+
+    /// After a rotation the key set holds two keys; a token without `kid` signed by either is
+    /// accepted, each key tried spending one signature check.
+    #[tokio::test]
+    async fn a_token_without_kid_is_tried_against_each_key_of_its_algorithm() {
+        let verifier = verifier_with_keys_a_and_b(4);
+        let checks = || crate::metrics::get().signature_checks_without_kid.get();
+        for pem in [KEY_A, KEY_B] {
+            let budget = Budget::unlimited();
+            let before = checks();
+            let identity = verifier
+                .verify(&token_with_kid(pem, None), &[0], &budget)
+                .await
+                .expect("a key of the set verifies it");
+            assert_eq!(identity.claims["sub"], "u-1");
+            assert!(checks() > before, "the checks are counted");
+        }
+    }
+
+    /// A token without `kid` that no key verifies is named as such, never "unknown signing key";
+    /// and the number of keys tried is bounded by `max_keys_without_kid`.
+    #[tokio::test]
+    async fn a_token_without_kid_that_no_key_verifies_says_so_within_its_bound() {
+        let verifier = verifier_with_keys_a_and_b(4);
+        let token = token_with_kid(KEY_A, None);
+        let at = token.len() - 10;
+        let flipped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+        let outcome = verifier.verify(&forged, &[0], &Budget::unlimited()).await;
+        assert_eq!(outcome.err(), Some(AuthError::NoKeyVerifies));
+
+        let bounded = verifier_with_keys_a_and_b(1);
+        let outcome = bounded
+            .verify(&token_with_kid(KEY_B, None), &[0], &Budget::unlimited())
+            .await;
+        assert_eq!(
+            outcome.err(),
+            Some(AuthError::BadSignature),
+            "with a bound of one, only key A is tried"
+        );
+        let with_kid = bounded
+            .verify(&token_signed_by(KEY_B, "b"), &[0], &Budget::unlimited())
+            .await;
+        assert!(with_kid.is_ok(), "a kid still picks its key");
     }
 
     fn claims(v: Value) -> Map<String, Value> {

@@ -79,6 +79,7 @@ pub(super) fn read_issuer(
     let refresh_interval_s = s.ranged(problems, "refresh_interval_s", 300, 1, 86_400);
     let max_stale_s = s.ranged(problems, "max_stale_s", 86_400, 0, 30 * 86_400);
     let unknown_kid_cooldown_s = s.ranged(problems, "unknown_kid_cooldown_s", 30, 1, 3600);
+    let max_keys_without_kid = s.ranged(problems, "max_keys_without_kid", 4, 1, 16) as usize;
     let leeway_s = s.ranged(problems, "leeway_s", 30, 0, 600);
     let required_claims = s.or::<Vec<String>>(problems, "required_claims", vec!["sub".to_string()]);
     let claims_to_headers = s
@@ -113,6 +114,7 @@ pub(super) fn read_issuer(
         refresh_interval_s,
         max_stale_s,
         unknown_kid_cooldown_s,
+        max_keys_without_kid,
         leeway_s,
         required_claims,
         claims_to_headers,

@@ -421,6 +421,8 @@ pub struct IssuerConfig {
     pub refresh_interval_s: u64,
     pub max_stale_s: u64,
     pub unknown_kid_cooldown_s: u64,
+    /// A token without `kid` is checked against at most this many of its issuer's keys.
+    pub max_keys_without_kid: usize,
     pub leeway_s: u64,
     pub required_claims: Vec<String>,
     /// Claim path (dots for nesting) → header name (lower case), in file order.
