@@ -50,6 +50,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// The route's policies in order (empty: none).
     pub policies: Vec<ChainStep>,
+    /// The headers its enforcing policies may set: client copies are removed before they run.
+    pub policy_headers: crate::header_pattern::HeaderPatterns,
     pub origin: OriginId,
     /// The route's limits and whether the shield's stages apply.
     pub shield: RouteShield,
@@ -221,6 +223,7 @@ impl Route {
             id,
             auth: RouteAuth::resolve(config, &all.issuers)?,
             policies: plugins.chain(config)?,
+            policy_headers: plugins.headers_set_by(config),
             origin,
             shield: shield.resolve(config)?,
             duration: crate::metrics::get()

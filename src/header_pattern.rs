@@ -22,6 +22,10 @@ impl HeaderPatterns {
         set
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+
     /// Whether `name` (lower case, as `http::HeaderName` stores it) matches a pattern.
     pub fn matches(&self, name: &str) -> bool {
         self.exact.iter().any(|e| e == name)

@@ -109,6 +109,19 @@ impl OwnedHeaders {
     }
 }
 
+/// Remove every client-sent copy of the headers `names` matches (any case, every duplicate).
+pub fn remove_matching(names: &HeaderPatterns, req: &mut RequestHeader) {
+    let doomed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| names.matches(name.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
 /// `Connection` nominated a field that frames or addresses the request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FramingNominated;

@@ -312,15 +312,7 @@ impl ReservedHeaders {
     /// Remove every client-sent copy of a reserved header (header names are case-insensitive and
     /// stored lower case, so mixed-case spoofs and duplicates all go).
     pub fn strip(&self, req: &mut RequestHeader) {
-        let doomed: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|name| self.0.matches(name.as_str()))
-            .cloned()
-            .collect();
-        for name in doomed {
-            req.remove_header(&name);
-        }
+        crate::owned::remove_matching(&self.0, req);
     }
 }
 

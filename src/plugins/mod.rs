@@ -217,6 +217,19 @@ impl Plugins {
             .collect()
     }
 
+    /// The headers the enforcing policies of `route` may set (their `allow_headers`): the
+    /// gateway's on that route, so client copies are removed before the chain runs.
+    pub fn headers_set_by(&self, route: &RouteConfig) -> HeaderPatterns {
+        HeaderPatterns::new(
+            route
+                .policies
+                .iter()
+                .filter(|rp| !rp.shadow)
+                .filter_map(|rp| self.policies.iter().find(|p| p.config.name == rp.name))
+                .flat_map(|p| p.config.allow_headers.iter().map(String::as_str)),
+        )
+    }
+
     /// Policies whose plugin has no initialised instance (readiness).
     pub fn not_ready(&self) -> Vec<String> {
         self.policies

@@ -253,7 +253,8 @@ fn country(
     Ok(country)
 }
 
-/// The route's policies in order; returns the policy that chose the origin, if one did.
+/// The route's policies in order, after client copies of the headers they may set are removed;
+/// returns the policy that chose the origin, if one did.
 async fn policies(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -265,6 +266,10 @@ async fn policies(
 ) -> Step<Option<Arc<str>>> {
     if route.policies.is_empty() {
         return Ok(None);
+    }
+    if !route.policy_headers.is_empty() {
+        // What the route's policies may set reaches the origin only from them.
+        owned::remove_matching(&route.policy_headers, session.req_header_mut());
     }
     let plugin_ctx = plugins::Context {
         client_ip: client.ip.map(|ip| ip.to_string()).unwrap_or_default(),

@@ -54,6 +54,33 @@ async fn with_mode(gw: &Gateway, path: &str, mode: &str) -> Response {
         .await
 }
 
+/// A header in the route's policies' `allow_headers` is the gateway's on that route: a client's
+/// copies (any case, every duplicate) are gone before the chain runs, so a policy that sets it
+/// only sometimes never lets a client's value through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_copies_of_headers_a_policy_may_set_never_reach_the_origin() {
+    let (gw, _origin) = misbehaving_gateway().await;
+    let spoofed = |path: &'static str, mode: &'static str| {
+        req("GET", path)
+            .header("x-misbehave", mode)
+            .header("X-Misbehave-Ok", "platinum")
+            .header("x-misbehave-ok", "gold")
+            .send(gw.addr)
+    };
+    let untouched = spoofed("/allow", "pass").await;
+    assert_eq!(untouched.status, 200);
+    assert!(
+        !untouched.origin_saw().contains_key("x-misbehave-ok"),
+        "the policy set nothing, and the client's copies are gone: {:?}",
+        untouched.origin_saw()
+    );
+    let set = spoofed("/allow", "none").await;
+    assert_eq!(set.origin_saw()["x-misbehave-ok"], vec!["1".to_string()]);
+    // A route without that policy leaves the header to the client.
+    let plain = spoofed("/plain", "pass").await;
+    assert_eq!(plain.origin_saw()["x-misbehave-ok"].len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeeds() {
     let (gw, origin_) = misbehaving_gateway().await;

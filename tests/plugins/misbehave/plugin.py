@@ -50,6 +50,8 @@ def handle_request(request):
         _kept.append(bytearray(12 << 20))
         request.headers["x-misbehave-ok"] = str(len(_kept))
         return send_to_origin(request)
+    if mode == "pass":
+        return send_to_origin(request)
     if mode == "bad-status":
         return Response(99, {}, "")
     request.headers["x-misbehave-ok"] = "1"
