@@ -5,6 +5,8 @@ componentize-py builds every plugin with this module as its application; it impo
 into the WIT ``decision``. Plugin authors never import it.
 """
 
+import os
+
 import edgewarden
 import plugin
 import wit_world
@@ -14,6 +16,7 @@ from wit_world.imports.types import (
     Decision_Forward,
     Decision_Respond,
     ForwardAction,
+    PluginError,
     Response as WitResponse,
 )
 
@@ -64,7 +67,27 @@ class WitWorld(wit_world.WitWorld):
             req.claims_json,
             req.country,
         )
-        return _decision(plugin.handle_request(request))
+        try:
+            return _decision(plugin.handle_request(request))
+        except Exception as e:
+            raise Err(_plugin_error(e))
+
+
+#: The plugin's own files: where a traceback line counts as the plugin's.
+_PLUGIN_DIR = os.path.dirname(getattr(plugin, "__file__", "") or "")
+_MAX_MESSAGE = 300
+
+
+def _plugin_error(e):
+    """What the host logs of an exception: its type, its message, the plugin's line it passed."""
+    location = None
+    tb = e.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if _PLUGIN_DIR and filename.startswith(_PLUGIN_DIR + os.sep):
+            location = f"{os.path.relpath(filename, _PLUGIN_DIR)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return PluginError(type(e).__name__, str(e)[:_MAX_MESSAGE], location)
 
 
 #: ``send_to_origin`` of an unchanged request. The host only reads a decision, so one object

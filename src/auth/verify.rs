@@ -563,8 +563,8 @@ mod tests {
     fn verifier_with_keys_a_and_b(max_keys_without_kid: usize) -> Verifier {
         super::super::crypto::install();
         let jwk = |pem, kid| -> Value {
-            let doc: Value = serde_json::from_str(&mint::jwks(pem, "RS256", kid).expect("JWKS"))
-                .expect("JSON");
+            let doc: Value =
+                serde_json::from_str(&mint::jwks(pem, "RS256", kid).expect("JWKS")).expect("JSON");
             doc["keys"][0].clone()
         };
         let document = json!({"keys": [jwk(KEY_A, "a"), jwk(KEY_B, "b")]}).to_string();

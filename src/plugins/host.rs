@@ -22,6 +22,7 @@ use super::bindings::edgewarden::policy::host::{Host, LimitVerdict, LogLevel};
 use super::bindings::edgewarden::policy::types::{Decision, Request};
 use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
+use super::exception::ExceptionLog;
 pub use super::limits::Failure;
 use super::limits::{Limiter, Stopped, classify};
 use super::snapshot::{self, Saved};
@@ -203,6 +204,7 @@ impl Runtime {
             pool: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
             in_use: tokio::sync::Semaphore::new(max_instances.max(1)),
+            exceptions: ExceptionLog::default(),
         }))
     }
 }
@@ -250,6 +252,7 @@ pub struct PolicyHost {
     live: AtomicUsize,
     /// One permit per instance that may be in use at once.
     in_use: tokio::sync::Semaphore,
+    exceptions: ExceptionLog,
 }
 
 impl PolicyHost {
@@ -418,7 +421,13 @@ impl PolicyHost {
         }
         warm.store.data_mut().shield = None;
         match result {
-            Ok(decision) => {
+            Ok(Err(error)) => {
+                // The instance is retired with the lease: module state the exception left
+                // half-changed is not reused.
+                self.exceptions.report(&self.name, &error);
+                Err(Failure::Exception)
+            }
+            Ok(Ok(decision)) => {
                 warm.calls += 1;
                 let reusable = warm.calls < self.max_calls
                     && match self.isolation {

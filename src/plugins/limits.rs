@@ -17,6 +17,8 @@ pub enum Failure {
     Trap,
     /// A decision that broke the policy's rules or could not be applied.
     InvalidOutput,
+    /// An exception escaped the plugin's `handle_request`.
+    Exception,
 }
 
 impl Failure {
@@ -26,6 +28,7 @@ impl Failure {
             Failure::MemoryLimit => "memory_limit",
             Failure::Trap => "trap",
             Failure::InvalidOutput => "invalid_output",
+            Failure::Exception => "exception",
         }
     }
 }

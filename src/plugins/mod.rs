@@ -6,6 +6,7 @@ mod bindings;
 pub mod build;
 mod clock;
 pub mod decision;
+mod exception;
 pub mod host;
 mod limits;
 mod scaffold;

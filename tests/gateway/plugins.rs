@@ -131,7 +131,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
     assert_eq!(outcome("forwarded"), 10.0);
     assert_eq!(outcome("timeout"), 2.0, "loop and sleep");
     assert_eq!(outcome("memory_limit"), 1.0, "alloc");
-    assert_eq!(outcome("trap"), 2.0, "raise and recurse");
+    assert_eq!(outcome("exception"), 2.0, "raise, and recurse (RecursionError)");
     assert_eq!(outcome("invalid_output"), 4.0);
     assert_eq!(
         m.count(
@@ -194,6 +194,45 @@ async fn a_plugin_that_sleeps_is_cut_at_its_wall_clock_deadline() {
     assert!(took >= Duration::from_millis(400), "took {took:?}");
     assert!(took < Duration::from_millis(1500), "took {took:?}");
     assert_eq!(with_mode(&gw, "/deny", "none").await.status, 200);
+}
+
+/// An exception at request time is logged with its type, message and the plugin's line, on one
+/// line without colour codes; repeats within a second are counted, not logged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_exception_is_logged_with_its_type_message_and_line() {
+    let (gw, _origin) = misbehaving_gateway().await;
+    for _ in 0..3 {
+        assert_eq!(with_mode(&gw, "/deny", "raise").await.status, 503);
+    }
+    let line_of_raise = std::fs::read_to_string("tests/plugins/misbehave/plugin.py")
+        .expect("plugin source")
+        .lines()
+        .position(|l| l.contains("raise RuntimeError"))
+        .expect("the raise")
+        + 1;
+    let log = gw.stderr();
+    let logged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("plugin raised an exception"))
+        .collect();
+    assert!(!logged.is_empty(), "{log}");
+    let line = logged[0];
+    assert!(line.contains("misbehave-deny"), "{line}");
+    assert!(line.contains("exception=RuntimeError"), "{line}");
+    assert!(line.contains("this plugin raises"), "{line}");
+    assert!(
+        line.contains(&format!("location=plugin.py:{line_of_raise}")),
+        "{line}"
+    );
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
+    let m = gw.metrics().await;
+    assert_eq!(
+        m.count(
+            "edgewarden_plugin_outcomes_total",
+            &[("policy", "misbehave-deny"), ("outcome", "exception")]
+        ),
+        3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
