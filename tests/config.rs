@@ -96,6 +96,7 @@ cases! {
     issuer_settings,
     limits_for_policies,
     missing_jwks_file,
+    misspelt_keys,
     observability,
     policy_limits,
     rate_limits,

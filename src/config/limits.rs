@@ -200,14 +200,15 @@ pub(super) fn read_shield(s: Option<Section<'_>>, problems: &mut Problems) -> Sh
 /// Every limit a route names exists and is keyed by something the request carries
 /// (`names`: the names of the `[[limits]]` entries as written; `limits`: those that were read).
 pub(super) fn check_route_limits<'a>(
-    routes: impl Iterator<Item = (usize, &'a [Name])>,
+    routes: impl Iterator<Item = (usize, &'a Name, &'a [Name])>,
     names: &[Name],
     limits: &[LimitConfig],
     problems: &mut Problems,
 ) {
-    for (index, listed) in routes {
+    for (index, route, listed) in routes {
+        let route = super::reader::item_path("routes", index, Some(route));
         for (i, name) in listed.iter().enumerate() {
-            let path = format!("routes[{index}].limits[{i}]");
+            let path = format!("{route}.limits[{i}]");
             if !names.contains(name) {
                 problems.push(&path, format!("{name:?} is not a [[limits]] entry"));
             } else if is_policy_limit(limits, name) == Some(true) {

@@ -36,6 +36,8 @@ pub struct Section<'a> {
     path: String,
     table: &'a Table,
     read: Vec<&'a str>,
+    /// Every key asked for, present or not: the known keys, for "did you mean".
+    asked: Vec<String>,
 }
 
 impl<'a> Section<'a> {
@@ -44,6 +46,7 @@ impl<'a> Section<'a> {
             path: path.into(),
             table,
             read: Vec::new(),
+            asked: Vec::new(),
         }
     }
 
@@ -57,6 +60,9 @@ impl<'a> Section<'a> {
     }
 
     fn raw(&mut self, key: &str) -> Option<&'a Value> {
+        if !self.asked.iter().any(|k| k == key) {
+            self.asked.push(key.to_string());
+        }
         let (name, value) = self.table.get_key_value(key)?;
         self.read.push(name.as_str());
         Some(value)
@@ -187,7 +193,10 @@ impl<'a> Section<'a> {
         let mut sections = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match item.as_table() {
-                Some(table) => sections.push(Section::new(format!("{path}[{i}]"), table)),
+                Some(table) => {
+                    let name = table.get("name").and_then(Value::as_str);
+                    sections.push(Section::new(item_path(&path, i, name), table));
+                }
                 None => problems.push(
                     &format!("{path}[{i}]"),
                     format!("expected a table, found {}", item.type_str()),
@@ -197,14 +206,41 @@ impl<'a> Section<'a> {
         sections
     }
 
-    /// Report every key of this table that nobody read.
+    /// Report every key of this table that nobody read, with the known key it is closest to.
     pub fn finish(self, problems: &mut Problems) {
         for key in self.table.keys() {
-            if !self.read.contains(&key.as_str()) {
-                problems.push(&self.key_path(key), "unknown key");
+            if self.read.contains(&key.as_str()) {
+                continue;
+            }
+            match closest(key, &self.asked) {
+                Some(known) => problems.push(
+                    &self.key_path(key),
+                    format!("unknown key (did you mean {known:?}?)"),
+                ),
+                None => problems.push(&self.key_path(key), "unknown key"),
             }
         }
     }
+}
+
+/// The path of element `index` of the array of tables at `array`, naming it when it has a valid
+/// `name`: `routes[2] (shop)`.
+pub fn item_path(array: &str, index: usize, name: Option<&str>) -> String {
+    match name.filter(|n| super::Name::new(n).is_ok()) {
+        Some(name) => format!("{array}[{index}] ({name})"),
+        None => format!("{array}[{index}]"),
+    }
+}
+
+/// The known key a misspelt `key` most likely meant: within two edits, or a third of its length.
+fn closest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
+    let allowed = (key.chars().count() / 3).max(2);
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), k))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k.as_str())
 }
 
 #[cfg(test)]

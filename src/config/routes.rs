@@ -188,7 +188,7 @@ pub(super) fn check_references(
     for n in 0..routes.len() {
         let (earlier, rest) = routes.split_at_mut(n);
         let (index, route) = &mut rest[0];
-        let path = format!("routes[{index}]");
+        let path = super::reader::item_path("routes", *index, Some(&route.name));
         if !origins.contains(&route.origin) {
             problems.push(
                 &format!("{path}.origin"),

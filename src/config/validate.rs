@@ -89,7 +89,7 @@ pub(super) fn read(
     super::limits::check_route_limits(
         indexed_routes
             .iter()
-            .map(|(i, r)| (*i, r.limits.as_slice())),
+            .map(|(i, r)| (*i, &r.name, r.limits.as_slice())),
         &limit_names,
         &limits,
         problems,

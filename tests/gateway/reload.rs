@@ -89,7 +89,7 @@ async fn twenty_reloads_under_load_drop_no_request_and_each_good_one_goes_live()
     );
     let log = gw.stderr();
     assert!(
-        log.contains("routes[1].origin"),
+        log.contains("routes[1] (bad).origin"),
         "validation error logged:\n{log}"
     );
     assert!(
