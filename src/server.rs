@@ -94,7 +94,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     server.add_service(background_service(
         "edgewarden reload",
         Reloader {
-            current,
+            current: current.clone(),
             path: source,
             certs,
             initial_jobs: Mutex::new(Some(jobs)),
@@ -102,13 +102,28 @@ pub fn run(config: Config) -> Result<(), StartError> {
     ));
 
     let announce = listen.clone();
+    let serving = current.clone();
     std::thread::spawn(move || {
         let list: Vec<String> = announce.iter().map(ToString::to_string).collect();
-        if wait_until_listening(&announce, Duration::from_secs(30)) {
-            listening.set();
-            tracing::info!(listen = %list.join(","), admin = ?admin_listen, "edgewarden ready");
-        } else {
+        if !wait_until_listening(&announce, Duration::from_secs(30)) {
             tracing::error!(listen = %list.join(","), "proxy listeners do not accept connections after 30 s; /readyz stays 503");
+            return;
+        }
+        listening.set();
+        tracing::info!(listen = %list.join(","), admin = ?admin_listen, "edgewarden listening");
+        // "ready" is said when /readyz says it: keys fetched, plugin instances warm.
+        let mut told = false;
+        loop {
+            let missing = serving.load().not_ready();
+            if missing.is_empty() {
+                tracing::info!("edgewarden ready");
+                return;
+            }
+            if !told {
+                tracing::warn!(missing = ?missing, "edgewarden not ready yet; /readyz answers 503 until it is");
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
     });
     server.run(RunArgs {

@@ -98,6 +98,7 @@ cases! {
     missing_jwks_file,
     misspelt_keys,
     observability,
+    pem_as_jwks_file,
     policy_limits,
     rate_limits,
     redis_settings,

@@ -324,8 +324,12 @@ impl BackgroundService for Refresher {
         loop {
             let wait = match keys.refresh().await {
                 Ok(next) => next,
-                Err(e) => {
+                Err(e) if keys.snapshot().is_some() => {
                     tracing::warn!(issuer = %keys.name, error = %e, "JWKS refresh failed; keeping the last good keys");
+                    RETRY_AFTER_FAILURE.min(keys.refresh_interval)
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %keys.name, error = %e, "JWKS fetch failed and no usable keys remain (none loaded yet, or stale past max_stale_s); the issuer's routes answer 503");
                     RETRY_AFTER_FAILURE.min(keys.refresh_interval)
                 }
             };

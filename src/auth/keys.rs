@@ -114,6 +114,12 @@ impl KeySet {
 
     /// Parse a JWKS document (`{"keys": [...]}`).
     pub fn from_jwks(bytes: &[u8]) -> Result<KeySet, Error> {
+        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            return Err(keys_error(
+                "a PEM key, not a JWKS document: give it inline as public_key_pem, or publish a \
+                 JWKS ({\"keys\": [...]})",
+            ));
+        }
         let doc: Value = serde_json::from_slice(bytes).or_err(ErrorKind::Keys, "not JSON")?;
         let Some(list) = doc.get("keys").and_then(Value::as_array) else {
             return Err(keys_error("no \"keys\" array"));

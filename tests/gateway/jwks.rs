@@ -105,12 +105,32 @@ async fn unreachable_jwks_at_cold_start_fails_closed_until_it_recovers() {
     let token = a.token(&good_claims("a"));
     assert_eq!(status_with(&gw, &token).await, 503, "no keys: fail closed");
     assert_eq!(origin_.hits(), 0);
+    // The log says what /readyz says: listening, not ready, and no "last good keys" to keep.
+    assert!(
+        eventually(Duration::from_secs(10), async || gw
+            .stderr()
+            .contains("no usable keys remain"))
+        .await,
+        "{}",
+        gw.stderr()
+    );
+    let log = gw.stderr();
+    assert!(log.contains("edgewarden not ready yet"), "{log}");
+    assert!(!log.contains("edgewarden ready"), "{log}");
+    assert!(!log.contains("keeping the last good keys"), "{log}");
 
     server.set(Answer::Jwks(jwks(&[&a])));
     assert!(
         eventually(Duration::from_secs(10), async || gw.readiness().await
             == 200)
         .await
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || gw
+            .stderr()
+            .contains("edgewarden ready"))
+        .await,
+        "ready is logged once /readyz says so"
     );
     assert_eq!(status_with(&gw, &token).await, 200);
     let m = gw.metrics().await;

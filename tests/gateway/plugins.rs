@@ -131,7 +131,11 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
     assert_eq!(outcome("forwarded"), 10.0);
     assert_eq!(outcome("timeout"), 2.0, "loop and sleep");
     assert_eq!(outcome("memory_limit"), 1.0, "alloc");
-    assert_eq!(outcome("exception"), 2.0, "raise, and recurse (RecursionError)");
+    assert_eq!(
+        outcome("exception"),
+        2.0,
+        "raise, and recurse (RecursionError)"
+    );
     assert_eq!(outcome("invalid_output"), 4.0);
     assert_eq!(
         m.count(

@@ -243,10 +243,10 @@ impl Gateway {
                 eprintln!("gateway exited early ({status}):\n{}", self.stderr());
                 return false;
             }
-            // The gateway logs "edgewarden ready" once its own listeners accept. The probe is a
-            // real HTTP exchange on the proxy port (a path the gateway rejects itself, so no origin
-            // sees it): a bare connect could be the kernel connecting the socket to itself.
-            if self.stderr().contains("edgewarden ready")
+            // The gateway logs "edgewarden listening" once its own listeners accept. The probe is
+            // a real HTTP exchange on the proxy port (a path the gateway rejects itself, so no
+            // origin sees it): a bare connect could be the kernel connecting the socket to itself.
+            if self.stderr().contains("edgewarden listening")
                 && req("GET", "/probe/../ready")
                     .try_send(self.addr)
                     .await
