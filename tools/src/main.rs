@@ -27,7 +27,8 @@ enum Command {
         #[arg(short, long, default_value = "config/edgewarden.toml")]
         config: PathBuf,
     },
-    /// Sign a token with a private key (for tests, demos and load tests).
+    /// Sign a token with a private key (for tests, demos and load tests). An issuer accepts it
+    /// only with its `iss` and one of its audiences: give --iss and --aud.
     Token {
         /// PEM private key (RSA, EC P-256/P-384 or Ed25519).
         #[arg(long)]
@@ -35,13 +36,16 @@ enum Command {
         /// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA.
         #[arg(long, default_value = "RS256")]
         alg: String,
+        /// Key id for the token's header: the `kid` of the key in the issuer's JWKS.
         #[arg(long)]
         kid: Option<String>,
+        /// Subject (`sub` claim): who the token identifies.
         #[arg(long)]
         sub: Option<String>,
+        /// Issuer (`iss` claim): exactly the `issuer` of an `[[issuers]]` entry.
         #[arg(long)]
         iss: Option<String>,
-        /// Audience; repeat for several.
+        /// Audience (`aud` claim), one of the issuer's `audiences`; repeat for several.
         #[arg(long)]
         aud: Vec<String>,
         /// Space-separated scopes (`scope` claim).
@@ -54,15 +58,29 @@ enum Command {
         #[arg(long)]
         claims: Option<String>,
     },
-    /// Print a JWKS with the public half of a private key.
+    /// Print a JWKS with the public half of a private key (serve it as `jwks_url`, or save it
+    /// as `jwks_file`).
     Jwks {
+        /// PEM private key (RSA, EC P-256/P-384 or Ed25519); only its public half is printed.
         #[arg(long)]
         key: PathBuf,
+        /// The algorithm the key signs with, recorded as the JWK's `alg`.
         #[arg(long, default_value = "RS256")]
         alg: String,
+        /// Key id (`kid`) of the JWK; tokens name it in their header (`token --kid`).
         #[arg(long)]
         kid: String,
     },
+}
+
+/// Print `text` and a newline; a reader that went away (`| head`) is not an error.
+fn print(text: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn read(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
@@ -98,13 +116,19 @@ fn main() -> ExitCode {
                 expires_in,
             };
             let token = edgewarden_tools::mint::token(&pem, &spec)?;
-            println!("{token}");
-            Ok(())
+            let missing = edgewarden_tools::mint::missing_claims(&spec);
+            if !missing.is_empty() {
+                eprintln!(
+                    "warning: the token has no {} claim: an issuer with default settings refuses \
+                     it (401); give --iss, --aud and --sub",
+                    missing.join(", ")
+                );
+            }
+            print(&token)
         }),
-        Command::Jwks { key, alg, kid } => read(&key).and_then(|pem| {
-            println!("{}", edgewarden_tools::mint::jwks(&pem, &alg, &kid)?);
-            Ok(())
-        }),
+        Command::Jwks { key, alg, kid } => {
+            read(&key).and_then(|pem| print(&edgewarden_tools::mint::jwks(&pem, &alg, &kid)?))
+        }
     };
     edgewarden::error::exit_code(result)
 }

@@ -24,6 +24,14 @@ pub struct TokenSpec {
 
 fn encoding_key(pem: &str, alg: Algorithm) -> Result<EncodingKey, String> {
     use Algorithm::*;
+    if pem.contains("-----BEGIN PUBLIC KEY-----") || pem.contains("-----BEGIN RSA PUBLIC KEY-----")
+    {
+        return Err(
+            "this is a public key: signing a token or writing a JWKS needs the \
+                    private key (a PEM file starting -----BEGIN PRIVATE KEY-----)"
+                .into(),
+        );
+    }
     let bytes = pem.as_bytes();
     match alg {
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => EncodingKey::from_rsa_pem(bytes),
@@ -36,6 +44,27 @@ fn encoding_key(pem: &str, alg: Algorithm) -> Result<EncodingKey, String> {
 
 fn parse_alg(name: &str) -> Result<Algorithm, String> {
     algorithm_from_name(name).ok_or_else(|| format!("{name:?} is not a supported algorithm"))
+}
+
+/// The claims every issuer requires that `spec` leaves out (`iss`, `aud`, and `sub`, required by
+/// default), so a caller can say the token will be refused.
+pub fn missing_claims(spec: &TokenSpec) -> Vec<&'static str> {
+    let extra: Map<String, Value> = spec
+        .claims
+        .as_deref()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let mut missing = Vec::new();
+    if spec.iss.is_none() && !extra.contains_key("iss") {
+        missing.push("iss");
+    }
+    if spec.aud.is_empty() && !extra.contains_key("aud") {
+        missing.push("aud");
+    }
+    if spec.sub.is_none() && !extra.contains_key("sub") {
+        missing.push("sub");
+    }
+    missing
 }
 
 /// Sign a token with the PEM private key `pem`.
