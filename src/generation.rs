@@ -76,12 +76,7 @@ impl Generation {
                 .map(OriginId::at)
         };
         let auth = errors.ok(Auth::build(&config));
-        let plugins = errors.ok(Plugins::build(
-            &config,
-            origin_id,
-            config.server.plugin_cache_dir.clone(),
-            config.server.threads,
-        ));
+        let plugins = errors.ok(Plugins::build(&config, origin_id, config.server.threads));
         let geo = errors.ok(Geo::build(&config));
         let shield = errors.ok(Shield::build(
             &config.shield,

@@ -67,19 +67,32 @@ enum Command {
 #[derive(Subcommand)]
 enum PluginsCommand {
     /// Build every plugin under plugins_dir (componentize-py, then precompile); cached by content.
+    /// componentize-py: EDGEWARDEN_COMPONENTIZE_PY, else [server] componentize_py, else
+    /// .venv/bin/componentize-py beside the config file (or beside plugins_dir), else PATH.
     Build {
         #[arg(short, long, default_value = "config/edgewarden.toml")]
         config: PathBuf,
     },
-    /// Create plugins_dir/NAME with a plugin.py and its pytest file.
+    /// Create plugins_dir/NAME (plugin.py and its pytest file) and policies_dir/NAME.toml, and
+    /// print the next commands.
     New {
+        /// The plugin's name: a Python identifier of a-z, 0-9 and '_'.
         name: String,
         #[arg(short, long, default_value = "config/edgewarden.toml")]
         config: PathBuf,
     },
+    /// Run the plugins' tests (test_*.py beside each plugin.py) in CPython with pytest, the SDK
+    /// and the test helpers this binary carries. Python: EDGEWARDEN_PYTHON, else the one beside
+    /// componentize-py, else python3.
+    Test {
+        #[arg(short, long, default_value = "config/edgewarden.toml")]
+        config: PathBuf,
+        /// Only these plugins (directory names under plugins_dir).
+        plugins: Vec<String>,
+    },
 }
 
-fn plugins_command(command: PluginsCommand) -> Result<(), Box<dyn std::error::Error>> {
+fn plugins_command(command: PluginsCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         PluginsCommand::Build { config } => {
             let config = Config::load(&config)?;
@@ -87,13 +100,37 @@ fn plugins_command(command: PluginsCommand) -> Result<(), Box<dyn std::error::Er
             for line in built {
                 println!("{line}");
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        PluginsCommand::New { name, config } => {
+        PluginsCommand::New { name, config: path } => {
+            let config = Config::load(&path)?;
+            let written = edgewarden::plugins::scaffold(
+                &config.server.plugins_dir,
+                &config.server.policies_dir,
+                &name,
+            )?;
+            for file in written {
+                println!("created {}", file.display());
+            }
+            let c = path.display();
+            println!(
+                "\nNext:\n  \
+                 edgewarden plugins test -c {c} {name}    # its tests, in CPython\n  \
+                 edgewarden plugins build -c {c}          # compile it (componentize-py)\n  \
+                 add policies = [\"{name}\"] to a route in {c}, list the headers it sets in \
+                 allow_headers,\n  \
+                 then start (edgewarden run -c {c}) or reload a running gateway (kill -HUP <pid>)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Test { config, plugins } => {
             let config = Config::load(&config)?;
-            let dir = edgewarden::plugins::scaffold(&config.server.plugins_dir, &name)?;
-            println!("created {}", dir.display());
-            Ok(())
+            let status = edgewarden::plugins::python::run_tests(&config, &plugins)?;
+            Ok(match status.code() {
+                Some(0) => ExitCode::SUCCESS,
+                Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                None => ExitCode::FAILURE,
+            })
         }
     }
 }
@@ -143,7 +180,10 @@ fn main() -> ExitCode {
                 .map(|done| println!("{done}"))
                 .map_err(Into::into)
         }
-        Command::Plugins { command } => plugins_command(command),
+        Command::Plugins { command } => match plugins_command(command) {
+            Ok(code) if code != ExitCode::SUCCESS => return code,
+            other => other.map(drop),
+        },
     };
     edgewarden::error::exit_code(result)
 }

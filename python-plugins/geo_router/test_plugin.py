@@ -1,5 +1,5 @@
 import edgewarden
-from conftest import load_plugin
+from edgewarden_pytest import load_plugin
 from edgewarden import Request
 
 plugin = load_plugin(__file__)

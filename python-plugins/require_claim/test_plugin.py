@@ -1,7 +1,7 @@
 import json
 
 import edgewarden
-from conftest import load_plugin
+from edgewarden_pytest import load_plugin
 from edgewarden import Forward, Request, Response
 
 plugin = load_plugin(__file__)

@@ -253,6 +253,8 @@ pub struct ServerConfig {
     pub plugins_dir: PathBuf,
     /// Built and precompiled plugins, by content hash.
     pub plugin_cache_dir: PathBuf,
+    /// The componentize-py that builds plugins, when the file names one.
+    pub componentize_py: Option<PathBuf>,
     /// Tokens longer than this are rejected before any parsing.
     pub max_token_bytes: usize,
     /// Verified-token cache bounds; `token_cache_entries = 0` turns the cache off.

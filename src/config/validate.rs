@@ -188,13 +188,14 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     let shutdown_timeout_s = s.ranged(problems, "shutdown_timeout_s", 1, 0, 600);
     let drain_s = s.ranged(problems, "drain_s", 5, 0, 600);
     let watch_interval_s = s.ranged(problems, "watch_interval_s", 0, 0, 3600);
-    let policies_dir = base.join(s.or(problems, "policies_dir", String::from("../policies")));
-    let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("../python-plugins")));
-    let plugin_cache_dir = base.join(s.or(
-        problems,
-        "plugin_cache_dir",
-        String::from("../.cache/plugins"),
-    ));
+    // Beside the configuration file unless it says otherwise.
+    let policies_dir = base.join(s.or(problems, "policies_dir", String::from("policies")));
+    let plugins_dir = base.join(s.or(problems, "plugins_dir", String::from("plugins")));
+    let plugin_cache_dir =
+        base.join(s.or(problems, "plugin_cache_dir", String::from(".cache/plugins")));
+    let componentize_py = s
+        .optional::<String>(problems, "componentize_py")
+        .map(|path| clean(base.join(path)));
     let max_token_bytes = s.ranged(problems, "max_token_bytes", 8192, 256, 65_536) as usize;
     let token_cache_entries =
         s.ranged(problems, "token_cache_entries", 10_000, 0, 10_000_000) as usize;
@@ -239,6 +240,7 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         policies_dir: clean(policies_dir),
         plugins_dir: clean(plugins_dir),
         plugin_cache_dir: clean(plugin_cache_dir),
+        componentize_py,
         max_token_bytes,
         token_cache_entries,
         token_cache_bytes,

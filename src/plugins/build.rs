@@ -28,14 +28,21 @@ const EMBEDDED: [(&str, &str); 3] = [
         include_str!("../../python-plugins/sdk/edgewarden_guest.py"),
     ),
 ];
-const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+/// The test helpers `edgewarden plugins test` loads into pytest (not part of a build).
+const TESTING: (&str, &str) = (
+    "testing/edgewarden_pytest.py",
+    include_str!("../../python-plugins/testing/edgewarden_pytest.py"),
+);
+use super::python::{COMPONENTIZE_PY_VERSION, Located};
 /// Longest componentize-py output kept in an error.
 const MAX_ERROR_CHARS: usize = 4000;
 
 /// Where builds happen and which componentize-py runs them.
 pub struct Builder {
     pub cache_dir: PathBuf,
-    pub componentize_py: PathBuf,
+    pub componentize_py: Located,
+    /// The configuration file's directory, where the install hint puts a virtualenv.
+    pub config_dir: PathBuf,
 }
 
 /// A plugin compiled for this engine.
@@ -46,19 +53,13 @@ pub struct Built {
 }
 
 impl Builder {
-    /// `componentize-py` from `EDGEWARDEN_COMPONENTIZE_PY`, else the project's `.venv` beside
-    /// `plugins_dir`, else `PATH`.
-    pub fn new(cache_dir: PathBuf, plugins_dir: &Path) -> Builder {
-        let componentize_py = std::env::var_os("EDGEWARDEN_COMPONENTIZE_PY")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let venv = plugins_dir.parent()?.join(".venv/bin/componentize-py");
-                venv.is_file().then_some(venv)
-            })
-            .unwrap_or_else(|| PathBuf::from("componentize-py"));
+    /// Builds in `config`'s `plugin_cache_dir` with the componentize-py found for it
+    /// ([`super::python::componentize_py`]).
+    pub fn new(config: &crate::config::Config) -> Builder {
         Builder {
-            cache_dir,
-            componentize_py,
+            cache_dir: config.server.plugin_cache_dir.clone(),
+            componentize_py: super::python::componentize_py(config),
+            config_dir: super::python::config_dir(config),
         }
     }
 
@@ -150,17 +151,17 @@ impl Builder {
             .ok()
     }
 
-    /// The embedded WIT and SDK, written once per content.
-    fn write_support(&self) -> Result<PathBuf, Error> {
+    /// The embedded WIT, SDK and test helpers, written once per content.
+    pub fn write_support(&self) -> Result<PathBuf, Error> {
         let mut ctx = Context::new(&SHA256);
-        for (name, text) in EMBEDDED {
+        for (name, text) in EMBEDDED.iter().chain([&TESTING]) {
             ctx.update(name.as_bytes());
             ctx.update(text.as_bytes());
         }
         let dir = self
             .cache_dir
             .join(format!("support-{}", &hex(ctx.finish().as_ref())[..16]));
-        for (name, text) in EMBEDDED {
+        for (name, text) in EMBEDDED.into_iter().chain([TESTING]) {
             let path = dir.join(name);
             if !path.is_file() {
                 if let Some(parent) = path.parent() {
@@ -180,7 +181,7 @@ impl Builder {
         out: &Path,
     ) -> Result<(), Error> {
         let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let output = Command::new(&self.componentize_py)
+        let output = Command::new(&self.componentize_py.path)
             .env_remove("RUST_BACKTRACE")
             .arg("-d")
             .arg(support.join("wit"))
@@ -196,8 +197,9 @@ impl Builder {
                 Error::new(
                     BUILD,
                     format!(
-                        "plugin {name}: cannot run {} ({e}); run scripts/setup to install componentize-py {COMPONENTIZE_PY_VERSION}",
-                        self.componentize_py.display()
+                        "plugin {name}: {} ({e})",
+                        self.componentize_py
+                            .missing("componentize-py", &self.config_dir)
                     ),
                 )
             })?;

@@ -9,6 +9,7 @@ pub mod decision;
 mod exception;
 pub mod host;
 mod limits;
+pub mod python;
 mod scaffold;
 mod shadow;
 mod snapshot;
@@ -118,7 +119,6 @@ impl Plugins {
     pub fn build(
         config: &Config,
         origin: impl Fn(&str) -> Option<OriginId>,
-        cache_dir: std::path::PathBuf,
         warm: usize,
     ) -> Result<Plugins, Errors> {
         let routes_use_policies = config.routes.iter().any(|r| !r.policies.is_empty());
@@ -136,7 +136,7 @@ impl Plugins {
                 .iter()
                 .any(|p| p.isolation == Isolation::Fresh),
         )?;
-        let builder = build::Builder::new(cache_dir, &config.server.plugins_dir);
+        let builder = build::Builder::new(config);
         let warmer = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -341,10 +341,7 @@ impl Policy {
 /// plugin that does not build is reported.
 pub fn build_all(config: &Config) -> Result<Vec<String>, Errors> {
     let runtime = Runtime::new(Isolation::Warm)?;
-    let builder = build::Builder::new(
-        config.server.plugin_cache_dir.clone(),
-        &config.server.plugins_dir,
-    );
+    let builder = build::Builder::new(config);
     let dir = &config.server.plugins_dir;
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .or_err_with(ErrorKind::PluginBuild, || dir.display().to_string())?
