@@ -17,6 +17,7 @@ mod observe;
 mod orchestration;
 mod plugins;
 mod promise;
+mod quickstart;
 mod redis;
 mod reload;
 mod replicas;

@@ -474,12 +474,16 @@ fn plugins_new_scaffolds_a_plugin_and_policy_whose_tests_run_anywhere() {
         .write_in(dir.path());
     let out = edgewarden(&["plugins", "new", "my_policy"], &config);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("edgewarden plugins test"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("edgewarden plugins test"),
+        "{}",
+        out.stdout
+    );
     // Beside the config file by default.
     let plugin_dir = dir.path().join("plugins/my_policy");
     assert!(plugin_dir.join("plugin.py").is_file() && plugin_dir.join("test_plugin.py").is_file());
-    let policy = std::fs::read_to_string(dir.path().join("policies/my_policy.toml"))
-        .expect("policy file");
+    let policy =
+        std::fs::read_to_string(dir.path().join("policies/my_policy.toml")).expect("policy file");
     assert!(policy.contains("plugin = \"my_policy\""), "{policy}");
     assert!(policy.contains("# allow_headers"), "{policy}");
 
