@@ -63,6 +63,9 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// Unix time of the first reload refused since the configuration last loaded; 0 when the
+    /// serving configuration is the file's.
+    pub config_reload_refused_since: IntGauge,
     pub admin_refusals: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
@@ -161,6 +164,13 @@ impl Metrics {
                     "Time of a Redis store call, up to its deadline",
                 )
                 .buckets(FAST_BUCKETS.to_vec()),
+            ),
+        );
+        let config_reload_refused_since = registered(
+            &r,
+            IntGauge::new(
+                "edgewarden_config_reload_refused_since_seconds",
+                "Unix time of the first reload refused since the configuration last loaded (0: the serving configuration is the file's)",
             ),
         );
         let redis_breaker_open = registered(
@@ -287,6 +297,7 @@ impl Metrics {
                 "Failures reaching or reading from an origin, by kind",
                 &["origin", "kind"],
             ),
+            config_reload_refused_since,
             config_reloads: counter(
                 &r,
                 "edgewarden_config_reloads_total",

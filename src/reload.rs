@@ -8,7 +8,9 @@
 //! the serving generation in place: every problem is logged and the attempt is counted
 //! (`edgewarden_config_reloads_total{result="error"}`). Listener addresses (and TLS file paths),
 //! worker threads and the shutdown grace are fixed at start; a reload that changes them is refused
-//! with that reason.
+//! with that reason, and so is every later reload until a restart: the file keeps the change.
+//! `edgewarden_config_reload_refused_since_seconds` and `/readyz` say since when the serving
+//! configuration is not the file's.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -128,6 +130,7 @@ impl Reloader {
                 self.current.store(Arc::new(next));
                 self.certs.install(certs);
                 counter.with_label_values(&["ok"]).inc();
+                crate::metrics::get().config_reload_refused_since.set(0);
                 tracing::info!("configuration reloaded");
                 // The caller drops the previous generation's jobs; requests still using it
                 // finish with what they hold.
@@ -135,6 +138,13 @@ impl Reloader {
             }
             Err(problems) => {
                 counter.with_label_values(&["error"]).inc();
+                let since = &crate::metrics::get().config_reload_refused_since;
+                if since.get() == 0 {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(1, |d| d.as_secs() as i64);
+                    since.set(now);
+                }
                 for problem in &problems {
                     let problem = problem.to_string();
                     tracing::error!(problem, "reload refused");

@@ -102,14 +102,18 @@ impl ServeHttp for Admin {
                     missing.push("proxy listeners: not accepting connections yet".to_string());
                 }
                 missing.extend(generation.not_ready());
-                if missing.is_empty() {
-                    json(200, serde_json::json!({"status": "ready"}))
+                // A refused reload leaves the previous configuration serving: still ready, and
+                // said so, since when.
+                let refused = crate::metrics::get().config_reload_refused_since.get();
+                let mut body = if missing.is_empty() {
+                    serde_json::json!({"status": "ready"})
                 } else {
-                    json(
-                        503,
-                        serde_json::json!({"status": "not_ready", "missing": missing}),
-                    )
+                    serde_json::json!({"status": "not_ready", "missing": missing})
+                };
+                if refused > 0 {
+                    body["reload_refused_since"] = refused.into();
                 }
+                json(if missing.is_empty() { 200 } else { 503 }, body)
             }
             _ => json(404, serde_json::json!({"error": "not_found"})),
         }

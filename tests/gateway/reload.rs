@@ -115,4 +115,32 @@ async fn a_reload_that_changes_the_listeners_is_refused_with_the_reason() {
         gw.stderr()
     );
     assert_eq!(get(gw.addr, "/x").await.status, 200);
+    // Still ready (the previous configuration serves), and saying since when it is not the file's.
+    let ready = get(gw.admin, "/readyz").await;
+    assert_eq!(ready.status, 200);
+    let since = ready.json()["reload_refused_since"]
+        .as_i64()
+        .expect("reload_refused_since");
+    let m = gw.metrics().await;
+    assert_eq!(
+        m.value("edgewarden_config_reload_refused_since_seconds", &[]),
+        Some(since as f64)
+    );
+    // Every later reload is refused too while the file keeps the change; putting it back heals.
+    let mut also = gw.config().clone();
+    also.server_mut().set("drain_s", 2);
+    gw.write_config(also);
+    gw.reload_and_wait("error").await;
+    let still = get(gw.admin, "/readyz").await.json()["reload_refused_since"].as_i64();
+    assert_eq!(still, Some(since), "the first refusal's time is kept");
+    let mut healed = gw.config().clone();
+    healed.server_mut().update("threads", 2);
+    gw.write_config(healed);
+    gw.reload_and_wait("ok").await;
+    let ready = get(gw.admin, "/readyz").await;
+    assert!(
+        ready.json().get("reload_refused_since").is_none(),
+        "{:?}",
+        ready.json()
+    );
 }
