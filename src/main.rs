@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use edgewarden::config::{Config, ConfigError, DemoKey};
+use edgewarden::config::{Config, ConfigError, DemoKey, ReadOptions};
 use edgewarden::generation::Generation;
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small buffers
@@ -46,6 +46,14 @@ enum Command {
         /// can sign tokens with it: for tests only.
         #[arg(long)]
         allow_demo_key: bool,
+        /// Check a deployment's configuration off the machine it runs on (CI): no host name is
+        /// looked up (upstreams are checked as host:port) and nothing is fetched.
+        #[arg(long)]
+        offline: bool,
+        /// Read the file's absolute paths under this directory (/etc/x.pem is ROOT/etc/x.pem):
+        /// a copy of the files the deployment mounts, laid out as it mounts them.
+        #[arg(long, value_name = "ROOT")]
+        root: Option<PathBuf>,
     },
     /// Drain the running gateway this configuration describes (POST /drain on its admin_listen
     /// with its admin_token_file); returns once the drain has lasted drain_s.
@@ -137,7 +145,15 @@ fn plugins_command(command: PluginsCommand) -> Result<ExitCode, Box<dyn std::err
 
 /// The configuration at `path`, with the demo key allowed only when the command line says so.
 fn load(path: &std::path::Path, allow_demo_key: bool) -> Result<Config, ConfigError> {
-    let mut config = Config::load(path)?;
+    load_with(path, allow_demo_key, &ReadOptions::default())
+}
+
+fn load_with(
+    path: &std::path::Path,
+    allow_demo_key: bool,
+    options: &ReadOptions,
+) -> Result<Config, ConfigError> {
+    let mut config = Config::load_with(path, options)?;
     if allow_demo_key {
         tracing::warn!(
             "--allow-demo-key: the repository's public demo key is trusted; anyone can sign \
@@ -156,7 +172,11 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             allow_demo_key,
-        } => match load(&config, allow_demo_key).and_then(Generation::check) {
+            offline,
+            root,
+        } => match load_with(&config, allow_demo_key, &ReadOptions { offline, root })
+            .and_then(Generation::check)
+        {
             Ok(summary) => {
                 println!("{}: OK ({summary})", config.display());
                 Ok(())

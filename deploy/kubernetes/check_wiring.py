@@ -85,6 +85,8 @@ def main(path):
             ref = ("ConfigMap", volume["configMap"]["name"])
         elif "secret" in volume:
             ref = ("Secret", volume["secret"]["secretName"])
+            if volume["secret"].get("optional") and ref not in names:
+                continue  # an optional Secret (keys from jwks_url) may be absent
         else:
             continue
         if ref not in names:

@@ -101,7 +101,7 @@ impl AdminToken {
 /// `[server] admin_token_file`, resolved against `base` and read.
 pub(super) fn read_admin_token(
     s: &mut Section<'_>,
-    base: &Path,
+    base: &super::reader::Base,
     problems: &mut Problems,
 ) -> Option<AdminToken> {
     let file: String = s.optional(problems, "admin_token_file")?;
@@ -146,6 +146,11 @@ impl AdminAccess {
             return Err(fail(problems.into_vec()));
         };
         let admin_listen = read_admin_listen(&mut server, &mut problems);
+        let base = super::reader::Base {
+            dir: base,
+            root: None,
+            resolve_names: true,
+        };
         let admin_token = read_admin_token(&mut server, &base, &mut problems);
         if problems.is_empty() {
             Ok(AdminAccess {

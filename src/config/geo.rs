@@ -1,8 +1,6 @@
 //! `[server] trusted_proxies` and `[geo]`: which peers may speak for the client, and how the
 //! gateway decides the client's country.
 
-use std::path::Path;
-
 use ipnet::IpNet;
 
 use super::GeoConfig;
@@ -41,7 +39,7 @@ pub(super) fn read_networks(s: &mut Section<'_>, problems: &mut Problems, key: &
 
 pub(super) fn read_geo(
     mut s: Section<'_>,
-    base: &Path,
+    base: &super::reader::Base,
     has_trusted_proxies: bool,
     problems: &mut Problems,
 ) -> GeoConfig {

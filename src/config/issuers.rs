@@ -1,7 +1,5 @@
 //! `[[issuers]]`: who may sign tokens, with which algorithms and keys, and what their claims become.
 
-use std::path::Path;
-
 use super::reader::{Problems, Section};
 use super::{IssuerConfig, KeySource};
 use crate::error::{Error, ErrorKind};
@@ -9,7 +7,7 @@ use crate::jwa::{ALGORITHMS, algorithm_from_name};
 
 pub(super) fn read_issuer(
     mut s: Section<'_>,
-    base: &Path,
+    base: &super::reader::Base,
     problems: &mut Problems,
 ) -> Option<IssuerConfig> {
     let name = s.name(problems);

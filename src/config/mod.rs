@@ -431,6 +431,15 @@ pub struct IssuerConfig {
     pub claims_to_headers: Vec<(String, String)>,
 }
 
+/// How a file is read: as the gateway reads it (the default), or for `check --offline`, which
+/// looks up no host name and reads absolute paths under `root` (a deployment's files laid out
+/// off the machine it runs on).
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    pub offline: bool,
+    pub root: Option<PathBuf>,
+}
+
 /// Every problem found in one config file.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -459,20 +468,37 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Read and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &ReadOptions::default())
+    }
+
+    /// Read and validate the file at `path` as `options` say (`check --offline`).
+    pub fn load_with(path: &Path, options: &ReadOptions) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             problems: vec![format!("cannot read file: {e}")],
         })?;
-        Config::from_str(&text, path)
+        Config::from_str_with(&text, path, options)
     }
 
     /// Validate `text` as if it had been read from `path` (relative paths resolve against its
     /// directory).
     pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_str_with(text, path, &ReadOptions::default())
+    }
+
+    fn from_str_with(
+        text: &str,
+        path: &Path,
+        options: &ReadOptions,
+    ) -> Result<Config, ConfigError> {
+        let base = reader::Base {
+            dir: path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            root: options.root.clone(),
+            resolve_names: !options.offline,
+        };
         let fail = |problems: Vec<String>| ConfigError {
             file: path.to_path_buf(),
             problems,

@@ -243,6 +243,29 @@ fn closest<'k>(key: &str, known: &'k [String]) -> Option<&'k str> {
         .map(|(_, k)| k.as_str())
 }
 
+/// Where the file's paths lead and whether its host names are looked up: the file's directory
+/// for relative paths; for `check --offline`, a root under which absolute paths are read and no
+/// name resolution.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub dir: std::path::PathBuf,
+    /// Absolute paths are read under this directory (`check --root`).
+    pub root: Option<std::path::PathBuf>,
+    /// Look up upstream host names (off for `check --offline`).
+    pub resolve_names: bool,
+}
+
+impl Base {
+    /// `path` as written in the file, resolved to where it is read.
+    pub fn join(&self, path: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+        let path = path.as_ref();
+        match (&self.root, path.strip_prefix("/")) {
+            (Some(root), Ok(inside)) => root.join(inside),
+            _ => self.dir.join(path),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ type Listeners = (Vec<SocketAddr>, Vec<(SocketAddr, TlsFiles)>);
 
 pub(super) fn read_listen(
     s: &mut Section<'_>,
-    base: &Path,
+    base: &super::reader::Base,
     problems: &mut Problems,
 ) -> Option<Listeners> {
     let list: Vec<Listen> = s.required(problems, "listen")?;
@@ -106,7 +106,7 @@ pub fn certified_key(files: &TlsFiles) -> Result<pingora::tls::sign::CertifiedKe
 /// `ca_file`: PEM certificates an origin's certificate must chain to (instead of the system's).
 pub(super) fn read_ca_file(
     s: &mut Section<'_>,
-    base: &Path,
+    base: &super::reader::Base,
     problems: &mut Problems,
 ) -> Option<PathBuf> {
     let path = base.join(s.optional::<String>(problems, "ca_file")?);

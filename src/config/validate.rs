@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind};
 
 pub(super) fn read(
     table: &Table,
-    base: &Path,
+    base: &super::reader::Base,
     source: &Path,
     problems: &mut Problems,
 ) -> Option<Config> {
@@ -178,7 +178,11 @@ fn read_policies(
     policies
 }
 
-fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<ServerConfig> {
+fn read_server(
+    mut s: Section<'_>,
+    base: &super::reader::Base,
+    problems: &mut Problems,
+) -> Option<ServerConfig> {
     let listen = super::tls::read_listen(&mut s, base, problems);
     let admin_listen = super::admin::read_admin_listen(&mut s, problems);
     let admin_token = super::admin::read_admin_token(&mut s, base, problems);
@@ -251,7 +255,11 @@ fn read_server(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
     })
 }
 
-fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Option<OriginConfig> {
+fn read_origin(
+    mut s: Section<'_>,
+    base: &super::reader::Base,
+    problems: &mut Problems,
+) -> Option<OriginConfig> {
     let name = s.name(problems);
     let upstreams: Option<Vec<String>> = s.required(problems, "upstreams");
     let connect_timeout_ms = s.ranged(problems, "connect_timeout_ms", 1000, 1, 60_000);
@@ -286,7 +294,7 @@ fn read_origin(mut s: Section<'_>, base: &Path, problems: &mut Problems) -> Opti
         }
         for (i, text) in list.iter().enumerate() {
             let path = format!("{}[{i}]", s.key_path("upstreams"));
-            match resolve_upstream(text) {
+            match resolve_upstream(text, base.resolve_names) {
                 Ok(addr) => addresses.push(addr),
                 Err(message) => problems.push(&path, message),
             }
@@ -349,7 +357,7 @@ fn check_unique<'a>(section: &str, names: impl Iterator<Item = &'a str>, problem
 }
 
 /// Resolve `host:port` once, at load time.
-fn resolve_upstream(text: &str) -> Result<SocketAddr, Error> {
+fn resolve_upstream(text: &str, resolve: bool) -> Result<SocketAddr, Error> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -357,8 +365,18 @@ fn resolve_upstream(text: &str) -> Result<SocketAddr, Error> {
     let Some((host, port)) = text.rsplit_once(':') else {
         return Err(problem(format!("{text:?} needs a port (host:port)")));
     };
-    if host.is_empty() || port.parse::<u16>().is_err() {
+    let Ok(port) = port.parse::<u16>() else {
         return Err(problem(format!("{text:?} is not host:port")));
+    };
+    if host.is_empty() {
+        return Err(problem(format!("{text:?} is not host:port")));
+    }
+    if !resolve {
+        // `check --offline`: the name's syntax only; the address is never used.
+        return match http::uri::Authority::try_from(host) {
+            Ok(_) if !host.contains(['/', '@']) => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+            _ => Err(problem(format!("{host:?} is not a host name"))),
+        };
     }
     match text.to_socket_addrs() {
         Ok(mut addrs) => addrs

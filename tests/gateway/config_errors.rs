@@ -157,3 +157,52 @@ async fn run_with_allow_demo_key_serves_tokens_the_demo_key_signed() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.origin_saw()["x-internal-user-id"], ["demo-user"]);
 }
+
+/// `check --offline --root`: a deployment's file is checked off the machine it runs on. Service
+/// names are not looked up (but must still be host names), and absolute paths are read under the
+/// root; without the flags the same file fails on both.
+#[test]
+fn check_offline_reads_absolute_paths_under_the_root_and_looks_up_no_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc/edgewarden-admin")).expect("root");
+    std::fs::write(root.join("etc/edgewarden-admin/token"), "a".repeat(40)).expect("token");
+    let config = |upstream: &str| {
+        valid()
+            .server("admin_listen", "127.0.0.1:18081")
+            .server("admin_token_file", "/etc/edgewarden-admin/token")
+            .with(
+                origin("svc", &["127.0.0.1:9".parse().expect("addr")]).set("upstreams", [upstream]),
+            )
+            .write_in(dir.path())
+    };
+    let file = config("orders.shop.invalid:8080");
+    let on_the_machine = edgewarden(&["check"], &file);
+    assert_eq!(on_the_machine.code, 1, "{}", on_the_machine.stdout);
+    assert!(
+        on_the_machine.stderr.contains("cannot resolve"),
+        "{}",
+        on_the_machine.stderr
+    );
+    assert!(
+        on_the_machine
+            .stderr
+            .contains("/etc/edgewarden-admin/token"),
+        "{}",
+        on_the_machine.stderr
+    );
+
+    let root_arg = root.display().to_string();
+    let offline = edgewarden(&["check", "--offline", "--root", &root_arg], &file);
+    assert_eq!(offline.code, 0, "{}", offline.stderr);
+    assert!(offline.stdout.contains("OK"), "{}", offline.stdout);
+
+    let bad_name = config("not a host!:8080");
+    let still_checked = edgewarden(&["check", "--offline", "--root", &root_arg], &bad_name);
+    assert_eq!(still_checked.code, 1);
+    assert!(
+        still_checked.stderr.contains("is not a host name"),
+        "{}",
+        still_checked.stderr
+    );
+}
