@@ -51,12 +51,9 @@ pub fn config_dir(config: &Config) -> PathBuf {
 /// The componentize-py `plugins build` and the gateway use.
 pub fn componentize_py(config: &Config) -> Located {
     let mut tried = Vec::new();
-    if let Some(path) = std::env::var_os("EDGEWARDEN_COMPONENTIZE_PY") {
-        let path = PathBuf::from(path);
-        tried.push(format!("EDGEWARDEN_COMPONENTIZE_PY={}", path.display()));
-        return Located { path, tried };
+    if let Some(found) = from_env("EDGEWARDEN_COMPONENTIZE_PY", &mut tried) {
+        return found;
     }
-    tried.push("EDGEWARDEN_COMPONENTIZE_PY (unset)".into());
     if let Some(path) = &config.server.componentize_py {
         tried.push(format!("[server] componentize_py = {}", path.display()));
         return Located {
@@ -98,12 +95,9 @@ pub fn componentize_py(config: &Config) -> Located {
 /// The Python that runs plugin tests.
 pub fn python(config: &Config) -> Located {
     let mut tried = Vec::new();
-    if let Some(path) = std::env::var_os("EDGEWARDEN_PYTHON") {
-        let path = PathBuf::from(path);
-        tried.push(format!("EDGEWARDEN_PYTHON={}", path.display()));
-        return Located { path, tried };
+    if let Some(found) = from_env("EDGEWARDEN_PYTHON", &mut tried) {
+        return found;
     }
-    tried.push("EDGEWARDEN_PYTHON (unset)".into());
     let componentize = componentize_py(config).path;
     if let Some(beside) = componentize.parent().map(|bin| bin.join("python"))
         && componentize.components().count() > 1
@@ -118,6 +112,19 @@ pub fn python(config: &Config) -> Located {
         tried.push(format!("{} (none)", beside.display()));
     }
     on_path("python3", tried)
+}
+
+/// The path the environment variable `var` names, if set; noted in `tried` either way.
+fn from_env(var: &str, tried: &mut Vec<String>) -> Option<Located> {
+    let Some(path) = std::env::var_os(var).map(PathBuf::from) else {
+        tried.push(format!("{var} (unset)"));
+        return None;
+    };
+    tried.push(format!("{var}={}", path.display()));
+    Some(Located {
+        path,
+        tried: std::mem::take(tried),
+    })
 }
 
 /// `name` as found on `PATH` (or just `name`, which then fails to run with the list of places).
