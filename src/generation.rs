@@ -55,6 +55,8 @@ pub struct Route {
     pub origin: OriginId,
     /// The route's limits and whether the shield's stages apply.
     pub shield: RouteShield,
+    /// `cors`: the browsers' origins allowed and the fields every answer on the route carries.
+    pub cors: Option<crate::cors::Cors>,
     /// `edgewarden_request_duration_seconds` for this route, resolved once.
     pub(crate) duration: prometheus::Histogram,
     /// The route's request and authentication counters.
@@ -221,6 +223,17 @@ impl Route {
             policy_headers: plugins.headers_set_by(config),
             origin,
             shield: shield.resolve(config)?,
+            cors: config
+                .cors
+                .as_ref()
+                .map(crate::cors::Cors::new)
+                .transpose()
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("routes.{}.cors: {e}", config.name),
+                    )
+                })?,
             duration: crate::metrics::get()
                 .request_duration
                 .with_label_values(&[config.name.as_str()]),

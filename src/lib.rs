@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod generation;
 pub mod geo;

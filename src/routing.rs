@@ -150,6 +150,7 @@ mod tests {
             limits: vec![],
             limit_cost: 1,
             shield: true,
+            cors: None,
         }
     }
 

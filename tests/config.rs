@@ -89,6 +89,7 @@ cases! {
     admin_token_short,
     auth_without_issuers,
     canonical_request_keys,
+    cors_mistakes,
     country_header_without_trusted_proxies,
     empty_listen,
     four_mistakes,

@@ -6,6 +6,8 @@
 //! `config/edgewarden.toml`.
 
 mod admin;
+mod cors;
+pub use cors::{AllowedOrigin, CorsConfig};
 mod geo;
 mod issuers;
 mod limits;
@@ -341,6 +343,9 @@ pub struct RouteConfig {
     pub limit_cost: u64,
     /// `shield = false`: no penalty box or verification budget on this route.
     pub shield: bool,
+    /// `cors = { ... }`: browsers on these web origins may call the route; preflights are answered
+    /// at the edge.
+    pub cors: Option<CorsConfig>,
 }
 
 /// A route's use of a policy.

@@ -29,6 +29,7 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
     let limits = s.or::<Vec<Name>>(problems, "limits", Vec::new());
     let limit_cost = s.ranged(problems, "limit_cost", 1, 1, 1_000_000);
     let shield = s.or(problems, "shield", true);
+    let cors = super::cors::read_cors(&mut s, methods.as_deref(), problems);
     s.finish(problems);
     Some(RouteConfig {
         name: name?,
@@ -48,6 +49,7 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
         limits,
         limit_cost,
         shield,
+        cors,
     })
 }
 

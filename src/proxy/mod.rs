@@ -16,6 +16,7 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::cors::{Cors, Grant};
 use crate::generation::{Current, Generation};
 use crate::ids::OriginId;
 use crate::owned;
@@ -58,7 +59,18 @@ pub struct RequestCtx {
     record: Record,
     /// Places taken in concurrency limits, given back when the request ends (with this context).
     permits: Vec<crate::shield::Permit>,
+    /// What the request's `Origin` earned, on a route with `cors`.
+    cors: Option<Grant>,
     _in_flight: InFlightGuard,
+}
+
+impl RequestCtx {
+    /// The route's CORS settings and the request's grant, on a route with `cors`.
+    fn cors(&self) -> Option<(&Cors, &Grant)> {
+        let grant = self.cors.as_ref()?;
+        let cors = self.generation.route(self.record.route?).cors.as_ref()?;
+        Some((cors, grant))
+    }
 }
 
 impl Gateway {
@@ -71,17 +83,17 @@ impl Gateway {
     ) -> Result<()> {
         ctx.record.decided = answer.decided();
         let trace = self.trace(ctx);
+        let (id, trace, cors) = (&ctx.request_id, trace.as_deref(), ctx.cors());
         match answer {
             Answer::Reject(rejection) => {
-                respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await?;
+                respond::write(session, &rejection, id, trace, cors).await?;
             }
             Answer::Policy { answer, .. } => {
-                respond::write_plugin_answer(session, answer, &ctx.request_id, trace.as_deref())
-                    .await?;
+                respond::write_plugin_answer(session, answer, id, trace, cors).await?;
             }
             Answer::PolicyFailed { .. } => {
                 let rejection = Rejection::PolicyFailed;
-                respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await?;
+                respond::write(session, &rejection, id, trace, cors).await?;
             }
         }
         Ok(())
@@ -109,6 +121,7 @@ impl ProxyHttp for Gateway {
             trusted_peer: false,
             record: Record::new(),
             permits: Vec::new(),
+            cors: None,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -176,6 +189,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::clean_response(resp);
+        if let Some((cors, grant)) = ctx.cors() {
+            cors.apply(resp, grant)?;
+        }
         resp.insert_header(owned::REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(trace) = self.trace(ctx) {
             resp.insert_header(owned::TRACE, trace)?;
@@ -215,8 +231,14 @@ impl ProxyHttp for Gateway {
         // say so in the answer instead of advertising keep-alive.
         session.set_keepalive(None);
         if session.response_written().is_none()
-            && let Err(write_error) =
-                respond::write(session, &rejection, &ctx.request_id, trace.as_deref()).await
+            && let Err(write_error) = respond::write(
+                session,
+                &rejection,
+                &ctx.request_id,
+                trace.as_deref(),
+                ctx.cors(),
+            )
+            .await
         {
             tracing::debug!(error = %write_error, "could not write error response");
         }

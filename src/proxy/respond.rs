@@ -14,6 +14,7 @@ use pingora::prelude::Session;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::auth::error::AuthError;
+use crate::cors::{Cors, Grant};
 use crate::plugins::PolicyAnswer;
 use crate::shield::Refusal;
 use crate::target::TargetError;
@@ -54,6 +55,10 @@ pub enum Rejection {
     Auth(AuthError, String),
     /// The shield refused: a limit, the penalty box or the verification budget (429).
     Limited(Refusal),
+    /// A CORS preflight from an allowed origin (204 with the route's `Access-Control-*` fields).
+    CorsPreflight,
+    /// A CORS preflight from an origin the route does not allow (403, no CORS fields).
+    CorsOriginNotAllowed,
 }
 
 impl Rejection {
@@ -63,7 +68,8 @@ impl Rejection {
             | Rejection::Target(_)
             | Rejection::AmbiguousHeaders
             | Rejection::BadRequest => 400,
-            Rejection::ServerOptions => 204,
+            Rejection::ServerOptions | Rejection::CorsPreflight => 204,
+            Rejection::CorsOriginNotAllowed => 403,
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::Internal => 500,
@@ -93,6 +99,8 @@ impl Rejection {
             Rejection::PolicyFailed => "policy_failed",
             Rejection::Auth(e, _) => e.reason(),
             Rejection::Limited(_) => "rate_limited",
+            Rejection::CorsPreflight => "cors_preflight",
+            Rejection::CorsOriginNotAllowed => "cors_origin_not_allowed",
         }
     }
 
@@ -112,6 +120,8 @@ impl Rejection {
             Rejection::PolicyFailed => "a policy could not decide",
             Rejection::Auth(e, _) => e.description(),
             Rejection::Limited(_) => "too many requests; retry after the time in Retry-After",
+            Rejection::CorsPreflight => "",
+            Rejection::CorsOriginNotAllowed => "this origin may not call this route from a browser",
         }
     }
 
@@ -207,13 +217,14 @@ impl UpstreamErrorKind {
     }
 }
 
-/// Write `rejection` as the whole response, with the decision trace header when asked for.
-/// Returns the status written.
+/// Write `rejection` as the whole response, with the decision trace header when asked for and
+/// the route's CORS fields on a route with `cors`. Returns the status written.
 pub async fn write(
     session: &mut Session,
     rejection: &Rejection,
     request_id: &str,
     trace: Option<&str>,
+    cors: Option<(&Cors, &Grant)>,
 ) -> Result<u16> {
     if rejection.must_close() || !drain_small_body(session).await {
         session.set_keepalive(None);
@@ -229,7 +240,14 @@ pub async fn write(
         }
         .to_json()
     };
-    let resp = rejection_header(rejection, body.len(), request_id, trace)?;
+    let mut resp = rejection_header(rejection, body.len(), request_id, trace)?;
+    match (cors, rejection) {
+        (Some((cors, grant)), Rejection::CorsPreflight) => {
+            cors.apply_preflight(&mut resp, grant)?
+        }
+        (Some((cors, grant)), _) => cors.apply(&mut resp, grant)?,
+        (None, _) => {}
+    }
     send(session, resp, body).await?;
     Ok(status)
 }
@@ -261,9 +279,6 @@ fn rejection_header(
         }
         Rejection::ServerOptions => {
             resp.insert_header(header::ALLOW, SERVER_METHODS)?;
-            // A 204 carries neither a body nor its framing (RFC 9110 §8.6).
-            resp.remove_header(&header::CONTENT_TYPE);
-            resp.remove_header(&header::CONTENT_LENGTH);
         }
         Rejection::Auth(e, scopes) => {
             if let Some(challenge) = e.challenge(scopes) {
@@ -276,6 +291,11 @@ fn rejection_header(
             resp.insert_header("ratelimit", refusal.ratelimit_field())?;
         }
         _ => {}
+    }
+    if rejection.status() == 204 {
+        // A 204 carries neither a body nor its framing (RFC 9110 §8.6).
+        resp.remove_header(&header::CONTENT_TYPE);
+        resp.remove_header(&header::CONTENT_LENGTH);
     }
     Ok(resp)
 }
@@ -332,12 +352,14 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Write a plugin's answer, with the decision trace header when asked for.
+/// Write a plugin's answer, with the decision trace header when asked for and the route's CORS
+/// fields on a route with `cors`.
 pub async fn write_plugin_answer(
     session: &mut Session,
     answer: PolicyAnswer,
     request_id: &str,
     trace: Option<&str>,
+    cors: Option<(&Cors, &Grant)>,
 ) -> Result<()> {
     let PolicyAnswer {
         status,
@@ -355,6 +377,9 @@ pub async fn write_plugin_answer(
     resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
         resp.insert_header(crate::owned::TRACE, trace)?;
+    }
+    if let Some((cors, grant)) = cors {
+        cors.apply(&mut resp, grant)?;
     }
     send(session, resp, body).await
 }

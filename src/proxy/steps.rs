@@ -1,5 +1,5 @@
 //! The request path's steps, in the order of the README's diagram: begin → framing → canonical
-//! request → route → client → shield → authenticate → limits → country → policies → upstream. Each step either lets
+//! request → route (and CORS) → client → shield → authenticate → limits → country → policies → upstream. Each step either lets
 //! the request go on or stops it with an [`Answer`], which `request_filter` writes (and records)
 //! in one place.
 
@@ -12,6 +12,7 @@ use super::respond::Rejection;
 use super::{Gateway, RequestCtx, headers, record};
 use crate::auth::error::AuthError;
 use crate::auth::verify::Identity;
+use crate::cors::{self, Grant};
 use crate::generation::{Generation, Route};
 use crate::geo::{Client, Country};
 use crate::owned;
@@ -128,11 +129,25 @@ fn route<'g>(
     generation: &'g Generation,
     canonical: &RoutePath,
 ) -> Step<&'g Route> {
-    let method = &session.req_header().method;
-    let route = match generation
-        .router
-        .find(canonical.host.as_deref(), &canonical.path, method)
+    let req = session.req_header();
+    let host = canonical.host.as_deref();
+    // A CORS preflight is answered for the route that would serve the request it asks about,
+    // before authentication (browsers send it without credentials); on other routes it is an
+    // OPTIONS like any other.
+    if let Some(asked) = cors::preflight_method(req)
+        && let RouteMatch::Found(id) = generation.router.find(host, &canonical.path, &asked)
+        && let Some(cors) = &generation.route(id).cors
     {
+        ctx.record.route = Some(id);
+        let grant = cors.grant(req);
+        let answer = match grant {
+            Grant::Allowed(_) => Rejection::CorsPreflight,
+            Grant::Denied => Rejection::CorsOriginNotAllowed,
+        };
+        ctx.cors = Some(grant);
+        return Err(answer.into());
+    }
+    let route = match generation.router.find(host, &canonical.path, &req.method) {
         RouteMatch::Found(id) => generation.route(id),
         RouteMatch::MethodNotAllowed(allow) => {
             return Err(Rejection::MethodNotAllowed(allow).into());
@@ -140,6 +155,9 @@ fn route<'g>(
         RouteMatch::NotFound => return Err(Rejection::NoRoute.into()),
     };
     ctx.record.route = Some(route.id);
+    if let Some(cors) = &route.cors {
+        ctx.cors = Some(cors.grant(req));
+    }
     if route.config.debug_trace {
         ctx.record.trace = true;
     }

@@ -8,6 +8,7 @@ mod admin;
 mod attacks;
 mod auth;
 mod config_errors;
+mod cors;
 mod framing;
 mod geo;
 mod hygiene;

@@ -162,6 +162,12 @@ fn print_curl_lines(
     println!("  curl -s --interface 127.0.0.4 -H 'x-user-location: GB' {g}/shop/");
     println!("  # no route for this path: 404 with a JSON body");
     println!("  curl -i {g}/nowhere");
+    println!(
+        "  # a page on http://localhost:3000 may call /api from a browser: its CORS preflight is answered here"
+    );
+    println!(
+        "  curl -i -X OPTIONS -H 'Origin: http://localhost:3000' -H 'Access-Control-Request-Method: GET' -H 'Access-Control-Request-Headers: authorization' {g}/api/hello"
+    );
     println!("  # the /api route only takes GET and POST: 405 with Allow");
     println!("  curl -i -X DELETE {g}/api/hello");
     println!("  # the origin answers after 3 s but the route's origin allows 1 s: 504");

@@ -10,8 +10,10 @@
 //! - `cli`: the binary's one-shot commands (`check`, `drain`, `plugins`).
 //! - `load`: continuous client load, and `eventually`.
 //! - `redis`: a real `redis-server`, paused, stopped, killed and restarted at will.
+//! - `browser`: a real headless Chromium and a server for the pages it opens.
 //! - `volume`: a configuration mounted the way Kubernetes mounts a ConfigMap.
 
+pub mod browser;
 pub mod cli;
 pub mod config;
 pub mod gateway;
@@ -24,12 +26,13 @@ pub mod redis;
 pub mod tokens;
 pub mod volume;
 
+pub use browser::{Browser, PageServer};
 pub use cli::{edgewarden, edgewarden_async};
 pub use config::{
     Config, Entry, issuer, limit, origin, pem_issuer, policy, route, section, shipped_policy,
 };
 pub use gateway::{ADMIN_TOKEN, Gateway, Wait};
-pub use http::{Conn, Response, get, https_client, req};
+pub use http::{Conn, Req, Response, get, https_client, req};
 pub use load::{Load, eventually};
 pub use metrics::Metrics;
 pub use origins::{DeadPort, EchoOrigin, echo_origin, free_port, tls_echo_origin};
