@@ -9,7 +9,7 @@ use std::time::Duration;
 use pingora::services::background::BackgroundService;
 
 use crate::auth::{Auth, RouteAuth};
-use crate::config::{Config, ConfigError, KeySource, RouteConfig};
+use crate::config::{Config, ConfigError, RouteConfig};
 use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::geo::Geo;
 use crate::ids::{OriginId, RouteId};
@@ -175,7 +175,7 @@ impl Generation {
     /// valid tokens away while a JWKS endpoint is briefly unreachable.
     pub async fn prime_keys(&self, serving: &Generation) {
         for issuer in &self.config.issuers {
-            let KeySource::JwksUrl(url) = &issuer.keys else {
+            let Some(url) = issuer.keys.url() else {
                 continue;
             };
             let Some(keys) = self.auth.issuer_keys(&issuer.name) else {

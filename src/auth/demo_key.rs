@@ -45,7 +45,7 @@ pub fn refusal(name: &str, iss: &str) -> String {
         "issuer {name:?} ({iss}): the keys hold the repository's public demo key \
          (config/demo/jwks.json, kid demo-2026), whose private half is published: anyone could \
          sign tokens it accepts. \
-         Configure your identity provider's keys (jwks_url, jwks_file or public_key_pem). To run \
+         Configure your identity provider's keys (jwks_url, discovery, jwks_file or public_key_pem). To run \
          the shipped example use `edgewarden-dev demo`; for tests only, `run` and `check` take \
          --allow-demo-key"
     )

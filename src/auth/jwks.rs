@@ -1,5 +1,5 @@
-//! An issuer's current keys: loaded once from a file or PEM, or fetched from a JWKS URL and kept
-//! fresh in the background.
+//! An issuer's current keys: loaded once from a file or PEM, or fetched from a JWKS URL (given, or
+//! found by OpenID Connect discovery: `discovery`) and kept fresh in the background.
 //!
 //! Readers never wait: the key set is swapped atomically, and with it its generation (the number
 //! cached verifications are checked against), so a reader always gets keys together with their own
@@ -30,6 +30,8 @@ use crate::error::{Error, ErrorKind, OrErr};
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 512 * 1024;
+/// Largest provider metadata document accepted (real ones are a few KiB).
+const MAX_METADATA_BYTES: usize = 64 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds for a `Cache-Control: max-age` hint.
@@ -53,7 +55,8 @@ pub struct IssuerKeys {
     iss: String,
     /// Whether a key set holding the repository's public demo key may be used.
     demo_key: DemoKey,
-    url: Option<String>,
+    /// Where the keys are fetched from, for fetched keys.
+    remote: Option<Remote>,
     refresh_interval: Duration,
     max_stale: Duration,
     cooldown: Duration,
@@ -79,6 +82,13 @@ fn new_generation() -> u64 {
     NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A fetched key source.
+enum Remote {
+    Jwks(String),
+    /// The provider metadata's URL: each fetch reads it, then the `jwks_uri` it names.
+    Discovery(String),
+}
+
 #[derive(Default)]
 struct OnDemand {
     last_fetch: Option<Instant>,
@@ -96,8 +106,9 @@ impl IssuerKeys {
             )),
             _ => Ok(keys),
         };
-        let (url, loaded) = match &config.keys {
-            KeySource::JwksUrl(url) => (Some(url.clone()), None),
+        let (remote, loaded) = match &config.keys {
+            KeySource::JwksUrl(url) => (Some(Remote::Jwks(url.clone())), None),
+            KeySource::Discovery(url) => (Some(Remote::Discovery(url.clone())), None),
             KeySource::JwksFile(path) => {
                 let bytes = std::fs::read(path)
                     .or_err_with(ErrorKind::Keys, || path.display().to_string())?;
@@ -110,7 +121,7 @@ impl IssuerKeys {
                 (None, Some(KeySet::from_pem(pem).and_then(refuse_demo)?))
             }
         };
-        let client = match &url {
+        let client = match &remote {
             None => None,
             Some(_) => Some(
                 reqwest::Client::builder()
@@ -131,7 +142,7 @@ impl IssuerKeys {
             name: config.name.to_string(),
             iss: config.issuer.clone(),
             demo_key,
-            url,
+            remote,
             refresh_interval: Duration::from_secs(config.refresh_interval_s),
             max_stale: Duration::from_secs(config.max_stale_s),
             cooldown: Duration::from_secs(config.unknown_kid_cooldown_s),
@@ -203,11 +214,17 @@ impl IssuerKeys {
     }
 
     async fn fetch_and_swap(&self) -> Result<Duration, Error> {
-        let (Some(url), Some(client)) = (&self.url, &self.client) else {
+        let (Some(remote), Some(client)) = (&self.remote, &self.client) else {
             return Ok(self.refresh_interval);
         };
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = self.fetch(url, client).await;
+        let result = match remote {
+            Remote::Jwks(url) => self.fetch(url, client).await,
+            Remote::Discovery(metadata) => match discover(metadata, &self.iss, client).await {
+                Ok(jwks_uri) => self.fetch(&jwks_uri, client).await,
+                Err(e) => Err(e),
+            },
+        };
         let label = if result.is_ok() { "ok" } else { "error" };
         crate::metrics::get()
             .jwks_refresh
@@ -217,32 +234,7 @@ impl IssuerKeys {
     }
 
     async fn fetch(&self, url: &str, client: &reqwest::Client) -> Result<Duration, Error> {
-        let mut response = client
-            .get(url)
-            .send()
-            .await
-            .or_err(ErrorKind::Jwks, "fetch")?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(Error::new(
-                ErrorKind::Jwks,
-                format!("fetch: HTTP {}", response.status()),
-            ));
-        }
-        let max_age = response
-            .headers()
-            .get(reqwest::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_max_age);
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.or_err(ErrorKind::Jwks, "read")? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(Error::new(
-                    ErrorKind::Jwks,
-                    format!("JWKS larger than {MAX_JWKS_BYTES} bytes"),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let (body, max_age) = get(client, url, MAX_JWKS_BYTES, "JWKS").await?;
         let keys = KeySet::from_jwks(&body)?;
         if self.demo_key == DemoKey::Refuse && demo_key::holds_demo_key(&keys) {
             return Err(Error::new(
@@ -281,7 +273,7 @@ impl IssuerKeys {
 
     /// Called for a token whose `kid` is not in the current set. Returns whether it is known now.
     pub async fn refetch_for_kid(&self, kid: &str) -> bool {
-        if self.url.is_none() {
+        if self.remote.is_none() {
             return false;
         }
         let mut state = self.on_demand.lock().await;
@@ -339,6 +331,87 @@ impl BackgroundService for Refresher {
             }
         }
     }
+}
+
+/// GET `url` (200 only, at most `max` bytes): the body and the `Cache-Control` max-age.
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    max: usize,
+    what: &str,
+) -> Result<(Vec<u8>, Option<Duration>), Error> {
+    let mut response = client
+        .get(url)
+        .send()
+        .await
+        .or_err_with(ErrorKind::Jwks, || format!("fetch {what}"))?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(Error::new(
+            ErrorKind::Jwks,
+            format!("fetch {what}: HTTP {}", response.status()),
+        ));
+    }
+    let max_age = response
+        .headers()
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_max_age);
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .or_err_with(ErrorKind::Jwks, || format!("read {what}"))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(Error::new(
+                ErrorKind::Jwks,
+                format!("{what} larger than {max} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, max_age))
+}
+
+/// The fields of OpenID Provider metadata the gateway reads.
+#[derive(serde::Deserialize)]
+struct ProviderMetadata {
+    issuer: String,
+    jwks_uri: String,
+}
+
+/// Read the provider metadata at `url` and return its `jwks_uri`, once its `issuer` is exactly
+/// `iss` (OpenID Connect Discovery 1.0 §4.3: otherwise the metadata is not the issuer's) and the
+/// URI follows the rules of `jwks_url` (https; plain http only to loopback, and only from
+/// metadata fetched over plain http).
+async fn discover(url: &str, iss: &str, client: &reqwest::Client) -> Result<String, Error> {
+    let (body, _) = get(client, url, MAX_METADATA_BYTES, "provider metadata").await?;
+    let metadata: ProviderMetadata = serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            ErrorKind::Jwks,
+            format!("provider metadata at {url} is not OpenID Provider metadata with issuer and jwks_uri: {e}"),
+        )
+    })?;
+    if metadata.issuer != iss {
+        return Err(Error::new(
+            ErrorKind::Jwks,
+            format!(
+                "provider metadata at {url} names issuer {:?}, not {iss:?} (OpenID Connect Discovery §4.3): its keys are not used",
+                metadata.issuer
+            ),
+        ));
+    }
+    let jwks_uri = metadata.jwks_uri;
+    let downgrade = url.starts_with("https:") && !jwks_uri.starts_with("https:");
+    if downgrade {
+        return Err(Error::new(
+            ErrorKind::Jwks,
+            format!("provider metadata at {url} names a jwks_uri that is not https: {jwks_uri:?}"),
+        ));
+    }
+    crate::config::check_key_url(&jwks_uri)
+        .map_err(|e| e.within(format!("jwks_uri of the provider metadata at {url}")))?;
+    Ok(jwks_uri)
 }
 
 fn parse_max_age(cache_control: &str) -> Option<Duration> {

@@ -84,7 +84,7 @@ impl Auth {
                     continue;
                 }
             };
-            if matches!(issuer.keys, crate::config::KeySource::JwksUrl(_)) {
+            if issuer.keys.url().is_some() {
                 services.push(Arc::new(Refresher(keys.clone())));
             }
             issuers.push(Issuer::new(issuer.clone(), keys));

@@ -47,33 +47,7 @@ pub(super) fn read_issuer(
             algs
         });
 
-    let url: Option<String> = s.optional(problems, "jwks_url");
-    let file: Option<String> = s.optional(problems, "jwks_file");
-    let pem: Option<String> = s.optional(problems, "public_key_pem");
-    let keys = match (url, file, pem) {
-        (Some(url), None, None) => {
-            if let Err(message) = check_jwks_url(&url) {
-                problems.push(&s.key_path("jwks_url"), message);
-            }
-            Some(KeySource::JwksUrl(url))
-        }
-        (None, Some(file), None) => Some(KeySource::JwksFile(base.join(file))),
-        (None, None, Some(pem)) => Some(KeySource::PublicKeyPem(pem)),
-        (None, None, None) => {
-            problems.push(
-                &s.key_path("jwks_url"),
-                "one of jwks_url, jwks_file or public_key_pem is required",
-            );
-            None
-        }
-        _ => {
-            problems.push(
-                &s.key_path("jwks_url"),
-                "give only one of jwks_url, jwks_file and public_key_pem",
-            );
-            None
-        }
-    };
+    let keys = read_key_source(&mut s, issuer.as_deref(), base, problems);
     let refresh_interval_s = s.ranged(problems, "refresh_interval_s", 300, 1, 86_400);
     let max_stale_s = s.ranged(problems, "max_stale_s", 86_400, 0, 30 * 86_400);
     let unknown_kid_cooldown_s = s.ranged(problems, "unknown_kid_cooldown_s", 30, 1, 3600);
@@ -119,8 +93,96 @@ pub(super) fn read_issuer(
     })
 }
 
-/// HTTPS, or plain HTTP to a loopback address only (local identity providers and tests).
-fn check_jwks_url(url: &str) -> Result<(), Error> {
+/// The one key source: `jwks_url`, `jwks_file`, `public_key_pem`, or OpenID Connect discovery
+/// (`discovery = true`, at the issuer's `/.well-known/openid-configuration`, or `discovery_url`).
+fn read_key_source(
+    s: &mut Section<'_>,
+    issuer: Option<&str>,
+    base: &super::reader::Base,
+    problems: &mut Problems,
+) -> Option<KeySource> {
+    let url: Option<String> = s.optional(problems, "jwks_url");
+    let file: Option<String> = s.optional(problems, "jwks_file");
+    let pem: Option<String> = s.optional(problems, "public_key_pem");
+    let discovery = read_discovery(s, issuer, problems);
+    let given = [
+        url.is_some(),
+        file.is_some(),
+        pem.is_some(),
+        discovery.is_some(),
+    ];
+    match given.iter().filter(|g| **g).count() {
+        0 => {
+            problems.push(
+                &s.key_path("jwks_url"),
+                "one of jwks_url, jwks_file, public_key_pem or discovery is required",
+            );
+            return None;
+        }
+        1 => {}
+        _ => {
+            problems.push(
+                &s.key_path("jwks_url"),
+                "give only one of jwks_url, jwks_file, public_key_pem and discovery",
+            );
+            return None;
+        }
+    }
+    if let Some(url) = url {
+        if let Err(message) = check_key_url(&url) {
+            problems.push(&s.key_path("jwks_url"), message);
+        }
+        return Some(KeySource::JwksUrl(url));
+    }
+    if let Some(file) = file {
+        return Some(KeySource::JwksFile(base.join(file)));
+    }
+    pem.map(KeySource::PublicKeyPem)
+        .or(discovery.flatten().map(KeySource::Discovery))
+}
+
+/// `discovery = true` or `discovery_url`: `Some(Some(url))` to fetch, `Some(None)` when asked for
+/// but not usable (reported), `None` when not asked for.
+fn read_discovery(
+    s: &mut Section<'_>,
+    issuer: Option<&str>,
+    problems: &mut Problems,
+) -> Option<Option<String>> {
+    let on = s.optional::<bool>(problems, "discovery");
+    let explicit: Option<String> = s.optional(problems, "discovery_url");
+    let (key, url) = match (on, explicit) {
+        (None | Some(false), None) => return None,
+        (Some(true), Some(_)) => {
+            problems.push(
+                &s.key_path("discovery_url"),
+                "give discovery = true (the issuer's own metadata) or discovery_url, not both",
+            );
+            return Some(None);
+        }
+        (_, Some(url)) => ("discovery_url", url),
+        (Some(true), None) => {
+            // OpenID Connect Discovery 1.0 §4: the issuer, without a trailing slash, then the
+            // well-known path.
+            let issuer = issuer?;
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            ("discovery", url)
+        }
+    };
+    match check_key_url(&url) {
+        Ok(()) => Some(Some(url)),
+        Err(message) => {
+            problems.push(&s.key_path(key), message);
+            Some(None)
+        }
+    }
+}
+
+/// HTTPS, or plain HTTP to a loopback address only (local identity providers and tests): the rule
+/// for every URL keys come from (`jwks_url`, discovery, a discovered `jwks_uri`).
+pub fn check_key_url(url: &str) -> Result<(), Error> {
     let problem = |what: String| Error::new(ErrorKind::Config, what);
     let parsed: http::Uri = url
         .parse()

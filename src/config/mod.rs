@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use http::Method;
 
 pub use admin::{AdminAccess, AdminToken, AdminTokenError, MIN_ADMIN_TOKEN};
+pub use issuers::check_key_url;
 pub use reader::Problems;
 
 /// Whether the repository's public demo key (`config/demo/`, recognised by `auth::demo_key`) may
@@ -414,6 +415,18 @@ pub enum KeySource {
     JwksFile(PathBuf),
     /// Inline PEM text of one public key.
     PublicKeyPem(String),
+    /// OpenID Connect discovery: the provider metadata's URL; its `jwks_uri` gives the keys.
+    Discovery(String),
+}
+
+impl KeySource {
+    /// The URL fetched in the background, for sources that are fetched.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            KeySource::JwksUrl(url) | KeySource::Discovery(url) => Some(url),
+            KeySource::JwksFile(_) | KeySource::PublicKeyPem(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

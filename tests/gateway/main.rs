@@ -9,6 +9,7 @@ mod attacks;
 mod auth;
 mod config_errors;
 mod cors;
+mod discovery;
 mod framing;
 mod geo;
 mod hygiene;

@@ -186,3 +186,115 @@ impl JwksServer {
         self.fetches.load(Ordering::SeqCst)
     }
 }
+
+/// A real OpenID provider on loopback: its metadata at `/.well-known/openid-configuration` and
+/// its JWKS at `/jwks.json`, each an answer tests change, each fetch counted.
+pub struct OidcProvider {
+    pub addr: SocketAddr,
+    metadata: Arc<Mutex<Answer>>,
+    keys: Arc<Mutex<Answer>>,
+    metadata_fetches: Arc<AtomicUsize>,
+    jwks_fetches: Arc<AtomicUsize>,
+}
+
+impl OidcProvider {
+    /// A provider whose metadata names itself as issuer and its own `/jwks.json`.
+    pub async fn start(keys: Answer) -> OidcProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let provider = OidcProvider {
+            addr,
+            metadata: Arc::new(Mutex::new(Answer::Status(500))),
+            keys: Arc::new(Mutex::new(keys)),
+            metadata_fetches: Arc::default(),
+            jwks_fetches: Arc::default(),
+        };
+        provider.set_metadata(Answer::Body(provider.metadata_naming(&provider.issuer())));
+        let (metadata, keys) = (provider.metadata.clone(), provider.keys.clone());
+        let (mf, jf) = (
+            provider.metadata_fetches.clone(),
+            provider.jwks_fetches.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (metadata, keys, mf, jf) =
+                    (metadata.clone(), keys.clone(), mf.clone(), jf.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (metadata, keys, mf, jf) =
+                            (metadata.clone(), keys.clone(), mf.clone(), jf.clone());
+                        async move {
+                            let answer = match req.uri().path() {
+                                "/.well-known/openid-configuration" => {
+                                    mf.fetch_add(1, Ordering::SeqCst);
+                                    metadata.lock().map(|g| g.clone()).ok()
+                                }
+                                "/jwks.json" => {
+                                    jf.fetch_add(1, Ordering::SeqCst);
+                                    keys.lock().map(|g| g.clone()).ok()
+                                }
+                                _ => None,
+                            };
+                            let (status, body) = match answer {
+                                Some(Answer::Jwks(body) | Answer::Body(body)) => (200, body),
+                                Some(Answer::Status(code)) => (code, String::new()),
+                                None => (404, String::new()),
+                            };
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        provider
+    }
+
+    /// Its own issuer identifier: its base URL.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Metadata naming `issuer`, with this provider's JWKS.
+    pub fn metadata_naming(&self, issuer: &str) -> String {
+        json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{}/jwks.json", self.issuer()),
+            "authorization_endpoint": format!("{}/authorize", self.issuer()),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+        .to_string()
+    }
+
+    pub fn set_metadata(&self, answer: Answer) {
+        if let Ok(mut guard) = self.metadata.lock() {
+            *guard = answer;
+        }
+    }
+
+    pub fn set_keys(&self, answer: Answer) {
+        if let Ok(mut guard) = self.keys.lock() {
+            *guard = answer;
+        }
+    }
+
+    pub fn metadata_fetches(&self) -> usize {
+        self.metadata_fetches.load(Ordering::SeqCst)
+    }
+
+    pub fn jwks_fetches(&self) -> usize {
+        self.jwks_fetches.load(Ordering::SeqCst)
+    }
+}
