@@ -151,6 +151,7 @@ mod tests {
             limit_cost: 1,
             shield: true,
             cors: None,
+            request_limits: Default::default(),
         }
     }
 

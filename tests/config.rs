@@ -103,6 +103,7 @@ cases! {
     policy_limits,
     rate_limits,
     redis_settings,
+    request_limits,
     tls_settings,
     toml_syntax,
     values_and_references,

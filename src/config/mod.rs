@@ -347,6 +347,27 @@ pub struct RouteConfig {
     /// `cors = { ... }`: browsers on these web origins may call the route; preflights are answered
     /// at the edge.
     pub cors: Option<CorsConfig>,
+    /// Bounds on the request itself; all off by default.
+    pub request_limits: RequestLimits,
+}
+
+/// A route's bounds on the request: its header fields, its body's size and how long the body may
+/// take to arrive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// `max_header_bytes`: names, values and line framing of the header fields (431 beyond).
+    pub max_header_bytes: Option<usize>,
+    /// `max_body_bytes`: 413 for a larger Content-Length before the body is read; a chunked body
+    /// is counted as it streams and cut at the limit.
+    pub max_body_bytes: Option<u64>,
+    /// `body_timeout_ms`: the whole body must arrive within this of the request head (408).
+    pub body_timeout: Option<std::time::Duration>,
+}
+
+impl RequestLimits {
+    pub fn any(&self) -> bool {
+        *self != RequestLimits::default()
+    }
 }
 
 /// A route's use of a policy.

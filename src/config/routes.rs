@@ -5,7 +5,7 @@ use http::Method;
 
 use super::names::Name;
 use super::reader::{Problems, Section};
-use super::{AuthMode, RouteConfig, TokenSource};
+use super::{AuthMode, RequestLimits, RouteConfig, TokenSource};
 use crate::target;
 
 pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<RouteConfig> {
@@ -30,6 +30,7 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
     let limit_cost = s.ranged(problems, "limit_cost", 1, 1, 1_000_000);
     let shield = s.or(problems, "shield", true);
     let cors = super::cors::read_cors(&mut s, methods.as_deref(), problems);
+    let request_limits = read_request_limits(&mut s, problems);
     s.finish(problems);
     Some(RouteConfig {
         name: name?,
@@ -50,7 +51,29 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
         limit_cost,
         shield,
         cors,
+        request_limits,
     })
+}
+
+/// `max_header_bytes`, `max_body_bytes`, `body_timeout_ms`: each off unless given.
+fn read_request_limits(s: &mut Section<'_>, problems: &mut Problems) -> RequestLimits {
+    let mut ranged = |key: &str, min: u64, max: u64| {
+        let value = s.optional::<u64>(problems, key)?;
+        if value < min || value > max {
+            problems.push(
+                &s.key_path(key),
+                format!("{value} is out of range {min}..={max}"),
+            );
+            return None;
+        }
+        Some(value)
+    };
+    RequestLimits {
+        max_header_bytes: ranged("max_header_bytes", 1024, 1 << 20).map(|v| v as usize),
+        max_body_bytes: ranged("max_body_bytes", 0, 1 << 40),
+        body_timeout: ranged("body_timeout_ms", 100, 3_600_000)
+            .map(std::time::Duration::from_millis),
+    }
 }
 
 /// `host`: a host name or IP literal, stored in canonical form (lower case, no trailing dot).

@@ -61,7 +61,17 @@ pub struct RequestCtx {
     permits: Vec<crate::shield::Permit>,
     /// What the request's `Origin` earned, on a route with `cors`.
     cors: Option<Grant>,
+    /// The route's bounds on the body, enforced while it streams.
+    body: BodyLimits,
     _in_flight: InFlightGuard,
+}
+
+/// A body's bounds while it streams (`max_body_bytes`, `body_timeout_ms`).
+#[derive(Default)]
+struct BodyLimits {
+    limit: Option<u64>,
+    read: u64,
+    deadline: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -122,6 +132,7 @@ impl ProxyHttp for Gateway {
             record: Record::new(),
             permits: Vec::new(),
             cors: None,
+            body: BodyLimits::default(),
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -135,6 +146,33 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// The route's body bounds, chunk by chunk: a chunk that would take the body past
+    /// `max_body_bytes` is not sent (413), and a body still arriving at its deadline is cut (408);
+    /// each read waits at most for what is left of the deadline.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let limits = &mut ctx.body;
+        if let Some(limit) = limits.limit {
+            limits.read += body.as_ref().map_or(0, |b| b.len() as u64);
+            if limits.read > limit {
+                return Err(respond::body_too_large());
+            }
+        }
+        if let Some(deadline) = limits.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(respond::body_timeout());
+            }
+            session.as_downstream_mut().set_read_timeout(Some(left));
+        }
+        Ok(())
     }
 
     async fn upstream_peer(

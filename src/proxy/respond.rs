@@ -59,6 +59,13 @@ pub enum Rejection {
     CorsPreflight,
     /// A CORS preflight from an origin the route does not allow (403, no CORS fields).
     CorsOriginNotAllowed,
+    /// The header fields are larger than the route's `max_header_bytes` (431).
+    HeadersTooLarge,
+    /// The body is larger than the route's `max_body_bytes`: declared, or counted while it
+    /// streamed (413).
+    BodyTooLarge,
+    /// The body did not arrive within the route's `body_timeout_ms`, or stalled (408).
+    BodyTimeout,
 }
 
 impl Rejection {
@@ -70,6 +77,9 @@ impl Rejection {
             | Rejection::BadRequest => 400,
             Rejection::ServerOptions | Rejection::CorsPreflight => 204,
             Rejection::CorsOriginNotAllowed => 403,
+            Rejection::HeadersTooLarge => 431,
+            Rejection::BodyTooLarge => 413,
+            Rejection::BodyTimeout => 408,
             Rejection::NoRoute => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::Internal => 500,
@@ -101,6 +111,9 @@ impl Rejection {
             Rejection::Limited(_) => "rate_limited",
             Rejection::CorsPreflight => "cors_preflight",
             Rejection::CorsOriginNotAllowed => "cors_origin_not_allowed",
+            Rejection::HeadersTooLarge => "headers_too_large",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BodyTimeout => "body_timeout",
         }
     }
 
@@ -122,6 +135,9 @@ impl Rejection {
             Rejection::Limited(_) => "too many requests; retry after the time in Retry-After",
             Rejection::CorsPreflight => "",
             Rejection::CorsOriginNotAllowed => "this origin may not call this route from a browser",
+            Rejection::HeadersTooLarge => "request header fields larger than this route allows",
+            Rejection::BodyTooLarge => "request body larger than this route allows",
+            Rejection::BodyTimeout => "request body did not arrive in time",
         }
     }
 
@@ -129,18 +145,27 @@ impl Rejection {
     fn must_close(&self) -> bool {
         matches!(
             self,
-            Rejection::AmbiguousFraming | Rejection::AmbiguousHeaders | Rejection::BadRequest
+            Rejection::AmbiguousFraming
+                | Rejection::AmbiguousHeaders
+                | Rejection::BadRequest
+                | Rejection::BodyTimeout
         )
     }
 
     /// Map a Pingora proxy failure. `None`: the client is gone, write nothing.
     pub fn from_proxy_error(e: &Error) -> Option<Rejection> {
         use ErrorType::*;
-        if *e.etype() == NO_HEALTHY_UPSTREAM {
-            return Some(Rejection::NoHealthyUpstream);
+        match *e.etype() {
+            NO_HEALTHY_UPSTREAM => return Some(Rejection::NoHealthyUpstream),
+            BODY_TOO_LARGE => return Some(Rejection::BodyTooLarge),
+            BODY_TIMEOUT => return Some(Rejection::BodyTimeout),
+            _ => {}
         }
         Some(match (e.esource(), e.etype()) {
             (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => return None,
+            // The client stopped sending its body (Pingora's idle read timeout, or what is left
+            // of the route's body_timeout_ms).
+            (ErrorSource::Downstream, ReadTimedout) => Rejection::BodyTimeout,
             (ErrorSource::Downstream, _) => Rejection::BadRequest,
             (_, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => {
                 Rejection::UpstreamTimeout
@@ -173,6 +198,10 @@ impl UpstreamErrorKind {
     pub fn of(e: &Error) -> Option<UpstreamErrorKind> {
         use ErrorType::*;
         use UpstreamErrorKind as Kind;
+        // The client's side failing (gone, or too slow with its body) is not the upstream's.
+        if e.esource() == &ErrorSource::Downstream {
+            return None;
+        }
         Some(match e.etype() {
             ConnectTimedout => Kind::ConnectTimeout,
             ConnectRefused => Kind::ConnectRefused,
@@ -421,6 +450,20 @@ const NO_HEALTHY_UPSTREAM: ErrorType = ErrorType::Custom("no healthy upstream");
 /// Every upstream of the request's origin is down (found when Pingora asks for a peer again).
 pub fn no_healthy_upstream() -> Box<Error> {
     Error::explain(NO_HEALTHY_UPSTREAM, "no healthy upstream")
+}
+
+const BODY_TOO_LARGE: ErrorType = ErrorType::Custom("request body too large");
+const BODY_TIMEOUT: ErrorType = ErrorType::Custom("request body too slow");
+
+/// The streamed body went past the route's `max_body_bytes`: proxying stops before the chunk that
+/// crossed it is sent, and the client is answered 413.
+pub fn body_too_large() -> Box<Error> {
+    Error::explain(BODY_TOO_LARGE, "request body larger than max_body_bytes")
+}
+
+/// The body's deadline (`body_timeout_ms`) passed while it streamed: answered 408.
+pub fn body_timeout() -> Box<Error> {
+    Error::explain(BODY_TIMEOUT, "request body slower than body_timeout_ms")
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The request path's steps, in the order of the README's diagram: begin → framing → canonical
-//! request → route (and CORS) → client → shield → authenticate → limits → country → policies → upstream. Each step either lets
+//! request → route (and CORS) → request limits → client → shield → authenticate → limits → country → policies → upstream. Each step either lets
 //! the request go on or stops it with an [`Answer`], which `request_filter` writes (and records)
 //! in one place.
 
@@ -80,6 +80,9 @@ impl Gateway {
         }
         let canonical = canonical_request(session, generation)?;
         let route = route(session, ctx, generation, &canonical)?;
+        if route.config.request_limits.any() {
+            request_limits(session, ctx, route)?;
+        }
         let client = client(session, ctx, generation);
         shield(ctx, generation, route, &client).await?;
         let identity = authenticate(session, ctx, generation, route, &client).await?;
@@ -166,6 +169,43 @@ fn route<'g>(
     }
     ctx.origin = Some(route.origin);
     Ok(route)
+}
+
+/// The route's bounds on the request that its head decides: header bytes (431) and a declared
+/// body length (413); a chunked body's count and the body's deadline are kept for
+/// `request_body_filter`, which enforces them while the body streams.
+fn request_limits(session: &mut Session, ctx: &mut RequestCtx, route: &Route) -> Step<()> {
+    let limits = &route.config.request_limits;
+    let req = session.req_header();
+    if let Some(max) = limits.max_header_bytes {
+        // Each field as on the wire: name, ": ", value, CRLF.
+        let size: usize = req
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if size > max {
+            return Err(Rejection::HeadersTooLarge.into());
+        }
+    }
+    if let Some(max) = limits.max_body_bytes {
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Err(Rejection::BodyTooLarge.into());
+        }
+        ctx.body.limit = Some(max);
+    }
+    if let Some(timeout) = limits.body_timeout
+        && !session.as_downstream_mut().is_body_empty()
+    {
+        ctx.body.deadline = Some(Instant::now() + timeout);
+        session.as_downstream_mut().set_read_timeout(Some(timeout));
+    }
+    Ok(())
 }
 
 /// Who the client is: the peer, or what a trusted proxy forwarded. Read before authentication

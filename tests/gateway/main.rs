@@ -23,6 +23,7 @@ mod quickstart;
 mod redis;
 mod reload;
 mod replicas;
+mod request_limits;
 mod routing;
 mod shield;
 mod shutdown;

@@ -208,6 +208,12 @@ impl Conn {
         self.stream.write_all(raw).await.expect("write request");
     }
 
+    /// As [`Conn::send`]; `false` when the gateway has closed the connection (after answering
+    /// early, for instance).
+    pub async fn try_send(&mut self, raw: &[u8]) -> bool {
+        self.stream.write_all(raw).await.is_ok()
+    }
+
     /// Read one response; `Err` when the connection closed before a full response.
     pub async fn read_response(&mut self, head_request: bool) -> Result<Response, String> {
         let head_end = loop {

@@ -35,7 +35,7 @@ pub use gateway::{ADMIN_TOKEN, Gateway, Wait};
 pub use http::{Conn, Req, Response, get, https_client, req};
 pub use load::{Load, eventually};
 pub use metrics::Metrics;
-pub use origins::{DeadPort, EchoOrigin, echo_origin, free_port, tls_echo_origin};
+pub use origins::{DeadPort, EchoOrigin, RecordingOrigin, echo_origin, free_port, tls_echo_origin};
 pub use plugins::admins_only;
 pub use redis::RedisServer;
 pub use tokens::*;

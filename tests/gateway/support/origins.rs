@@ -62,3 +62,75 @@ pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind((ip, 0)).expect("bind");
     listener.local_addr().expect("addr")
 }
+
+/// An origin that records every byte each connection sent it: it answers 200 once a request is
+/// complete (its Content-Length reached, or a chunked body's last chunk), and records a
+/// connection's bytes when it answers or when the gateway closes it mid-request.
+pub struct RecordingOrigin {
+    pub addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl RecordingOrigin {
+    pub async fn start() -> RecordingOrigin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind recording origin");
+        let addr = listener.local_addr().expect("addr");
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut bytes = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                        }
+                        if request_complete(&bytes) {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                                .await;
+                            break;
+                        }
+                    }
+                    if let Ok(mut seen) = record.lock() {
+                        seen.push(bytes);
+                    }
+                });
+            }
+        });
+        RecordingOrigin { addr, seen }
+    }
+
+    /// The connections recorded so far, each as the bytes it carried.
+    pub fn connections(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Whether `bytes` hold a whole request: the head, then Content-Length bytes or a chunked body's
+/// last chunk.
+fn request_complete(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let body = &bytes[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
