@@ -89,7 +89,7 @@ impl Cors {
     pub fn apply(&self, resp: &mut ResponseHeader, grant: &Grant) -> Result<()> {
         self.grant_fields(resp, grant)?;
         if let (Grant::Allowed(_), Some(expose)) = (grant, &self.expose) {
-            resp.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone())?;
+            resp.append_header("access-control-expose-headers", expose.clone())?;
         }
         Ok(())
     }
@@ -100,11 +100,11 @@ impl Cors {
     pub fn apply_preflight(&self, resp: &mut ResponseHeader, grant: &Grant) -> Result<()> {
         self.grant_fields(resp, grant)?;
         if let Grant::Allowed(_) = grant {
-            resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone())?;
+            resp.append_header("access-control-allow-methods", self.methods.clone())?;
             if let Some(headers) = &self.headers {
-                resp.insert_header(header::ACCESS_CONTROL_ALLOW_HEADERS, headers.clone())?;
+                resp.append_header("access-control-allow-headers", headers.clone())?;
             }
-            resp.insert_header(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone())?;
+            resp.append_header("access-control-max-age", self.max_age.clone())?;
         }
         Ok(())
     }
@@ -112,17 +112,29 @@ impl Cors {
     /// Every answer's part: no field but the gateway's, `Vary`, and the origin and credentials
     /// granted.
     fn grant_fields(&self, resp: &mut ResponseHeader, grant: &Grant) -> Result<()> {
-        for name in &FIELDS {
-            resp.remove_header(name);
+        // One pass to see whether the origin set any (most do not), then only those are removed:
+        // each removal also searches Pingora's case-preserving name map.
+        let theirs = resp
+            .headers
+            .keys()
+            .any(|name| name.as_str().starts_with("access-control-"));
+        if theirs {
+            for name in &FIELDS {
+                if resp.headers.contains_key(name) {
+                    resp.remove_header(name);
+                }
+            }
         }
         if !self.any {
             add_vary_origin(resp)?;
         }
         if let Grant::Allowed(origin) = grant {
-            resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone())?;
+            // None of these is present any more: appending is inserting. Names as static strings:
+            // Pingora's case map would allocate a title-cased copy of a `HeaderName`.
+            resp.append_header("access-control-allow-origin", origin.clone())?;
             if self.credentials {
-                resp.insert_header(
-                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                resp.append_header(
+                    "access-control-allow-credentials",
                     HeaderValue::from_static("true"),
                 )?;
             }
@@ -161,17 +173,27 @@ fn matches(allowed: &AllowedOrigin, origin: &str) -> bool {
             };
             // One or more labels of a host name before the domain: nothing that could end a host
             // early (':', '@', '/') or change how it is read.
-            host.strip_suffix(suffix.as_str()).is_some_and(|labels| {
-                !labels.is_empty()
-                    && !labels.starts_with('.')
-                    && !labels.ends_with('.')
-                    && !labels.contains("..")
-                    && labels.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                    })
-            })
+            host.strip_suffix(suffix.as_str()).is_some_and(host_labels)
         }
     }
+}
+
+/// Non-empty DNS labels (lower-case letters, digits, '-') joined by single dots, in one pass:
+/// this runs for every request from an origin matched against a subdomain pattern.
+fn host_labels(labels: &str) -> bool {
+    let mut previous = b'.';
+    for b in labels.bytes() {
+        let ok = match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' => true,
+            b'.' => previous != b'.',
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+        previous = b;
+    }
+    previous != b'.'
 }
 
 /// `Vary: Origin` beside what the origin said varies (unless it already names `Origin` or `*`).
@@ -184,7 +206,7 @@ fn add_vary_origin(resp: &mut ResponseHeader) -> Result<()> {
         })
     });
     if !covered {
-        resp.append_header(header::VARY, HeaderValue::from_static("Origin"))?;
+        resp.append_header("vary", HeaderValue::from_static("Origin"))?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod headers;
+pub mod limits;
 pub mod record;
 pub mod respond;
 mod steps;

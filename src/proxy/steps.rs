@@ -171,34 +171,13 @@ fn route<'g>(
     Ok(route)
 }
 
-/// The route's bounds on the request that its head decides: header bytes (431) and a declared
-/// body length (413); a chunked body's count and the body's deadline are kept for
-/// `request_body_filter`, which enforces them while the body streams.
+/// The route's bounds on the request that its head decides (`limits::check_head`: 431, 413); a
+/// chunked body's count and the body's deadline are kept for `request_body_filter`, which
+/// enforces them while the body streams.
 fn request_limits(session: &mut Session, ctx: &mut RequestCtx, route: &Route) -> Step<()> {
     let limits = &route.config.request_limits;
-    let req = session.req_header();
-    if let Some(max) = limits.max_header_bytes {
-        // Each field as on the wire: name, ": ", value, CRLF.
-        let size: usize = req
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
-        if size > max {
-            return Err(Rejection::HeadersTooLarge.into());
-        }
-    }
-    if let Some(max) = limits.max_body_bytes {
-        let declared = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max) {
-            return Err(Rejection::BodyTooLarge.into());
-        }
-        ctx.body.limit = Some(max);
-    }
+    super::limits::check_head(limits, session.req_header())?;
+    ctx.body.limit = limits.max_body_bytes;
     if let Some(timeout) = limits.body_timeout
         && !session.as_downstream_mut().is_body_empty()
     {
