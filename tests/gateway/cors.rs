@@ -6,7 +6,9 @@ use crate::support::*;
 
 const APP: &str = "https://app.example.com";
 
-async fn gateway() -> (Gateway, EchoOrigin, Signer) {
+/// A gateway whose `/api` route (tokens required, GET and DELETE) has `cors`, before an echo
+/// origin; `/open` has no CORS.
+async fn gateway_with(cors: serde_json::Value) -> (Gateway, EchoOrigin, Signer) {
     let signer = Signer::rsa(RSA_A, "key-a");
     let origin_ = echo_origin("o").await;
     let config = Config::new()
@@ -16,19 +18,21 @@ async fn gateway() -> (Gateway, EchoOrigin, Signer) {
             route("api", "/api", "o")
                 .set("auth", "required")
                 .set("methods", ["GET", "DELETE"])
-                .set(
-                    "cors",
-                    serde_json::json!({
-                        "allow_origins": [APP, "https://*.tenants.example.com"],
-                        "allow_headers": ["authorization", "content-type", "x-trace"],
-                        "expose_headers": ["x-request-id", "x-total"],
-                        "allow_credentials": true,
-                        "max_age_s": 120,
-                    }),
-                ),
+                .set("cors", cors),
         )
         .with(route("open", "/open", "o"));
     (Gateway::builder(config).start().await, origin_, signer)
+}
+
+async fn gateway() -> (Gateway, EchoOrigin, Signer) {
+    gateway_with(serde_json::json!({
+        "allow_origins": [APP, "https://*.tenants.example.com"],
+        "allow_headers": ["authorization", "content-type", "x-trace"],
+        "expose_headers": ["x-request-id", "x-total"],
+        "allow_credentials": true,
+        "max_age_s": 120,
+    }))
+    .await
 }
 
 fn preflight(path: &str, origin: &str, method: &str) -> Req {
@@ -263,21 +267,10 @@ async function call(init) {{
 async fn a_browser_page_on_a_listed_origin_reads_answers_and_one_on_another_origin_is_blocked() {
     let pages = PageServer::start().await;
     let listed = format!("http://127.0.0.1:{}", pages.addr.port());
-    let signer = Signer::rsa(RSA_A, "key-a");
-    let origin_ = echo_origin("o").await;
-    let config = Config::new()
-        .with(pem_issuer())
-        .with(origin("o", &[origin_.addr]))
-        .with(
-            route("api", "/api", "o")
-                .set("auth", "required")
-                .set("methods", ["GET", "DELETE"])
-                .set(
-                    "cors",
-                    serde_json::json!({"allow_origins": [listed], "expose_headers": ["x-request-id"]}),
-                ),
-        );
-    let gw = Gateway::builder(config).start().await;
+    let (gw, origin_, signer) = gateway_with(
+        serde_json::json!({"allow_origins": [listed], "expose_headers": ["x-request-id"]}),
+    )
+    .await;
     let token = signer.token(&good_claims("alice"));
     pages.page("/listed", &calling_page(gw.addr, &token, "listed"));
     pages.page("/other", &calling_page(gw.addr, &token, "other"));

@@ -31,14 +31,6 @@ fn claims(provider: &OidcProvider, sub: &str) -> serde_json::Value {
     json!({"iss": provider.issuer(), "aud": AUDIENCE, "sub": sub, "exp": now() + 3600})
 }
 
-async fn status_with(gw: &Gateway, token: &str) -> u16 {
-    req("GET", "/x")
-        .bearer(token)
-        .try_send(gw.addr)
-        .await
-        .map_or(0, |r| r.status)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_keys_come_from_the_discovered_jwks_uri_and_follow_a_rotation() {
     let a = Signer::rsa(RSA_A, "key-a");
@@ -55,16 +47,16 @@ async fn the_keys_come_from_the_discovered_jwks_uri_and_follow_a_rotation() {
     );
     assert!(provider.metadata_fetches() >= 1 && provider.jwks_fetches() >= 1);
     assert_eq!(
-        status_with(&gw, &a.token(&claims(&provider, "alice"))).await,
+        bearer_status(gw.addr, &a.token(&claims(&provider, "alice"))).await,
         200
     );
     // A token signed by the wrong key, or for another issuer, is refused as usual.
     assert_eq!(
-        status_with(&gw, &forger.token(&claims(&provider, "mallory"))).await,
+        bearer_status(gw.addr, &forger.token(&claims(&provider, "mallory"))).await,
         401
     );
     let elsewhere = a.token(&good_claims("mallory"));
-    assert_eq!(status_with(&gw, &elsewhere).await, 401);
+    assert_eq!(bearer_status(gw.addr, &elsewhere).await, 401);
 
     // The provider rotates to key b: a token with the new kid is verified after one fetch
     // through the metadata.
@@ -72,8 +64,10 @@ async fn the_keys_come_from_the_discovered_jwks_uri_and_follow_a_rotation() {
     let fetches = provider.metadata_fetches();
     let rotated = b.token(&claims(&provider, "bob"));
     assert!(
-        eventually(Duration::from_secs(10), async || status_with(&gw, &rotated)
-            .await
+        eventually(Duration::from_secs(10), async || bearer_status(
+            gw.addr, &rotated
+        )
+        .await
             == 200)
         .await
     );
@@ -110,7 +104,7 @@ async fn metadata_naming_another_issuer_is_never_trusted() {
         "the JWKS of untrusted metadata is not fetched"
     );
     assert_eq!(
-        status_with(&gw, &a.token(&claims(&provider, "alice"))).await,
+        bearer_status(gw.addr, &a.token(&claims(&provider, "alice"))).await,
         503
     );
     assert_eq!(origin_.hits(), 0);
@@ -123,7 +117,7 @@ async fn metadata_naming_another_issuer_is_never_trusted() {
         .await
     );
     assert_eq!(
-        status_with(&gw, &a.token(&claims(&provider, "alice"))).await,
+        bearer_status(gw.addr, &a.token(&claims(&provider, "alice"))).await,
         200
     );
 }
@@ -164,7 +158,7 @@ async fn an_outage_or_garbage_keeps_the_last_good_keys_until_max_stale() {
             "no refresh attempts"
         );
         let fresh = a.token(&claims(&provider, &format!("fresh-{before}")));
-        assert_eq!(status_with(&gw, &fresh).await, 200);
+        assert_eq!(bearer_status(gw.addr, &fresh).await, 200);
         assert_eq!(gw.readiness().await, 200);
     }
     let m = gw.metrics().await;
@@ -191,7 +185,7 @@ async fn metadata_down_past_max_stale_fails_closed() {
         .await
     );
     let seen = a.token(&claims(&provider, "alice"));
-    assert_eq!(status_with(&gw, &seen).await, 200);
+    assert_eq!(bearer_status(gw.addr, &seen).await, 200);
     provider.set_metadata(Answer::Status(500));
     assert!(
         eventually(Duration::from_secs(10), async || gw.readiness().await
@@ -199,7 +193,7 @@ async fn metadata_down_past_max_stale_fails_closed() {
         .await,
         "readiness never dropped"
     );
-    assert_eq!(status_with(&gw, &seen).await, 503);
+    assert_eq!(bearer_status(gw.addr, &seen).await, 503);
     assert_eq!(origin_.hits(), 1);
 }
 
@@ -218,6 +212,9 @@ async fn discovery_url_reads_metadata_kept_apart_from_the_issuer_identifier() {
         .with(origin("o", &[origin_.addr]))
         .with(route("api", "/", "o").set("auth", "required"));
     let gw = Gateway::builder(config).start().await;
-    assert_eq!(status_with(&gw, &a.token(&good_claims("alice"))).await, 200);
+    assert_eq!(
+        bearer_status(gw.addr, &a.token(&good_claims("alice"))).await,
+        200
+    );
     assert_eq!(origin_.hits(), 1);
 }

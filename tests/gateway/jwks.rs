@@ -24,15 +24,6 @@ async fn gateway_for(server: &JwksServer, settings: &[(&str, u64)]) -> (Gateway,
     (Gateway::builder(config).start().await, origin_)
 }
 
-/// The status of `GET /x` with `token`, 0 when there is no answer.
-async fn status_with(gw: &Gateway, token: &str) -> u16 {
-    req("GET", "/x")
-        .bearer(token)
-        .try_send(gw.addr)
-        .await
-        .map_or(0, |r| r.status)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_is_picked_up_and_retired_keys_stop_working() {
     let a = Signer::rsa(RSA_A, "key-a");
@@ -41,19 +32,23 @@ async fn rotation_is_picked_up_and_retired_keys_stop_working() {
     let (gw, _o) = gateway_for(&server, &[("refresh_interval_s", 1)]).await;
     let token_a = a.token(&good_claims("a"));
     let token_b = b.token(&good_claims("b"));
-    assert_eq!(status_with(&gw, &token_a).await, 200);
+    assert_eq!(bearer_status(gw.addr, &token_a).await, 200);
 
     server.set(Answer::Jwks(jwks(&[&b])));
     assert!(
-        eventually(Duration::from_secs(10), async || status_with(&gw, &token_b)
-            .await
+        eventually(Duration::from_secs(10), async || bearer_status(
+            gw.addr, &token_b
+        )
+        .await
             == 200)
         .await
     );
     // The cached verification of token A is dropped with its key.
     assert!(
-        eventually(Duration::from_secs(10), async || status_with(&gw, &token_a)
-            .await
+        eventually(Duration::from_secs(10), async || bearer_status(
+            gw.addr, &token_a
+        )
+        .await
             == 401)
         .await
     );
@@ -65,7 +60,7 @@ async fn an_outage_or_garbage_keeps_the_last_good_keys() {
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
     let (gw, _o) = gateway_for(&server, &[("refresh_interval_s", 1), ("max_stale_s", 3600)]).await;
     let token = a.token(&good_claims("a"));
-    assert_eq!(status_with(&gw, &token).await, 200);
+    assert_eq!(bearer_status(gw.addr, &token).await, 200);
 
     for bad in [
         Answer::Status(503),
@@ -82,7 +77,7 @@ async fn an_outage_or_garbage_keeps_the_last_good_keys() {
         );
         // A fresh token (not a cache hit) still verifies against the kept keys.
         let fresh = a.token(&good_claims(&format!("fresh-{}", server.fetches())));
-        assert_eq!(status_with(&gw, &fresh).await, 200);
+        assert_eq!(bearer_status(gw.addr, &fresh).await, 200);
         assert_eq!(gw.readiness().await, 200);
     }
 }
@@ -103,7 +98,11 @@ async fn unreachable_jwks_at_cold_start_fails_closed_until_it_recovers() {
             .contains("issuer main")
     );
     let token = a.token(&good_claims("a"));
-    assert_eq!(status_with(&gw, &token).await, 503, "no keys: fail closed");
+    assert_eq!(
+        bearer_status(gw.addr, &token).await,
+        503,
+        "no keys: fail closed"
+    );
     assert_eq!(origin_.hits(), 0);
     // The log says what /readyz says: listening, not ready, and no "last good keys" to keep.
     assert!(
@@ -132,7 +131,7 @@ async fn unreachable_jwks_at_cold_start_fails_closed_until_it_recovers() {
         .await,
         "ready is logged once /readyz says so"
     );
-    assert_eq!(status_with(&gw, &token).await, 200);
+    assert_eq!(bearer_status(gw.addr, &token).await, 200);
     let m = gw.metrics().await;
     let refreshes = |result: &str| {
         m.count(
@@ -223,7 +222,10 @@ async fn a_flood_of_random_kids_causes_bounded_fetches() {
     );
     assert_eq!(origin_.hits(), 0);
     // Good tokens still pass.
-    assert_eq!(status_with(&gw, &a.token(&good_claims("a"))).await, 200);
+    assert_eq!(
+        bearer_status(gw.addr, &a.token(&good_claims("a"))).await,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,17 +234,23 @@ async fn the_key_type_decides_the_algorithm_not_the_token() {
     let ec = Signer::es256("ec-key");
     let server = JwksServer::start(Answer::Jwks(jwks(&[&rsa, &ec])), Duration::ZERO).await;
     let (gw, origin_) = gateway_for(&server, &[]).await;
-    assert_eq!(status_with(&gw, &ec.token(&good_claims("ec"))).await, 200);
-    assert_eq!(status_with(&gw, &rsa.token(&good_claims("rsa"))).await, 200);
+    assert_eq!(
+        bearer_status(gw.addr, &ec.token(&good_claims("ec"))).await,
+        200
+    );
+    assert_eq!(
+        bearer_status(gw.addr, &rsa.token(&good_claims("rsa"))).await,
+        200
+    );
     // An RSA signature presented under the EC key's kid, and an ES256 header on the RSA key's kid.
     let header = serde_json::json!({"alg": "RS256", "kid": "ec-key"});
     assert_eq!(
-        status_with(&gw, &rsa.token_with_header(&header, &good_claims("x"))).await,
+        bearer_status(gw.addr, &rsa.token_with_header(&header, &good_claims("x"))).await,
         401
     );
     let header = serde_json::json!({"alg": "ES256", "kid": "rsa-key"});
     assert_eq!(
-        status_with(&gw, &ec.token_with_header(&header, &good_claims("y"))).await,
+        bearer_status(gw.addr, &ec.token_with_header(&header, &good_claims("y"))).await,
         401
     );
     assert_eq!(origin_.hits(), 2);
@@ -255,7 +263,7 @@ async fn keys_older_than_max_stale_fail_closed() {
     let (gw, origin_) =
         gateway_for(&server, &[("refresh_interval_s", 1), ("max_stale_s", 0)]).await;
     let seen = a.token(&good_claims("a"));
-    assert_eq!(status_with(&gw, &seen).await, 200);
+    assert_eq!(bearer_status(gw.addr, &seen).await, 200);
     server.set(Answer::Status(500));
     assert!(
         eventually(Duration::from_secs(10), async || gw.readiness().await
@@ -264,9 +272,12 @@ async fn keys_older_than_max_stale_fail_closed() {
         "readiness never dropped"
     );
     // A token never seen before cannot be verified any more.
-    assert_eq!(status_with(&gw, &a.token(&good_claims("late"))).await, 503);
+    assert_eq!(
+        bearer_status(gw.addr, &a.token(&good_claims("late"))).await,
+        503
+    );
     // Nor does a cached verification outlive the keys it was made with.
-    assert_eq!(status_with(&gw, &seen).await, 503);
+    assert_eq!(bearer_status(gw.addr, &seen).await, 503);
     assert_eq!(origin_.hits(), 1);
 }
 
@@ -279,7 +290,10 @@ async fn a_fetched_set_holding_the_demo_key_is_refused_like_an_invalid_one() {
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::ZERO).await;
     let (gw, origin_) =
         gateway_for(&server, &[("refresh_interval_s", 1), ("max_stale_s", 3600)]).await;
-    assert_eq!(status_with(&gw, &a.token(&good_claims("a"))).await, 200);
+    assert_eq!(
+        bearer_status(gw.addr, &a.token(&good_claims("a"))).await,
+        200
+    );
 
     server.set(Answer::Jwks(jwks(&[&a, &demo])));
     let refused = |m: &Metrics| {
@@ -299,10 +313,13 @@ async fn a_fetched_set_holding_the_demo_key_is_refused_like_an_invalid_one() {
     // The last good keys keep serving; the demo key never verifies anything.
     let hits = origin_.hits();
     assert_eq!(
-        status_with(&gw, &demo.token(&good_claims("mallory"))).await,
+        bearer_status(gw.addr, &demo.token(&good_claims("mallory"))).await,
         401
     );
     assert_eq!(origin_.hits(), hits);
-    assert_eq!(status_with(&gw, &a.token(&good_claims("fresh"))).await, 200);
+    assert_eq!(
+        bearer_status(gw.addr, &a.token(&good_claims("fresh"))).await,
+        200
+    );
     assert_eq!(gw.readiness().await, 200);
 }

@@ -22,6 +22,15 @@ pub fn req(method: &str, target: &str) -> Req {
     }
 }
 
+/// The status of `GET /x` with `token` as its bearer token, 0 when there is no answer.
+pub async fn bearer_status(addr: SocketAddr, token: &str) -> u16 {
+    req("GET", "/x")
+        .bearer(token)
+        .try_send(addr)
+        .await
+        .map_or(0, |r| r.status)
+}
+
 /// `GET path` on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
     req("GET", path).send(addr).await

@@ -32,7 +32,7 @@ pub use config::{
     Config, Entry, issuer, limit, origin, pem_issuer, policy, route, section, shipped_policy,
 };
 pub use gateway::{ADMIN_TOKEN, Gateway, Wait};
-pub use http::{Conn, Req, Response, get, https_client, req};
+pub use http::{Conn, Req, Response, bearer_status, get, https_client, req};
 pub use load::{Load, eventually};
 pub use metrics::Metrics;
 pub use origins::{DeadPort, EchoOrigin, RecordingOrigin, echo_origin, free_port, tls_echo_origin};

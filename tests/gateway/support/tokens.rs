@@ -120,6 +120,43 @@ pub enum Answer {
     Body(String),
 }
 
+/// Serve HTTP/1.1 on `listener` until the test ends: each request is answered, after `delay`, with
+/// what `answer` gives for its path (`None`: 404).
+fn serve(
+    listener: tokio::net::TcpListener,
+    delay: Duration,
+    answer: impl Fn(&str) -> Option<Answer> + Send + Sync + 'static,
+) {
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        let (status, body) = match answer(req.uri().path()) {
+                            Some(Answer::Jwks(body) | Answer::Body(body)) => (200, body),
+                            Some(Answer::Status(code)) => (code, String::new()),
+                            None => (404, String::new()),
+                        };
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
 /// A real HTTP server on loopback serving a JWKS document that tests can change.
 pub struct JwksServer {
     pub addr: SocketAddr,
@@ -136,34 +173,9 @@ impl JwksServer {
         let answer = Arc::new(Mutex::new(answer));
         let fetches = Arc::new(AtomicUsize::new(0));
         let (a, f) = (answer.clone(), fetches.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (a, f) = (a.clone(), f.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |_req| {
-                        let (a, f) = (a.clone(), f.clone());
-                        async move {
-                            f.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(delay).await;
-                            let answer = a.lock().map(|g| g.clone()).unwrap_or(Answer::Status(500));
-                            let (status, body) = match answer {
-                                Answer::Jwks(body) | Answer::Body(body) => (200, body),
-                                Answer::Status(code) => (code, String::new()),
-                            };
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
-                            *resp.status_mut() =
-                                hyper::StatusCode::from_u16(status).expect("status");
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        serve(listener, delay, move |_path| {
+            f.fetch_add(1, Ordering::SeqCst);
+            a.lock().ok().map(|g| g.clone())
         });
         JwksServer {
             addr,
@@ -217,45 +229,16 @@ impl OidcProvider {
             provider.metadata_fetches.clone(),
             provider.jwks_fetches.clone(),
         );
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (metadata, keys, mf, jf) =
-                    (metadata.clone(), keys.clone(), mf.clone(), jf.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (metadata, keys, mf, jf) =
-                            (metadata.clone(), keys.clone(), mf.clone(), jf.clone());
-                        async move {
-                            let answer = match req.uri().path() {
-                                "/.well-known/openid-configuration" => {
-                                    mf.fetch_add(1, Ordering::SeqCst);
-                                    metadata.lock().map(|g| g.clone()).ok()
-                                }
-                                "/jwks.json" => {
-                                    jf.fetch_add(1, Ordering::SeqCst);
-                                    keys.lock().map(|g| g.clone()).ok()
-                                }
-                                _ => None,
-                            };
-                            let (status, body) = match answer {
-                                Some(Answer::Jwks(body) | Answer::Body(body)) => (200, body),
-                                Some(Answer::Status(code)) => (code, String::new()),
-                                None => (404, String::new()),
-                            };
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
-                            *resp.status_mut() =
-                                hyper::StatusCode::from_u16(status).expect("status");
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+        serve(listener, Duration::ZERO, move |path| match path {
+            "/.well-known/openid-configuration" => {
+                mf.fetch_add(1, Ordering::SeqCst);
+                metadata.lock().ok().map(|g| g.clone())
             }
+            "/jwks.json" => {
+                jf.fetch_add(1, Ordering::SeqCst);
+                keys.lock().ok().map(|g| g.clone())
+            }
+            _ => None,
         });
         provider
     }
