@@ -29,15 +29,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn cors() -> Cors {
     Cors::new(&CorsConfig {
-        allow_origins: vec![
-            AllowedOrigin::Exact("https://app.example.com".into()),
-            AllowedOrigin::Exact("https://admin.example.com".into()),
-            AllowedOrigin::Subdomains {
-                scheme: "https".into(),
-                suffix: ".tenants.example.com".into(),
-                port: String::new(),
-            },
-        ],
+        allow_origins: [
+            "https://app.example.com",
+            "https://admin.example.com",
+            "https://*.tenants.example.com",
+        ]
+        .map(|o| AllowedOrigin::parse(o).expect("an origin"))
+        .to_vec(),
         allow_methods: vec![Method::GET, Method::POST, Method::DELETE],
         allow_headers: vec!["authorization".into(), "content-type".into()],
         expose_headers: vec!["x-request-id".into()],

@@ -218,22 +218,7 @@ mod tests {
     fn cors(origins: &[&str], credentials: bool) -> Cors {
         let allow_origins = origins
             .iter()
-            .map(|o| match *o {
-                "*" => AllowedOrigin::Any,
-                o if o.contains("*.") => {
-                    let (scheme, rest) = o.split_once("://*").expect("pattern");
-                    let (suffix, port) = match rest.rfind(':') {
-                        Some(i) => rest.split_at(i),
-                        None => (rest, ""),
-                    };
-                    AllowedOrigin::Subdomains {
-                        scheme: scheme.into(),
-                        suffix: suffix.into(),
-                        port: port.into(),
-                    }
-                }
-                o => AllowedOrigin::Exact(o.into()),
-            })
+            .map(|o| AllowedOrigin::parse(o).expect("an origin"))
             .collect();
         Cors::new(&CorsConfig {
             allow_origins,

@@ -67,7 +67,7 @@ pub(super) fn read_cors(
     }
     for (i, origin) in origins.iter().enumerate() {
         let path = format!("{}[{i}]", s.key_path("allow_origins"));
-        match parse_origin(origin) {
+        match AllowedOrigin::parse(origin) {
             Ok(AllowedOrigin::Any) if allow_credentials => problems.push(
                 &path,
                 "\"*\" cannot be combined with allow_credentials = true (the Fetch standard refuses it; list the origins)",
@@ -92,75 +92,80 @@ pub(super) fn read_cors(
     })
 }
 
-/// An `allow_origins` entry: `*`, a serialised origin, or one with `*.` as its host's first label.
-fn parse_origin(text: &str) -> Result<AllowedOrigin, &'static str> {
-    if text == "*" {
-        return Ok(AllowedOrigin::Any);
-    }
-    if text == "null" {
-        return Err(
-            "is the origin of sandboxed documents and local files, which any page can take on: it is never allowed",
-        );
-    }
-    if text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err("is not an origin as browsers send it: scheme and host are lower case");
-    }
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or("is not an origin (scheme://host[:port])")?;
-    if scheme != "https" && scheme != "http" {
-        return Err("is not an origin: the scheme is http or https");
-    }
-    if rest.contains(['/', '?', '#', '@']) {
-        return Err("is not an origin: no path, query, fragment or user (not even a trailing /)");
-    }
-    let (host, port) = split_port(rest)?;
-    if !port.is_empty() {
-        let digits = port.strip_prefix(':').unwrap_or(port);
-        let valid = digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0')
-            && digits.parse::<u16>().is_ok_and(|p| p > 0);
-        if !valid {
-            return Err("is not an origin: the port is a number from 1 to 65535");
+impl AllowedOrigin {
+    /// An `allow_origins` entry: `*`, a serialised origin, or one with `*.` as its host's first
+    /// label. `Err`: why it is none of these, to follow the entry in a message.
+    pub fn parse(text: &str) -> Result<AllowedOrigin, &'static str> {
+        if text == "*" {
+            return Ok(AllowedOrigin::Any);
         }
-        if (scheme == "https" && digits == "443") || (scheme == "http" && digits == "80") {
-            return Err("names its scheme's default port, which browsers leave out of Origin");
+        if text == "null" {
+            return Err(
+                "is the origin of sandboxed documents and local files, which any page can take on: it is never allowed",
+            );
         }
-    }
-    let (wildcard, domain) = match host.strip_prefix("*.") {
-        Some(domain) => (true, domain),
-        None => (false, host),
-    };
-    let valid_host = !domain.is_empty()
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
-    let ip_literal = !wildcard
-        && domain
-            .strip_prefix('[')
-            .and_then(|d| d.strip_suffix(']'))
-            .is_some_and(|d| d.parse::<std::net::Ipv6Addr>().is_ok());
-    if !valid_host && !ip_literal {
-        return Err(
-            "is not an origin: the host is lower-case letters, digits, '-' and '.', and '*' only as \"*.\" before a domain",
-        );
-    }
-    if wildcard && !domain.contains('.') {
-        return Err("matches every subdomain of a top-level domain: name a registrable domain");
-    }
-    Ok(if wildcard {
-        AllowedOrigin::Subdomains {
-            scheme: scheme.to_string(),
-            suffix: format!(".{domain}"),
-            port: port.to_string(),
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err("is not an origin as browsers send it: scheme and host are lower case");
         }
-    } else {
-        AllowedOrigin::Exact(text.to_string())
-    })
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or("is not an origin (scheme://host[:port])")?;
+        if scheme != "https" && scheme != "http" {
+            return Err("is not an origin: the scheme is http or https");
+        }
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(
+                "is not an origin: no path, query, fragment or user (not even a trailing /)",
+            );
+        }
+        let (host, port) = split_port(rest)?;
+        if !port.is_empty() {
+            let digits = port.strip_prefix(':').unwrap_or(port);
+            let valid = digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+                && digits.parse::<u16>().is_ok_and(|p| p > 0);
+            if !valid {
+                return Err("is not an origin: the port is a number from 1 to 65535");
+            }
+            if (scheme == "https" && digits == "443") || (scheme == "http" && digits == "80") {
+                return Err("names its scheme's default port, which browsers leave out of Origin");
+            }
+        }
+        let (wildcard, domain) = match host.strip_prefix("*.") {
+            Some(domain) => (true, domain),
+            None => (false, host),
+        };
+        let valid_host = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        let ip_literal = !wildcard
+            && domain
+                .strip_prefix('[')
+                .and_then(|d| d.strip_suffix(']'))
+                .is_some_and(|d| d.parse::<std::net::Ipv6Addr>().is_ok());
+        if !valid_host && !ip_literal {
+            return Err(
+                "is not an origin: the host is lower-case letters, digits, '-' and '.', and '*' only as \"*.\" before a domain",
+            );
+        }
+        if wildcard && !domain.contains('.') {
+            return Err("matches every subdomain of a top-level domain: name a registrable domain");
+        }
+        Ok(if wildcard {
+            AllowedOrigin::Subdomains {
+                scheme: scheme.to_string(),
+                suffix: format!(".{domain}"),
+                port: port.to_string(),
+            }
+        } else {
+            AllowedOrigin::Exact(text.to_string())
+        })
+    }
 }
 
 /// `host` and `:port` (or an empty port) of `host[:port]`, where host may be an IPv6 literal.
@@ -263,7 +268,7 @@ mod tests {
                 Ok(sub("https", ".example.com", ":8443")),
             ),
         ] {
-            assert_eq!(parse_origin(text), want, "{text}");
+            assert_eq!(AllowedOrigin::parse(text), want, "{text}");
         }
         for text in [
             "null",
@@ -285,7 +290,7 @@ mod tests {
             "https://",
             "https://exa mple.com",
         ] {
-            assert!(parse_origin(text).is_err(), "{text} was accepted");
+            assert!(AllowedOrigin::parse(text).is_err(), "{text} was accepted");
         }
     }
 }

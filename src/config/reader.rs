@@ -122,15 +122,27 @@ impl<'a> Section<'a> {
         min: u64,
         max: u64,
     ) -> u64 {
-        let value = self.or(problems, key, default);
+        self.optional_ranged(problems, key, min, max)
+            .unwrap_or(default)
+    }
+
+    /// An integer key that may be absent, within `min..=max` (out of range: reported, `None`).
+    pub fn optional_ranged(
+        &mut self,
+        problems: &mut Problems,
+        key: &str,
+        min: u64,
+        max: u64,
+    ) -> Option<u64> {
+        let value = self.optional(problems, key)?;
         if value < min || value > max {
             problems.push(
                 &self.key_path(key),
                 format!("{value} is out of range {min}..={max}"),
             );
-            return default;
+            return None;
         }
-        value
+        Some(value)
     }
 
     /// The section's required `name`, which must follow the name rule ([`Name`]).

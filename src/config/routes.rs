@@ -57,17 +57,7 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
 
 /// `max_header_bytes`, `max_body_bytes`, `body_timeout_ms`: each off unless given.
 fn read_request_limits(s: &mut Section<'_>, problems: &mut Problems) -> RequestLimits {
-    let mut ranged = |key: &str, min: u64, max: u64| {
-        let value = s.optional::<u64>(problems, key)?;
-        if value < min || value > max {
-            problems.push(
-                &s.key_path(key),
-                format!("{value} is out of range {min}..={max}"),
-            );
-            return None;
-        }
-        Some(value)
-    };
+    let mut ranged = |key: &str, min: u64, max: u64| s.optional_ranged(problems, key, min, max);
     RequestLimits {
         max_header_bytes: ranged("max_header_bytes", 1024, 1 << 20).map(|v| v as usize),
         max_body_bytes: ranged("max_body_bytes", 0, 1 << 40),

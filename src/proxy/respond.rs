@@ -292,11 +292,14 @@ fn rejection_header(
     // Without Pingora's case-preserving name map (one map less per answer): standard names go out
     // title-cased, others in lower case; HTTP field names are case-insensitive.
     let mut resp = ResponseHeader::build_no_case(rejection.status(), Some(8))?;
-    resp.insert_header(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )?;
-    resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body_len))?;
+    // A 204 carries neither a body nor its framing (RFC 9110 §8.6).
+    if rejection.status() != 204 {
+        resp.insert_header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )?;
+        resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body_len))?;
+    }
     resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
     resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
     if let Some(trace) = trace {
@@ -320,11 +323,6 @@ fn rejection_header(
             resp.insert_header("ratelimit", refusal.ratelimit_field())?;
         }
         _ => {}
-    }
-    if rejection.status() == 204 {
-        // A 204 carries neither a body nor its framing (RFC 9110 §8.6).
-        resp.remove_header(&header::CONTENT_TYPE);
-        resp.remove_header(&header::CONTENT_LENGTH);
     }
     Ok(resp)
 }
