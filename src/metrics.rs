@@ -62,6 +62,9 @@ pub struct Metrics {
     pub plugin_shadow_decisions: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    pub upstream_retries: IntCounterVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_truncated: IntCounterVec,
     pub config_reloads: IntCounterVec,
     /// Unix time of the first reload refused since the configuration last loaded; 0 when the
     /// serving configuration is the file's.
@@ -296,6 +299,24 @@ impl Metrics {
                 "edgewarden_upstream_errors_total",
                 "Failures reaching or reading from an origin, by kind",
                 &["origin", "kind"],
+            ),
+            upstream_retries: counter(
+                &r,
+                "edgewarden_upstream_retries_total",
+                "Requests tried again on an upstream after an attempt failed before anything was sent",
+                &["origin"],
+            ),
+            upstream_ejections: counter(
+                &r,
+                "edgewarden_upstream_ejections_total",
+                "Upstreams taken out of rotation by passive health after failures in a row",
+                &["origin"],
+            ),
+            upstream_truncated: counter(
+                &r,
+                "edgewarden_upstream_truncated_responses_total",
+                "Responses whose body the origin stopped sending after the header reached the client",
+                &["origin"],
             ),
             config_reload_refused_since,
             config_reloads: counter(

@@ -99,6 +99,7 @@ cases! {
     missing_jwks_file,
     misspelt_keys,
     observability,
+    origin_failures,
     pem_as_jwks_file,
     policy_limits,
     rate_limits,

@@ -296,6 +296,26 @@ pub struct OriginConfig {
     /// CA certificates the origin's certificate must chain to, instead of the system's.
     pub ca_file: Option<PathBuf>,
     pub health_check: Option<HealthCheckConfig>,
+    /// How many more upstreams a request may be tried on when an attempt fails before anything
+    /// was sent (a refused connect, or a reused connection found dead by a body-less idempotent
+    /// request).
+    pub retries: u32,
+    /// `None`: passive health is off for this origin.
+    pub passive_health: Option<PassiveHealthConfig>,
+}
+
+/// Passive health (outlier detection): an upstream whose real requests keep failing is taken out
+/// of the rotation for a while, longer each time it is taken out again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveHealthConfig {
+    /// Failures in a row (connect errors, timeouts, unreadable answers, 502/503/504) that take an
+    /// upstream out.
+    pub consecutive_failures: u32,
+    /// How long the first time; doubled each time it is taken out again, up to `max_eject_s`.
+    pub eject_s: u64,
+    pub max_eject_s: u64,
+    /// At most this share of the origin's upstreams is out at once (at least one, never all).
+    pub max_ejected_percent: u32,
 }
 
 #[derive(Debug, Clone)]

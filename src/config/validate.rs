@@ -10,8 +10,8 @@ use super::names::Name;
 use super::reader::{Problems, Section};
 use super::routes;
 use super::{
-    Config, HealthCheckConfig, IssuerConfig, LimitConfig, OriginConfig, PolicyConfig, RouteConfig,
-    ServerConfig,
+    Config, HealthCheckConfig, IssuerConfig, LimitConfig, OriginConfig, PassiveHealthConfig,
+    PolicyConfig, RouteConfig, ServerConfig,
 };
 use crate::error::{Error, ErrorKind};
 
@@ -286,6 +286,8 @@ fn read_origin(
         hc.finish(problems);
         HealthCheckConfig { path, interval_s }
     });
+    let retries = s.ranged(problems, "retries", 2, 0, 10) as u32;
+    let passive_health = read_passive_health(&mut s, problems);
 
     let mut addresses = Vec::new();
     if let Some(list) = &upstreams {
@@ -325,6 +327,48 @@ fn read_origin(
         sni,
         ca_file,
         health_check,
+        retries,
+        passive_health,
+    })
+}
+
+/// `passive_health = { ... }`: on by default; `enabled = false` turns it off.
+fn read_passive_health(
+    s: &mut Section<'_>,
+    problems: &mut Problems,
+) -> Option<PassiveHealthConfig> {
+    let defaults = PassiveHealthConfig {
+        consecutive_failures: 5,
+        eject_s: 30,
+        max_eject_s: 300,
+        max_ejected_percent: 50,
+    };
+    let Some(mut t) = s.table(problems, "passive_health") else {
+        return Some(defaults);
+    };
+    let enabled = t.or(problems, "enabled", true);
+    let consecutive_failures = t.ranged(problems, "consecutive_failures", 5, 1, 1000) as u32;
+    let eject_s = t.ranged(problems, "eject_s", defaults.eject_s, 1, 3600);
+    let max_eject_s = t.ranged(
+        problems,
+        "max_eject_s",
+        defaults.max_eject_s.max(eject_s),
+        1,
+        86_400,
+    );
+    if max_eject_s < eject_s {
+        problems.push(
+            &t.key_path("max_eject_s"),
+            format!("{max_eject_s} is less than eject_s ({eject_s})"),
+        );
+    }
+    let max_ejected_percent = t.ranged(problems, "max_ejected_percent", 50, 1, 100) as u32;
+    t.finish(problems);
+    enabled.then_some(PassiveHealthConfig {
+        consecutive_failures,
+        eject_s,
+        max_eject_s,
+        max_ejected_percent,
     })
 }
 

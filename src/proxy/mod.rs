@@ -54,7 +54,8 @@ pub struct RequestCtx {
     origin: Option<OriginId>,
     /// Upstream chosen while routing, used by the first connect attempt.
     peer: Option<Box<HttpPeer>>,
-    connect_attempts: usize,
+    /// The upstream of the current attempt, and those tried before it.
+    upstream: Attempts,
     /// The peer is one of `trusted_proxies`: its forwarding chain is extended, not replaced.
     trusted_peer: bool,
     record: Record,
@@ -67,12 +68,38 @@ pub struct RequestCtx {
     _in_flight: InFlightGuard,
 }
 
-/// A body's bounds while it streams (`max_body_bytes`, `body_timeout_ms`).
+/// A body's bounds while it streams (`max_body_bytes`, `body_timeout_ms`), and how much of it
+/// has been read (a request whose body has started is never tried again).
 #[derive(Default)]
 struct BodyLimits {
     limit: Option<u64>,
     read: u64,
     deadline: Option<Instant>,
+}
+
+/// The upstreams a request has been sent to, attempt by attempt.
+#[derive(Default)]
+struct Attempts {
+    /// The upstream (its index in the origin) of the current attempt.
+    current: Option<usize>,
+    /// A bit per upstream index tried so far (indices from 64 on are not remembered).
+    tried: u64,
+    count: u32,
+}
+
+impl Attempts {
+    fn choose(&mut self, index: usize) {
+        self.current = Some(index);
+        if index < 64 {
+            self.tried |= 1 << index;
+        }
+        self.count += 1;
+    }
+
+    /// Upstreams tried so far, counting those past the 64 remembered.
+    fn distinct(&self) -> u32 {
+        self.tried.count_ones()
+    }
 }
 
 impl RequestCtx {
@@ -128,7 +155,7 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             origin: None,
             peer: None,
-            connect_attempts: 0,
+            upstream: Attempts::default(),
             trusted_peer: false,
             record: Record::new(),
             permits: Vec::new(),
@@ -160,11 +187,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let limits = &mut ctx.body;
-        if let Some(limit) = limits.limit {
-            limits.read += body.as_ref().map_or(0, |b| b.len() as u64);
-            if limits.read > limit {
-                return Err(respond::body_too_large());
-            }
+        limits.read += body.as_ref().map_or(0, |b| b.len() as u64);
+        if limits.limit.is_some_and(|limit| limits.read > limit) {
+            return Err(respond::body_too_large());
         }
         if let Some(deadline) = limits.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -181,20 +206,26 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        ctx.connect_attempts += 1;
         if ctx.record.upstream_started.is_none() {
             ctx.record.upstream_started = Some(Instant::now());
         }
         if let Some(peer) = ctx.peer.take() {
             return Ok(peer);
         }
-        let origin = ctx.origin.ok_or_else(respond::no_healthy_upstream)?;
-        ctx.generation
-            .origin(origin)
-            .select()
-            .ok_or_else(respond::no_healthy_upstream)
+        let origin = ctx
+            .generation
+            .origin(ctx.origin.ok_or_else(respond::no_healthy_upstream)?);
+        // A retry: an upstream not tried yet, else (a reused connection that was found dead) any.
+        let (index, peer) = origin
+            .select(ctx.upstream.tried)
+            .or_else(|| origin.select(0))
+            .ok_or_else(respond::no_healthy_upstream)?;
+        ctx.upstream.choose(index);
+        Ok(peer)
     }
 
+    /// Nothing was sent yet, so the next untried upstream may have the request, whatever its
+    /// method, while the origin's `retries` last.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -204,11 +235,37 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         // Counted; the deciding step is set only if proxying fails in the end.
         Self::count_upstream_error(ctx, &e);
-        // Nothing was sent yet, so trying the next upstream is safe for any method.
-        let upstreams = ctx
-            .origin
-            .map_or(1, |id| ctx.generation.origin(id).upstream_count());
-        e.set_retry(ctx.connect_attempts < upstreams);
+        let retry = self
+            .attempt_failed(ctx, true)
+            .is_some_and(|origin| ctx.upstream.distinct() < origin.upstream_count() as u32);
+        e.set_retry(retry);
+        self.count_retry(ctx, retry);
+        e
+    }
+
+    /// A failure after the connection was made. Only a reused connection found dead (Pingora's
+    /// `ReusedOnly`) is tried again, and only for an idempotent request with no body started and
+    /// no answer begun: a request that may have reached the origin's application is not repeated.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        upstream_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer {peer}"));
+        let upstream_side = respond::UpstreamErrorKind::of(&e).is_some();
+        let may_retry = self.attempt_failed(ctx, upstream_side).is_some()
+            && session.req_header().method.is_idempotent()
+            && ctx.body.read == 0
+            && session.response_written().is_none();
+        if may_retry {
+            e.retry.decide_reuse(upstream_reused);
+        } else {
+            e.set_retry(false);
+        }
+        self.count_retry(ctx, e.retry());
         e
     }
 
@@ -227,6 +284,12 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(origin), Some(upstream)) = (ctx.origin, ctx.upstream.current) {
+            let gateway_failure = matches!(resp.status.as_u16(), 502..=504);
+            ctx.generation
+                .origin(origin)
+                .report(upstream, !gateway_failure);
+        }
         headers::clean_response(resp);
         if let Some((cors, grant)) = ctx.cors() {
             cors.apply(resp, grant)?;
@@ -256,6 +319,11 @@ impl ProxyHttp for Gateway {
         let kind = respond::UpstreamErrorKind::of(e);
         if !kind.is_some_and(respond::UpstreamErrorKind::is_connect) {
             Self::count_upstream_error(ctx, e);
+        }
+        if kind.is_some() && session.response_written().is_some() {
+            // The origin stopped mid-body: the client's response ends here, its connection
+            // closed so the missing rest cannot be mistaken for a complete answer.
+            Self::count(ctx, &crate::metrics::get().upstream_truncated);
         }
         ctx.record.decided = match (kind, ctx.origin) {
             (Some(kind), Some(origin)) => Decided::UpstreamFailed { origin, kind },
@@ -320,5 +388,33 @@ impl Gateway {
             .upstream_errors
             .with_label_values(&[name, kind.label()])
             .inc();
+    }
+
+    /// Count one event of an origin-labelled counter.
+    fn count(ctx: &RequestCtx, counter: &prometheus::IntCounterVec) {
+        if let Some(origin) = ctx.origin {
+            let name = ctx.generation.origin(origin).name.as_str();
+            counter.with_label_values(&[name]).inc();
+        }
+    }
+
+    /// An attempt failed: passive health hears of it when the upstream is to blame
+    /// (`upstream_side`). Returns the origin when the request may still be tried again.
+    fn attempt_failed<'c>(
+        &self,
+        ctx: &'c RequestCtx,
+        upstream_side: bool,
+    ) -> Option<&'c crate::origins::Origin> {
+        let origin = ctx.generation.origin(ctx.origin?);
+        if upstream_side && let Some(upstream) = ctx.upstream.current {
+            origin.report(upstream, false);
+        }
+        (ctx.upstream.count <= origin.retries).then_some(origin)
+    }
+
+    fn count_retry(&self, ctx: &RequestCtx, retry: bool) {
+        if retry {
+            Self::count(ctx, &crate::metrics::get().upstream_retries);
+        }
     }
 }

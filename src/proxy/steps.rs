@@ -348,10 +348,11 @@ fn choose_upstream(
     let Some(origin) = ctx.origin else {
         return Err(Rejection::NoHealthyUpstream.into());
     };
-    ctx.peer = generation.origin(origin).select();
-    if ctx.peer.is_none() {
+    let Some((upstream, peer)) = generation.origin(origin).select(0) else {
         return Err(Rejection::NoHealthyUpstream.into());
-    }
+    };
+    ctx.upstream.choose(upstream);
+    ctx.peer = Some(peer);
     ctx.record.decided = Decided::Forwarded { origin, chosen_by };
     Ok(())
 }

@@ -15,6 +15,7 @@ mod geo;
 mod hygiene;
 mod jwks;
 mod metrics;
+mod misbehaving_origins;
 mod observe;
 mod orchestration;
 mod plugins;

@@ -3,7 +3,7 @@
 //! - `gateway`: a real gateway process, started by `Gateway::builder(config)`.
 //! - `config`: configuration and policy files built and edited by key (`Config`, `route`, ...).
 //! - `http`: `req()`, one HTTP/1.1 request with exact bytes on the wire; `https_client()`.
-//! - `origins`: echo origins on loopback, a dead port, free addresses.
+//! - `origins`: echo origins on loopback, origins that misbehave, a dead port, free addresses.
 //! - `tokens`: real keys, signed tokens and a JWKS server.
 //! - `metrics`: reading the admin listener's Prometheus exposition.
 //! - `plugins`: plugin sources and policy files in a gateway's directory.
@@ -35,7 +35,10 @@ pub use gateway::{ADMIN_TOKEN, Gateway, Wait};
 pub use http::{Conn, Req, Response, bearer_status, get, https_client, req};
 pub use load::{Load, eventually};
 pub use metrics::Metrics;
-pub use origins::{DeadPort, EchoOrigin, RecordingOrigin, echo_origin, free_port, tls_echo_origin};
+pub use origins::{
+    DeadPort, EchoOrigin, MisbehavingOrigin, Misbehaviour, RecordingOrigin, echo_origin, free_port,
+    tls_echo_origin,
+};
 pub use plugins::admins_only;
 pub use redis::RedisServer;
 pub use tokens::*;

@@ -134,3 +134,107 @@ fn request_complete(bytes: &[u8]) -> bool {
         .unwrap_or(0);
     body.len() >= length
 }
+
+/// How a `MisbehavingOrigin` treats each request it reads in full.
+#[derive(Clone)]
+pub enum Misbehaviour {
+    /// Never answers; holds the connection open.
+    NeverAnswers,
+    /// Closes the connection without a byte of answer.
+    ClosesEarly,
+    /// Sends these bytes as its answer, then closes.
+    Sends(Vec<u8>),
+    /// Sends a 200 header promising 100 bytes, 10 of them, then nothing more.
+    StallsMidBody,
+    /// Answers a connection's first request (200, kept alive), then closes the connection when
+    /// the next request on it has arrived, without answering: a pooled connection found dead.
+    DropsSecondRequest,
+}
+
+/// An origin that misbehaves in one chosen way, recording every request it read in full.
+pub struct MisbehavingOrigin {
+    pub addr: SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl MisbehavingOrigin {
+    pub async fn start(how: Misbehaviour) -> MisbehavingOrigin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind misbehaving origin");
+        let addr = listener.local_addr().expect("addr");
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+        let record = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (record, how) = (record.clone(), how.clone());
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let mut answered = 0;
+                    loop {
+                        let Some(len) = complete_request_len(&pending) else {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                            }
+                            continue;
+                        };
+                        let request: Vec<u8> = pending.drain(..len).collect();
+                        if let Ok(mut seen) = record.lock() {
+                            seen.push(request);
+                        }
+                        let reply: &[u8] = match &how {
+                            Misbehaviour::NeverAnswers | Misbehaviour::StallsMidBody => {
+                                if matches!(how, Misbehaviour::StallsMidBody) {
+                                    let _ = stream
+                                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                                        .await;
+                                }
+                                // Hold the connection until the gateway gives up on it.
+                                let _ = stream.read(&mut buf).await;
+                                return;
+                            }
+                            Misbehaviour::ClosesEarly => return,
+                            Misbehaviour::Sends(bytes) => bytes,
+                            Misbehaviour::DropsSecondRequest if answered == 0 => {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            }
+                            Misbehaviour::DropsSecondRequest => return,
+                        };
+                        if stream.write_all(reply).await.is_err() {
+                            return;
+                        }
+                        answered += 1;
+                        if matches!(how, Misbehaviour::Sends(_)) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        MisbehavingOrigin { addr, requests }
+    }
+
+    /// Every request read in full so far, as its bytes.
+    pub fn requests(&self) -> Vec<Vec<u8>> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// The length of the whole request at the start of `bytes` (head, then a Content-Length body),
+/// once it has all arrived.
+fn complete_request_len(bytes: &[u8]) -> Option<usize> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    (bytes.len() >= end + length).then_some(end + length)
+}

@@ -1,9 +1,13 @@
-//! Origin pools: round robin over each origin's upstreams, optional active health checks, and the
-//! per-request upstream peer (timeouts, TLS, header-forwarding policy).
+//! Origin pools: round robin over each origin's upstreams, optional active health checks,
+//! passive health from real requests (`passive`), and the per-request upstream peer (timeouts,
+//! TLS, header-forwarding policy).
 //!
 //! Upstream connections are pooled and reused by Pingora's connector; this module only decides
 //! where a request goes and with which limits.
 
+mod passive;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +23,11 @@ use crate::config::OriginConfig;
 pub struct Origin {
     pub name: String,
     pool: Arc<LoadBalancer<RoundRobin>>,
-    upstream_count: usize,
+    /// The upstreams in the configuration's order: an upstream's index is its place here.
+    addresses: Vec<SocketAddr>,
+    passive: Option<passive::PassiveHealth>,
+    /// More attempts a request may make after its first fails before anything was sent.
+    pub retries: u32,
     tls: bool,
     sni: String,
     ca: Option<Arc<pingora::protocols::tls::CaType>>,
@@ -34,9 +42,29 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Next healthy upstream in round-robin order, or `None` when every upstream is down.
-    pub fn select(&self) -> Option<Box<HttpPeer>> {
-        let backend = self.pool.select(b"", self.upstream_count.max(1) * 2)?;
+    /// Next upstream in round-robin order that is healthy (active checks), not taken out by
+    /// passive health, and not in `avoid` (a bit per upstream index, for retries), with its
+    /// index; `None` when there is none. Should passive health have taken out every upstream
+    /// that is otherwise a candidate, they are used anyway: it never empties an origin alone.
+    pub fn select(&self, avoid: u64) -> Option<(usize, Box<HttpPeer>)> {
+        let iterations = self.addresses.len().max(1) * 2;
+        let index = |addr: &SocketAddr| self.addresses.iter().position(|a| a == addr);
+        let candidate = |backend: &pingora::lb::Backend, healthy: bool, passive: bool| {
+            let Some(i) = backend.addr.as_inet().and_then(index) else {
+                return false;
+            };
+            healthy
+                && (i >= 64 || avoid & (1 << i) == 0)
+                && !(passive && self.passive.as_ref().is_some_and(|p| p.is_out(i)))
+        };
+        let backend = self
+            .pool
+            .select_with(b"", iterations, |b, healthy| candidate(b, healthy, true))
+            .or_else(|| {
+                self.passive.as_ref()?;
+                self.pool
+                    .select_with(b"", iterations, |b, healthy| candidate(b, healthy, false))
+            })?;
         // Origins are IP addresses; building the peer from the parsed address skips a
         // format-and-parse round trip per request.
         let addr = *backend.addr.as_inet()?;
@@ -52,12 +80,23 @@ impl Origin {
         // Hop-by-hop request fields, including every field named in `Connection`, are removed by
         // Pingora under this policy; only WebSocket upgrades are forwarded.
         options.http_upstream_request_policy = HttpUpstreamRequestPolicy::standard();
-        Some(Box::new(peer))
+        Some((index(&addr)?, Box::new(peer)))
     }
 
-    /// How many upstreams this origin has; bounds connect retries.
+    /// What an attempt on upstream `index` says about its health: `true` for a usable answer.
+    pub fn report(&self, index: usize, ok: bool) {
+        if let Some(passive) = &self.passive {
+            if ok {
+                passive.succeeded(index);
+            } else {
+                passive.failed(index);
+            }
+        }
+    }
+
+    /// How many upstreams this origin has.
     pub fn upstream_count(&self) -> usize {
-        self.upstream_count
+        self.addresses.len()
     }
 }
 
@@ -110,7 +149,14 @@ pub fn build(configs: &[OriginConfig]) -> std::io::Result<(Vec<Origin>, Vec<Heal
             ca,
             pool_key,
             pool,
-            upstream_count: config.addresses.len(),
+            addresses: config.addresses.clone(),
+            passive: config.passive_health.clone().map(|passive| {
+                let ejections = crate::metrics::get()
+                    .upstream_ejections
+                    .with_label_values(&[config.name.as_str()]);
+                passive::PassiveHealth::new(passive, config.addresses.len(), ejections)
+            }),
+            retries: config.retries,
             tls: config.tls,
             sni: config.sni.clone(),
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
