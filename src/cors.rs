@@ -11,7 +11,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use crate::config::{AllowedOrigin, CorsConfig};
 
 /// The response fields of the protocol, all owned by the gateway on a route with `cors`.
-const FIELDS: [HeaderName; 6] = [
+const FIELD_COUNT: usize = 6;
+const FIELDS: [HeaderName; FIELD_COUNT] = [
     header::ACCESS_CONTROL_ALLOW_ORIGIN,
     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
     header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -112,18 +113,16 @@ impl Cors {
     /// Every answer's part: no field but the gateway's, `Vary`, and the origin and credentials
     /// granted.
     fn grant_fields(&self, resp: &mut ResponseHeader, grant: &Grant) -> Result<()> {
-        // One pass to see whether the origin set any (most do not), then only those are removed:
-        // each removal also searches Pingora's case-preserving name map.
-        let theirs = resp
-            .headers
-            .keys()
-            .any(|name| name.as_str().starts_with("access-control-"));
-        if theirs {
-            for name in &FIELDS {
-                if resp.headers.contains_key(name) {
-                    resp.remove_header(name);
-                }
+        // One pass notes which of them the origin set (most set none), then only those are
+        // removed: each removal also searches Pingora's case-preserving name map.
+        let mut theirs = [false; FIELD_COUNT];
+        for name in resp.headers.keys() {
+            if let Some(i) = FIELDS.iter().position(|field| field == name) {
+                theirs[i] = true;
             }
+        }
+        for (name, _) in FIELDS.iter().zip(theirs).filter(|(_, set)| *set) {
+            resp.remove_header(name);
         }
         if !self.any {
             add_vary_origin(resp)?;
