@@ -205,3 +205,78 @@ async fn a_reload_serves_a_rotated_certificate_to_new_connections() {
         200
     );
 }
+
+/// A request body that sends one chunk and then nothing, never ending.
+struct StallingBody(Option<bytes::Bytes>);
+
+impl hyper::body::Body for StallingBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        match self.0.take() {
+            Some(chunk) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Pingora 0.9 has no read timeout on an HTTP/2 stream's body, so `body_timeout_ms` is checked as
+/// each piece arrives; a body that stops altogether is bounded by the origin's read timeout, and
+/// the connection's other streams go on being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_that_stops_is_cut_by_the_origins_read_timeout() {
+    let recording = RecordingOrigin::start().await;
+    let tls_addr = free_port();
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("o", &[recording.addr]).set("read_timeout_ms", 1000))
+        .with(route("upload", "/", "o").set("body_timeout_ms", 500));
+    let pki_files = pki.clone();
+    let _gw = Gateway::builder(config)
+        .listener(serde_json::json!({
+            "addr": tls_addr.to_string(),
+            "tls": {"cert": "cert.pem", "key": "key.pem"},
+        }))
+        .setup(move |dir| write_pki(dir, &pki_files))
+        .start()
+        .await;
+    let h2_client = client(&pki, tls_addr, false);
+    let url = format!("https://gateway.test:{}/upload", tls_addr.port());
+    // One connection, made before the two streams share it.
+    let warm = h2_client
+        .post(&url)
+        .body("warm")
+        .send()
+        .await
+        .expect("warm");
+    assert_eq!(warm.version(), reqwest::Version::HTTP_2);
+    let started = std::time::Instant::now();
+    let stalled = h2_client
+        .post(&url)
+        .body(reqwest::Body::wrap(StallingBody(Some("first".into()))))
+        .send();
+    let other = async {
+        let resp = h2_client.post(&url).body("whole").send().await;
+        (resp.map(|r| r.status()), started.elapsed())
+    };
+    let (stalled, (other, other_took)) = tokio::join!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), stalled),
+        other
+    );
+    let took = started.elapsed();
+    let resp = stalled
+        .expect("no answer within 10 s")
+        .expect("HTTP/2 answer");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 504, "after {took:?}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    assert_eq!(other.expect("the other stream"), 200);
+    assert!(
+        other_took < std::time::Duration::from_millis(900),
+        "{other_took:?}"
+    );
+}
