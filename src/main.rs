@@ -174,15 +174,24 @@ fn main() -> ExitCode {
             allow_demo_key,
             offline,
             root,
-        } => match load_with(&config, allow_demo_key, &ReadOptions { offline, root })
-            .and_then(Generation::check)
-        {
-            Ok(summary) => {
-                println!("{}: OK ({summary})", config.display());
-                Ok(())
+        } => {
+            match load_with(&config, allow_demo_key, &ReadOptions { offline, root }).and_then(|c| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let expiring = edgewarden::tls::expiring(&c.server.tls_listeners, now);
+                Generation::check(c).map(|summary| (summary, expiring))
+            }) {
+                Ok((summary, expiring)) => {
+                    for line in expiring {
+                        println!("{}: warning: {line}", config.display());
+                    }
+                    println!("{}: OK ({summary})", config.display());
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        },
+        }
         Command::Run {
             config,
             allow_demo_key,

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub config_reload_refused_since: IntGauge,
     pub admin_refusals: IntCounterVec,
     pub build_info: IntGaugeVec,
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 /// The gateway's metrics. Registration cannot fail for these fixed, distinct names; if it did,
@@ -336,6 +337,12 @@ impl Metrics {
                 "edgewarden_build_info",
                 "Always 1; the version is a label",
                 &["version"],
+            ),
+            tls_certificate_expiry: gauge(
+                &r,
+                "edgewarden_tls_certificate_expiry_timestamp_seconds",
+                "When each TLS listener certificate stops being valid (Unix time), by listener and file",
+                &["listener", "certificate"],
             ),
             registry: r,
         };

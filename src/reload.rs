@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::tls::sign::CertifiedKey;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -157,7 +156,7 @@ impl Reloader {
 
     /// Read, validate and build the next generation on a blocking thread (with the listeners'
     /// certificates read again), then fetch its keys.
-    async fn build_next(&self) -> Result<(Generation, Jobs, Vec<CertifiedKey>), Errors> {
+    async fn build_next(&self) -> Result<(Generation, Jobs, Vec<crate::tls::Certs>), Errors> {
         let path = self.path.clone();
         let serving = self.current.load_full();
         let fixed = serving.clone();

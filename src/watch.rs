@@ -31,8 +31,10 @@ pub fn watched(config: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
         }
     }
     for (_, tls) in &config.server.tls_listeners {
-        files.push(tls.cert.clone());
-        files.push(tls.key.clone());
+        for pair in tls.files() {
+            files.push(pair.cert.clone());
+            files.push(pair.key.clone());
+        }
     }
     files.extend(config.origins.iter().filter_map(|o| o.ca_file.clone()));
     files.extend(config.geo.as_ref().and_then(|g| g.mmdb.clone()));

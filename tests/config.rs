@@ -105,6 +105,7 @@ cases! {
     rate_limits,
     redis_settings,
     request_limits,
+    sni_certificates,
     tls_settings,
     toml_syntax,
     values_and_references,

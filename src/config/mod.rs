@@ -235,7 +235,7 @@ pub struct ServerConfig {
     /// Every proxy listener, TLS or not.
     pub listen: Vec<SocketAddr>,
     /// The listeners of `listen` that terminate TLS (HTTP/2 offered by ALPN), with their files.
-    pub tls_listeners: Vec<(SocketAddr, TlsFiles)>,
+    pub tls_listeners: Vec<(SocketAddr, ListenerTls)>,
     pub admin_listen: Option<SocketAddr>,
     /// `admin_token_file`, read: the credential `POST /drain` and `POST /drain/cancel` require.
     /// Without it those endpoints answer 403.
@@ -280,6 +280,29 @@ pub struct ServerConfig {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// A TLS listener's certificates: the default, and those chosen by the name a client asks for
+/// (SNI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub default: TlsFiles,
+    pub sni: Vec<SniCertificate>,
+}
+
+impl ListenerTls {
+    /// Every certificate's files: the default first, then the SNI ones in order.
+    pub fn files(&self) -> impl Iterator<Item = &TlsFiles> {
+        std::iter::once(&self.default).chain(self.sni.iter().map(|c| &c.files))
+    }
+}
+
+/// A certificate served to clients asking for one of `names`: exact host names, or `*.domain`
+/// for any single label under `domain` (lower case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertificate {
+    pub names: Vec<String>,
+    pub files: TlsFiles,
 }
 
 #[derive(Debug, Clone)]

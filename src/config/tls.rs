@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::TlsFiles;
 use super::reader::{Problems, Section};
+use super::{ListenerTls, SniCertificate, TlsFiles};
 use crate::error::{Error, ErrorKind, OrErr};
 
 /// `listen = ["127.0.0.1:8080", { addr = "0.0.0.0:8443", tls = { cert = "...", key = "..." } }]`.
@@ -25,10 +25,21 @@ enum Listen {
 struct TlsTable {
     cert: String,
     key: String,
+    #[serde(default)]
+    sni: Vec<SniTable>,
 }
 
-/// Every listener address, and the TLS files of those that terminate TLS.
-type Listeners = (Vec<SocketAddr>, Vec<(SocketAddr, TlsFiles)>);
+/// `sni = [{ names = ["api.example.com", "*.example.org"], cert = "...", key = "..." }]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SniTable {
+    names: Vec<String>,
+    cert: String,
+    key: String,
+}
+
+/// Every listener address, and the certificates of those that terminate TLS.
+type Listeners = (Vec<SocketAddr>, Vec<(SocketAddr, ListenerTls)>);
 
 pub(super) fn read_listen(
     s: &mut Section<'_>,
@@ -60,18 +71,102 @@ pub(super) fn read_listen(
             }
         };
         addrs.push(addr);
-        if let Some(files) = files {
-            let files = TlsFiles {
-                cert: base.join(files.cert),
-                key: base.join(files.key),
-            };
-            if let Err(e) = certified_key(&files) {
-                problems.push(&format!("{path}.tls"), e);
-            }
-            tls.push((addr, files));
+        if let Some(table) = files {
+            tls.push((
+                addr,
+                read_listener_tls(table, &format!("{path}.tls"), base, problems),
+            ));
         }
     }
     Some((addrs, tls))
+}
+
+/// A TLS listener's default certificate and its SNI certificates, each checked to load and to
+/// match its key, and the names checked: well formed, each claimed by one certificate only.
+fn read_listener_tls(
+    table: TlsTable,
+    path: &str,
+    base: &super::reader::Base,
+    problems: &mut Problems,
+) -> ListenerTls {
+    let default = TlsFiles {
+        cert: base.join(table.cert),
+        key: base.join(table.key),
+    };
+    if let Err(e) = certified_key(&default) {
+        problems.push(path, e);
+    }
+    let mut claimed = HashSet::new();
+    let mut sni = Vec::with_capacity(table.sni.len());
+    for (i, entry) in table.sni.into_iter().enumerate() {
+        let path = format!("{path}.sni[{i}]");
+        let files = TlsFiles {
+            cert: base.join(entry.cert),
+            key: base.join(entry.key),
+        };
+        if let Err(e) = certified_key(&files) {
+            problems.push(&path, e);
+        }
+        if entry.names.is_empty() {
+            problems.push(&format!("{path}.names"), "needs at least one host name");
+        }
+        let mut names = Vec::with_capacity(entry.names.len());
+        for name in entry.names {
+            let lower = name.to_ascii_lowercase();
+            if !sni_name(&lower) {
+                problems.push(
+                    &format!("{path}.names"),
+                    format!(
+                        "{name:?} is not a host name or a \"*.\" wildcard such as \"*.example.com\""
+                    ),
+                );
+            } else if !claimed.insert(lower.clone()) {
+                problems.push(
+                    &format!("{path}.names"),
+                    format!("{name:?} is already served by another certificate of this listener"),
+                );
+            } else {
+                names.push(lower);
+            }
+        }
+        sni.push(SniCertificate { names, files });
+    }
+    ListenerTls { default, sni }
+}
+
+/// A DNS host name of labels (letters, digits, '-', not at a label's ends), or `*.` and one, with
+/// at least two labels after the wildcard.
+fn sni_name(name: &str) -> bool {
+    let (wildcard, host) = match name.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    let label = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    host.len() <= 253 && labels.iter().all(label) && labels.len() >= if wildcard { 2 } else { 1 }
+}
+
+/// When the first certificate of `files` stops being valid, as a Unix time.
+pub fn not_after(files: &TlsFiles) -> Result<i64, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    let shown = files.cert.display();
+    let leaf = CertificateDer::pem_file_iter(&files.cert)
+        .or_err_with(ErrorKind::Tls, || shown.to_string())?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::Tls, format!("{shown}: no PEM certificate")))?
+        .or_err_with(ErrorKind::Tls, || shown.to_string())?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| Error::new(ErrorKind::Tls, format!("{shown}: {e}")))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 /// A listener's certificate chain and key, ready to serve (read from its files now): both load,
@@ -99,8 +194,13 @@ pub fn certified_key(files: &TlsFiles) -> Result<pingora::tls::sign::CertifiedKe
     pingora::tls::install_default_crypto_provider();
     let provider = pingora::tls::CryptoProvider::get_default()
         .ok_or_else(|| Error::new(ErrorKind::Tls, "no TLS crypto provider"))?;
-    pingora::tls::sign::CertifiedKey::from_der(chain, private_key, provider)
-        .or_err_with(ErrorKind::Tls, || format!("{cert} / {key}"))
+    pingora::tls::sign::CertifiedKey::from_der(chain, private_key, provider).map_err(|e| match e {
+        pingora::tls::RusTlsError::InconsistentKeys(_) => Error::new(
+            ErrorKind::Tls,
+            format!("{cert} / {key}: the private key does not belong to the certificate"),
+        ),
+        e => Error::because(ErrorKind::Tls, format!("{cert} / {key}"), e),
+    })
 }
 
 /// `ca_file`: PEM certificates an origin's certificate must chain to (instead of the system's).

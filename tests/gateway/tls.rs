@@ -17,6 +17,11 @@ struct Pki {
 }
 
 fn pki(names: &[&str]) -> Pki {
+    pki_until(names, None)
+}
+
+/// As [`pki`], with the leaf certificate valid until the start of `not_after` (year, month, day).
+fn pki_until(names: &[&str], not_after: Option<(i32, u8, u8)>) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -26,10 +31,11 @@ fn pki(names: &[&str]) -> Pki {
         CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
     let key = KeyPair::generate().expect("leaf key");
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = CertificateParams::new(names)
-        .expect("leaf params")
-        .signed_by(&key, &ca)
-        .expect("leaf");
+    let mut params = CertificateParams::new(names).expect("leaf params");
+    if let Some((year, month, day)) = not_after {
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+    }
+    let cert = params.signed_by(&key, &ca).expect("leaf");
     Pki {
         ca_pem: ca.pem(),
         cert_pem: cert.pem(),
@@ -279,4 +285,202 @@ async fn an_http2_body_that_stops_is_cut_by_the_origins_read_timeout() {
         other_took < std::time::Duration::from_millis(900),
         "{other_took:?}"
     );
+}
+
+/// The calendar date `days` days after 1970-01-01 (proleptic Gregorian).
+fn civil_date(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// The DER of a PEM certificate.
+fn der(pem: &str) -> Vec<u8> {
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("cert")
+        .to_vec()
+}
+
+/// The certificate the TLS listener at `addr` serves to a client asking for `name` (no name when
+/// `name` is an IP address), whatever it is.
+async fn served_cert(addr: std::net::SocketAddr, name: &str) -> Vec<u8> {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .tls_info(true)
+        .http1_only()
+        .resolve(name, addr)
+        .build()
+        .expect("client");
+    let resp = client
+        .get(format!("https://{name}:{}/x", addr.port()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .expect("peer certificate")
+        .to_vec()
+}
+
+/// A gateway whose TLS listener has a default certificate, one for an exact name and one for a
+/// wildcard, each from its own CA; and the three.
+async fn sni_gateway() -> (Gateway, std::net::SocketAddr, [Pki; 3]) {
+    let echo = echo_origin("o").await;
+    let tls_addr = free_port();
+    let default = pki(&["gateway.test"]);
+    let exact = pki(&["api.example.test"]);
+    let wildcard = pki(&["*.tenants.test"]);
+    let config = Config::new()
+        .with(origin("o", &[echo.addr]))
+        .with(route("api", "/", "o"));
+    let files = [default.clone(), exact.clone(), wildcard.clone()];
+    let gw = Gateway::builder(config)
+        .listener(serde_json::json!({
+            "addr": tls_addr.to_string(),
+            "tls": {
+                "cert": "cert.pem", "key": "key.pem",
+                "sni": [
+                    {"names": ["api.example.test"], "cert": "exact/cert.pem", "key": "exact/key.pem"},
+                    {"names": ["*.tenants.test"], "cert": "wild/cert.pem", "key": "wild/key.pem"},
+                ],
+            },
+        }))
+        .setup(move |dir| {
+            write_pki(dir, &files[0]);
+            for (sub, pki) in [("exact", &files[1]), ("wild", &files[2])] {
+                std::fs::create_dir_all(dir.join(sub)).expect("dir");
+                write_pki(&dir.join(sub), pki);
+            }
+        })
+        .start()
+        .await;
+    (gw, tls_addr, [default, exact, wildcard])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_chooses_the_exact_name_then_a_one_label_wildcard_then_the_default() {
+    let (_gw, tls_addr, [default, exact, wildcard]) = sni_gateway().await;
+    let cases = [
+        ("api.example.test", &exact, "an exact name"),
+        ("API.Example.TEST", &exact, "names compare without case"),
+        (
+            "acme.tenants.test",
+            &wildcard,
+            "one label under the wildcard",
+        ),
+        (
+            "a.b.tenants.test",
+            &default,
+            "a wildcard covers one label only",
+        ),
+        ("tenants.test", &default, "nor the domain itself"),
+        ("other.test", &default, "an unknown name"),
+        ("127.0.0.1", &default, "no name at all"),
+    ];
+    for (name, expected, why) in cases {
+        let served = if name == "127.0.0.1" {
+            served_cert(tls_addr, &tls_addr.ip().to_string()).await
+        } else {
+            served_cert(tls_addr, name).await
+        };
+        assert!(served == der(&expected.cert_pem), "{name}: {why}");
+    }
+    // A client that verifies gets through with the certificate's own CA.
+    let verified = https_client(&wildcard.ca_pem, "acme.tenants.test", tls_addr, false)
+        .get(format!("https://acme.tenants.test:{}/x", tls_addr.port()))
+        .send()
+        .await
+        .expect("verified");
+    assert_eq!(verified.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_a_rotated_sni_certificate_and_exports_every_expiry() {
+    let (gw, tls_addr, [_, exact, _]) = sni_gateway().await;
+    assert!(served_cert(tls_addr, "api.example.test").await == der(&exact.cert_pem));
+    let listener = tls_addr.to_string();
+    let expiry = |m: &Metrics, file: &str| {
+        m.value(
+            "edgewarden_tls_certificate_expiry_timestamp_seconds",
+            &[("listener", listener.as_str()), ("certificate", file)],
+        )
+    };
+    let before = gw.metrics().await;
+    let exact_file = gw.dir().join("exact/cert.pem").display().to_string();
+    let default_file = gw.dir().join("cert.pem").display().to_string();
+    assert!(expiry(&before, &default_file).is_some(), "{}", before.0);
+
+    let until = civil_date(unix_now() / 86_400 + 400);
+    let rotated = pki_until(&["api.example.test"], Some(until));
+    write_pki(&gw.dir().join("exact"), &rotated);
+    gw.reload_and_wait("ok").await;
+    assert!(served_cert(tls_addr, "api.example.test").await == der(&rotated.cert_pem));
+    let after = gw.metrics().await;
+    let exported = expiry(&after, &exact_file).expect("exported") as i64;
+    let expected = (unix_now() / 86_400 + 400) * 86_400;
+    assert_eq!(exported, expected, "the rotated certificate's expiry");
+}
+
+#[test]
+fn check_names_certificates_that_expire_soon_or_have_expired() {
+    let dir = tempfile::tempdir().expect("dir");
+    let today = unix_now() / 86_400;
+    let soon = pki_until(&["soon.test"], Some(civil_date(today + 10)));
+    let expired = pki_until(&["old.test"], Some(civil_date(today - 3)));
+    let fine = pki(&["gateway.test"]);
+    write_pki(dir.path(), &fine);
+    for (sub, pki) in [("soon", &soon), ("old", &expired)] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
+        write_pki(&dir.path().join(sub), pki);
+    }
+    let config = Config::new()
+        .server(
+            "listen",
+            serde_json::json!([{
+                "addr": "127.0.0.1:18443",
+                "tls": {
+                    "cert": "cert.pem", "key": "key.pem",
+                    "sni": [
+                        {"names": ["soon.test"], "cert": "soon/cert.pem", "key": "soon/key.pem"},
+                        {"names": ["old.test"], "cert": "old/cert.pem", "key": "old/key.pem"},
+                    ],
+                },
+            }]),
+        )
+        .with(origin("o", &["127.0.0.1:9000".parse().expect("addr")]))
+        .with(route("api", "/", "o"));
+    let out = edgewarden(&["check"], &config.write_in(dir.path()));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let warnings: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", out.stdout);
+    assert!(
+        warnings[0].ends_with("soon/cert.pem expires in 9 days"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].ends_with("old/cert.pem expired 3 days ago"),
+        "{}",
+        warnings[1]
+    );
+    assert!(out.stdout.contains(": OK ("), "{}", out.stdout);
 }
