@@ -12,6 +12,7 @@ mod cors;
 mod discovery;
 mod framing;
 mod geo;
+mod http2;
 mod hygiene;
 mod jwks;
 mod metrics;

@@ -1,74 +1,21 @@
 //! TLS: listeners that terminate TLS and offer HTTP/2 by ALPN, and origins reached over TLS with
 //! their certificate verified. Certificates are made at test time by a throwaway CA.
 
-use std::path::Path;
-
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 
 use crate::support::*;
-
-/// A throwaway CA and a certificate it signed for `names`.
-#[derive(Clone)]
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki(names: &[&str]) -> Pki {
-    pki_until(names, None)
-}
-
-/// As [`pki`], with the leaf certificate valid until the start of `not_after` (year, month, day).
-fn pki_until(names: &[&str], not_after: Option<(i32, u8, u8)>) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "edgewarden test CA");
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
-    let key = KeyPair::generate().expect("leaf key");
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let mut params = CertificateParams::new(names).expect("leaf params");
-    if let Some((year, month, day)) = not_after {
-        params.not_after = rcgen::date_time_ymd(year, month, day);
-    }
-    let cert = params.signed_by(&key, &ca).expect("leaf");
-    Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
-fn write_pki(dir: &Path, pki: &Pki) {
-    std::fs::write(dir.join("cert.pem"), &pki.cert_pem).expect("cert");
-    std::fs::write(dir.join("key.pem"), &pki.key_pem).expect("key");
-    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).expect("ca");
-}
 
 /// A gateway with a plain listener and a TLS one (certificate for `gateway.test`) in front of an
 /// echo origin; the second value is the TLS listener's address.
 async fn tls_gateway() -> (Gateway, std::net::SocketAddr, Pki) {
     let origin_ = echo_origin("o").await;
-    let tls_addr = free_port();
     let pki = pki(&["gateway.test"]);
     let config = Config::new()
         .with(origin("o", &[origin_.addr]))
         .with(route("api", "/", "o"))
         .with(route("private", "/private", "o").set("auth", "required"))
         .with(pem_issuer());
-    let pki_files = pki.clone();
-    let gw = Gateway::builder(config)
-        .listener(serde_json::json!({
-            "addr": tls_addr.to_string(),
-            "tls": {"cert": "cert.pem", "key": "key.pem"},
-        }))
-        .setup(move |dir| write_pki(dir, &pki_files))
-        .start()
-        .await;
+    let (gw, tls_addr) = tls_listener_gateway(config, &pki).await;
     (gw, tls_addr, pki)
 }
 
@@ -210,109 +157,6 @@ async fn a_reload_serves_a_rotated_certificate_to_new_connections() {
         again.get(&url).send().await.expect("still served").status(),
         200
     );
-}
-
-/// A request body that sends one chunk and then nothing, never ending.
-struct StallingBody(Option<bytes::Bytes>);
-
-impl hyper::body::Body for StallingBody {
-    type Data = bytes::Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
-        match self.0.take() {
-            Some(chunk) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk)))),
-            None => std::task::Poll::Pending,
-        }
-    }
-}
-
-/// Pingora 0.9 has no read timeout on an HTTP/2 stream's body, so `body_timeout_ms` is checked as
-/// each piece arrives; a body that stops altogether is bounded by the origin's read timeout, and
-/// the connection's other streams go on being served meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_body_that_stops_is_cut_by_the_origins_read_timeout() {
-    let recording = RecordingOrigin::start().await;
-    let tls_addr = free_port();
-    let pki = pki(&["gateway.test"]);
-    let config = Config::new()
-        .with(origin("o", &[recording.addr]).set("read_timeout_ms", 1000))
-        .with(route("upload", "/", "o").set("body_timeout_ms", 500));
-    let pki_files = pki.clone();
-    let _gw = Gateway::builder(config)
-        .listener(serde_json::json!({
-            "addr": tls_addr.to_string(),
-            "tls": {"cert": "cert.pem", "key": "key.pem"},
-        }))
-        .setup(move |dir| write_pki(dir, &pki_files))
-        .start()
-        .await;
-    let h2_client = client(&pki, tls_addr, false);
-    let url = format!("https://gateway.test:{}/upload", tls_addr.port());
-    // One connection, made before the two streams share it.
-    let warm = h2_client
-        .post(&url)
-        .body("warm")
-        .send()
-        .await
-        .expect("warm");
-    assert_eq!(warm.version(), reqwest::Version::HTTP_2);
-    let started = std::time::Instant::now();
-    let stalled = h2_client
-        .post(&url)
-        .body(reqwest::Body::wrap(StallingBody(Some("first".into()))))
-        .send();
-    let other = async {
-        let resp = h2_client.post(&url).body("whole").send().await;
-        (resp.map(|r| r.status()), started.elapsed())
-    };
-    let (stalled, (other, other_took)) = tokio::join!(
-        tokio::time::timeout(std::time::Duration::from_secs(10), stalled),
-        other
-    );
-    let took = started.elapsed();
-    let resp = stalled
-        .expect("no answer within 10 s")
-        .expect("HTTP/2 answer");
-    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
-    assert_eq!(resp.status(), 504, "after {took:?}");
-    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
-    assert_eq!(other.expect("the other stream"), 200);
-    assert!(
-        other_took < std::time::Duration::from_millis(900),
-        "{other_took:?}"
-    );
-}
-
-/// The calendar date `days` days after 1970-01-01 (proleptic Gregorian).
-fn civil_date(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-    (year, month, day)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-}
-
-/// The DER of a PEM certificate.
-fn der(pem: &str) -> Vec<u8> {
-    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-        .expect("cert")
-        .to_vec()
 }
 
 /// The certificate the TLS listener at `addr` serves to a client asking for `name` (no name when

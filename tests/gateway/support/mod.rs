@@ -4,6 +4,7 @@
 //! - `config`: configuration and policy files built and edited by key (`Config`, `route`, ...).
 //! - `http`: `req()`, one HTTP/1.1 request with exact bytes on the wire; `https_client()`.
 //! - `origins`: echo origins on loopback, origins that misbehave, a dead port, free addresses.
+//! - `pki`: throwaway CAs and certificates, and a gateway with a TLS listener.
 //! - `tokens`: real keys, signed tokens and a JWKS server.
 //! - `metrics`: reading the admin listener's Prometheus exposition.
 //! - `plugins`: plugin sources and policy files in a gateway's directory.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod origins;
+pub mod pki;
 pub mod plugins;
 pub mod redis;
 pub mod tokens;
@@ -39,6 +41,7 @@ pub use origins::{
     DeadPort, EchoOrigin, MisbehavingOrigin, Misbehaviour, RecordingOrigin, echo_origin, free_port,
     tls_echo_origin,
 };
+pub use pki::{Pki, civil_date, der, pki, pki_until, tls_listener_gateway, unix_now, write_pki};
 pub use plugins::admins_only;
 pub use redis::RedisServer;
 pub use tokens::*;

@@ -1,0 +1,233 @@
+//! HTTP/2 at the edge: a body that stops, an early answer that does not wait for the body, a
+//! rapid-reset flood (CVE-2023-44487) and an oversized header list, each on a real TLS listener
+//! with a raw HTTP/2 client where reqwest will not send what the test needs.
+
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+
+use crate::support::*;
+
+/// A request body that sends one chunk and then nothing, never ending.
+struct StallingBody(Option<bytes::Bytes>);
+
+impl hyper::body::Body for StallingBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        match self.0.take() {
+            Some(chunk) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// A raw HTTP/2 connection to the TLS listener at `addr` (trusting `pki`'s CA), and the task
+/// driving it, which ends with how the connection ended.
+async fn raw_h2(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = pingora::tls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).expect("ca"))
+        .expect("root");
+    let mut config = pingora::tls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = pingora::tls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("gateway.test").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("TLS");
+    let (send, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
+    (send, tokio::spawn(connection))
+}
+
+fn h2_get(path: &str) -> ::http::Request<()> {
+    ::http::Request::get(format!("https://gateway.test{path}"))
+        .body(())
+        .expect("request")
+}
+
+/// Pingora 0.9 has no read timeout on an HTTP/2 stream's body, so `body_timeout_ms` is checked as
+/// each piece arrives; a body that stops altogether is bounded by the origin's read timeout, and
+/// the connection's other streams go on being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_that_stops_is_cut_by_the_origins_read_timeout() {
+    let recording = RecordingOrigin::start().await;
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("o", &[recording.addr]).set("read_timeout_ms", 1000))
+        .with(route("upload", "/", "o").set("body_timeout_ms", 500));
+    let (_gw, tls_addr) = tls_listener_gateway(config, &pki).await;
+    let h2_client = https_client(&pki.ca_pem, "gateway.test", tls_addr, false);
+    let url = format!("https://gateway.test:{}/upload", tls_addr.port());
+    // One connection, made before the two streams share it.
+    let warm = h2_client
+        .post(&url)
+        .body("warm")
+        .send()
+        .await
+        .expect("warm");
+    assert_eq!(warm.version(), reqwest::Version::HTTP_2);
+    let started = std::time::Instant::now();
+    let stalled = h2_client
+        .post(&url)
+        .body(reqwest::Body::wrap(StallingBody(Some("first".into()))))
+        .send();
+    let other = async {
+        let resp = h2_client.post(&url).body("whole").send().await;
+        (resp.map(|r| r.status()), started.elapsed())
+    };
+    let (stalled, (other, other_took)) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(10), stalled),
+        other
+    );
+    let took = started.elapsed();
+    let resp = stalled
+        .expect("no answer within 10 s")
+        .expect("HTTP/2 answer");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 504, "after {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(other.expect("the other stream"), 200);
+    assert!(other_took < Duration::from_millis(900), "{other_took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_early_401_never_waits_for_the_request_body() {
+    let echo = echo_origin("o").await;
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("o", &[echo.addr]))
+        .with(route("api", "/", "o"))
+        .with(route("private", "/private", "o").set("auth", "required"))
+        .with(pem_issuer());
+    let (_gw, tls_addr) = tls_listener_gateway(config, &pki).await;
+    let h2_client = https_client(&pki.ca_pem, "gateway.test", tls_addr, false);
+    let base = format!("https://gateway.test:{}", tls_addr.port());
+    let warm = h2_client
+        .get(format!("{base}/x"))
+        .send()
+        .await
+        .expect("warm");
+    assert_eq!(warm.version(), reqwest::Version::HTTP_2);
+    let started = std::time::Instant::now();
+    let denied = tokio::time::timeout(
+        Duration::from_secs(5),
+        h2_client
+            .post(format!("{base}/private/upload"))
+            .body(reqwest::Body::wrap(StallingBody(Some("part".into()))))
+            .send(),
+    )
+    .await
+    .expect("the 401 waited for the body")
+    .expect("HTTP/2 answer");
+    assert_eq!(denied.status(), 401);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let body: serde_json::Value = denied.json().await.expect("json");
+    assert_eq!(body["error"], "missing_token");
+    // The connection goes on serving.
+    let again = h2_client
+        .get(format!("{base}/x"))
+        .send()
+        .await
+        .expect("again");
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_origin() {
+    let echo = echo_origin("o").await;
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("o", &[echo.addr]))
+        .with(route("api", "/", "o"));
+    let (_gw, tls_addr) = tls_listener_gateway(config, &pki).await;
+
+    // Streams opened and cancelled at once, as fast as the connection takes them
+    // (CVE-2023-44487).
+    const FLOOD: usize = 20_000;
+    let (send, connection) = raw_h2(&pki, tls_addr).await;
+    let mut send = send.ready().await.expect("ready");
+    let mut opened = 0;
+    while opened < FLOOD {
+        let Ok((_response, mut stream)) = send.send_request(h2_get("/flood"), true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        opened += 1;
+        match send.ready().await {
+            Ok(ready) => send = ready,
+            Err(_) => break,
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the flooding connection was never closed");
+    assert!(opened < FLOOD, "all {FLOOD} resets were taken");
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(
+        echo.hits() <= 100,
+        "{} of {opened} cancelled streams reached the origin",
+        echo.hits()
+    );
+    // Everyone else is still served, on a new connection.
+    let (send, _connection) = raw_h2(&pki, tls_addr).await;
+    let mut send = send.ready().await.expect("ready");
+    let (response, _) = send.send_request(h2_get("/after"), true).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered")
+        .expect("response");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_header_list_over_the_limit_is_refused_before_the_origin_and_the_connection_goes_on()
+ {
+    let echo = echo_origin("o").await;
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("o", &[echo.addr]))
+        .with(route("api", "/", "o"));
+    let (_gw, tls_addr) = tls_listener_gateway(config, &pki).await;
+    let (send, _connection) = raw_h2(&pki, tls_addr).await;
+    let mut send = send.ready().await.expect("ready");
+    let mut big = h2_get("/big");
+    big.headers_mut()
+        .insert("x-big", "a".repeat(100 * 1024).parse().expect("value"));
+    let outcome = match send.send_request(big, true) {
+        Ok((response, _)) => tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("an answer or a reset")
+            .map(|r| r.status().as_u16()),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(status) => assert_eq!(status, 431),
+        Err(e) => assert_eq!(e.reason(), Some(h2::Reason::REFUSED_STREAM), "{e}"),
+    }
+    assert_eq!(echo.hits(), 0, "the oversized request reached the origin");
+    let mut send = send.ready().await.expect("the connection goes on");
+    let (response, _) = send.send_request(h2_get("/after"), true).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered")
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(echo.hits(), 1);
+}
