@@ -104,6 +104,7 @@ cases! {
     policy_limits,
     rate_limits,
     redis_settings,
+    redis_tls,
     request_limits,
     sni_certificates,
     tls_settings,

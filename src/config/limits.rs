@@ -6,7 +6,7 @@ use super::names::Name;
 use super::reader::{Problems, Section};
 use super::{
     LimitConfig, LimitKey, LimitKind, LimitMode, LimitStore, MAX_WINDOWS, OnStoreError,
-    RedisConfig, ShieldConfig, Window,
+    RedisConfig, RedisTls, ShieldConfig, TlsFiles, Window,
 };
 
 /// The largest `rate` and `burst`.
@@ -258,16 +258,33 @@ fn is_policy_limit(limits: &[LimitConfig], name: &Name) -> Option<bool> {
 }
 
 /// `[redis]`.
-pub(super) fn read_redis(mut s: Section<'_>, problems: &mut Problems) -> Option<RedisConfig> {
+pub(super) fn read_redis(
+    mut s: Section<'_>,
+    base: &super::reader::Base,
+    problems: &mut Problems,
+) -> Option<RedisConfig> {
     let url: Option<String> = s.required(problems, "url");
-    if let Some(url) = &url
-        && !url.starts_with("redis://")
-    {
-        problems.push(
-            &s.key_path("url"),
-            format!("{url:?} is not a redis:// URL (TLS to Redis is not supported yet)"),
-        );
-    }
+    let scheme_tls = url.as_deref().map(|url| {
+        if let Some(rest) = url.strip_prefix("rediss://") {
+            // redis-rs reads `#insecure` as "skip verifying the certificate": never.
+            if rest.contains('#') {
+                problems.push(
+                    &s.key_path("url"),
+                    "a rediss:// URL may not carry a #fragment (the certificate is always verified)",
+                );
+            }
+            true
+        } else {
+            if !url.starts_with("redis://") {
+                problems.push(
+                    &s.key_path("url"),
+                    format!("{url:?} is not a redis:// or rediss:// URL"),
+                );
+            }
+            false
+        }
+    });
+    let tls = read_redis_tls(&mut s, base, problems, scheme_tls.unwrap_or(false));
     let timeout_ms = s.ranged(problems, "timeout_ms", 10, 1, 10_000);
     let on_store_error = s.choice(
         problems,
@@ -283,9 +300,63 @@ pub(super) fn read_redis(mut s: Section<'_>, problems: &mut Problems) -> Option<
     s.finish(problems);
     Some(RedisConfig {
         url: url?,
+        tls,
         timeout_ms,
         on_store_error,
         breaker_failures,
         breaker_open_ms,
     })
+}
+
+/// `ca_file`, `client_cert` and `client_key` of `[redis]`: only with a `rediss://` URL (`tls`),
+/// each file checked to hold PEM, the client's pair checked to match.
+fn read_redis_tls(
+    s: &mut Section<'_>,
+    base: &super::reader::Base,
+    problems: &mut Problems,
+    tls: bool,
+) -> Option<RedisTls> {
+    let ca_file: Option<String> = s.optional(problems, "ca_file");
+    let client_cert: Option<String> = s.optional(problems, "client_cert");
+    let client_key: Option<String> = s.optional(problems, "client_key");
+    if !tls {
+        for (key, set) in [
+            ("ca_file", ca_file.is_some()),
+            ("client_cert", client_cert.is_some()),
+            ("client_key", client_key.is_some()),
+        ] {
+            if set {
+                problems.push(&s.key_path(key), "only applies with a rediss:// URL");
+            }
+        }
+        return None;
+    }
+    let ca_file = ca_file.map(|path| base.join(path));
+    if let Some(path) = &ca_file
+        && let Err(e) = super::tls::load_ca(path)
+    {
+        problems.push(&s.key_path("ca_file"), e);
+    }
+    let client = match (client_cert, client_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles {
+                cert: base.join(cert),
+                key: base.join(key),
+            };
+            if let Err(e) = super::tls::certified_key(&files) {
+                problems.push(&s.key_path("client_cert"), e);
+            }
+            Some(files)
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            problems.push(&s.key_path("client_key"), "needed with client_cert");
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(&s.key_path("client_cert"), "needed with client_key");
+            None
+        }
+    };
+    Some(RedisTls { ca_file, client })
 }

@@ -108,8 +108,10 @@ pub enum LimitStore {
 /// `[redis]`: the shared store of `store = "redis"` limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
+    /// With `rediss://`: what the server's certificate is verified against, and the client's.
+    pub tls: Option<RedisTls>,
     /// Every call's deadline; past it, `on_store_error` decides.
     pub timeout_ms: u64,
     pub on_store_error: OnStoreError,
@@ -117,6 +119,16 @@ pub struct RedisConfig {
     pub breaker_failures: u64,
     /// How long the breaker stays open before one call tries Redis again.
     pub breaker_open_ms: u64,
+}
+
+/// TLS to Redis: the server's certificate is always verified, for the URL's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM CA certificates instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate chain and its key (PEM), for servers that ask for one (Redis's
+    /// default `tls-auth-clients yes`).
+    pub client: Option<TlsFiles>,
 }
 
 /// What a `store = "redis"` limit does when Redis does not answer in time.

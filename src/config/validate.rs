@@ -53,7 +53,7 @@ pub(super) fn read(
     let shield = super::limits::read_shield(root.table(problems, "shield"), problems);
     let redis = root
         .table(problems, "redis")
-        .and_then(|s| super::limits::read_redis(s, problems));
+        .and_then(|s| super::limits::read_redis(s, base, problems));
     let geo_section = root.table(problems, "geo");
     let access_log = root
         .table(problems, "access_log")

@@ -10,6 +10,10 @@
 //! - keys Redis said are over their limit are refused locally until their retry time, without a
 //!   round trip (a flood from one client costs Redis one call per retry period).
 //!
+//! `rediss://` URLs speak TLS (redis-rs over rustls, the process's ring provider): the server's
+//! certificate is always verified for the URL's host, against the system's roots or `ca_file`,
+//! with an optional client certificate.
+//!
 //! Keys are `ew:{limit}:{rate}:{per_s}:{burst}:{digest}`, the digest a SHA-256 of the key's value
 //! (the same on every replica, and never the client's data in clear); a changed definition starts
 //! from fresh counters, like a local limit.
@@ -93,8 +97,34 @@ pub struct RedisStore {
 
 impl RedisStore {
     pub fn new(config: &RedisConfig, max_keys: usize) -> Result<RedisStore, Error> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| Error::because(ErrorKind::Config, "redis.url", e))?;
+        let client = match &config.tls {
+            None => redis::Client::open(config.url.as_str()),
+            Some(tls) => {
+                // rustls's provider for the process: the one Pingora's listeners use.
+                pingora::tls::install_default_crypto_provider();
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| {
+                        Error::because(ErrorKind::Config, format!("redis: {}", path.display()), e)
+                    })
+                };
+                let client_tls = match &tls.client {
+                    Some(files) => Some(redis::ClientTlsConfig {
+                        client_cert: read(&files.cert)?,
+                        client_key: read(&files.key)?,
+                    }),
+                    None => None,
+                };
+                let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+                redis::Client::build_with_tls(
+                    config.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls,
+                        root_cert,
+                    },
+                )
+            }
+        }
+        .map_err(|e| Error::because(ErrorKind::Config, "redis.url", e))?;
         Ok(RedisStore {
             config: config.clone(),
             client,

@@ -198,3 +198,69 @@ async fn a_limit_with_two_windows_in_redis_refuses_when_either_is_spent() {
         0.0
     );
 }
+
+/// A gateway applying `global` in the Redis at `url`, over TLS with `ca` and the client
+/// certificate in `client` (`cert.pem`, `key.pem`).
+async fn tls_replica(
+    url: &str,
+    origin_: &EchoOrigin,
+    ca: &str,
+    client: &std::path::Path,
+) -> Gateway {
+    let (cert, key) = (client.join("cert.pem"), client.join("key.pem"));
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/api", "o").set("limits", ["global"]))
+        .with(limit("global", "route", 4, 4).set("store", "redis"))
+        .with(
+            section("redis")
+                .set("url", url)
+                .set("ca_file", "redis-ca.pem")
+                .set("client_cert", cert.display().to_string())
+                .set("client_key", key.display().to_string())
+                .set("timeout_ms", TIMEOUT_MS)
+                .set("on_store_error", "deny"),
+        );
+    Gateway::builder(config)
+        .file("redis-ca.pem", ca)
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_is_shared_over_tls_to_redis_and_an_unverified_server_is_never_used() {
+    let redis = RedisServer::start_tls();
+    let origin_ = echo_origin("o").await;
+    let tls = redis.tls();
+    let one = tls_replica(&redis.tls_url(), &origin_, &tls.pki.ca_pem, tls.dir()).await;
+    let two = tls_replica(&redis.tls_url(), &origin_, &tls.pki.ca_pem, tls.dir()).await;
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for i in 0..8 {
+            let gw = if i % 2 == 0 { &one } else { &two };
+            statuses.push(timed_status(gw).await);
+        }
+        statuses
+    };
+    // "deny": a failed TLS call would show as a refusal; 4 at once for both replicas.
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429]);
+    for gw in [&one, &two] {
+        assert_eq!(
+            gw.metrics().await.total("edgewarden_redis_errors_total"),
+            0.0
+        );
+    }
+    // The counts are in that Redis (read over its plain port).
+    let keys = redis.command(&["DBSIZE"]);
+    assert_ne!(keys, ":0", "nothing was stored");
+
+    // A server whose certificate does not chain to the configured CA is not talked to.
+    let other = pki(&["127.0.0.1"]);
+    let doubting = tls_replica(&redis.tls_url(), &origin_, &other.ca_pem, tls.dir()).await;
+    assert_eq!(timed_status(&doubting).await, 429, "on_store_error = deny");
+    let m = doubting
+        .metrics_when(|m| m.total("edgewarden_redis_errors_total") >= 1.0)
+        .await;
+    assert!(m.total("edgewarden_redis_errors_total") >= 1.0, "{}", m.0);
+    assert_eq!(origin_.hits(), 4);
+}

@@ -1,6 +1,8 @@
 //! A real `redis-server` (Debian's, installed by `scripts/setup`) for one test: on a free loopback
 //! address, without persistence, started and restarted on the same address, paused
-//! (`CLIENT PAUSE`), stopped (`SIGSTOP`), resumed and killed. Killed when dropped.
+//! (`CLIENT PAUSE`), stopped (`SIGSTOP`), resumed and killed. Killed when dropped. With
+//! [`RedisServer::start_tls`] it also listens for TLS, with a certificate from a throwaway CA and
+//! client certificates required (Redis's default).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,10 +13,27 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::origins::free_port;
+use super::pki::{Pki, pki, write_pki};
 
 pub struct RedisServer {
     pub addr: SocketAddr,
     child: Option<Child>,
+    tls: Option<Tls>,
+}
+
+/// The TLS side of a server: its address, and the files its certificates are in.
+pub struct Tls {
+    pub addr: SocketAddr,
+    /// The CA that signed the server's certificate (and the client's, which is the same one).
+    pub pki: Pki,
+    dir: tempfile::TempDir,
+}
+
+impl Tls {
+    /// Where [`Pki`]'s files are: `cert.pem`, `key.pem`, `ca.pem`.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
 }
 
 impl RedisServer {
@@ -23,9 +42,43 @@ impl RedisServer {
         let mut server = RedisServer {
             addr: free_port(),
             child: None,
+            tls: None,
         };
         server.spawn();
         server
+    }
+
+    /// As [`RedisServer::start`], also listening for TLS on another port of the same address,
+    /// with a certificate for that address and client certificates required.
+    pub fn start_tls() -> RedisServer {
+        let addr = free_port();
+        let tls_addr = std::net::TcpListener::bind((addr.ip(), 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let pki = pki(&[&addr.ip().to_string()]);
+        let dir = tempfile::tempdir().expect("dir");
+        write_pki(dir.path(), &pki);
+        let mut server = RedisServer {
+            addr,
+            child: None,
+            tls: Some(Tls {
+                addr: tls_addr,
+                pki,
+                dir,
+            }),
+        };
+        server.spawn();
+        server
+    }
+
+    /// The TLS side, for a server from [`RedisServer::start_tls`].
+    pub fn tls(&self) -> &Tls {
+        self.tls.as_ref().expect("started with start_tls")
+    }
+
+    /// `rediss://` URL of this server's TLS port.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://{}", self.tls().addr)
     }
 
     /// `redis://` URL of this server.
@@ -34,10 +87,21 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--bind", &self.addr.ip().to_string()])
             .args(["--port", &self.addr.port().to_string()])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"]);
+        if let Some(tls) = &self.tls {
+            let file = |name: &str| tls.dir().join(name).display().to_string();
+            command
+                .args(["--tls-port", &tls.addr.port().to_string()])
+                .args(["--tls-cert-file", &file("cert.pem")])
+                .args(["--tls-key-file", &file("key.pem")])
+                .args(["--tls-ca-cert-file", &file("ca.pem")])
+                .args(["--tls-auth-clients", "yes"]);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
