@@ -51,6 +51,11 @@ impl<'a> Section<'a> {
     }
 
     /// The key path of `key` inside this section.
+    /// Where this table is in the file: `server`, `routes[2] (shop)`, `server.listen[1].tls`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     pub fn key_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()

@@ -6,58 +6,52 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 use super::reader::{Problems, Section};
 use super::{ListenerTls, SniCertificate, TlsFiles};
 use crate::error::{Error, ErrorKind, OrErr};
 
-/// `listen = ["127.0.0.1:8080", { addr = "0.0.0.0:8443", tls = { cert = "...", key = "..." } }]`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Listen {
-    Addr(String),
-    Table { addr: String, tls: Option<TlsTable> },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsTable {
-    cert: String,
-    key: String,
-    #[serde(default)]
-    sni: Vec<SniTable>,
-}
-
-/// `sni = [{ names = ["api.example.com", "*.example.org"], cert = "...", key = "..." }]`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SniTable {
-    names: Vec<String>,
-    cert: String,
-    key: String,
-}
-
 /// Every listener address, and the certificates of those that terminate TLS.
 type Listeners = (Vec<SocketAddr>, Vec<(SocketAddr, ListenerTls)>);
 
+/// `listen = ["127.0.0.1:8080", { addr = "0.0.0.0:8443", tls = { cert = "...", key = "..." } }]`:
+/// each entry an address, or a table read key by key (so a misspelt key is named, with the key
+/// it most likely meant).
 pub(super) fn read_listen(
     s: &mut Section<'_>,
     base: &super::reader::Base,
     problems: &mut Problems,
 ) -> Option<Listeners> {
-    let list: Vec<Listen> = s.required(problems, "listen")?;
+    let list: Vec<toml::Value> = s.required(problems, "listen")?;
     if list.is_empty() {
         problems.push(&s.key_path("listen"), "needs at least one address");
     }
     let mut seen = HashSet::new();
     let mut addrs = Vec::new();
     let mut tls = Vec::new();
-    for (i, entry) in list.into_iter().enumerate() {
+    for (i, entry) in list.iter().enumerate() {
         let path = format!("{}[{i}]", s.key_path("listen"));
-        let (text, files) = match entry {
-            Listen::Addr(text) => (text, None),
-            Listen::Table { addr, tls } => (addr, tls),
+        let (text, listener_tls) = match entry {
+            toml::Value::String(text) => (text.clone(), None),
+            toml::Value::Table(table) => {
+                let mut entry = Section::new(path.clone(), table);
+                let addr: Option<String> = entry.required(problems, "addr");
+                let listener_tls = entry
+                    .table(problems, "tls")
+                    .and_then(|t| read_listener_tls(t, base, problems));
+                entry.finish(problems);
+                let Some(addr) = addr else { continue };
+                (addr, listener_tls)
+            }
+            other => {
+                problems.push(
+                    &path,
+                    format!(
+                        "expected an address or a table with addr, found {}",
+                        other.type_str()
+                    ),
+                );
+                continue;
+            }
         };
         let addr = match text.parse::<SocketAddr>() {
             Ok(addr) if !seen.insert(addr) => {
@@ -71,58 +65,65 @@ pub(super) fn read_listen(
             }
         };
         addrs.push(addr);
-        if let Some(table) = files {
-            tls.push((
-                addr,
-                read_listener_tls(table, &format!("{path}.tls"), base, problems),
-            ));
+        if let Some(listener_tls) = listener_tls {
+            tls.push((addr, listener_tls));
         }
     }
     Some((addrs, tls))
 }
 
+/// A certificate chain and key of `s` (`cert`, `key`), checked to load and to match.
+fn read_files(
+    s: &mut Section<'_>,
+    base: &super::reader::Base,
+    problems: &mut Problems,
+) -> Option<TlsFiles> {
+    let cert: Option<String> = s.required(problems, "cert");
+    let key: Option<String> = s.required(problems, "key");
+    let files = TlsFiles {
+        cert: base.join(cert?),
+        key: base.join(key?),
+    };
+    if let Err(e) = certified_key(&files) {
+        problems.push(s.path(), e);
+    }
+    Some(files)
+}
+
 /// A TLS listener's default certificate and its SNI certificates, each checked to load and to
 /// match its key, and the names checked: well formed, each claimed by one certificate only.
 fn read_listener_tls(
-    table: TlsTable,
-    path: &str,
+    mut s: Section<'_>,
     base: &super::reader::Base,
     problems: &mut Problems,
-) -> ListenerTls {
-    let default = TlsFiles {
-        cert: base.join(table.cert),
-        key: base.join(table.key),
-    };
-    if let Err(e) = certified_key(&default) {
-        problems.push(path, e);
-    }
+) -> Option<ListenerTls> {
+    let default = read_files(&mut s, base, problems);
     let mut claimed = HashSet::new();
-    let mut sni = Vec::with_capacity(table.sni.len());
-    for (i, entry) in table.sni.into_iter().enumerate() {
-        let path = format!("{path}.sni[{i}]");
-        let files = TlsFiles {
-            cert: base.join(entry.cert),
-            key: base.join(entry.key),
+    let mut sni = Vec::new();
+    for mut entry in s.tables(problems, "sni") {
+        let files = read_files(&mut entry, base, problems);
+        let listed: Option<Vec<String>> = entry.required(problems, "names");
+        let names_path = entry.key_path("names");
+        entry.finish(problems);
+        let (Some(listed), Some(files)) = (listed, files) else {
+            continue;
         };
-        if let Err(e) = certified_key(&files) {
-            problems.push(&path, e);
+        if listed.is_empty() {
+            problems.push(&names_path, "needs at least one host name");
         }
-        if entry.names.is_empty() {
-            problems.push(&format!("{path}.names"), "needs at least one host name");
-        }
-        let mut names = Vec::with_capacity(entry.names.len());
-        for name in entry.names {
+        let mut names = Vec::with_capacity(listed.len());
+        for name in listed {
             let lower = name.to_ascii_lowercase();
             if !sni_name(&lower) {
                 problems.push(
-                    &format!("{path}.names"),
+                    &names_path,
                     format!(
                         "{name:?} is not a host name or a \"*.\" wildcard such as \"*.example.com\""
                     ),
                 );
             } else if !claimed.insert(lower.clone()) {
                 problems.push(
-                    &format!("{path}.names"),
+                    &names_path,
                     format!("{name:?} is already served by another certificate of this listener"),
                 );
             } else {
@@ -131,7 +132,11 @@ fn read_listener_tls(
         }
         sni.push(SniCertificate { names, files });
     }
-    ListenerTls { default, sni }
+    s.finish(problems);
+    Some(ListenerTls {
+        default: default?,
+        sni,
+    })
 }
 
 /// A DNS host name of labels (letters, digits, '-', not at a label's ends), or `*.` and one, with
