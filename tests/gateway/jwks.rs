@@ -160,11 +160,19 @@ async fn concurrent_requests_with_one_new_kid_cause_one_fetch() {
     let b = Signer::rsa(RSA_B, "key-b");
     // A slow JWKS endpoint makes the requests really overlap.
     let server = JwksServer::start(Answer::Jwks(jwks(&[&a])), Duration::from_millis(300)).await;
-    let (gw, origin_) = gateway_for(
+    let origin_ = echo_origin("o").await;
+    // The 200 requests reach the origin at once, each on a new connection; on a loaded 2-core
+    // machine one loopback connect was seen to take over the default second (a dropped SYN is
+    // sent again after 1 s). This test is about key fetches, so its connects get longer.
+    let mut config = config_for(
         &server,
+        &origin_,
         &[("refresh_interval_s", 3600), ("unknown_kid_cooldown_s", 60)],
-    )
-    .await;
+    );
+    config
+        .entry_mut("origins", "o")
+        .set("connect_timeout_ms", 5000);
+    let gw = Gateway::builder(config).start().await;
     server.set(Answer::Jwks(jwks(&[&a, &b])));
     let before = server.fetches();
     let token = b.token(&good_claims("b"));
