@@ -347,7 +347,13 @@ fn read_passive_health(
         return Some(defaults);
     };
     let enabled = t.or(problems, "enabled", true);
-    let consecutive_failures = t.ranged(problems, "consecutive_failures", 5, 1, 1000) as u32;
+    let consecutive_failures = t.ranged(
+        problems,
+        "consecutive_failures",
+        defaults.consecutive_failures.into(),
+        1,
+        1000,
+    ) as u32;
     let eject_s = t.ranged(problems, "eject_s", defaults.eject_s, 1, 3600);
     let max_eject_s = t.ranged(
         problems,
@@ -362,7 +368,13 @@ fn read_passive_health(
             format!("{max_eject_s} is less than eject_s ({eject_s})"),
         );
     }
-    let max_ejected_percent = t.ranged(problems, "max_ejected_percent", 50, 1, 100) as u32;
+    let max_ejected_percent = t.ranged(
+        problems,
+        "max_ejected_percent",
+        defaults.max_ejected_percent.into(),
+        1,
+        100,
+    ) as u32;
     t.finish(problems);
     enabled.then_some(PassiveHealthConfig {
         consecutive_failures,

@@ -126,7 +126,7 @@ mod tests {
         PassiveHealth::new(
             config,
             upstreams,
-            prometheus::IntCounter::new("t", "t").unwrap(),
+            prometheus::IntCounter::new("t", "t").expect("counter"),
         )
     }
 

@@ -96,7 +96,7 @@ impl Attempts {
         self.count += 1;
     }
 
-    /// Upstreams tried so far, counting those past the 64 remembered.
+    /// Distinct upstreams tried so far (of the first 64; those past them are not remembered).
     fn distinct(&self) -> u32 {
         self.tried.count_ones()
     }

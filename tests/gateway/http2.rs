@@ -70,20 +70,6 @@ async fn h2_status(send: h2::client::SendRequest<bytes::Bytes>, path: &str) -> u
         .as_u16()
 }
 
-/// A gateway with a TLS listener (certificate for `gateway.test`) before an echo origin: `/` is
-/// public, `/private` needs a token.
-async fn echo_gateway() -> (Gateway, std::net::SocketAddr, Pki, EchoOrigin) {
-    let echo = echo_origin("o").await;
-    let pki = pki(&["gateway.test"]);
-    let config = Config::new()
-        .with(origin("o", &[echo.addr]))
-        .with(route("api", "/", "o"))
-        .with(route("private", "/private", "o").set("auth", "required"))
-        .with(pem_issuer());
-    let (gw, tls_addr) = tls_listener_gateway(config, &pki).await;
-    (gw, tls_addr, pki, echo)
-}
-
 /// Pingora 0.9 has no read timeout on an HTTP/2 stream's body, so `body_timeout_ms` is checked as
 /// each piece arrives; a body that stops altogether is bounded by the origin's read timeout, and
 /// the connection's other streams go on being served meanwhile.
@@ -131,7 +117,7 @@ async fn an_http2_body_that_stops_is_cut_by_the_origins_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_early_401_never_waits_for_the_request_body() {
-    let (_gw, tls_addr, pki, echo) = echo_gateway().await;
+    let (_gw, tls_addr, pki, echo) = tls_echo_gateway().await;
     let h2_client = https_client(&pki.ca_pem, "gateway.test", tls_addr, false);
     let base = format!("https://gateway.test:{}", tls_addr.port());
     let warm = h2_client
@@ -171,7 +157,7 @@ async fn an_http2_early_401_never_waits_for_the_request_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_origin() {
-    let (_gw, tls_addr, pki, echo) = echo_gateway().await;
+    let (_gw, tls_addr, pki, echo) = tls_echo_gateway().await;
 
     // Streams opened and cancelled at once, as fast as the connection takes them
     // (CVE-2023-44487).
@@ -207,7 +193,7 @@ async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_origin(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_header_list_over_the_limit_gets_431_before_the_origin() {
-    let (_gw, tls_addr, pki, echo) = echo_gateway().await;
+    let (_gw, tls_addr, pki, echo) = tls_echo_gateway().await;
     let (send, _connection) = raw_h2(&pki, tls_addr).await;
     let mut send = send.ready().await.expect("ready");
     let mut big = h2_get("/big");

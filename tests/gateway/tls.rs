@@ -5,27 +5,13 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::support::*;
 
-/// A gateway with a plain listener and a TLS one (certificate for `gateway.test`) in front of an
-/// echo origin; the second value is the TLS listener's address.
-async fn tls_gateway() -> (Gateway, std::net::SocketAddr, Pki) {
-    let origin_ = echo_origin("o").await;
-    let pki = pki(&["gateway.test"]);
-    let config = Config::new()
-        .with(origin("o", &[origin_.addr]))
-        .with(route("api", "/", "o"))
-        .with(route("private", "/private", "o").set("auth", "required"))
-        .with(pem_issuer());
-    let (gw, tls_addr) = tls_listener_gateway(config, &pki).await;
-    (gw, tls_addr, pki)
-}
-
 fn client(pki: &Pki, tls_addr: std::net::SocketAddr, http1_only: bool) -> reqwest::Client {
     https_client(&pki.ca_pem, "gateway.test", tls_addr, http1_only)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_listener_serves_http1_and_negotiates_http2_by_alpn() {
-    let (gw, tls_addr, pki) = tls_gateway().await;
+    let (gw, tls_addr, pki, _origin) = tls_echo_gateway().await;
     let url = format!("https://gateway.test:{}/hello?x=1", tls_addr.port());
 
     let h1 = client(&pki, tls_addr, true)
@@ -127,7 +113,7 @@ async fn an_origin_over_tls_is_verified_against_the_configured_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_a_rotated_certificate_to_new_connections() {
-    let (gw, tls_addr, old) = tls_gateway().await;
+    let (gw, tls_addr, old, _origin) = tls_echo_gateway().await;
     let url = format!("https://gateway.test:{}/x", tls_addr.port());
     let before = client(&old, tls_addr, false);
     assert_eq!(

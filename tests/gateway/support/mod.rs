@@ -41,7 +41,10 @@ pub use origins::{
     DeadPort, EchoOrigin, MisbehavingOrigin, Misbehaviour, RecordingOrigin, echo_origin, free_port,
     tls_echo_origin,
 };
-pub use pki::{Pki, civil_date, der, pki, pki_until, tls_listener_gateway, unix_now, write_pki};
+pub use pki::{
+    Pki, civil_date, der, pki, pki_until, tls_echo_gateway, tls_listener_gateway, unix_now,
+    write_pki,
+};
 pub use plugins::admins_only;
 pub use redis::RedisServer;
 pub use tokens::*;

@@ -94,7 +94,7 @@ impl RecordingOrigin {
                             Ok(0) | Err(_) => break,
                             Ok(n) => bytes.extend_from_slice(&buf[..n]),
                         }
-                        if request_complete(&bytes) {
+                        if complete_request_len(&bytes).is_some() {
                             let _ = stream
                                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
                                 .await;
@@ -114,25 +114,6 @@ impl RecordingOrigin {
     pub fn connections(&self) -> Vec<Vec<u8>> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
-}
-
-/// Whether `bytes` hold a whole request: the head, then Content-Length bytes or a chunked body's
-/// last chunk.
-fn request_complete(bytes: &[u8]) -> bool {
-    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
-    let body = &bytes[end + 4..];
-    if head.contains("transfer-encoding: chunked") {
-        return body.ends_with(b"0\r\n\r\n");
-    }
-    let length = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    body.len() >= length
 }
 
 /// How a `MisbehavingOrigin` treats each request it reads in full.
@@ -226,11 +207,14 @@ impl MisbehavingOrigin {
     }
 }
 
-/// The length of the whole request at the start of `bytes` (head, then a Content-Length body),
-/// once it has all arrived.
+/// The length of the whole request at the start of `bytes` (the head, then Content-Length bytes
+/// or a chunked body up to its last chunk), once it has all arrived.
 fn complete_request_len(bytes: &[u8]) -> Option<usize> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        return bytes[end..].ends_with(b"0\r\n\r\n").then_some(bytes.len());
+    }
     let length = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))

@@ -1,5 +1,5 @@
-//! Throwaway certificate authorities and the certificates they sign, made at test time, and a
-//! gateway with a TLS listener serving one of them.
+//! Throwaway certificate authorities and the certificates they sign, made at test time, and
+//! gateways with a TLS listener serving one of them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,7 +7,7 @@ use std::path::Path;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 
-use super::{Config, Gateway, free_port};
+use super::{Config, EchoOrigin, Gateway, echo_origin, free_port, origin, pem_issuer, route};
 
 /// A throwaway CA and a certificate it signed for `names`.
 #[derive(Clone)]
@@ -92,4 +92,18 @@ pub async fn tls_listener_gateway(config: Config, pki: &Pki) -> (Gateway, Socket
         .start()
         .await;
     (gw, tls_addr)
+}
+
+/// A gateway with a TLS listener (certificate for `gateway.test`) before an echo origin: `/` is
+/// public, `/private` needs a token.
+pub async fn tls_echo_gateway() -> (Gateway, SocketAddr, Pki, EchoOrigin) {
+    let echo = echo_origin("o").await;
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("o", &[echo.addr]))
+        .with(route("api", "/", "o"))
+        .with(route("private", "/private", "o").set("auth", "required"))
+        .with(pem_issuer());
+    let (gw, tls_addr) = tls_listener_gateway(config, &pki).await;
+    (gw, tls_addr, pki, echo)
 }
