@@ -177,34 +177,64 @@ pub fn canonicalise(req: &mut RequestHeader) -> Result<Option<RoutePath>, Target
 }
 
 /// The request's canonical host (`canonical_host`): the URI's authority (HTTP/2's
-/// `:authority`) if any, else the Host field. A Host field written in another form (upper case,
-/// a trailing dot) is rewritten to the canonical host, its port kept, so the origin reads the
-/// host that was routed.
+/// `:authority`, HTTP/1.1's absolute form) if any, else the Host field. An authority or Host field
+/// written in another form (upper case, a trailing dot) is rewritten to the canonical host, its
+/// port kept, so the origin reads the host that was routed. An authority and a Host field that
+/// name different hosts are refused: origins would disagree on which one counts.
 fn host_of(req: &mut RequestHeader) -> Result<Option<String>, TargetError> {
-    if let Some(authority) = req.uri.authority() {
-        return canonical_host(authority.as_str()).map(Some);
-    }
-    let Some(value) = req.headers.get(header::HOST) else {
-        return Ok(None);
+    let Some(authority) = req.uri.authority() else {
+        let Some(value) = req.headers.get(header::HOST) else {
+            return Ok(None);
+        };
+        let raw = value.to_str().map_err(|_| TargetError::BadHost)?;
+        let host = canonical_host(raw)?;
+        let written = written_canonically(raw, &host);
+        rewrite_host_field(req, written)?;
+        return Ok(Some(host));
     };
-    let raw = value.to_str().map_err(|_| TargetError::BadHost)?;
-    let host = canonical_host(raw)?;
-    // Written otherwise than canonically: upper case or a trailing dot (the port is kept).
+    let host = canonical_host(authority.as_str())?;
+    if let Some(written) = written_canonically(authority.as_str(), &host) {
+        let mut parts = req.uri.clone().into_parts();
+        parts.authority = Some(written.parse().map_err(|_| TargetError::BadHost)?);
+        let uri = http::Uri::from_parts(parts).map_err(|_| TargetError::BadHost)?;
+        req.set_uri(uri);
+    }
+    if let Some(value) = req.headers.get(header::HOST) {
+        let raw = value.to_str().map_err(|_| TargetError::BadHost)?;
+        if canonical_host(raw)? != host {
+            return Err(TargetError::BadHost);
+        }
+        let written = written_canonically(raw, &host);
+        rewrite_host_field(req, written)?;
+    }
+    Ok(Some(host))
+}
+
+/// Replace the Host field with `written`, when it was written otherwise than canonically.
+fn rewrite_host_field(req: &mut RequestHeader, written: Option<String>) -> Result<(), TargetError> {
+    if let Some(written) = written {
+        let value = HeaderValue::from_str(&written).map_err(|_| TargetError::BadHost)?;
+        req.insert_header(header::HOST, value)
+            .map_err(|_| TargetError::BadHost)?;
+    }
+    Ok(())
+}
+
+/// `raw` (a host and maybe a port) with its host written as `host`, its canonical form, when
+/// `raw` writes it otherwise (upper case or a trailing dot); `None` when it is already canonical.
+fn written_canonically(raw: &str, host: &str) -> Option<String> {
     let name_end = match raw.strip_prefix('[') {
         Some(_) => raw.find(']').map_or(raw.len(), |i| i + 1),
         None => raw.find(':').unwrap_or(raw.len()),
     };
     let name = &raw[..name_end];
-    if name.bytes().any(|b| b.is_ascii_uppercase()) || name.ends_with('.') {
-        let written = match raw.starts_with('[') {
-            true => format!("[{host}]{}", &raw[name_end..]),
-            false => format!("{host}{}", &raw[name_end..]),
-        };
-        let value = HeaderValue::from_str(&written).map_err(|_| TargetError::BadHost)?;
-        req.insert_header(header::HOST, value)
-            .map_err(|_| TargetError::BadHost)?;
+    if !name.bytes().any(|b| b.is_ascii_uppercase()) && !name.ends_with('.') {
+        return None;
     }
-    Ok(Some(host))
+    Some(match raw.starts_with('[') {
+        true => format!("[{host}]{}", &raw[name_end..]),
+        false => format!("{host}{}", &raw[name_end..]),
+    })
 }
 
 /// What the raw request target asks for.

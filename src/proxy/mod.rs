@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -148,6 +149,11 @@ impl Gateway {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    /// No downstream modules. Pingora's default adds a response-compression module, disabled,
+    /// that is still set up and called for every request; the gateway compresses nothing (the
+    /// origin's encoding passes through untouched).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -367,10 +373,20 @@ impl ProxyHttp for Gateway {
         );
     }
 
-    /// A client that hangs up before its answer is not a gateway fault (a load generator stopping
-    /// mid-request logged one error line per connection): logged at debug by `fail_to_proxy`.
+    /// A client that goes away before its answer is not a gateway fault: an HTTP/1 connection
+    /// closed, an HTTP/2 stream reset or its connection dropped, a write to a client that is gone.
+    /// A load generator stopping mid-run logged one error line per stream in flight. Such
+    /// requests are in the access log (and logged at debug by `fail_to_proxy`); errors of the
+    /// gateway's own or of the origin's are still logged.
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
-        e.esource == ErrorSource::Downstream && e.etype == ErrorType::ConnectionClosed
+        e.esource == ErrorSource::Downstream
+            && matches!(
+                e.etype,
+                ErrorType::ConnectionClosed
+                    | ErrorType::H2Error
+                    | ErrorType::WriteError
+                    | ErrorType::ReadError
+            )
     }
 }
 

@@ -210,3 +210,200 @@ async fn an_http2_header_list_over_the_limit_gets_431_before_the_origin() {
     assert_eq!(h2_status(send, "/after").await, 200);
     assert_eq!(echo.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_drops_its_streams_in_flight_is_not_logged_as_a_gateway_error() {
+    let slow = MisbehavingOrigin::start(Misbehaviour::NeverAnswers).await;
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("o", &[slow.addr]))
+        .with(route("api", "/", "o"))
+        .with(section("access_log"));
+    let (gw, tls_addr) = tls_listener_gateway(config, &pki).await;
+
+    // Streams waiting on the origin when their client's connection goes away.
+    let (send, connection) = raw_h2(&pki, tls_addr).await;
+    let mut send = send.ready().await.expect("ready");
+    let mut pending = Vec::new();
+    for _ in 0..8 {
+        let (response, _stream) = send.send_request(h2_get("/slow"), true).expect("send");
+        pending.push(response);
+        send = send.ready().await.expect("ready");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), async || slow.requests().len() == 8).await,
+        "the origin got {} of the 8 requests",
+        slow.requests().len()
+    );
+    connection.abort();
+    drop((send, pending));
+
+    // The gateway has seen the client go: the eight requests are in its access log.
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            gw.stdout().matches("\"path\":\"/slow\"").count() == 8
+        })
+        .await,
+        "the dropped requests are not all in the access log:\n{}",
+        gw.stdout()
+    );
+    let errors: Vec<String> = gw
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("Fail to proxy"))
+        .map(str::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// `GET` with this `:authority` and `:path` on a new stream of `send`'s connection: the status
+/// and the body, answered within 5 s.
+async fn h2_exchange(
+    send: &h2::client::SendRequest<bytes::Bytes>,
+    authority: &str,
+    path: &str,
+) -> (u16, Vec<u8>) {
+    let mut send = send
+        .clone()
+        .ready()
+        .await
+        .expect("the connection takes a stream");
+    let request = ::http::Request::get(format!("https://{authority}{path}"))
+        .body(())
+        .expect("request");
+    let (response, _) = send.send_request(request, true).expect("request");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered")
+        .expect("response");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    (status, bytes)
+}
+
+/// The hardening rules for a request target apply to HTTP/2's `:path` and `:authority` as to an
+/// HTTP/1.1 request line and `Host`: equivalent forms are made canonical once, routed in that
+/// form and forwarded in that form; an encoded protected path reaches its route; ambiguous forms
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_path_and_authority_are_routed_and_forwarded_in_canonical_form() {
+    let (_gw, tls_addr, pki, echo) = tls_echo_gateway().await;
+    let (send, _connection) = raw_h2(&pki, tls_addr).await;
+    let authority = format!("gateway.test:{}", tls_addr.port());
+
+    // Encoded forms of `/private/...` (which needs a token, beside an open `/`): each is routed
+    // to the protected route and refused there.
+    for path in ["/%70rivate/a", "/priv%61te/a", "/%70%72%69vate"] {
+        let (status, _) = h2_exchange(&send, &authority, path).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    // Ambiguous forms, read differently by different origin servers, are refused.
+    for (host, path) in [
+        (authority.as_str(), "/x/../private/a"),
+        (authority.as_str(), "/./private/a"),
+        (authority.as_str(), "/x/%2e%2e/private/a"),
+        (authority.as_str(), "/private%2fa"),
+        (authority.as_str(), "//private/a"),
+        ("gateway..test", "/a"),
+    ] {
+        let (status, _) = h2_exchange(&send, host, path).await;
+        assert_eq!(status, 400, "{host} {path}");
+    }
+    assert_eq!(echo.hits(), 0, "a refused request reached the origin");
+
+    // The origin reads the canonical form of what was routed: unreserved characters decoded,
+    // other escapes in upper-case hex, the host in lower case without its trailing dot.
+    let (status, body) = h2_exchange(&send, "GATEWAY.Test.", "/a/b%7e/caf%c3%a9").await;
+    assert_eq!(status, 200);
+    let saw: serde_json::Value = serde_json::from_slice(&body).expect("echo json");
+    assert_eq!(saw["path"], "/a/b~/caf%C3%A9", "{saw}");
+    let hosts: Vec<&str> = saw["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|pair| {
+            pair[0]
+                .as_str()
+                .is_some_and(|k| k.eq_ignore_ascii_case("host"))
+        })
+        .filter_map(|pair| pair[1].as_str())
+        .collect();
+    assert_eq!(hosts, ["gateway.test"], "{saw}");
+    assert_eq!(echo.hits(), 1);
+
+    // A Host field beside `:authority` must name the same host.
+    let mut two_hosts = h2_get("/a");
+    two_hosts
+        .headers_mut()
+        .insert("host", ::http::HeaderValue::from_static("other.test"));
+    let mut stream = send.clone().ready().await.expect("ready");
+    let (response, _) = stream.send_request(two_hosts, true).expect("send");
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered")
+        .expect("response");
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        echo.hits(),
+        1,
+        "a request naming two hosts reached the origin"
+    );
+}
+
+/// One connection holds at most 100 streams open at once (the gateway's SETTINGS): a client's
+/// 101st request waits for a stream to finish, and the origin never sees more than 100 of its
+/// requests at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_has_at_most_100_streams_in_flight() {
+    let slow = MisbehavingOrigin::start(Misbehaviour::NeverAnswers).await;
+    let echo = echo_origin("fast").await;
+    let pki = pki(&["gateway.test"]);
+    let config = Config::new()
+        .with(origin("slow", &[slow.addr]))
+        .with(origin("fast", &[echo.addr]))
+        .with(route("slow", "/slow", "slow"))
+        .with(route("fast", "/", "fast"));
+    let (_gw, tls_addr) = tls_listener_gateway(config, &pki).await;
+    let (send, _connection) = raw_h2(&pki, tls_addr).await;
+    // One exchange first, so the client has the gateway's SETTINGS.
+    assert_eq!(h2_status(send.clone(), "/first").await, 200);
+    assert_eq!(send.current_max_send_streams(), 100);
+
+    // 101 requests to an origin that never answers: the client opens 100 streams and queues the
+    // last until one of them ends.
+    let mut send = send.ready().await.expect("ready");
+    let mut streams = Vec::new();
+    for _ in 0..101 {
+        let (response, stream) = send.send_request(h2_get("/slow"), true).expect("send");
+        streams.push((response, stream));
+        send = send.ready().await.expect("ready");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), async || slow.requests().len()
+            == 100)
+        .await,
+        "the origin got {} requests",
+        slow.requests().len()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        slow.requests().len(),
+        100,
+        "more than 100 streams in flight"
+    );
+    // One stream cancelled frees its place: the queued request goes through.
+    streams[0].1.send_reset(h2::Reason::CANCEL);
+    assert!(
+        eventually(Duration::from_secs(10), async || slow.requests().len()
+            == 101)
+        .await,
+        "the queued request never reached the origin ({})",
+        slow.requests().len()
+    );
+}
