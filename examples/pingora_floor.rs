@@ -1,10 +1,15 @@
 //! The floor under edgewarden's early rejections: a Pingora 0.9 proxy whose `request_filter`
 //! answers every request 401 with the same headers and JSON body shape as the gateway, on a
 //! kept-alive connection, and does nothing else (no routing, no token lookup, no metrics).
-//! Used by the comparison in BENCHMARKS.md ("Early rejections"); not part of the gateway.
+//! Used by the comparisons in BENCHMARKS.md ("Early rejections", the shield and TLS load tests);
+//! not part of the gateway.
+//!
+//! With `--tls ADDR CERT KEY` it also listens on ADDR with TLS and HTTP/2 offered by ALPN, set up
+//! as edgewarden sets up its TLS listeners (Pingora's intermediate settings, `enable_h2`).
 //!
 //! ```sh
 //! cargo run --release --example pingora_floor -- 127.0.0.1:18080
+//! cargo run --release --example pingora_floor -- 127.0.0.1:18080 --tls 127.0.0.1:18443 cert.pem key.pem
 //! ```
 
 use async_trait::async_trait;
@@ -54,9 +59,19 @@ impl ProxyHttp for Floor {
 }
 
 fn main() {
-    let addr = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let addr = args
+        .first()
+        .cloned()
         .unwrap_or_else(|| "127.0.0.1:18080".to_string());
+    let tls = match args.get(1).map(String::as_str) {
+        None => None,
+        Some("--tls") if args.len() == 5 => Some((&args[2], &args[3], &args[4])),
+        Some(_) => {
+            eprintln!("usage: pingora_floor [ADDR] [--tls TLS_ADDR CERT KEY]");
+            std::process::exit(2);
+        }
+    };
     let conf = pingora::server::configuration::ServerConf {
         threads: 1,
         // As edgewarden runs by default (`server.work_stealing = false`).
@@ -66,6 +81,17 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, Floor);
     service.add_tcp(&addr);
+    if let Some((tls_addr, cert, key)) = tls {
+        let mut settings = match pingora::listeners::tls::TlsSettings::intermediate(cert, key) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("pingora_floor: {cert}, {key}: {e}");
+                std::process::exit(1);
+            }
+        };
+        settings.enable_h2();
+        service.add_tls_with_settings(tls_addr, None, settings);
+    }
     server.add_service(service);
     server.run_forever();
 }

@@ -3,9 +3,11 @@
 //! `scripts/loadtest` installs what it needs and runs it; `--smoke` is the quick correctness run
 //! CI does; `target` measures a user's own deployment; `shield` measures how each gateway shields
 //! its origin (rejections with wrk beside Pingora alone and HAProxy, floods from many addresses,
-//! limits local and in Redis).
+//! limits local and in Redis); `tls` measures them over TLS (HTTP/2 and HTTP/1.1, kept-alive and one
+//! connection per request) with h2load, beside Pingora alone and HAProxy.
 
 mod flood;
+mod h2load;
 mod oha;
 mod origin;
 mod python_edge;
@@ -15,6 +17,8 @@ mod scenarios;
 mod shield;
 mod shield_targets;
 mod targets;
+mod tls;
+mod tls_targets;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +40,8 @@ enum Command {
     Target(run::TargetOptions),
     /// How well the gateways shield the origin: rejections, floods, limits (see BENCHMARKS.md).
     Shield(shield::Options),
+    /// The gateways over TLS: HTTP/2 and HTTP/1.1, kept-alive and one connection per request.
+    Tls(tls::Options),
     /// The flood generator the shield scenarios run (one stream; prints JSON).
     #[command(hide = true)]
     FloodClient(flood::ClientOptions),
@@ -46,6 +52,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Target(options)) => run::target(&options),
         Some(Command::Shield(options)) => shield::run(&options),
+        Some(Command::Tls(options)) => tls::run(&options),
         Some(Command::FloodClient(options)) => flood::client(&options),
         None => run::bench(&cli.bench),
     };

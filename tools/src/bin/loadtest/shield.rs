@@ -694,7 +694,7 @@ fn report(
     out
 }
 
-fn version(program: &Path, flag: &str) -> String {
+pub fn version(program: &Path, flag: &str) -> String {
     Command::new(program)
         .arg(flag)
         .output()

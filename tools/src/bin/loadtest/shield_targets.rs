@@ -97,26 +97,9 @@ pub fn start_haproxy(
          {refuse} if api {{ sc0_gpc0_rate(penalty) gt {PENALTY_FAILURES} }}\n  \
          http-request track-sc1 src table per_ip if limited\n  \
          {refuse} if limited {{ sc1_http_req_rate(per_ip) gt {LIMITED_RATE} }}\n  \
-         {deny} if api !{{ req.hdr(authorization) -m found }}\n  \
-         http-request set-var(txn.bearer) http_auth_bearer if api\n  \
-         http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg') if api\n"
+         {deny} if api !{{ req.hdr(authorization) -m found }}\n"
     );
-    config.push_str(&fail("!{ var(txn.alg) -m str RS256 }"));
-    config.push_str(&fail(&format!(
-        "!{{ var(txn.bearer),jwt_verify(txn.alg,\"{}\") -m int 1 }}",
-        key.display()
-    )));
-    config.push_str(
-        "  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int') if api\n  \
-         http-request set-var(txn.now) date() if api\n",
-    );
-    config.push_str(&fail("{ var(txn.exp),sub(txn.now) -m int lt 0 }"));
-    config.push_str(&fail(&format!(
-        "!{{ var(txn.bearer),jwt_payload_query('$.iss') -m str {ISSUER} }}"
-    )));
-    config.push_str(&fail(&format!(
-        "!{{ var(txn.bearer),jwt_payload_query('$.aud') -m str {AUDIENCE} }}"
-    )));
+    config.push_str(&haproxy_token_checks(&key, &fail));
     config.push_str(&format!(
         "  http-request del-header authorization if api\n  default_backend be\n\n\
          backend be\n  server origin {origin}\n"
@@ -124,6 +107,33 @@ pub fn start_haproxy(
     let path = dir.join("haproxy-shield.cfg");
     std::fs::write(&path, &config).map_err(|e| format!("{}: {e}", path.display()))?;
     crate::targets::launch_haproxy(haproxy, &path, addr, cpu, "/limited", 200)
+}
+
+/// HAProxy's native checks of a bearer token on the `api` ACL, as edgewarden's issuer checks it:
+/// RS256 only, the signature against `key`, `exp`, `iss` and `aud`; `fail(condition)` gives the
+/// lines that answer a request for which `condition` holds.
+pub fn haproxy_token_checks(key: &Path, fail: &dyn Fn(&str) -> String) -> String {
+    let mut lines = String::from(
+        "  http-request set-var(txn.bearer) http_auth_bearer if api\n  \
+         http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg') if api\n",
+    );
+    lines.push_str(&fail("!{ var(txn.alg) -m str RS256 }"));
+    lines.push_str(&fail(&format!(
+        "!{{ var(txn.bearer),jwt_verify(txn.alg,\"{}\") -m int 1 }}",
+        key.display()
+    )));
+    lines.push_str(
+        "  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int') if api\n  \
+         http-request set-var(txn.now) date() if api\n",
+    );
+    lines.push_str(&fail("{ var(txn.exp),sub(txn.now) -m int lt 0 }"));
+    lines.push_str(&fail(&format!(
+        "!{{ var(txn.bearer),jwt_payload_query('$.iss') -m str {ISSUER} }}"
+    )));
+    lines.push_str(&fail(&format!(
+        "!{{ var(txn.bearer),jwt_payload_query('$.aud') -m str {AUDIENCE} }}"
+    )));
+    lines
 }
 
 /// Pingora alone, answering every request 401 (`examples/pingora_floor`).

@@ -1,0 +1,144 @@
+//! The targets of the TLS scenarios (`loadtest tls`): edgewarden, Pingora alone and HAProxy, each
+//! with a TLS listener (HTTP/2 and HTTP/1.1 by ALPN) serving one ECDSA P-256 certificate made for
+//! the run, and a plain listener beside it that only tells when the target is ready.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::scenarios::{AUDIENCE, ISSUER};
+use crate::targets::{Target, free_addr, pinned};
+
+/// A self-signed ECDSA P-256 certificate for `localhost`, its key, and both in one file (HAProxy's
+/// `crt`).
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub combined: PathBuf,
+}
+
+impl Certificate {
+    pub fn write(dir: &Path) -> Result<Certificate, String> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| format!("key: {e}"))?;
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .and_then(|params| params.self_signed(&key))
+            .map_err(|e| format!("certificate: {e}"))?;
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let paths = Certificate {
+            cert: dir.join("tls-cert.pem"),
+            key: dir.join("tls-key.pem"),
+            combined: dir.join("tls-haproxy.pem"),
+        };
+        for (path, text) in [
+            (&paths.cert, cert_pem.clone()),
+            (&paths.key, key_pem.clone()),
+            (&paths.combined, format!("{cert_pem}{key_pem}")),
+        ] {
+            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(paths)
+    }
+}
+
+/// edgewarden with one TLS listener and one plain one, `/api` needing the load test's token.
+pub fn start_edgewarden(
+    binary: &Path,
+    dir: &Path,
+    certificate: &Certificate,
+    origin: SocketAddr,
+    public_pem: &str,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let (plain, tls, admin) = (free_addr()?, free_addr()?, free_addr()?);
+    let pem = public_pem.trim().replace('\n', "\\n");
+    // The origin's connect timeout is HAProxy's `timeout connect 5s`: under this load a SYN to
+    // the origin is sometimes dropped and sent again after 1 s, which the default 1 s would answer
+    // with a 504.
+    let config = format!(
+        "[server]\nlisten = [\"{plain}\", {{ addr = \"{tls}\", tls = {{ cert = \"{}\", key = \"{}\" }} }}]\n\
+         admin_listen = \"{admin}\"\nthreads = 1\n\n\
+         [[issuers]]\nname = \"load\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n\
+         algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n\n\
+         [[origins]]\nname = \"global\"\nupstreams = [\"{origin}\"]\n\
+         connect_timeout_ms = 5000\n\n\
+         [[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"global\"\n\
+         auth = \"required\"\n",
+        certificate.cert.display(),
+        certificate.key.display(),
+    );
+    let path = dir.join("edgewarden-tls.toml");
+    std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+    let child = pinned(cpu, binary)
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("EDGEWARDEN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    Target::started("edgewarden", tls, child, admin, "/readyz", 200)
+}
+
+/// Pingora alone with a TLS listener, answering every request 401 (`examples/pingora_floor`).
+pub fn start_floor(
+    binary: &Path,
+    certificate: &Certificate,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let (plain, tls) = (free_addr()?, free_addr()?);
+    let child = pinned(cpu, binary)
+        .arg(plain.to_string())
+        .arg("--tls")
+        .arg(tls.to_string())
+        .arg(&certificate.cert)
+        .arg(&certificate.key)
+        // Pingora logs every handshake h2load abandons when a run ends.
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {} (cargo build --release --example pingora_floor): {e}",
+                binary.display()
+            )
+        })?;
+    Target::started("pingora-floor", tls, child, plain, "/api", 401)
+}
+
+/// HAProxy with the same certificate, its native token checks on `/api` (as in the shield
+/// scenarios, without the penalty box), and the origin behind.
+pub fn start_haproxy(
+    haproxy: &Path,
+    dir: &Path,
+    certificate: &Certificate,
+    origin: SocketAddr,
+    public_pem: &str,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let (plain, tls) = (free_addr()?, free_addr()?);
+    let key = dir.join("haproxy-tls-public.pem");
+    std::fs::write(&key, public_pem).map_err(|e| format!("{}: {e}", key.display()))?;
+    let deny = "http-request return status 401 content-type application/json string \
+                '{\"error\":\"invalid_token\"}' hdr www-authenticate 'Bearer realm=\"haproxy\"'";
+    let fail = |cond: &str| format!("  {deny} if api {cond}\n");
+    let mut config = format!(
+        "global\n  nbthread 1\n  maxconn 4096\n\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  \
+         option http-keep-alive\n\n\
+         frontend fe\n  bind {plain}\n  bind {tls} ssl crt {} alpn h2,http/1.1\n  \
+         acl api path_beg /api\n  \
+         {deny} if api !{{ req.hdr(authorization) -m found }}\n",
+        certificate.combined.display()
+    );
+    config.push_str(&crate::shield_targets::haproxy_token_checks(&key, &fail));
+    config.push_str(&format!(
+        "  http-request del-header authorization if api\n  default_backend be\n\n\
+         backend be\n  server origin {origin}\n"
+    ));
+    let path = dir.join("haproxy-tls.cfg");
+    std::fs::write(&path, &config).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut target = crate::targets::launch_haproxy(haproxy, &path, plain, cpu, "/api", 401)?;
+    target.addr = tls;
+    Ok(target)
+}
