@@ -328,16 +328,19 @@ fn rejection_header(
 }
 
 /// Send a gateway-written answer: the header, then the body unless the request was `HEAD` or
-/// the body is empty. Every answer the gateway writes itself goes out here.
+/// the body is empty. Every answer the gateway writes itself goes out here. A failed write is the
+/// client's doing (it went away, or reset its stream), and is marked so.
 async fn send(session: &mut Session, resp: ResponseHeader, body: Vec<u8>) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(resp), head_only)
-        .await?;
+        .await
+        .map_err(|e| e.into_down())?;
     if !head_only {
         session
             .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
+            .await
+            .map_err(|e| e.into_down())?;
     }
     Ok(())
 }

@@ -1,10 +1,9 @@
 //! HTTP/2 at the edge: a body that stops, an early answer that does not wait for the body, a
-//! rapid-reset flood (CVE-2023-44487) and an oversized header list, each on a real TLS listener
-//! with a raw HTTP/2 client where reqwest will not send what the test needs.
+//! rapid-reset flood (CVE-2023-44487), an oversized header list and the limit of streams in
+//! flight, each on a real TLS listener with a raw HTTP/2 client where reqwest will not send what
+//! the test needs.
 
 use std::time::Duration;
-
-use rustls_pki_types::pem::PemObject;
 
 use crate::support::*;
 
@@ -24,50 +23,6 @@ impl hyper::body::Body for StallingBody {
             None => std::task::Poll::Pending,
         }
     }
-}
-
-/// A raw HTTP/2 connection to the TLS listener at `addr` (trusting `pki`'s CA), and the task
-/// driving it, which ends with how the connection ended.
-async fn raw_h2(
-    pki: &Pki,
-    addr: std::net::SocketAddr,
-) -> (
-    h2::client::SendRequest<bytes::Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-) {
-    pingora::tls::install_default_crypto_provider();
-    let mut roots = pingora::tls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).expect("ca"))
-        .expect("root");
-    let mut config = pingora::tls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = pingora::tls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("gateway.test").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("TLS");
-    let (send, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
-    (send, tokio::spawn(connection))
-}
-
-fn h2_get(path: &str) -> ::http::Request<()> {
-    ::http::Request::get(format!("https://gateway.test{path}"))
-        .body(())
-        .expect("request")
-}
-
-/// `GET path` on a new stream of `send`'s connection: its status, answered within 5 s.
-async fn h2_status(send: h2::client::SendRequest<bytes::Bytes>, path: &str) -> u16 {
-    let mut send = send.ready().await.expect("the connection takes a stream");
-    let (response, _) = send.send_request(h2_get(path), true).expect("request");
-    tokio::time::timeout(Duration::from_secs(5), response)
-        .await
-        .expect("answered")
-        .expect("response")
-        .status()
-        .as_u16()
 }
 
 /// Pingora 0.9 has no read timeout on an HTTP/2 stream's body, so `body_timeout_ms` is checked as
@@ -209,151 +164,6 @@ async fn an_http2_header_list_over_the_limit_gets_431_before_the_origin() {
     // The connection goes on.
     assert_eq!(h2_status(send, "/after").await, 200);
     assert_eq!(echo.hits(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_client_that_drops_its_streams_in_flight_is_not_logged_as_a_gateway_error() {
-    let slow = MisbehavingOrigin::start(Misbehaviour::NeverAnswers).await;
-    let pki = pki(&["gateway.test"]);
-    let config = Config::new()
-        .with(origin("o", &[slow.addr]))
-        .with(route("api", "/", "o"))
-        .with(section("access_log"));
-    let (gw, tls_addr) = tls_listener_gateway(config, &pki).await;
-
-    // Streams waiting on the origin when their client's connection goes away.
-    let (send, connection) = raw_h2(&pki, tls_addr).await;
-    let mut send = send.ready().await.expect("ready");
-    let mut pending = Vec::new();
-    for _ in 0..8 {
-        let (response, _stream) = send.send_request(h2_get("/slow"), true).expect("send");
-        pending.push(response);
-        send = send.ready().await.expect("ready");
-    }
-    assert!(
-        eventually(Duration::from_secs(10), async || slow.requests().len() == 8).await,
-        "the origin got {} of the 8 requests",
-        slow.requests().len()
-    );
-    connection.abort();
-    drop((send, pending));
-
-    // The gateway has seen the client go: the eight requests are in its access log.
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            gw.stdout().matches("\"path\":\"/slow\"").count() == 8
-        })
-        .await,
-        "the dropped requests are not all in the access log:\n{}",
-        gw.stdout()
-    );
-    let errors: Vec<String> = gw
-        .stderr()
-        .lines()
-        .filter(|l| l.contains("Fail to proxy"))
-        .map(str::to_string)
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-}
-
-/// `GET` with this `:authority` and `:path` on a new stream of `send`'s connection: the status
-/// and the body, answered within 5 s.
-async fn h2_exchange(
-    send: &h2::client::SendRequest<bytes::Bytes>,
-    authority: &str,
-    path: &str,
-) -> (u16, Vec<u8>) {
-    let mut send = send
-        .clone()
-        .ready()
-        .await
-        .expect("the connection takes a stream");
-    let request = ::http::Request::get(format!("https://{authority}{path}"))
-        .body(())
-        .expect("request");
-    let (response, _) = send.send_request(request, true).expect("request");
-    let response = tokio::time::timeout(Duration::from_secs(5), response)
-        .await
-        .expect("answered")
-        .expect("response");
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.expect("body");
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    (status, bytes)
-}
-
-/// The hardening rules for a request target apply to HTTP/2's `:path` and `:authority` as to an
-/// HTTP/1.1 request line and `Host`: equivalent forms are made canonical once, routed in that
-/// form and forwarded in that form; an encoded protected path reaches its route; ambiguous forms
-/// are refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_path_and_authority_are_routed_and_forwarded_in_canonical_form() {
-    let (_gw, tls_addr, pki, echo) = tls_echo_gateway().await;
-    let (send, _connection) = raw_h2(&pki, tls_addr).await;
-    let authority = format!("gateway.test:{}", tls_addr.port());
-
-    // Encoded forms of `/private/...` (which needs a token, beside an open `/`): each is routed
-    // to the protected route and refused there.
-    for path in ["/%70rivate/a", "/priv%61te/a", "/%70%72%69vate"] {
-        let (status, _) = h2_exchange(&send, &authority, path).await;
-        assert_eq!(status, 401, "{path}");
-    }
-    // Ambiguous forms, read differently by different origin servers, are refused.
-    for (host, path) in [
-        (authority.as_str(), "/x/../private/a"),
-        (authority.as_str(), "/./private/a"),
-        (authority.as_str(), "/x/%2e%2e/private/a"),
-        (authority.as_str(), "/private%2fa"),
-        (authority.as_str(), "//private/a"),
-        ("gateway..test", "/a"),
-    ] {
-        let (status, _) = h2_exchange(&send, host, path).await;
-        assert_eq!(status, 400, "{host} {path}");
-    }
-    assert_eq!(echo.hits(), 0, "a refused request reached the origin");
-
-    // The origin reads the canonical form of what was routed: unreserved characters decoded,
-    // other escapes in upper-case hex, the host in lower case without its trailing dot.
-    let (status, body) = h2_exchange(&send, "GATEWAY.Test.", "/a/b%7e/caf%c3%a9").await;
-    assert_eq!(status, 200);
-    let saw: serde_json::Value = serde_json::from_slice(&body).expect("echo json");
-    assert_eq!(saw["path"], "/a/b~/caf%C3%A9", "{saw}");
-    let hosts: Vec<&str> = saw["headers"]
-        .as_array()
-        .expect("headers")
-        .iter()
-        .filter(|pair| {
-            pair[0]
-                .as_str()
-                .is_some_and(|k| k.eq_ignore_ascii_case("host"))
-        })
-        .filter_map(|pair| pair[1].as_str())
-        .collect();
-    assert_eq!(hosts, ["gateway.test"], "{saw}");
-    assert_eq!(echo.hits(), 1);
-
-    // A Host field beside `:authority` must name the same host.
-    let mut two_hosts = h2_get("/a");
-    two_hosts
-        .headers_mut()
-        .insert("host", ::http::HeaderValue::from_static("other.test"));
-    let mut stream = send.clone().ready().await.expect("ready");
-    let (response, _) = stream.send_request(two_hosts, true).expect("send");
-    let response = tokio::time::timeout(Duration::from_secs(5), response)
-        .await
-        .expect("answered")
-        .expect("response");
-    assert_eq!(response.status(), 400);
-    assert_eq!(
-        echo.hits(),
-        1,
-        "a request naming two hosts reached the origin"
-    );
 }
 
 /// One connection holds at most 100 streams open at once (the gateway's SETTINGS): a client's

@@ -13,6 +13,8 @@ mod discovery;
 mod framing;
 mod geo;
 mod http2;
+mod http2_canonical;
+mod http2_hangups;
 mod hygiene;
 mod jwks;
 mod metrics;

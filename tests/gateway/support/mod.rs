@@ -2,6 +2,7 @@
 //!
 //! - `gateway`: a real gateway process, started by `Gateway::builder(config)`.
 //! - `config`: configuration and policy files built and edited by key (`Config`, `route`, ...).
+//! - `h2_client`: a raw HTTP/2 client over TLS (`raw_h2`) and one-stream exchanges.
 //! - `http`: `req()`, one HTTP/1.1 request with exact bytes on the wire; `https_client()`.
 //! - `origins`: echo origins on loopback, origins that misbehave, a dead port, free addresses.
 //! - `pki`: throwaway CAs and certificates, and a gateway with a TLS listener.
@@ -18,6 +19,7 @@ pub mod browser;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod h2_client;
 pub mod http;
 pub mod load;
 pub mod metrics;
@@ -34,6 +36,7 @@ pub use config::{
     Config, Entry, issuer, limit, origin, pem_issuer, policy, route, section, shipped_policy,
 };
 pub use gateway::{ADMIN_TOKEN, Gateway, Wait};
+pub use h2_client::{h2_exchange, h2_get, h2_status, raw_h2};
 pub use http::{Conn, Req, Response, bearer_status, get, https_client, req};
 pub use load::{Load, eventually};
 pub use metrics::Metrics;
