@@ -16,6 +16,8 @@ pub enum Mode {
     },
     /// One request per connection: `rate` new TLS connections per second, for the duration.
     NewConnectionEach { rate: u32 },
+    /// Kept-alive HTTP/2 connections, each sending `rps` requests per second.
+    Rate { connections: usize, rps: u32 },
 }
 
 /// One h2load run.
@@ -73,6 +75,12 @@ pub fn run(h2load: &Path, log_dir: &Path, run: &Run<'_>) -> Result<Measured, Str
             if h1 {
                 command.arg("--h1");
             }
+        }
+        Mode::Rate { connections, rps } => {
+            command
+                .args(["-c", &connections.to_string()])
+                .args(["--rps", &rps.to_string()])
+                .args(["-D", &secs.to_string()]);
         }
         Mode::NewConnectionEach { rate } => {
             // -c connections of one request each (-n = -c), created `rate / 10` every 100 ms.

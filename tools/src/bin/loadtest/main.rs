@@ -11,6 +11,7 @@ mod h2load;
 mod oha;
 mod origin;
 mod python_edge;
+mod rapid_reset;
 mod report;
 mod run;
 mod scenarios;
@@ -45,6 +46,9 @@ enum Command {
     /// The flood generator the shield scenarios run (one stream; prints JSON).
     #[command(hide = true)]
     FloodClient(flood::ClientOptions),
+    /// The rapid-reset flood the TLS scenarios run (one process; prints JSON).
+    #[command(hide = true)]
+    RapidResetClient(rapid_reset::ClientOptions),
 }
 
 fn main() {
@@ -54,6 +58,7 @@ fn main() {
         Some(Command::Shield(options)) => shield::run(&options),
         Some(Command::Tls(options)) => tls::run(&options),
         Some(Command::FloodClient(options)) => flood::client(&options),
+        Some(Command::RapidResetClient(options)) => rapid_reset::client(&options),
         None => run::bench(&cli.bench),
     };
     if let Err(e) = result {

@@ -52,6 +52,79 @@ pub struct Versions {
     pub oha: String,
 }
 
+/// Each scenario's runs on each target, in the order they were first measured, and every wrong
+/// answer seen.
+pub struct Samples<S> {
+    pub runs: Vec<(&'static str, &'static str, Vec<S>)>,
+    pub failures: Vec<String>,
+}
+
+/// What one run measured, as its progress line shows it.
+pub struct Figures {
+    pub rps: f64,
+    pub p99_ms: f64,
+    pub cpu_us: f64,
+}
+
+impl<S> Samples<S> {
+    pub fn new() -> Self {
+        Samples {
+            runs: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Keep one run's sample and its wrong answers, and show its figures on standard error.
+    pub fn record(
+        &mut self,
+        (scenario, target, repeat): (&'static str, &'static str, usize),
+        figures: Figures,
+        sample: S,
+        problems: Vec<String>,
+    ) {
+        eprintln!(
+            "{scenario:<22} {target:<14} run {}: {:>9.0} req/s  p99 {:>7.3} ms  {:>7.1} µs CPU/req",
+            repeat + 1,
+            figures.rps,
+            figures.p99_ms,
+            figures.cpu_us
+        );
+        self.failures.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("{scenario} on {target}: {p}")),
+        );
+        match self
+            .runs
+            .iter_mut()
+            .find(|(s, t, _)| *s == scenario && *t == target)
+        {
+            Some((_, _, list)) => list.push(sample),
+            None => self.runs.push((scenario, target, vec![sample])),
+        }
+    }
+
+    pub fn find(&self, scenario: &str, target: &str) -> Option<&[S]> {
+        self.runs
+            .iter()
+            .find(|(s, t, _)| *s == scenario && *t == target)
+            .map(|(_, _, list)| list.as_slice())
+    }
+
+    /// Print the report (and write it to `path`); fail with every wrong answer seen.
+    pub fn finish(&self, text: &str, path: Option<&Path>) -> Result<(), String> {
+        println!("{text}");
+        if let Some(path) = path {
+            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if self.failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("wrong answers:\n  {}", self.failures.join("\n  ")))
+        }
+    }
+}
+
 /// The median of the finite values (NaN when there are none).
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.retain(|v| v.is_finite());

@@ -91,10 +91,36 @@ pub struct TargetOptions {
 }
 
 /// CPUs to pin to: gateways on the first, generator and origin on the rest.
-fn cpus() -> (Option<usize>, Option<usize>) {
-    match std::thread::available_parallelism().map(|n| n.get()) {
-        Ok(n) if n >= 2 => (Some(0), Some(1)),
-        _ => (None, None),
+/// What every kind of run sets up first: the gateways' CPU and the load's (0 and 1 when there
+/// are two), the origin on a runtime of its own, and a temporary directory for configurations.
+pub struct Bench {
+    pub gateway_cpu: Option<usize>,
+    pub load_cpu: Option<usize>,
+    pub origin: crate::origin::Origin,
+    pub dir: tempfile::TempDir,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    pub fn start() -> Result<Bench, String> {
+        let (gateway_cpu, load_cpu) = match std::thread::available_parallelism().map(|n| n.get()) {
+            Ok(n) if n >= 2 => (Some(0), Some(1)),
+            _ => (None, None),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        let origin = crate::origin::start(&runtime).map_err(|e| format!("origin: {e}"))?;
+        let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        Ok(Bench {
+            gateway_cpu,
+            load_cpu,
+            origin,
+            dir,
+            runtime,
+        })
     }
 }
 
@@ -118,14 +144,14 @@ pub fn bench(options: &Options) -> Result<(), String> {
     } else {
         options.attack_rate
     };
-    let (gateway_cpu, load_cpu) = cpus();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let origin = crate::origin::start(&runtime).map_err(|e| format!("origin: {e}"))?;
-    let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let bench = Bench::start()?;
+    let (gateway_cpu, load_cpu, origin, dir, runtime) = (
+        bench.gateway_cpu,
+        bench.load_cpu,
+        &bench.origin,
+        &bench.dir,
+        &bench.runtime,
+    );
     let root = crate::root();
     let tokens = Tokens::mint()?;
     let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
@@ -193,7 +219,7 @@ pub fn bench(options: &Options) -> Result<(), String> {
     if let Some(seed_geo) = &seed_geo {
         let mut answering = vec![(seed_geo, "/seed/"), (seed_geo, "/seed-fresh/")];
         answering.extend(serve_reuse.iter().chain(&serve_fresh).map(|t| (t, "/")));
-        python_edge::same_answers(&runtime, &answering)?;
+        python_edge::same_answers(runtime, &answering)?;
     }
     let peer_target = |p: &Peer| match p {
         Peer::Haproxy => haproxy.as_ref(),
@@ -225,7 +251,7 @@ pub fn bench(options: &Options) -> Result<(), String> {
                     rate: options.rate,
                     cpu: load_cpu,
                 };
-                let sample = measure(target, &origin, &options.oha, &[load])?;
+                let sample = measure(target, origin, &options.oha, &[load])?;
                 let name = target.name;
                 eprintln!(
                     "{:<16} {:<10} run {}: {:>9.0} req/s  p99 {:>7.3} ms  {:>6.1} µs CPU/req",
@@ -258,7 +284,7 @@ pub fn bench(options: &Options) -> Result<(), String> {
             for _ in 0..repeats {
                 let (alone, attacked, problems) = attack_mix(
                     target,
-                    &origin,
+                    origin,
                     &options.oha,
                     &tokens,
                     attack_rate,

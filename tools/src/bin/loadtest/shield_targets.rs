@@ -52,17 +52,7 @@ pub fn start_edgewarden(
     );
     let path = dir.join("edgewarden-shield.toml");
     std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-    let child = pinned(cpu, binary)
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("EDGEWARDEN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let mut target = Target::started("edgewarden", addr, child, admin, "/readyz", 200)?;
-    target.admin = Some(admin);
-    Ok(target)
+    crate::targets::run_edgewarden(pinned(cpu, binary), binary, &path, addr, admin)
 }
 
 /// HAProxy with the same jobs: its native JWT checks on `/api` (as in the main load test), a

@@ -2,11 +2,86 @@
 //! configuration, pinned to one CPU, and observed through /proc (CPU time, peak RSS).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::scenarios::{AUDIENCE, ISSUER, Setup};
+
+/// The options the shield and TLS runs share: how long, how often, which scenarios, and where
+/// each target's binary is.
+#[derive(clap::Args)]
+pub struct Common {
+    /// A quick correctness run: 1 s runs, one repeat, no HAProxy; fails on any wrong answer.
+    #[arg(long)]
+    pub smoke: bool,
+    #[arg(long, default_value_t = 5)]
+    pub duration_s: u64,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Leave HAProxy out.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Only these scenarios (by name).
+    #[arg(long = "scenario")]
+    pub only: Vec<String>,
+    #[arg(long, default_value = "target/release/edgewarden")]
+    pub edgewarden: PathBuf,
+    /// Pingora alone (cargo build --release --example pingora_floor).
+    #[arg(long, default_value = "target/release/examples/pingora_floor")]
+    pub floor: PathBuf,
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    pub haproxy: PathBuf,
+    /// Write the report (markdown) here too.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+impl Common {
+    /// Each run's duration, the repeats, and whether HAProxy runs.
+    pub fn plan(&self) -> (Duration, usize, bool) {
+        if self.smoke {
+            (Duration::from_secs(1), 1, false)
+        } else {
+            (
+                Duration::from_secs(self.duration_s.max(1)),
+                self.repeats.max(1),
+                !self.no_peer,
+            )
+        }
+    }
+
+    /// Whether the scenario named `name` was asked for.
+    pub fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+}
+
+/// Which target a scenario of the shield or TLS runs measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Floor,
+    Edgewarden,
+    Haproxy,
+}
+
+/// The targets of one shield or TLS run: edgewarden always; Pingora alone and HAProxy when a
+/// scenario wants them.
+pub struct Targets {
+    pub floor: Option<Target>,
+    pub edgewarden: Target,
+    pub haproxy: Option<Target>,
+}
+
+impl Targets {
+    pub fn get(&self, who: Who) -> Option<&Target> {
+        match who {
+            Who::Floor => self.floor.as_ref(),
+            Who::Edgewarden => Some(&self.edgewarden),
+            Who::Haproxy => self.haproxy.as_ref(),
+        }
+    }
+}
 
 /// A running gateway process; killed when dropped.
 pub struct Target {
@@ -296,20 +371,35 @@ fn launch_edgewarden(
     admin: SocketAddr,
     cpu: Option<usize>,
 ) -> Result<Target, String> {
-    let child = pinned(cpu, binary)
+    let mut command = pinned(cpu, binary);
+    // The seed geo router's plugins directory has no .venv beside it.
+    command.env(
+        "EDGEWARDEN_COMPONENTIZE_PY",
+        root.join(".venv/bin/componentize-py"),
+    );
+    run_edgewarden(command, binary, config, addr, admin)
+}
+
+/// `edgewarden run -c config` (warnings and errors on standard error), ready once its admin
+/// listener's `/readyz` answers 200.
+pub fn run_edgewarden(
+    mut command: Command,
+    binary: &Path,
+    config: &Path,
+    addr: SocketAddr,
+    admin: SocketAddr,
+) -> Result<Target, String> {
+    let child = command
         .args(["run", "-c"])
         .arg(config)
         .env("EDGEWARDEN_LOG", "warn")
-        // The seed geo router's plugins directory has no .venv beside it.
-        .env(
-            "EDGEWARDEN_COMPONENTIZE_PY",
-            root.join(".venv/bin/componentize-py"),
-        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    Target::started("edgewarden", addr, child, admin, "/readyz", 200)
+    let mut target = Target::started("edgewarden", addr, child, admin, "/readyz", 200)?;
+    target.admin = Some(admin);
+    Ok(target)
 }
 
 /// HAProxy doing the same job with its native JWT support: 401 without a bearer token, RS256

@@ -9,31 +9,42 @@ use std::process::Stdio;
 use crate::scenarios::{AUDIENCE, ISSUER};
 use crate::targets::{Target, free_addr, pinned};
 
-/// A self-signed ECDSA P-256 certificate for `localhost`, its key, and both in one file (HAProxy's
-/// `crt`).
+/// An ECDSA P-256 certificate for `localhost` signed by a CA made with it, its key, both in one
+/// file (HAProxy's `crt`), and the CA (for the harness's own HTTP/2 client).
 pub struct Certificate {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub combined: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl Certificate {
     pub fn write(dir: &Path) -> Result<Certificate, String> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| format!("key: {e}"))?;
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .and_then(|params| params.self_signed(&key))
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let generate = || {
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| format!("key: {e}"))
+        };
+        let mut ca_params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| format!("CA: {e}"))?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, generate()?).map_err(|e| format!("CA: {e}"))?;
+        let key = generate()?;
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .and_then(|params| params.signed_by(&key, &ca))
             .map_err(|e| format!("certificate: {e}"))?;
         let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
         let paths = Certificate {
             cert: dir.join("tls-cert.pem"),
             key: dir.join("tls-key.pem"),
             combined: dir.join("tls-haproxy.pem"),
+            ca: dir.join("tls-ca.pem"),
         };
         for (path, text) in [
             (&paths.cert, cert_pem.clone()),
             (&paths.key, key_pem.clone()),
             (&paths.combined, format!("{cert_pem}{key_pem}")),
+            (&paths.ca, ca.pem()),
         ] {
             std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         }
@@ -69,15 +80,7 @@ pub fn start_edgewarden(
     );
     let path = dir.join("edgewarden-tls.toml");
     std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-    let child = pinned(cpu, binary)
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("EDGEWARDEN_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    Target::started("edgewarden", tls, child, admin, "/readyz", 200)
+    crate::targets::run_edgewarden(pinned(cpu, binary), binary, &path, tls, admin)
 }
 
 /// Pingora alone with a TLS listener, answering every request 401 (`examples/pingora_floor`).
