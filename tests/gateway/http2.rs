@@ -186,13 +186,16 @@ async fn an_http2_connection_has_at_most_100_streams_in_flight() {
     assert_eq!(send.current_max_send_streams(), 100);
 
     // 101 requests to an origin that never answers: the client opens 100 streams and queues the
-    // last until one of them ends.
-    let mut send = send.ready().await.expect("ready");
+    // last until one of them ends. Each is sent from a handle of its own, which is ready at once
+    // whether or not the client is queueing (its readiness at capacity is the client's choice).
     let mut streams = Vec::new();
     for _ in 0..101 {
-        let (response, stream) = send.send_request(h2_get("/slow"), true).expect("send");
+        let mut handle = tokio::time::timeout(Duration::from_secs(5), send.clone().ready())
+            .await
+            .expect("a new handle is ready")
+            .expect("ready");
+        let (response, stream) = handle.send_request(h2_get("/slow"), true).expect("send");
         streams.push((response, stream));
-        send = send.ready().await.expect("ready");
     }
     assert!(
         eventually(Duration::from_secs(10), async || slow.requests().len()
