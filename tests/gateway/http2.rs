@@ -175,7 +175,8 @@ async fn an_http2_connection_has_at_most_100_streams_in_flight() {
     let echo = echo_origin("fast").await;
     let pki = pki(&["gateway.test"]);
     let config = Config::new()
-        .with(origin("slow", &[slow.addr]))
+        // 100 connects at once on a loaded machine: one SYN sent again must not be a 504.
+        .with(origin("slow", &[slow.addr]).set("connect_timeout_ms", 5000))
         .with(origin("fast", &[echo.addr]))
         .with(route("slow", "/slow", "slow"))
         .with(route("fast", "/", "fast"));

@@ -10,7 +10,7 @@ async fn an_http2_client_that_drops_its_streams_in_flight_is_not_logged_as_a_gat
     let slow = MisbehavingOrigin::start(Misbehaviour::NeverAnswers).await;
     let pki = pki(&["gateway.test"]);
     let config = Config::new()
-        .with(origin("o", &[slow.addr]))
+        .with(origin("o", &[slow.addr]).set("connect_timeout_ms", 5000))
         .with(route("api", "/", "o"))
         .with(section("access_log"));
     let (gw, tls_addr) = tls_listener_gateway(config, &pki).await;
