@@ -182,42 +182,33 @@ pub fn canonicalise(req: &mut RequestHeader) -> Result<Option<RoutePath>, Target
 /// port kept, so the origin reads the host that was routed. An authority and a Host field that
 /// name different hosts are refused: origins would disagree on which one counts.
 fn host_of(req: &mut RequestHeader) -> Result<Option<String>, TargetError> {
-    let Some(authority) = req.uri.authority() else {
-        let Some(value) = req.headers.get(header::HOST) else {
-            return Ok(None);
-        };
-        let raw = value.to_str().map_err(|_| TargetError::BadHost)?;
-        let host = canonical_host(raw)?;
-        let written = written_canonically(raw, &host);
-        rewrite_host_field(req, written)?;
-        return Ok(Some(host));
-    };
-    let host = canonical_host(authority.as_str())?;
-    if let Some(written) = written_canonically(authority.as_str(), &host) {
-        let mut parts = req.uri.clone().into_parts();
-        parts.authority = Some(written.parse().map_err(|_| TargetError::BadHost)?);
-        let uri = http::Uri::from_parts(parts).map_err(|_| TargetError::BadHost)?;
-        req.set_uri(uri);
-    }
-    if let Some(value) = req.headers.get(header::HOST) {
-        let raw = value.to_str().map_err(|_| TargetError::BadHost)?;
-        if canonical_host(raw)? != host {
-            return Err(TargetError::BadHost);
+    let from_authority = match req.uri.authority() {
+        None => None,
+        Some(authority) => {
+            let host = canonical_host(authority.as_str())?;
+            if let Some(written) = written_canonically(authority.as_str(), &host) {
+                let mut parts = req.uri.clone().into_parts();
+                parts.authority = Some(written.parse().map_err(|_| TargetError::BadHost)?);
+                let uri = http::Uri::from_parts(parts).map_err(|_| TargetError::BadHost)?;
+                req.set_uri(uri);
+            }
+            Some(host)
         }
-        let written = written_canonically(raw, &host);
-        rewrite_host_field(req, written)?;
+    };
+    let Some(value) = req.headers.get(header::HOST) else {
+        return Ok(from_authority);
+    };
+    let raw = value.to_str().map_err(|_| TargetError::BadHost)?;
+    let host = canonical_host(raw)?;
+    if from_authority.as_ref().is_some_and(|named| *named != host) {
+        return Err(TargetError::BadHost);
     }
-    Ok(Some(host))
-}
-
-/// Replace the Host field with `written`, when it was written otherwise than canonically.
-fn rewrite_host_field(req: &mut RequestHeader, written: Option<String>) -> Result<(), TargetError> {
-    if let Some(written) = written {
+    if let Some(written) = written_canonically(raw, &host) {
         let value = HeaderValue::from_str(&written).map_err(|_| TargetError::BadHost)?;
         req.insert_header(header::HOST, value)
             .map_err(|_| TargetError::BadHost)?;
     }
-    Ok(())
+    Ok(Some(host))
 }
 
 /// `raw` (a host and maybe a port) with its host written as `host`, its canonical form, when
