@@ -56,6 +56,8 @@ pub enum ErrorKind {
     Tls,
     /// A listening address.
     Listen,
+    /// Trace export: the OTLP exporter, its HTTP client and thread.
+    Tracing,
     /// The process itself: a thread, an async runtime, a task.
     Runtime,
 }

@@ -34,6 +34,8 @@ pub struct Generation {
     pub geo: Geo,
     /// Penalty box, verification budget and `[[limits]]`, with their counters.
     pub shield: Arc<Shield>,
+    /// `[tracing]`'s tracer and its export queue (`None`: tracing off).
+    pub tracer: Option<Arc<crate::otel::Tracer>>,
     /// Request headers only the gateway writes.
     pub(crate) owned: OwnedHeaders,
     pub(crate) router: Router,
@@ -85,13 +87,15 @@ impl Generation {
             &config.limits,
             config.redis.as_ref(),
         ));
+        let tracer = errors.ok(crate::otel::Tracer::build(config.tracing.as_ref()));
         let (
             Some((origins, health_checks)),
             Some((auth, refreshers)),
             Some(plugins),
             Some(geo),
             Some(shield),
-        ) = (origins, auth, plugins, geo, shield)
+            Some(tracer),
+        ) = (origins, auth, plugins, geo, shield, tracer)
         else {
             return Err(errors);
         };
@@ -122,6 +126,7 @@ impl Generation {
             plugins,
             geo,
             shield: Arc::new(shield),
+            tracer,
             owned,
             router,
             routes,

@@ -3,7 +3,8 @@
 //!
 //! Request path: listener → `proxy::Gateway::request_filter` (framing, path and route checks,
 //! `auth`, `plugins`) → `origins` (round robin, health) → origin; `proxy::record` turns what was
-//! decided into metrics, the access log and the trace header. Everything a request uses is a
+//! decided into metrics, the access log, the decision-trace header and (`otel`) OpenTelemetry
+//! spans. Everything a request uses is a
 //! `generation::Generation` built from one validated `config::Config`; `reload` builds the next one
 //! beside it and swaps it in. `admin` serves health, readiness and metrics, and drain behind
 //! the admin token (with its client, `edgewarden drain`); `server` assembles the Pingora services.
@@ -28,6 +29,7 @@ pub mod jwa;
 pub mod logging;
 pub mod metrics;
 pub mod origins;
+pub mod otel;
 pub mod owned;
 pub mod plugins;
 pub mod proxy;

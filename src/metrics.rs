@@ -58,6 +58,10 @@ pub struct Metrics {
     pub jwks_age: GaugeVec,
     pub plugin_duration: HistogramVec,
     pub plugin_outcomes: IntCounterVec,
+    /// Requests' traces by the sampler's decision (sampled, failed, slow, not_sampled, capped).
+    pub traces: IntCounterVec,
+    /// Spans by what became of them (exported, queue_full, export_failed).
+    pub trace_spans: IntCounterVec,
     pub plugin_instances: IntGaugeVec,
     pub plugin_shadow_decisions: IntCounterVec,
     pub upstream_duration: HistogramVec,
@@ -275,6 +279,18 @@ impl Metrics {
                 "edgewarden_plugin_outcomes_total",
                 "Policy plugin calls by outcome (forwarded, responded, trap, timeout, memory_limit, invalid_output)",
                 &["policy", "outcome"],
+            ),
+            traces: counter(
+                &r,
+                "edgewarden_traces_total",
+                "Requests' traces by the sampler's decision (sampled, failed, slow, not_sampled, capped)",
+                &["decision"],
+            ),
+            trace_spans: counter(
+                &r,
+                "edgewarden_trace_spans_total",
+                "Spans by what became of them (exported, queue_full, export_failed)",
+                &["result"],
             ),
             plugin_instances: gauge(
                 &r,

@@ -141,6 +141,7 @@ mod tests {
             auth: AuthMode::Off,
             policies: vec![],
             debug_trace: false,
+            trace_sample_ratio: None,
             issuers: vec![],
             required_scopes: vec![],
             token_from: vec![],

@@ -109,6 +109,8 @@ cases! {
     sni_certificates,
     tls_settings,
     toml_syntax,
+    tracing_endpoint,
+    tracing_settings,
     values_and_references,
     weak_key,
 }

@@ -14,6 +14,7 @@ mod limits;
 pub mod names;
 pub use names::Name;
 mod observe;
+mod otel;
 mod policies;
 mod reader;
 mod routes;
@@ -61,6 +62,9 @@ pub struct Config {
     pub shield: ShieldConfig,
     /// `[redis]`: present when some limit uses `store = "redis"`.
     pub redis: Option<RedisConfig>,
+    /// `[tracing]`: OpenTelemetry traces over OTLP/HTTP. Absent: no traces, and a client's
+    /// `traceparent` passes through untouched.
+    pub tracing: Option<TracingConfig>,
     /// Whether the repository's public demo key may be trusted. Never set by the file: `Refuse`
     /// unless the command line says otherwise (`edgewarden-dev demo`, `--allow-demo-key`); a
     /// reload keeps what the process started with.
@@ -207,6 +211,46 @@ impl Default for ShieldConfig {
             negative_cache_ttl_s: 60,
         }
     }
+}
+
+/// `[tracing]`: W3C Trace Context at the edge and OTLP/HTTP export (`otel`).
+#[derive(Debug, Clone)]
+pub struct TracingConfig {
+    pub enabled: bool,
+    /// The collector's traces URL (`/v1/traces` added to an endpoint given without a path).
+    pub endpoint: String,
+    pub protocol: TraceProtocol,
+    /// New traces kept, of those the gateway starts (a route may set its own).
+    pub sample_ratio: f64,
+    /// Whose `traceparent` becomes the parent of the gateway's span.
+    pub trust_incoming: TraceTrust,
+    pub service_name: String,
+    /// Requests at least this slow are kept whatever the sampler said.
+    pub slow_ms: Option<u64>,
+    /// Traces of requests the gateway refused (4xx), kept at most this many per second.
+    pub rejected_per_s: u64,
+    /// Finished spans waiting for export; past this, spans are dropped (and counted).
+    pub queue_spans: usize,
+    pub batch_spans: usize,
+    pub export_timeout_ms: u64,
+    /// Sent with every export (e.g. a collector's API key).
+    pub headers: Vec<(String, String)>,
+}
+
+/// OTLP/HTTP's two encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceProtocol {
+    Protobuf,
+    Json,
+}
+
+/// `trust_incoming`: from whom a `traceparent` is continued rather than only linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceTrust {
+    /// Peers in `server.trusted_proxies`.
+    TrustedProxies,
+    Never,
+    Always,
 }
 
 /// One JSON line per request on standard output. Off unless the file has `[access_log]`.
@@ -381,6 +425,8 @@ pub struct RouteConfig {
     pub policies: Vec<RoutePolicy>,
     /// Every response on this route carries the decision trace header.
     pub debug_trace: bool,
+    /// `trace_sample_ratio`: this route's ratio of new traces kept, instead of `[tracing]`'s.
+    pub trace_sample_ratio: Option<f64>,
     /// Names of `[[issuers]]` whose tokens this route accepts.
     pub issuers: Vec<Name>,
     /// Scopes the token must carry (`scope` space-separated or `scp` array).

@@ -22,6 +22,7 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
     let auth = read_auth_mode(&mut s, problems);
     let policies = super::observe::read_route_policies(&mut s, problems);
     let debug_trace = s.or(problems, "debug_trace", false);
+    let trace_sample_ratio = super::otel::read_ratio(&mut s, problems, "trace_sample_ratio");
     let issuers = s.or::<Vec<Name>>(problems, "issuers", Vec::new());
     let required_scopes = read_scopes(&mut s, problems);
     let token_from = read_token_from(&mut s, problems);
@@ -41,6 +42,7 @@ pub(super) fn read_route(mut s: Section<'_>, problems: &mut Problems) -> Option<
         auth,
         policies,
         debug_trace,
+        trace_sample_ratio,
         issuers,
         required_scopes,
         token_from,

@@ -59,6 +59,9 @@ pub(super) fn read(
         .table(problems, "access_log")
         .map(|section| super::observe::read_access_log(section, problems))
         .unwrap_or_default();
+    let tracing = root
+        .table(problems, "tracing")
+        .and_then(|section| super::otel::read_tracing(section, problems));
     root.finish(problems);
     let geo = geo_section.map(|section| {
         let trusted = server
@@ -129,6 +132,7 @@ pub(super) fn read(
         limits,
         shield,
         redis,
+        tracing,
         demo_key: super::DemoKey::Refuse,
     })
 }

@@ -41,6 +41,15 @@ const MAX_LOG_CHARS: usize = 512;
 const MAX_LIMIT_KEY_BYTES: usize = 512;
 const MAX_LIMIT_COST: u32 = 1_000_000;
 
+/// What a traced call reports besides its decision.
+#[derive(Debug, Default)]
+pub struct CallFacts {
+    /// Running time charged to the call (processor time once it has seen an epoch tick).
+    pub ran: Option<Duration>,
+    /// Its `log` lines: level and message.
+    pub logs: Vec<(&'static str, String)>,
+}
+
 /// Store data: one per instance.
 pub struct HostState {
     wasi: WasiCtx,
@@ -58,6 +67,8 @@ pub struct HostState {
     /// During a request's call, the shield of the generation serving the request (`None` in
     /// `init` and between calls, so a pooled instance keeps no generation alive).
     shield: Option<Arc<Shield>>,
+    /// During a traced call, the `log` lines it wrote (as many as are logged).
+    captured: Option<Vec<(&'static str, String)>>,
 }
 
 impl WasiView for HostState {
@@ -78,11 +89,26 @@ impl Host for HostState {
         self.logged += 1;
         let message: String = message.chars().take(MAX_LOG_CHARS).collect();
         let policy = &*self.policy;
-        match level {
-            LogLevel::Trace | LogLevel::Debug => tracing::debug!(policy, "{message}"),
-            LogLevel::Info => tracing::info!(policy, "{message}"),
-            LogLevel::Warn => tracing::warn!(policy, "{message}"),
-            LogLevel::Error => tracing::error!(policy, "{message}"),
+        let label = match level {
+            LogLevel::Trace | LogLevel::Debug => {
+                tracing::debug!(policy, "{message}");
+                "debug"
+            }
+            LogLevel::Info => {
+                tracing::info!(policy, "{message}");
+                "info"
+            }
+            LogLevel::Warn => {
+                tracing::warn!(policy, "{message}");
+                "warn"
+            }
+            LogLevel::Error => {
+                tracing::error!(policy, "{message}");
+                "error"
+            }
+        };
+        if let Some(lines) = &mut self.captured {
+            lines.push((label, message));
         }
     }
 
@@ -293,6 +319,7 @@ impl PolicyHost {
                 wasi_calls: 0,
                 limits_allowed: self.limits_allowed.clone(),
                 shield: None,
+                captured: None,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -370,7 +397,19 @@ impl PolicyHost {
         request: &Request,
         shield: Option<&Arc<Shield>>,
     ) -> Result<Decision, Failure> {
-        match tokio::time::timeout(self.deadline, self.call_unbounded(request, shield)).await {
+        self.call_observed(request, shield, None).await
+    }
+
+    /// [`PolicyHost::call`], also reporting into `facts` (when given) the running time charged
+    /// and the `log` lines written, for the request's trace.
+    pub async fn call_observed(
+        self: &Arc<Self>,
+        request: &Request,
+        shield: Option<&Arc<Shield>>,
+        facts: Option<&mut CallFacts>,
+    ) -> Result<Decision, Failure> {
+        let call = self.call_unbounded(request, shield, facts);
+        match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(policy = %self.name, failure = "timeout", deadline = ?self.deadline, "plugin call passed its deadline");
@@ -383,6 +422,7 @@ impl PolicyHost {
         self: &Arc<Self>,
         request: &Request,
         shield: Option<&Arc<Shield>>,
+        facts: Option<&mut CallFacts>,
     ) -> Result<Decision, Failure> {
         // Calls yield at epoch ticks, so one thread can have many in flight; without this bound a
         // burst would build an instance per concurrent request.
@@ -406,6 +446,7 @@ impl PolicyHost {
         let state = warm.store.data_mut();
         state.logged = 0;
         state.shield = shield.cloned();
+        state.captured = facts.is_some().then(Vec::new);
         let wasi_calls = state.wasi_calls;
         let clock = state.clock.clone();
         warm.store.set_epoch_deadline(1);
@@ -414,6 +455,10 @@ impl PolicyHost {
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let call = warm.policy.call_handle_request(&mut warm.store, request);
         let result = Timed::new(call, clock.clone()).await;
+        if let Some(facts) = facts {
+            facts.ran = Some(clock.charge());
+            facts.logs = warm.store.data_mut().captured.take().unwrap_or_default();
+        }
         if let Some(took) = started.map(|s| s.elapsed())
             && took >= self.budget
         {

@@ -19,6 +19,7 @@ pub use scaffold::scaffold;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pingora::http::RequestHeader;
 
@@ -263,6 +264,18 @@ impl Plugins {
         req: &mut RequestHeader,
         ctx: &Context<'_>,
     ) -> Outcome {
+        self.run_observed(chain, req, ctx, None).await
+    }
+
+    /// [`Plugins::run`], adding to `calls` (when given) what each enforcing policy's call did,
+    /// for the request's trace.
+    pub async fn run_observed(
+        &self,
+        chain: &[ChainStep],
+        req: &mut RequestHeader,
+        ctx: &Context<'_>,
+        mut calls: Option<&mut Vec<ObservedCall>>,
+    ) -> Outcome {
         let mut chosen = None;
         for step in chain {
             let policy = &step.policy;
@@ -271,7 +284,23 @@ impl Plugins {
                 self.shadows.run(policy.clone(), input);
                 continue;
             }
-            match policy.decide(&input, req, ctx.shield).await {
+            let observed = match calls.as_deref_mut() {
+                Some(calls) => {
+                    calls.push(ObservedCall::new(policy));
+                    calls.last_mut()
+                }
+                None => None,
+            };
+            let decided = policy.decide(&input, req, ctx.shield, observed).await;
+            if let Some(call) = calls.as_deref_mut().and_then(|c| c.last_mut()) {
+                call.end = Instant::now();
+                call.outcome = match &decided {
+                    Ok(ControlFlow::Continue(_)) => "forwarded",
+                    Ok(ControlFlow::Break(_)) => "responded",
+                    Err(why) => why.label(),
+                };
+            }
+            match decided {
                 Ok(ControlFlow::Continue(None)) => {}
                 Ok(ControlFlow::Continue(Some(origin))) => chosen = Some((origin, policy.name())),
                 Ok(ControlFlow::Break(answer)) => {
@@ -294,6 +323,35 @@ impl Plugins {
     }
 }
 
+/// One enforcing policy's call, as the request's trace shows it.
+#[derive(Debug)]
+pub struct ObservedCall {
+    pub policy: Arc<str>,
+    pub isolation: &'static str,
+    pub start: Instant,
+    pub end: Instant,
+    /// `forwarded`, `responded`, or the failure's label.
+    pub outcome: &'static str,
+    pub facts: host::CallFacts,
+}
+
+impl ObservedCall {
+    fn new(policy: &Policy) -> ObservedCall {
+        let now = Instant::now();
+        ObservedCall {
+            policy: policy.name(),
+            isolation: match policy.config.isolation {
+                Isolation::Warm => "warm",
+                Isolation::Fresh => "fresh",
+            },
+            start: now,
+            end: now,
+            outcome: "forwarded",
+            facts: host::CallFacts::default(),
+        }
+    }
+}
+
 impl Policy {
     fn name(&self) -> Arc<str> {
         self.host.name.clone()
@@ -306,9 +364,11 @@ impl Policy {
         input: &Request,
         req: &mut RequestHeader,
         shield: &Arc<Shield>,
+        observed: Option<&mut ObservedCall>,
     ) -> Result<ControlFlow<PolicyAnswer, Option<OriginId>>, Failure> {
         let timer = self.metrics.duration.start_timer();
-        let called = self.host.call(input, Some(shield)).await;
+        let facts = observed.map(|o| &mut o.facts);
+        let called = self.host.call_observed(input, Some(shield), facts).await;
         timer.observe_duration();
         let allowed = Allowed {
             headers: &self.allow_headers,

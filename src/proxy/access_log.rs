@@ -34,6 +34,8 @@ impl Sampler {
 /// One access-log line.
 pub struct Line<'a> {
     pub request_id: &'a str,
+    /// The request's OpenTelemetry trace id (with `[tracing]`), never the same as the request id.
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
     pub route: &'a str,
     pub status: Option<u16>,
     pub outcome: &'static str,
@@ -63,6 +65,7 @@ pub fn write(log: &AccessLogConfig, req: &RequestHeader, line: &Line<'_>) {
     tracing::info!(
         target: crate::logging::ACCESS_LOG,
         request_id = line.request_id,
+        trace_id = line.trace_id.map(|id| id.to_string()),
         route = line.route,
         method = req.method.as_str(),
         path = req.uri.path(),

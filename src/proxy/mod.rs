@@ -7,6 +7,7 @@ pub mod limits;
 pub mod record;
 pub mod respond;
 mod steps;
+mod traces;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,6 +67,8 @@ pub struct RequestCtx {
     cors: Option<Grant>,
     /// The route's bounds on the body, enforced while it streams.
     body: BodyLimits,
+    /// The request's OpenTelemetry trace, when `[tracing]` is on.
+    trace: Option<Box<crate::otel::RequestTrace>>,
     _in_flight: InFlightGuard,
 }
 
@@ -167,6 +170,7 @@ impl ProxyHttp for Gateway {
             permits: Vec::new(),
             cors: None,
             body: BodyLimits::default(),
+            trace: None,
             _in_flight: self.in_flight.enter(),
         }
     }
@@ -216,6 +220,7 @@ impl ProxyHttp for Gateway {
             ctx.record.upstream_started = Some(Instant::now());
         }
         if let Some(peer) = ctx.peer.take() {
+            self.trace_attempt(ctx, &peer);
             return Ok(peer);
         }
         let origin = ctx
@@ -227,7 +232,24 @@ impl ProxyHttp for Gateway {
             .or_else(|| origin.select(0))
             .ok_or_else(respond::no_healthy_upstream)?;
         ctx.upstream.choose(index);
+        self.trace_attempt(ctx, &peer);
         Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(trace) = ctx.trace.as_deref_mut() {
+            trace.connected(reused);
+        }
+        Ok(())
     }
 
     /// Nothing was sent yet, so the next untried upstream may have the request, whatever its
@@ -281,7 +303,8 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        headers::add_forwarding(session, upstream, &ctx.request_id, ctx.trusted_peer)
+        headers::add_forwarding(session, upstream, &ctx.request_id, ctx.trusted_peer)?;
+        self.propagate_trace(ctx, upstream)
     }
 
     async fn response_filter(
@@ -290,6 +313,9 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(trace) = ctx.trace.as_deref_mut() {
+            trace.upstream_status(resp.status.as_u16());
+        }
         if let (Some(origin), Some(upstream)) = (ctx.origin, ctx.upstream.current) {
             let gateway_failure = matches!(resp.status.as_u16(), 502..=504);
             ctx.generation
@@ -364,13 +390,18 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16());
+        let trace_id = ctx.trace.as_ref().map(|t| t.trace_id);
         ctx.record.finish(
             &ctx.generation,
             &self.sampler,
             session.req_header(),
             &ctx.request_id,
             status,
+            trace_id,
         );
+        if let Some(trace) = ctx.trace.take() {
+            self.finish_trace(session, ctx, *trace, status);
+        }
     }
 
     /// A client that goes away before its answer is not a gateway fault: an HTTP/1 connection
@@ -392,10 +423,13 @@ impl ProxyHttp for Gateway {
 
 impl Gateway {
     /// Count an upstream failure: each failed connect attempt, or the failure that ended proxying.
-    fn count_upstream_error(ctx: &RequestCtx, e: &Error) {
+    fn count_upstream_error(ctx: &mut RequestCtx, e: &Error) {
         let Some(kind) = respond::UpstreamErrorKind::of(e) else {
             return;
         };
+        if let Some(trace) = ctx.trace.as_deref_mut() {
+            trace.attempt_failed(kind.label());
+        }
         let Some(origin) = ctx.origin else {
             return;
         };

@@ -157,6 +157,7 @@ impl Record {
         req: &RequestHeader,
         request_id: &str,
         status: Option<u16>,
+        trace_id: Option<opentelemetry::trace::TraceId>,
     ) {
         let m = metrics::get();
         let route = self.route.map(|id| generation.route(id));
@@ -207,6 +208,7 @@ impl Record {
             let (reason, policy) = self.reason_and_policy();
             let line = Line {
                 request_id,
+                trace_id,
                 route: route_name,
                 status,
                 outcome: outcome.label(),

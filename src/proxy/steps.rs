@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry::KeyValue;
 use pingora::prelude::Session;
 
 use super::respond::Rejection;
 use super::{Gateway, RequestCtx, headers, record};
 use crate::auth::error::AuthError;
 use crate::auth::verify::Identity;
+use crate::config::AuthMode;
 use crate::cors::{self, Grant};
 use crate::generation::{Generation, Route};
 use crate::geo::{Client, Country};
@@ -43,6 +45,15 @@ impl From<Rejection> for Answer {
 }
 
 impl Answer {
+    /// The answer's code: the rejection's, or what the policy did.
+    fn code(&self) -> &'static str {
+        match self {
+            Answer::Reject(rejection) => rejection.code(),
+            Answer::Policy { .. } => "responded",
+            Answer::PolicyFailed { why, .. } => why.label(),
+        }
+    }
+
     /// The decision to record for this answer.
     pub(super) fn decided(&self) -> Decided {
         match self {
@@ -68,6 +79,40 @@ impl Answer {
 
 type Step<T> = Result<T, Answer>;
 
+/// When the request is traced, the time a step starts.
+fn clock(ctx: &RequestCtx) -> Option<Instant> {
+    ctx.trace.as_ref().map(|_| Instant::now())
+}
+
+/// A step that ran since `start`, as a span of the request's trace: its outcome (`passed`, or
+/// the code of the answer it gave) and what `attributes` adds from its result.
+fn traced<T>(
+    ctx: &mut RequestCtx,
+    name: &'static str,
+    start: Option<Instant>,
+    result: &Step<T>,
+    attributes: impl FnOnce(&T) -> Vec<KeyValue>,
+) {
+    let (Some(trace), Some(start)) = (ctx.trace.as_deref_mut(), start) else {
+        return;
+    };
+    let (outcome, mut attributes) = match result {
+        Ok(value) => ("passed", attributes(value)),
+        Err(answer) => (answer.code(), Vec::new()),
+    };
+    match result {
+        Err(Answer::Reject(Rejection::Limited(refusal))) => {
+            attributes.push(KeyValue::new("edgewarden.limit", refusal.limit.to_string()));
+        }
+        Err(Answer::Policy { policy, .. } | Answer::PolicyFailed { policy, .. }) => {
+            attributes.push(KeyValue::new("edgewarden.policy", policy.to_string()));
+        }
+        _ => {}
+    }
+    attributes.push(KeyValue::new("edgewarden.outcome", outcome));
+    trace.step(name, start, attributes);
+}
+
 impl Gateway {
     /// Run every step; `Ok`: forward to the upstream chosen in `ctx`.
     pub(super) async fn decide(&self, session: &mut Session, ctx: &mut RequestCtx) -> Step<()> {
@@ -84,18 +129,52 @@ impl Gateway {
             request_limits(session, ctx, route)?;
         }
         let client = client(session, ctx, generation);
-        shield(ctx, generation, route, &client).await?;
-        let identity = authenticate(session, ctx, generation, route, &client).await?;
-        limits(session, ctx, generation, route, identity.as_ref()).await?;
+        let start = clock(ctx);
+        let shielded = shield(ctx, generation, route, &client).await;
+        traced(ctx, "shield", start, &shielded, |_| Vec::new());
+        shielded?;
+        let start = (route.auth.mode != AuthMode::Off)
+            .then(|| clock(ctx))
+            .flatten();
+        let identity = authenticate(session, ctx, generation, route, &client).await;
+        traced(ctx, "authenticate", start, &identity, |identity| {
+            let issuer = identity.as_ref().and_then(|i| {
+                let issuer = generation.auth.verifier.issuers.get(i.issuer)?;
+                Some(KeyValue::new(
+                    "edgewarden.issuer",
+                    issuer.config.name.to_string(),
+                ))
+            });
+            issuer.into_iter().collect()
+        });
+        let identity = identity?;
+        let start = clock(ctx);
+        let limited = limits(session, ctx, generation, route, identity.as_ref()).await;
+        traced(ctx, "limits", start, &limited, |_| Vec::new());
+        limited?;
         let country = country(session, ctx, generation, &client)?;
-        let chosen_by =
-            policies(session, ctx, generation, route, &client, identity, country).await?;
-        choose_upstream(ctx, generation, chosen_by)
+        let start = (!route.policies.is_empty()).then(|| clock(ctx)).flatten();
+        let chosen_by = policies(session, ctx, generation, route, &client, identity, country).await;
+        traced(ctx, "policies", start, &chosen_by, |chosen| {
+            chosen
+                .iter()
+                .map(|p| KeyValue::new("edgewarden.policy", p.to_string()))
+                .collect()
+        });
+        choose_upstream(ctx, generation, chosen_by?)
     }
 
-    /// The request id, drain mode and whether the decision trace was asked for.
+    /// The request id, drain mode, whether the decision trace was asked for, and the request's
+    /// OpenTelemetry trace when `[tracing]` is on.
     fn begin(&self, session: &mut Session, ctx: &mut RequestCtx, generation: &Generation) {
         ctx.request_id = headers::request_id(session.req_header());
+        if let Some(tracer) = &generation.tracer {
+            let trusted = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| generation.geo.is_trusted(a.ip().to_canonical()));
+            ctx.trace = Some(Box::new(tracer.begin(session.req_header(), trusted)));
+        }
         if self.draining.is_on() {
             // Clients move to another replica after this answer.
             session.set_keepalive(None);
@@ -196,6 +275,9 @@ fn client(session: &Session, ctx: &mut RequestCtx, generation: &Generation) -> C
         .map(|a| a.ip());
     ctx.trusted_peer = peer.is_some_and(|ip| generation.geo.is_trusted(ip.to_canonical()));
     let client = generation.geo.client(peer, session.req_header());
+    if let Some(trace) = ctx.trace.as_deref_mut() {
+        trace.set_client(client.ip);
+    }
     if generation.config.access_log.enabled {
         ctx.record.client_ip = client.ip;
     }
@@ -318,11 +400,22 @@ async fn policies(
         shield: &generation.shield,
     };
     let started = generation.config.access_log.enabled.then(Instant::now);
+    let mut calls = ctx.trace.as_ref().map(|_| Vec::new());
     let outcome = generation
         .plugins
-        .run(&route.policies, session.req_header_mut(), &plugin_ctx)
+        .run_observed(
+            &route.policies,
+            session.req_header_mut(),
+            &plugin_ctx,
+            calls.as_mut(),
+        )
         .await;
     ctx.record.plugins_time = started.map(|t| t.elapsed());
+    if let (Some(trace), Some(calls)) = (ctx.trace.as_deref_mut(), calls) {
+        for call in calls {
+            trace_policy_call(trace, call);
+        }
+    }
     match outcome {
         Outcome::Forward { origin: None, .. } => Ok(None),
         Outcome::Forward {
@@ -335,6 +428,24 @@ async fn policies(
         Outcome::Respond { policy, answer } => Err(Answer::Policy { policy, answer }),
         Outcome::Failed { policy, why } => Err(Answer::PolicyFailed { policy, why }),
     }
+}
+
+/// An enforcing policy's call as a span of the policies step, `policy NAME`: its isolation,
+/// outcome and running time, its `log` lines as events.
+fn trace_policy_call(trace: &mut crate::otel::RequestTrace, call: plugins::ObservedCall) {
+    let mut attributes = vec![
+        KeyValue::new("edgewarden.policy", call.policy.to_string()),
+        KeyValue::new("edgewarden.policy.isolation", call.isolation),
+        KeyValue::new("edgewarden.outcome", call.outcome),
+    ];
+    if let Some(ran) = call.facts.ran {
+        attributes.push(KeyValue::new(
+            "edgewarden.policy.cpu_us",
+            ran.as_micros() as i64,
+        ));
+    }
+    let name = format!("policy {}", call.policy);
+    trace.within_step(name, (call.start, call.end), attributes, call.facts.logs);
 }
 
 /// Choosing the upstream here lets "no healthy upstream" be answered like any other early

@@ -33,4 +33,5 @@ mod shield;
 mod shutdown;
 mod tls;
 mod token_places;
+mod traces;
 mod upstreams;

@@ -8,6 +8,7 @@
 //! - `pki`: throwaway CAs and certificates, and a gateway with a TLS listener.
 //! - `tokens`: real keys, signed tokens and a JWKS server.
 //! - `metrics`: reading the admin listener's Prometheus exposition.
+//! - `otlp`: a real OTLP/HTTP trace receiver that decodes what the gateway exports.
 //! - `plugins`: plugin sources and policy files in a gateway's directory.
 //! - `cli`: the binary's one-shot commands (`check`, `drain`, `plugins`).
 //! - `load`: continuous client load, and `eventually`.
@@ -24,6 +25,7 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod origins;
+pub mod otlp;
 pub mod pki;
 pub mod plugins;
 pub mod redis;
@@ -44,6 +46,7 @@ pub use origins::{
     DeadPort, EchoOrigin, MisbehavingOrigin, Misbehaviour, RecordingOrigin, echo_origin, free_port,
     tls_echo_origin,
 };
+pub use otlp::{OtlpReceiver, Span};
 pub use pki::{
     Pki, civil_date, der, pki, pki_until, tls_echo_gateway, tls_listener_gateway, unix_now,
     write_pki,

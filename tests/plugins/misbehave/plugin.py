@@ -2,7 +2,7 @@
 
 import time
 
-from edgewarden import Response, send_to_origin
+from edgewarden import Response, log, send_to_origin
 
 
 def setup(settings):
@@ -31,6 +31,10 @@ def handle_request(request):
             hoard.append(bytearray(1 << 20))
     if mode == "raise":
         raise RuntimeError("this plugin raises")
+    if mode == "log-then-raise":
+        log.info("checking " + request.path)
+        log.warn("about to raise")
+        raise RuntimeError("this plugin raises after logging")
     if mode == "recurse":
         return recurse(0)
     if mode == "crlf-header":
