@@ -161,7 +161,23 @@ pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String 
     } else {
         TraceFlags::default()
     };
-    format!("00-{trace_id}-{span_id}-{:02x}", flags.to_u8())
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, &trace_id.to_bytes());
+    out.push('-');
+    push_hex(&mut out, &span_id.to_bytes());
+    out.push('-');
+    push_hex(&mut out, &[flags.to_u8()]);
+    out
+}
+
+/// Lower-case hex, two digits a byte.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
 }
 
 /// A `tracestate` value from its members.

@@ -21,6 +21,12 @@ use crate::error::{Error, ErrorKind, OrErr};
 
 /// Largest collector answer read (the exporter only looks at partial-success counts).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How long a batch waits to fill once its first span has arrived: each export is an HTTP
+/// request, so a batch of a few spans would cost far more per span than a full one.
+const LINGER: Duration = Duration::from_millis(500);
+/// How often a filling batch looks at the queue. It is not woken by each span pushed: a wake-up
+/// per span cost the request path more than building the span did.
+const TICK: Duration = Duration::from_millis(10);
 
 /// The request path's end of the export queue.
 pub struct Queue {
@@ -64,7 +70,8 @@ fn spans_counter(result: &str) -> IntCounter {
         .with_label_values(&[result])
 }
 
-/// Export what the queue holds, a batch at a time, until every sender is gone.
+/// Export what the queue holds, a batch at a time (full, or as full as [`LINGER`] makes it),
+/// until every sender is gone.
 async fn drain(
     mut receiver: mpsc::Receiver<SpanData>,
     exporter: opentelemetry_otlp::SpanExporter,
@@ -74,7 +81,22 @@ async fn drain(
     let failed = spans_counter("export_failed");
     let mut failing = false;
     let mut spans = Vec::with_capacity(batch);
+    // Woken once, by the first span of a batch.
     while receiver.recv_many(&mut spans, batch).await > 0 {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        loop {
+            let room = batch - spans.len();
+            let now = tokio::time::Instant::now();
+            if room == 0 || receiver.len() >= room || now >= deadline || receiver.is_closed() {
+                while spans.len() < batch
+                    && let Ok(span) = receiver.try_recv()
+                {
+                    spans.push(span);
+                }
+                break;
+            }
+            tokio::time::sleep(TICK.min(deadline - now)).await;
+        }
         let count = spans.len() as u64;
         match exporter.export(std::mem::take(&mut spans)).await {
             Ok(()) => {

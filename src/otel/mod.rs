@@ -70,8 +70,8 @@ impl Tracer {
             link,
             head: None,
             started: Instant::now(),
-            started_at: SystemTime::now(),
             client: None,
+            issuer: None,
             steps: Vec::new(),
             pending: Vec::new(),
             attempts: Vec::new(),
@@ -95,19 +95,36 @@ impl Tracer {
         self.ids.new_span_id()
     }
 
-    /// The request has ended: keep its trace or not, and queue its spans when kept.
-    pub fn finish(&self, mut trace: RequestTrace, end: spans::End<'_>) {
-        let head = self.head_sampled(&mut trace, end.route_ratio);
+    /// The request has ended: keep its trace or not (`outcome` is all that takes), and only when
+    /// it is kept, ask `describe` for the rest and queue its spans.
+    pub fn finish<'a>(
+        &self,
+        mut trace: RequestTrace,
+        outcome: Ended,
+        describe: impl FnOnce() -> spans::End<'a>,
+    ) {
+        let head = self.head_sampled(&mut trace, outcome.route_ratio);
         let slow = self
             .config
             .slow_ms
             .is_some_and(|ms| trace.started.elapsed() >= Duration::from_millis(ms));
-        let kept = self.sampler.decide(head, end.failed, end.rejected, slow);
+        let kept = self
+            .sampler
+            .decide(head, outcome.failed, outcome.rejected, slow);
         if kept.is_kept() {
-            let spans = spans::build(&trace, &end, || self.ids.new_span_id());
+            let spans = spans::build(&trace, &describe(), || self.ids.new_span_id());
             self.queue.push(spans);
         }
     }
+}
+
+/// How a request ended, as far as keeping its trace goes.
+pub struct Ended {
+    pub route_ratio: Option<f64>,
+    /// The gateway's or the upstream's failure (a 5xx, or no answer).
+    pub failed: bool,
+    /// The gateway refused the request (a 4xx of its own).
+    pub rejected: bool,
 }
 
 /// What one request's trace records while it runs; its spans are built only if it is kept.
@@ -121,8 +138,9 @@ pub struct RequestTrace {
     link: Option<Incoming>,
     head: Option<bool>,
     started: Instant,
-    started_at: SystemTime,
     client: Option<IpAddr>,
+    /// The verifying issuer's index, named when the spans are built.
+    issuer: Option<usize>,
     steps: Vec<Step>,
     /// Spans recorded while a step runs, made its children when it ends.
     pending: Vec<Step>,
@@ -135,6 +153,10 @@ struct Step {
     name: Cow<'static, str>,
     start: Instant,
     end: Instant,
+    /// `edgewarden.outcome`.
+    outcome: &'static str,
+    /// One more attribute: the refusing limit, the deciding policy.
+    detail: Option<(&'static str, Arc<str>)>,
     attributes: Vec<KeyValue>,
     events: Vec<Event>,
     children: Vec<Step>,
@@ -164,16 +186,34 @@ impl RequestTrace {
         self.client = ip;
     }
 
-    /// A step that ran from `start` until now, with the policy calls made meanwhile as children.
-    pub fn step(&mut self, name: &'static str, start: Instant, attributes: Vec<KeyValue>) {
+    /// A step that ran from `start` until now, its outcome (`passed`, or the code of the answer
+    /// it gave) and one more attribute, with the policy calls made meanwhile as children.
+    pub fn step(
+        &mut self,
+        name: &'static str,
+        start: Instant,
+        outcome: &'static str,
+        detail: Option<(&'static str, Arc<str>)>,
+    ) {
         self.steps.push(Step {
             name: Cow::Borrowed(name),
             start,
             end: Instant::now(),
-            attributes,
+            outcome,
+            detail,
+            attributes: Vec::new(),
             events: Vec::new(),
             children: std::mem::take(&mut self.pending),
         });
+    }
+
+    /// The issuer (its index among the verifier's) that verified the token.
+    pub fn set_issuer(&mut self, issuer: usize) {
+        self.issuer = Some(issuer);
+    }
+
+    pub fn issuer(&self) -> Option<usize> {
+        self.issuer
     }
 
     /// A span within the step under way (a policy's call), with log lines as events at its end;
@@ -182,6 +222,7 @@ impl RequestTrace {
         &mut self,
         name: String,
         (start, end): (Instant, Instant),
+        outcome: &'static str,
         attributes: Vec<KeyValue>,
         logs: Vec<(&'static str, String)>,
     ) {
@@ -200,6 +241,8 @@ impl RequestTrace {
             name: Cow::Owned(name),
             start,
             end,
+            outcome,
+            detail: None,
             attributes,
             events,
             children: Vec::new(),
@@ -254,10 +297,23 @@ impl RequestTrace {
         (!parent.state.is_empty()).then(|| context::tracestate(&parent.state))
     }
 
-    /// `instant` on the wall clock, from the request's start.
-    fn wall(&self, instant: Instant) -> SystemTime {
-        self.started_at + instant.saturating_duration_since(self.started)
+    /// The wall clock now and the monotonic clock now, read together: spans' times are placed on
+    /// the wall clock from them when they are built (a request not kept never reads it).
+    fn clocks() -> (SystemTime, Instant) {
+        (SystemTime::now(), Instant::now())
     }
 }
 
 pub use spans::End;
+
+/// Instants placed on the wall clock, from one reading of both clocks.
+struct Wall {
+    now: SystemTime,
+    at: Instant,
+}
+
+impl Wall {
+    fn of(&self, instant: Instant) -> SystemTime {
+        self.now - self.at.saturating_duration_since(instant)
+    }
+}

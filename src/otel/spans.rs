@@ -3,14 +3,13 @@
 //! ran, and a client span per upstream attempt.
 
 use std::borrow::Cow;
-use std::time::Instant;
 
 use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use super::context::Incoming;
-use super::{RequestTrace, Step};
+use super::{RequestTrace, Step, Wall};
 
 /// What the request path knows when a request ends.
 pub struct End<'a> {
@@ -22,12 +21,11 @@ pub struct End<'a> {
     pub request_id: &'a str,
     /// The route's name and `path_prefix`, when one matched.
     pub route: Option<(&'a str, &'a str)>,
-    pub route_ratio: Option<f64>,
     pub status: Option<u16>,
     /// The gateway's or the upstream's failure (a 5xx, or no answer).
     pub failed: bool,
-    /// The gateway refused the request (a 4xx of its own).
-    pub rejected: bool,
+    /// The name of the issuer that verified the token.
+    pub issuer: Option<&'a str>,
     /// Why, when the gateway answered itself or the upstream failed.
     pub reason: Option<&'static str>,
     /// The decision trace's summary of the deciding step.
@@ -47,7 +45,8 @@ pub fn build(
     mut new_id: impl FnMut() -> SpanId,
 ) -> Vec<SpanData> {
     let scope = scope();
-    let ended = Instant::now();
+    let (now, ended) = RequestTrace::clocks();
+    let wall = Wall { now, at: ended };
     let state = match &trace.parent {
         Some(parent) => {
             TraceState::from_key_value(parent.state.iter().map(|(k, v)| (k, v))).unwrap_or_default()
@@ -84,8 +83,8 @@ pub fn build(
         parent_span_is_remote: trace.parent.is_some(),
         span_kind: SpanKind::Server,
         name: Cow::Owned(name),
-        start_time: trace.started_at,
-        end_time: trace.wall(ended),
+        start_time: wall.of(trace.started),
+        end_time: now,
         attributes: server_attributes(trace, end),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
@@ -101,8 +100,8 @@ pub fn build(
                 parent_span_is_remote: false,
                 span_kind: kind,
                 name,
-                start_time: trace.wall(start),
-                end_time: trace.wall(end_at),
+                start_time: wall.of(start),
+                end_time: wall.of(end_at),
                 attributes,
                 dropped_attributes_count: 0,
                 events,
@@ -119,9 +118,17 @@ pub fn build(
             .events
             .iter()
             .map(|e| {
-                opentelemetry::trace::Event::new(e.name, trace.wall(e.at), e.attributes.clone(), 0)
+                opentelemetry::trace::Event::new(e.name, wall.of(e.at), e.attributes.clone(), 0)
             })
             .collect();
+        let mut attributes = step.attributes.clone();
+        if let Some((key, value)) = &step.detail {
+            attributes.push(KeyValue::new(*key, value.to_string()));
+        }
+        if let (Some(issuer), "authenticate") = (end.issuer, &*step.name) {
+            attributes.push(KeyValue::new("edgewarden.issuer", issuer.to_string()));
+        }
+        attributes.push(KeyValue::new("edgewarden.outcome", step.outcome));
         spans.push(child(
             parent,
             span_id,
@@ -129,7 +136,7 @@ pub fn build(
             step.name.clone(),
             step.start,
             step.end,
-            step.attributes.clone(),
+            attributes,
             events,
         ));
         steps.extend(step.children.iter().map(|c| (span_id, c)));
@@ -156,7 +163,7 @@ pub fn build(
         if let Some((at, reused)) = attempt.connected {
             events.events.push(opentelemetry::trace::Event::new(
                 "connected",
-                trace.wall(at),
+                wall.of(at),
                 vec![
                     KeyValue::new("edgewarden.connection.reused", reused),
                     KeyValue::new(

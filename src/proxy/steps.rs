@@ -85,32 +85,30 @@ fn clock(ctx: &RequestCtx) -> Option<Instant> {
 }
 
 /// A step that ran since `start`, as a span of the request's trace: its outcome (`passed`, or
-/// the code of the answer it gave) and what `attributes` adds from its result.
+/// the code of the answer it gave), and the limit or policy that decided, or what `detail` takes
+/// from its result.
 fn traced<T>(
     ctx: &mut RequestCtx,
     name: &'static str,
     start: Option<Instant>,
     result: &Step<T>,
-    attributes: impl FnOnce(&T) -> Vec<KeyValue>,
+    detail: impl FnOnce(&T) -> Option<(&'static str, Arc<str>)>,
 ) {
     let (Some(trace), Some(start)) = (ctx.trace.as_deref_mut(), start) else {
         return;
     };
-    let (outcome, mut attributes) = match result {
-        Ok(value) => ("passed", attributes(value)),
-        Err(answer) => (answer.code(), Vec::new()),
+    let (outcome, detail) = match result {
+        Ok(value) => ("passed", detail(value)),
+        Err(answer @ Answer::Reject(Rejection::Limited(refusal))) => (
+            answer.code(),
+            Some(("edgewarden.limit", refusal.limit.clone())),
+        ),
+        Err(answer @ (Answer::Policy { policy, .. } | Answer::PolicyFailed { policy, .. })) => {
+            (answer.code(), Some(("edgewarden.policy", policy.clone())))
+        }
+        Err(answer) => (answer.code(), None),
     };
-    match result {
-        Err(Answer::Reject(Rejection::Limited(refusal))) => {
-            attributes.push(KeyValue::new("edgewarden.limit", refusal.limit.to_string()));
-        }
-        Err(Answer::Policy { policy, .. } | Answer::PolicyFailed { policy, .. }) => {
-            attributes.push(KeyValue::new("edgewarden.policy", policy.to_string()));
-        }
-        _ => {}
-    }
-    attributes.push(KeyValue::new("edgewarden.outcome", outcome));
-    trace.step(name, start, attributes);
+    trace.step(name, start, outcome, detail);
 }
 
 impl Gateway {
@@ -131,35 +129,26 @@ impl Gateway {
         let client = client(session, ctx, generation);
         let start = clock(ctx);
         let shielded = shield(ctx, generation, route, &client).await;
-        traced(ctx, "shield", start, &shielded, |_| Vec::new());
+        traced(ctx, "shield", start, &shielded, |_| None);
         shielded?;
         let start = (route.auth.mode != AuthMode::Off)
             .then(|| clock(ctx))
             .flatten();
         let identity = authenticate(session, ctx, generation, route, &client).await;
-        traced(ctx, "authenticate", start, &identity, |identity| {
-            let issuer = identity.as_ref().and_then(|i| {
-                let issuer = generation.auth.verifier.issuers.get(i.issuer)?;
-                Some(KeyValue::new(
-                    "edgewarden.issuer",
-                    issuer.config.name.to_string(),
-                ))
-            });
-            issuer.into_iter().collect()
-        });
+        if let (Some(trace), Ok(Some(identity))) = (ctx.trace.as_deref_mut(), &identity) {
+            trace.set_issuer(identity.issuer);
+        }
+        traced(ctx, "authenticate", start, &identity, |_| None);
         let identity = identity?;
         let start = clock(ctx);
         let limited = limits(session, ctx, generation, route, identity.as_ref()).await;
-        traced(ctx, "limits", start, &limited, |_| Vec::new());
+        traced(ctx, "limits", start, &limited, |_| None);
         limited?;
         let country = country(session, ctx, generation, &client)?;
         let start = (!route.policies.is_empty()).then(|| clock(ctx)).flatten();
         let chosen_by = policies(session, ctx, generation, route, &client, identity, country).await;
         traced(ctx, "policies", start, &chosen_by, |chosen| {
-            chosen
-                .iter()
-                .map(|p| KeyValue::new("edgewarden.policy", p.to_string()))
-                .collect()
+            chosen.clone().map(|p| ("edgewarden.policy", p))
         });
         choose_upstream(ctx, generation, chosen_by?)
     }
@@ -436,7 +425,6 @@ fn trace_policy_call(trace: &mut crate::otel::RequestTrace, call: plugins::Obser
     let mut attributes = vec![
         KeyValue::new("edgewarden.policy", call.policy.to_string()),
         KeyValue::new("edgewarden.policy.isolation", call.isolation),
-        KeyValue::new("edgewarden.outcome", call.outcome),
     ];
     if let Some(ran) = call.facts.ran {
         attributes.push(KeyValue::new(
@@ -445,7 +433,8 @@ fn trace_policy_call(trace: &mut crate::otel::RequestTrace, call: plugins::Obser
         ));
     }
     let name = format!("policy {}", call.policy);
-    trace.within_step(name, (call.start, call.end), attributes, call.facts.logs);
+    let span = (call.start, call.end);
+    trace.within_step(name, span, call.outcome, attributes, call.facts.logs);
 }
 
 /// Choosing the upstream here lets "no healthy upstream" be answered like any other early

@@ -9,6 +9,18 @@ use super::record::{Decided, Outcome};
 use super::{Gateway, RequestCtx};
 use crate::otel::context::{TRACEPARENT, TRACESTATE, traceparent};
 
+/// `traceparent` and `tracestate` as header names, made once.
+fn names() -> &'static (http::HeaderName, http::HeaderName) {
+    static NAMES: std::sync::LazyLock<(http::HeaderName, http::HeaderName)> =
+        std::sync::LazyLock::new(|| {
+            (
+                http::HeaderName::from_static(TRACEPARENT),
+                http::HeaderName::from_static(TRACESTATE),
+            )
+        });
+    &NAMES
+}
+
 impl Gateway {
     /// An attempt to reach `peer` starts: a new client span.
     pub(super) fn trace_attempt(&self, ctx: &mut RequestCtx, peer: &HttpPeer) {
@@ -35,9 +47,9 @@ impl Gateway {
             .and_then(|id| ctx.generation.route(id).config.trace_sample_ratio);
         let sampled = tracer.head_sampled(trace, ratio);
         let parent = traceparent(trace.trace_id, trace.upstream_span(), sampled);
-        upstream.insert_header(TRACEPARENT, parent)?;
+        upstream.insert_header(names().0.clone(), parent)?;
         match trace.forwarded_state() {
-            Some(state) => upstream.insert_header(TRACESTATE, state)?,
+            Some(state) => upstream.insert_header(names().1.clone(), state)?,
             None => {
                 upstream.remove_header(TRACESTATE);
             }
@@ -56,33 +68,42 @@ impl Gateway {
         let Some(tracer) = &ctx.generation.tracer else {
             return;
         };
-        let req = session.req_header();
         let route = ctx.record.route.map(|id| ctx.generation.route(id));
         let outcome = ctx.record.outcome(status);
-        let reason = match &ctx.record.decided {
-            Decided::Rejected { code, .. } => Some(*code),
-            Decided::Limited { .. } => Some("rate_limited"),
-            Decided::PolicyFailed { why, .. } => Some(why.label()),
-            Decided::UpstreamFailed { kind, .. } => Some(kind.label()),
-            _ => None,
-        };
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let end = crate::otel::End {
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            scheme: if tls { "https" } else { "http" },
-            host: header(http::header::HOST).or_else(|| req.uri.host()),
-            user_agent: header(http::header::USER_AGENT),
-            request_id: &ctx.request_id,
-            route: route.map(|r| (r.config.name.as_str(), r.config.path_prefix.as_str())),
+        let ended = crate::otel::Ended {
             route_ratio: route.and_then(|r| r.config.trace_sample_ratio),
-            status,
             failed: outcome == Outcome::Error,
             rejected: outcome == Outcome::Rejected,
-            reason,
-            decision: ctx.record.trace_value(&ctx.generation),
         };
-        tracer.finish(trace, end);
+        let issuer = trace.issuer();
+        tracer.finish(trace, ended, || {
+            let req = session.req_header();
+            let reason = match &ctx.record.decided {
+                Decided::Rejected { code, .. } => Some(*code),
+                Decided::Limited { .. } => Some("rate_limited"),
+                Decided::PolicyFailed { why, .. } => Some(why.label()),
+                Decided::UpstreamFailed { kind, .. } => Some(kind.label()),
+                _ => None,
+            };
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+            let issuer = issuer
+                .and_then(|i| ctx.generation.auth.verifier.issuers.get(i))
+                .map(|i| i.config.name.as_str());
+            crate::otel::End {
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                scheme: if tls { "https" } else { "http" },
+                host: header(http::header::HOST).or_else(|| req.uri.host()),
+                user_agent: header(http::header::USER_AGENT),
+                request_id: &ctx.request_id,
+                route: route.map(|r| (r.config.name.as_str(), r.config.path_prefix.as_str())),
+                status,
+                failed: outcome == Outcome::Error,
+                issuer,
+                reason,
+                decision: ctx.record.trace_value(&ctx.generation),
+            }
+        });
     }
 }

@@ -1,5 +1,6 @@
 //! The origin every target proxies to: answers `200 ok` as fast as hyper can, and counts hits so
-//! the report can say exactly how many requests got through.
+//! the report can say exactly how many requests got through. Beside it, the OTLP collector a
+//! traced gateway exports to: it reads each export whole, counts it, and accepts it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,4 +52,57 @@ pub fn start(runtime: &tokio::runtime::Runtime) -> std::io::Result<Origin> {
         }
     });
     Ok(Origin { addr, hits })
+}
+
+/// The OTLP/HTTP collector of traced scenarios: answers every export with an empty 200 (an empty
+/// `ExportTraceServiceResponse`), counting exports and their bytes.
+pub struct Collector {
+    pub addr: SocketAddr,
+    exports: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Collector {
+    pub fn exports(&self) -> u64 {
+        self.exports.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+pub fn collector(runtime: &tokio::runtime::Runtime) -> std::io::Result<Collector> {
+    use http_body_util::BodyExt;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let (exports, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (e, b) = (exports.clone(), bytes.clone());
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (e, b) = (e.clone(), b.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (e, b) = (e.clone(), b.clone());
+                    async move {
+                        let body = req.into_body().collect().await.map(|c| c.to_bytes());
+                        e.fetch_add(1, Ordering::Relaxed);
+                        b.fetch_add(body.map_or(0, |b| b.len() as u64), Ordering::Relaxed);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(Collector {
+        addr,
+        exports,
+        bytes,
+    })
 }

@@ -364,7 +364,7 @@ fn added(out: &mut String, rows: &[Row]) {
     }
     let _ = writeln!(
         out,
-        "\n| policies (edgewarden) | CPU µs/req | same without the policies | CPU µs/req | added by the policies |"
+        "\n| scenario (edgewarden) | CPU µs/req | the same without its policies or tracing | CPU µs/req | added |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|");
     for line in lines {

@@ -162,6 +162,11 @@ pub fn bench(options: &Options) -> Result<(), String> {
 
     let plugin_cache =
         std::path::absolute(&options.plugin_cache).map_err(|e| format!("plugin cache: {e}"))?;
+    let needs = |setup: Setup| scenarios.iter().any(|s| s.setup == setup);
+    let collector = needs(Setup::Traced)
+        .then(|| crate::origin::collector(runtime))
+        .transpose()
+        .map_err(|e| format!("collector: {e}"))?;
     let setup = targets::Edgewarden {
         binary: &options.edgewarden,
         dir: dir.path(),
@@ -171,10 +176,10 @@ pub fn bench(options: &Options) -> Result<(), String> {
         // plugin speed, so preemption must not turn into 503s.
         plugin_timeout_ms: options.smoke.then_some(250),
         origin: origin.addr,
+        collector: collector.as_ref().map(|c| c.addr),
         public_pem: PUBLIC_PEM,
         cpu: gateway_cpu,
     };
-    let needs = |setup: Setup| scenarios.iter().any(|s| s.setup == setup);
     let needs_peer = |p: Peer| peer && scenarios.iter().any(|s| s.peers.contains(&p));
     let attack = wanted("attack_mix");
     let edgewarden = (needs(Setup::Standard) || attack)
@@ -185,6 +190,9 @@ pub fn bench(options: &Options) -> Result<(), String> {
         .transpose()?;
     let seed_geo = needs(Setup::SeedGeo)
         .then(|| setup.start(Setup::SeedGeo))
+        .transpose()?;
+    let traced = needs(Setup::Traced)
+        .then(|| setup.start(Setup::Traced))
         .transpose()?;
     let haproxy = (needs_peer(Peer::Haproxy) || (peer && attack))
         .then(|| {
@@ -240,6 +248,7 @@ pub fn bench(options: &Options) -> Result<(), String> {
                 Setup::Standard => edgewarden.as_ref(),
                 Setup::NoCache => no_cache.as_ref(),
                 Setup::SeedGeo => seed_geo.as_ref(),
+                Setup::Traced => traced.as_ref(),
             });
             chosen.extend(scenario.peers.iter().filter_map(peer_target));
             for target in chosen {
@@ -268,6 +277,16 @@ pub fn bench(options: &Options) -> Result<(), String> {
                     None => runs.push((name, vec![sample])),
                 }
             }
+        }
+    }
+    if let Some(collector) = &collector {
+        eprintln!(
+            "collector: {} exports, {} bytes of spans",
+            collector.exports(),
+            collector.bytes()
+        );
+        if collector.exports() == 0 {
+            failures.push("the traced gateway exported no spans".into());
         }
     }
     let mut rows: Vec<Row> = scenarios

@@ -19,6 +19,9 @@ pub enum Setup {
     NoCache,
     /// edgewarden running only the seed's geo router (`benches/python-edge`), auth off.
     SeedGeo,
+    /// The standard configuration with `[tracing]` on (ratio 0.01; `/all` at 1.0), exporting to
+    /// the harness's OTLP collector.
+    Traced,
 }
 
 /// The peers a scenario is measured against, in the same run.
@@ -182,6 +185,18 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             "/fresh/item",
             with_country(&tokens.valid),
         ),
+        traced(
+            "valid_traced_1pct",
+            "valid_cached with [tracing] on, sample_ratio = 0.01",
+            "/api/item",
+            &tokens.valid,
+        ),
+        traced(
+            "valid_traced_all",
+            "valid_cached with every request traced and exported (trace_sample_ratio = 1.0)",
+            "/all/item",
+            &tokens.valid,
+        ),
         Scenario {
             name: "auth_off",
             what: "no token checks, proxy only",
@@ -233,6 +248,21 @@ fn with_policies(
         headers,
         status: 200,
         setup: Setup::Standard,
+        peers: &[],
+        reaches_origin: true,
+        baseline: Some("valid_cached"),
+    }
+}
+
+/// A valid token through a traced gateway: compared with `valid_cached` (the same, tracing off).
+fn traced(name: &'static str, what: &'static str, path: &'static str, token: &str) -> Scenario {
+    Scenario {
+        name,
+        what,
+        path,
+        headers: bearer(token),
+        status: 200,
+        setup: Setup::Traced,
         peers: &[],
         reaches_origin: true,
         baseline: Some("valid_cached"),

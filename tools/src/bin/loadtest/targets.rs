@@ -213,6 +213,8 @@ pub struct Edgewarden<'a> {
     /// Replaces the shipped policies' `timeout_ms`.
     pub plugin_timeout_ms: Option<u64>,
     pub origin: SocketAddr,
+    /// The OTLP collector a traced gateway exports to.
+    pub collector: Option<SocketAddr>,
     pub public_pem: &'a str,
     pub cpu: Option<usize>,
 }
@@ -231,6 +233,7 @@ impl Edgewarden<'_> {
                 Setup::Standard => ("standard", "", shipped, &STANDARD),
                 Setup::NoCache => ("nocache", "token_cache_entries = 0\n", shipped, &STANDARD),
                 Setup::SeedGeo => ("seed", "", (edge.clone(), edge.join("policies")), &SEED_GEO),
+                Setup::Traced => ("traced", "", shipped, &STANDARD),
             };
         let policies = self.write_policies(label, &policy_files, routes)?;
         // The scenarios measure each check's own cost: the shield, which would turn a repeated
@@ -253,15 +256,31 @@ impl Edgewarden<'_> {
                 self.origin
             ));
         }
-        for route in routes {
+        if setup == Setup::Traced {
+            let collector = self
+                .collector
+                .ok_or("a traced gateway needs the collector")?;
+            config.push_str(&format!(
+                "[tracing]\nendpoint = \"http://{collector}\"\nsample_ratio = 0.01\n\n"
+            ));
+        }
+        // A traced gateway has the standard routes, so that it differs from the standard one
+        // only by tracing, and one more whose every request is traced.
+        let traced_all: &[Route] = if setup == Setup::Traced {
+            &TRACED_ALL
+        } else {
+            &[]
+        };
+        for route in routes.iter().chain(traced_all) {
             let policies: Vec<String> = route.policies.iter().map(|p| format!("{p:?}")).collect();
             config.push_str(&format!(
                 "[[routes]]\nname = \"{}\"\npath_prefix = \"{}\"\norigin = \"global\"\n\
-                 auth = \"{}\"\npolicies = [{}]\n\n",
+                 auth = \"{}\"\npolicies = [{}]\n{}\n",
                 route.name,
                 route.prefix,
                 route.auth,
-                policies.join(", ")
+                policies.join(", "),
+                route.extra,
             ));
         }
         let path = self.dir.join(format!("edgewarden-{label}.toml"));
@@ -307,6 +326,8 @@ struct Route {
     prefix: &'static str,
     auth: &'static str,
     policies: &'static [&'static str],
+    /// More of the route's table, as TOML lines.
+    extra: &'static str,
 }
 
 const STANDARD: [Route; 6] = [
@@ -315,38 +336,52 @@ const STANDARD: [Route; 6] = [
         prefix: "/api",
         auth: "required",
         policies: &[],
+        extra: "",
     },
     Route {
         name: "open",
         prefix: "/open",
         auth: "off",
         policies: &[],
+        extra: "",
     },
     Route {
         name: "identity",
         prefix: "/identity",
         auth: "required",
         policies: &["identity"],
+        extra: "",
     },
     Route {
         name: "geo",
         prefix: "/geo",
         auth: "required",
         policies: &["geo"],
+        extra: "",
     },
     Route {
         name: "plugins",
         prefix: "/plugins",
         auth: "required",
         policies: &["identity", "geo"],
+        extra: "",
     },
     Route {
         name: "plugins_fresh",
         prefix: "/fresh",
         auth: "required",
         policies: &["identity-fresh", "geo-fresh"],
+        extra: "",
     },
 ];
+
+const TRACED_ALL: [Route; 1] = [Route {
+    name: "all",
+    prefix: "/all",
+    auth: "required",
+    policies: &[],
+    extra: "trace_sample_ratio = 1.0\n",
+}];
 
 const SEED_GEO: [Route; 2] = [
     Route {
@@ -354,12 +389,14 @@ const SEED_GEO: [Route; 2] = [
         prefix: "/seed/",
         auth: "off",
         policies: &["seed_geo"],
+        extra: "",
     },
     Route {
         name: "seed_fresh",
         prefix: "/seed-fresh/",
         auth: "off",
         policies: &["seed_geo-fresh"],
+        extra: "",
     },
 ];
 
