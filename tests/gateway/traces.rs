@@ -446,3 +446,29 @@ async fn a_reload_applies_a_new_sample_ratio() {
     assert_eq!(resp.status, 200);
     receiver.trace_of("after-reload", 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_carries_the_same_trace() {
+    let receiver = OtlpReceiver::start().await;
+    let origin_ = echo_origin("o").await;
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/api", "o"))
+        .with(tracing(&receiver, 1.0).set("protocol", "http/json"));
+    let gw = Gateway::builder(config).start().await;
+    let resp = req("GET", "/api/x")
+        .header("x-request-id", "req-json")
+        .send(gw.addr)
+        .await;
+    let (trace_id, parent_id, _) = traceparent_parts(&resp.origin_saw()["traceparent"][0]);
+    let spans = receiver.trace_of("req-json", 3).await;
+    let server = one(&spans, "GET /api");
+    assert_eq!(server.trace_id, trace_id);
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    let upstream = spans
+        .iter()
+        .find(|s| s.kind == CLIENT)
+        .expect("upstream span");
+    assert_eq!(upstream.span_id, parent_id);
+    assert_eq!(upstream.parent_span_id, server.span_id);
+}

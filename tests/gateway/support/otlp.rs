@@ -1,4 +1,4 @@
-//! A real OTLP/HTTP trace receiver on loopback: it decodes each export (protobuf, with the
+//! A real OTLP/HTTP trace receiver on loopback: it decodes each export (protobuf or JSON, with the
 //! `opentelemetry-proto` definitions) into [`Span`]s, and answers with the status a test sets.
 
 use std::collections::HashMap;
@@ -96,21 +96,33 @@ impl OtlpReceiver {
                             let wait = delay.load(Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(wait)).await;
                             let path_ok = req.uri().path() == "/v1/traces";
-                            let protobuf = req
-                                .headers()
-                                .get("content-type")
+                            let content_type = req.headers().get("content-type").cloned();
+                            let protobuf = content_type
+                                .as_ref()
                                 .is_some_and(|v| v == "application/x-protobuf");
+                            let json = content_type
+                                .as_ref()
+                                .is_some_and(|v| v == "application/json");
                             let body = req.into_body().collect().await.map(|b| b.to_bytes());
                             let code = status.load(Ordering::SeqCst);
-                            if code == 200 && path_ok && protobuf {
+                            if code == 200 && path_ok && (protobuf || json) {
                                 let body = body.unwrap_or_default();
-                                let request = ExportTraceServiceRequest::decode(body)
-                                    .expect("an OTLP trace export");
+                                let request = if json {
+                                    serde_json::from_slice::<ExportTraceServiceRequest>(&body)
+                                        .expect("an OTLP/JSON trace export")
+                                } else {
+                                    ExportTraceServiceRequest::decode(body)
+                                        .expect("an OTLP trace export")
+                                };
                                 if let Ok(mut all) = spans.lock() {
                                     all.extend(flatten(request));
                                 }
                             }
-                            let code = if path_ok && protobuf { code } else { 400 };
+                            let code = if path_ok && (protobuf || json) {
+                                code
+                            } else {
+                                400
+                            };
                             let mut resp = hyper::Response::new(Full::new(Bytes::new()));
                             *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("status");
                             if code == 503 {
