@@ -25,7 +25,6 @@ use pingora::http::RequestHeader;
 use crate::config::{TraceTrust, TracingConfig};
 use crate::error::Error;
 use context::Incoming;
-pub use sampling::Kept;
 
 /// A generation's tracer: its settings, id source, sampler state and export queue.
 pub struct Tracer {
@@ -51,7 +50,7 @@ impl Tracer {
 
     /// A request's trace: a new trace, or the incoming one continued when its sender is trusted
     /// (`trust_incoming`). An untrusted sender's valid context is kept only as a link.
-    pub fn begin(&self, req: &RequestHeader, trusted_peer: bool) -> RequestTrace {
+    pub fn begin(&self, req: &RequestHeader, trusted_peer: bool, started: Instant) -> RequestTrace {
         let incoming = context::incoming(req);
         let trusted = match self.config.trust_incoming {
             TraceTrust::Always => true,
@@ -69,7 +68,7 @@ impl Tracer {
             parent,
             link,
             head: None,
-            started: Instant::now(),
+            started,
             client: None,
             issuer: None,
             steps: Vec::new(),
@@ -112,7 +111,8 @@ impl Tracer {
             .sampler
             .decide(head, outcome.failed, outcome.rejected, slow);
         if kept.is_kept() {
-            let spans = spans::build(&trace, &describe(), || self.ids.new_span_id());
+            let end = describe();
+            let spans = spans::build(&trace, &end, outcome.failed, || self.ids.new_span_id());
             self.queue.push(spans);
         }
     }
@@ -296,23 +296,25 @@ impl RequestTrace {
         let parent = self.parent.as_ref()?;
         (!parent.state.is_empty()).then(|| context::tracestate(&parent.state))
     }
-
-    /// The wall clock now and the monotonic clock now, read together: spans' times are placed on
-    /// the wall clock from them when they are built (a request not kept never reads it).
-    fn clocks() -> (SystemTime, Instant) {
-        (SystemTime::now(), Instant::now())
-    }
 }
 
 pub use spans::End;
 
-/// Instants placed on the wall clock, from one reading of both clocks.
+/// Instants placed on the wall clock, from one reading of both clocks taken when the spans are
+/// built (a request not kept never reads the wall clock).
 struct Wall {
     now: SystemTime,
     at: Instant,
 }
 
 impl Wall {
+    fn now() -> Wall {
+        Wall {
+            now: SystemTime::now(),
+            at: Instant::now(),
+        }
+    }
+
     fn of(&self, instant: Instant) -> SystemTime {
         self.now - self.at.saturating_duration_since(instant)
     }

@@ -3,6 +3,7 @@
 //! ran, and a client span per upstream attempt.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
@@ -22,8 +23,6 @@ pub struct End<'a> {
     /// The route's name and `path_prefix`, when one matched.
     pub route: Option<(&'a str, &'a str)>,
     pub status: Option<u16>,
-    /// The gateway's or the upstream's failure (a 5xx, or no answer).
-    pub failed: bool,
     /// The name of the issuer that verified the token.
     pub issuer: Option<&'a str>,
     /// Why, when the gateway answered itself or the upstream failed.
@@ -32,21 +31,22 @@ pub struct End<'a> {
     pub decision: String,
 }
 
-fn scope() -> InstrumentationScope {
+static SCOPE: LazyLock<InstrumentationScope> = LazyLock::new(|| {
     InstrumentationScope::builder("edgewarden")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
-}
+});
 
 /// Every span of `trace`, the server span first.
+/// `failed`: the gateway's or the upstream's failure (a 5xx, or no answer).
 pub fn build(
     trace: &RequestTrace,
     end: &End<'_>,
+    failed: bool,
     mut new_id: impl FnMut() -> SpanId,
 ) -> Vec<SpanData> {
-    let scope = scope();
-    let (now, ended) = RequestTrace::clocks();
-    let wall = Wall { now, at: ended };
+    let scope = &*SCOPE;
+    let wall = Wall::now();
     let state = match &trace.parent {
         Some(parent) => {
             TraceState::from_key_value(parent.state.iter().map(|(k, v)| (k, v))).unwrap_or_default()
@@ -69,7 +69,7 @@ pub fn build(
     };
     let mut links = SpanLinks::default();
     links.links = trace.link.iter().map(link).collect();
-    let status = if end.failed {
+    let status = if failed {
         Status::error(end.reason.unwrap_or("error"))
     } else {
         Status::Unset
@@ -84,8 +84,8 @@ pub fn build(
         span_kind: SpanKind::Server,
         name: Cow::Owned(name),
         start_time: wall.of(trace.started),
-        end_time: now,
-        attributes: server_attributes(trace, end),
+        end_time: wall.now,
+        attributes: server_attributes(trace, end, failed),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links,
@@ -180,7 +180,7 @@ pub fn build(
             SpanKind::Client,
             Cow::Owned(end.method.to_string()),
             attempt.start,
-            attempt.end.unwrap_or(ended),
+            attempt.end.unwrap_or(wall.at),
             attributes,
             events,
         );
@@ -192,7 +192,7 @@ pub fn build(
     spans
 }
 
-fn server_attributes(trace: &RequestTrace, end: &End<'_>) -> Vec<KeyValue> {
+fn server_attributes(trace: &RequestTrace, end: &End<'_>, failed: bool) -> Vec<KeyValue> {
     let mut attributes = vec![
         KeyValue::new("http.request.method", end.method.to_string()),
         KeyValue::new("url.path", end.path.to_string()),
@@ -219,7 +219,7 @@ fn server_attributes(trace: &RequestTrace, end: &End<'_>) -> Vec<KeyValue> {
     if let Some(agent) = end.user_agent {
         attributes.push(KeyValue::new("user_agent.original", agent.to_string()));
     }
-    if end.failed {
+    if failed {
         let error = end.reason.map_or_else(
             || {
                 end.status

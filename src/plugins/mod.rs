@@ -284,21 +284,17 @@ impl Plugins {
                 self.shadows.run(policy.clone(), input);
                 continue;
             }
-            let observed = match calls.as_deref_mut() {
-                Some(calls) => {
-                    calls.push(ObservedCall::new(policy));
-                    calls.last_mut()
-                }
-                None => None,
-            };
-            let decided = policy.decide(&input, req, ctx.shield, observed).await;
-            if let Some(call) = calls.as_deref_mut().and_then(|c| c.last_mut()) {
+            let mut observed = calls.is_some().then(|| ObservedCall::new(policy));
+            let facts = observed.as_mut().map(|o| &mut o.facts);
+            let decided = policy.decide(&input, req, ctx.shield, facts).await;
+            if let (Some(calls), Some(mut call)) = (calls.as_deref_mut(), observed) {
                 call.end = Instant::now();
                 call.outcome = match &decided {
                     Ok(ControlFlow::Continue(_)) => "forwarded",
                     Ok(ControlFlow::Break(_)) => "responded",
                     Err(why) => why.label(),
                 };
+                calls.push(call);
             }
             match decided {
                 Ok(ControlFlow::Continue(None)) => {}
@@ -364,10 +360,9 @@ impl Policy {
         input: &Request,
         req: &mut RequestHeader,
         shield: &Arc<Shield>,
-        observed: Option<&mut ObservedCall>,
+        facts: Option<&mut host::CallFacts>,
     ) -> Result<ControlFlow<PolicyAnswer, Option<OriginId>>, Failure> {
         let timer = self.metrics.duration.start_timer();
-        let facts = observed.map(|o| &mut o.facts);
         let called = self.host.call_observed(input, Some(shield), facts).await;
         timer.observe_duration();
         let allowed = Allowed {

@@ -153,16 +153,15 @@ impl Gateway {
         choose_upstream(ctx, generation, chosen_by?)
     }
 
-    /// The request id, drain mode, whether the decision trace was asked for, and the request's
-    /// OpenTelemetry trace when `[tracing]` is on.
+    /// The request id, whether the peer is a trusted proxy, drain mode, whether the decision trace
+    /// was asked for, and the request's OpenTelemetry trace when `[tracing]` is on.
     fn begin(&self, session: &mut Session, ctx: &mut RequestCtx, generation: &Generation) {
         ctx.request_id = headers::request_id(session.req_header());
+        let peer = session.client_addr().and_then(|a| a.as_inet());
+        ctx.trusted_peer = peer.is_some_and(|a| generation.geo.is_trusted(a.ip().to_canonical()));
         if let Some(tracer) = &generation.tracer {
-            let trusted = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .is_some_and(|a| generation.geo.is_trusted(a.ip().to_canonical()));
-            ctx.trace = Some(Box::new(tracer.begin(session.req_header(), trusted)));
+            let trace = tracer.begin(session.req_header(), ctx.trusted_peer, ctx.record.started);
+            ctx.trace = Some(Box::new(trace));
         }
         if self.draining.is_on() {
             // Clients move to another replica after this answer.
@@ -262,7 +261,6 @@ fn client(session: &Session, ctx: &mut RequestCtx, generation: &Generation) -> C
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    ctx.trusted_peer = peer.is_some_and(|ip| generation.geo.is_trusted(ip.to_canonical()));
     let client = generation.geo.client(peer, session.req_header());
     if let Some(trace) = ctx.trace.as_deref_mut() {
         trace.set_client(client.ip);

@@ -9,17 +9,9 @@ use super::record::{Decided, Outcome};
 use super::{Gateway, RequestCtx};
 use crate::otel::context::{TRACEPARENT, TRACESTATE, traceparent};
 
-/// `traceparent` and `tracestate` as header names, made once.
-fn names() -> &'static (http::HeaderName, http::HeaderName) {
-    static NAMES: std::sync::LazyLock<(http::HeaderName, http::HeaderName)> =
-        std::sync::LazyLock::new(|| {
-            (
-                http::HeaderName::from_static(TRACEPARENT),
-                http::HeaderName::from_static(TRACESTATE),
-            )
-        });
-    &NAMES
-}
+/// `traceparent` and `tracestate` as header names, made at compile time.
+const TRACEPARENT_NAME: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_NAME: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
 
 impl Gateway {
     /// An attempt to reach `peer` starts: a new client span.
@@ -47,9 +39,9 @@ impl Gateway {
             .and_then(|id| ctx.generation.route(id).config.trace_sample_ratio);
         let sampled = tracer.head_sampled(trace, ratio);
         let parent = traceparent(trace.trace_id, trace.upstream_span(), sampled);
-        upstream.insert_header(names().0.clone(), parent)?;
+        upstream.insert_header(TRACEPARENT_NAME, parent)?;
         match trace.forwarded_state() {
-            Some(state) => upstream.insert_header(names().1.clone(), state)?,
+            Some(state) => upstream.insert_header(TRACESTATE_NAME, state)?,
             None => {
                 upstream.remove_header(TRACESTATE);
             }
@@ -99,7 +91,6 @@ impl Gateway {
                 request_id: &ctx.request_id,
                 route: route.map(|r| (r.config.name.as_str(), r.config.path_prefix.as_str())),
                 status,
-                failed: outcome == Outcome::Error,
                 issuer,
                 reason,
                 decision: ctx.record.trace_value(&ctx.generation),
