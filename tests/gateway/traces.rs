@@ -345,6 +345,20 @@ async fn a_clients_trace_context_is_a_link_unless_its_peer_is_trusted() {
         .find(|s| s.kind == CLIENT)
         .expect("upstream span");
     assert_eq!(upstream.span_id, parent_id);
+
+    // Even from a trusted peer, two traceparent fields (differently cased) are ambiguous: the
+    // origin gets exactly one, the gateway's, in a new trace, and no tracestate.
+    let saw = req("GET", "/api/x")
+        .header("traceparent", CLIENT_TRACEPARENT)
+        .header("TraceParent", &CLIENT_TRACEPARENT.replace("b7ad", "c7ad"))
+        .header("tracestate", "congo=t61rcWkgMzE")
+        .send(gw.addr)
+        .await
+        .origin_saw();
+    assert_eq!(saw["traceparent"].len(), 1, "{saw:?}");
+    let (trace_id, ..) = traceparent_parts(&saw["traceparent"][0]);
+    assert_ne!(trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert!(!saw.contains_key("tracestate"), "{saw:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
