@@ -126,8 +126,20 @@ pub fn run(config: Config) -> Result<(), StartError> {
             std::thread::sleep(Duration::from_millis(250));
         }
     });
+    let tracing_now = current.clone();
+    let before_exit: crate::shutdown::BeforeExit = Arc::new(move |limit| {
+        if let Some(tracer) = tracing_now.load().tracer.clone()
+            && !tracer.flush(limit)
+        {
+            tracing::warn!("queued spans not sent before exit");
+        }
+    });
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals { in_flight, grace }),
+        shutdown_signal: Box::new(Signals {
+            in_flight,
+            grace,
+            before_exit,
+        }),
     });
     Ok(())
 }

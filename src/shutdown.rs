@@ -4,6 +4,8 @@
 //!   `shutdown_grace_s` runs out, whichever comes first.
 //! * SIGINT: exit promptly.
 //!
+//! Either way, [`BeforeExit`] runs last, with a bound (queued spans are sent).
+//!
 //! Pingora on its own stops accepting at SIGTERM and then always sleeps its whole grace period,
 //! and may linger after SIGINT while runtimes wind down; the watcher here ends the process itself
 //! once the work is done.
@@ -76,11 +78,20 @@ impl Draining {
     }
 }
 
+/// Work to finish just before the process exits (sending queued spans), given how long it may
+/// take.
+pub type BeforeExit = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// Signal handling handed to Pingora's `Server::run`.
 pub struct Signals {
     pub in_flight: InFlight,
     pub grace: Duration,
+    pub before_exit: BeforeExit,
 }
+
+/// How long queued spans may take to leave after SIGTERM's requests are done, and after SIGINT.
+const FLUSH_AFTER_TERM: Duration = Duration::from_secs(2);
+const FLUSH_AFTER_INT: Duration = Duration::from_millis(200);
 
 /// After stopping accepting, requests may still be between accept and header parse; wait this
 /// long with nothing in flight before deciding the process is idle.
@@ -103,13 +114,19 @@ impl ShutdownSignalWatch for Signals {
                     "SIGTERM: no longer accepting, finishing in-flight requests");
                 let in_flight = self.in_flight.clone();
                 let grace = self.grace;
-                std::thread::spawn(move || exit_when_drained(&in_flight, grace));
+                let before_exit = self.before_exit.clone();
+                std::thread::spawn(move || {
+                    exit_when_drained(&in_flight, grace);
+                    before_exit(FLUSH_AFTER_TERM);
+                    std::process::exit(0);
+                });
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT: exiting");
-                std::thread::spawn(|| {
-                    std::thread::sleep(Duration::from_millis(200));
+                let before_exit = self.before_exit.clone();
+                std::thread::spawn(move || {
+                    before_exit(FLUSH_AFTER_INT);
                     std::process::exit(0);
                 });
                 ShutdownSignal::FastShutdown
@@ -118,6 +135,7 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
+/// Returns when no request is in flight any more, or when `grace` has run out.
 fn exit_when_drained(in_flight: &InFlight, grace: Duration) {
     let deadline = Instant::now() + grace;
     let mut idle_since: Option<Instant> = None;
@@ -128,13 +146,13 @@ fn exit_when_drained(in_flight: &InFlight, grace: Duration) {
                 in_flight = in_flight.count(),
                 "shutdown grace ran out; exiting"
             );
-            std::process::exit(0);
+            return;
         }
         if in_flight.count() == 0 {
             let since = *idle_since.get_or_insert(now);
             if now.duration_since(since) >= SETTLE {
                 tracing::info!("all in-flight requests finished; exiting");
-                std::process::exit(0);
+                return;
             }
         } else {
             idle_since = None;

@@ -1,7 +1,7 @@
 //! OpenTelemetry traces: W3C Trace Context at the trust boundary (`context`), a per-request
 //! recorder the request path feeds ([`RequestTrace`]), the keep-or-drop decision made when the
-//! request ends (`sampling`), spans built from what was recorded (`spans`), and OTLP/HTTP export
-//! on a thread of its own that drops rather than waits (`export`).
+//! request ends (`sampling`), spans written as OTLP protobuf from what was recorded (`spans`,
+//! `wire`), and OTLP/HTTP export on a thread of its own that drops rather than waits (`export`).
 //!
 //! Nothing here runs unless `[tracing]` is in the configuration. With it, every request gets a
 //! trace id and the origin a `traceparent` naming the gateway's upstream span; the spans of a
@@ -11,13 +11,13 @@ pub mod context;
 mod export;
 mod sampling;
 mod spans;
+mod wire;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use pingora::http::RequestHeader;
@@ -89,6 +89,12 @@ impl Tracer {
         })
     }
 
+    /// Send the spans queued so far, waiting at most `limit` (the process is about to exit).
+    pub fn flush(&self, limit: Duration) -> bool {
+        let limit = limit.min(Duration::from_millis(self.config.export_timeout_ms));
+        self.queue.flush(limit)
+    }
+
     /// A new span id, for an upstream attempt.
     pub fn new_span_id(&self) -> SpanId {
         self.ids.new_span_id()
@@ -112,11 +118,22 @@ impl Tracer {
             .decide(head, outcome.failed, outcome.rejected, slow);
         if kept.is_kept() {
             let end = describe();
-            let spans = spans::build(&trace, &end, outcome.failed, || self.ids.new_span_id());
-            self.queue.push(spans);
+            let mut spans = Vec::with_capacity(SPANS_BYTES);
+            let count = spans::build(
+                &trace,
+                &end,
+                outcome.failed,
+                || self.ids.new_span_id(),
+                &mut spans,
+            );
+            self.queue.push(spans, count);
         }
     }
 }
+
+/// Room for a request's spans, written at once: a forwarded request with a policy takes about
+/// 1.5 KiB.
+const SPANS_BYTES: usize = 2048;
 
 /// How a request ended, as far as keeping its trace goes.
 pub struct Ended {
@@ -157,7 +174,7 @@ struct Step {
     outcome: &'static str,
     /// One more attribute: the refusing limit, the deciding policy.
     detail: Option<(&'static str, Arc<str>)>,
-    attributes: Vec<KeyValue>,
+    attributes: Vec<(&'static str, Value)>,
     events: Vec<Event>,
     children: Vec<Step>,
 }
@@ -166,7 +183,7 @@ struct Step {
 struct Event {
     name: &'static str,
     at: Instant,
-    attributes: Vec<KeyValue>,
+    attributes: Vec<(&'static str, Value)>,
 }
 
 /// One attempt to reach an upstream: a client span.
@@ -223,7 +240,7 @@ impl RequestTrace {
         name: String,
         (start, end): (Instant, Instant),
         outcome: &'static str,
-        attributes: Vec<KeyValue>,
+        attributes: Vec<(&'static str, Value)>,
         logs: Vec<(&'static str, String)>,
     ) {
         let events = logs
@@ -232,8 +249,8 @@ impl RequestTrace {
                 name: "log",
                 at: end,
                 attributes: vec![
-                    KeyValue::new("log.level", level),
-                    KeyValue::new("log.message", message),
+                    ("log.level", Value::from(level)),
+                    ("log.message", Value::from(message)),
                 ],
             })
             .collect();
@@ -299,6 +316,7 @@ impl RequestTrace {
 }
 
 pub use spans::End;
+pub use wire::Value;
 
 /// Instants placed on the wall clock, from one reading of both clocks taken when the spans are
 /// built (a request not kept never reads the wall clock).
@@ -315,7 +333,14 @@ impl Wall {
         }
     }
 
-    fn of(&self, instant: Instant) -> SystemTime {
-        self.now - self.at.saturating_duration_since(instant)
+    /// `instant` in nanoseconds since the Unix epoch.
+    fn nanos(&self, instant: Instant) -> u64 {
+        let at = self.now - self.at.saturating_duration_since(instant);
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.nanos(self.at)
     }
 }

@@ -1,15 +1,13 @@
-//! A kept request's spans, built from its [`RequestTrace`] when it ends: the server span named
-//! `{method} {route}` with the HTTP semantic-convention attributes, a child span per step that
-//! ran, and a client span per upstream attempt.
+//! A kept request's spans, written as OTLP protobuf (`wire`) from its [`RequestTrace`] when it
+//! ends: the server span named `{method} {route}` with the HTTP semantic-convention attributes, a
+//! child span per step that ran, and a client span per upstream attempt.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
-use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use opentelemetry::trace::SpanId;
 
 use super::context::Incoming;
+use super::wire::{self, Kind, Value, span};
 use super::{RequestTrace, Step, Wall};
 
 /// What the request path knows when a request ends.
@@ -31,224 +29,244 @@ pub struct End<'a> {
     pub decision: String,
 }
 
-static SCOPE: LazyLock<InstrumentationScope> = LazyLock::new(|| {
-    InstrumentationScope::builder("edgewarden")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-});
+/// What every span of a request shares.
+struct Common<'a> {
+    trace_id: [u8; 16],
+    state: &'a str,
+    wall: Wall,
+}
 
-/// Every span of `trace`, the server span first.
+/// A span's fields before its attributes.
+struct Head<'a> {
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    parent_remote: bool,
+    kind: Kind,
+    name: &'a str,
+    start: u64,
+    end: u64,
+}
+
+impl Common<'_> {
+    fn head(&self, buf: &mut Vec<u8>, head: &Head<'_>) {
+        wire::bytes(buf, span::TRACE_ID, &self.trace_id);
+        wire::bytes(buf, span::SPAN_ID, &head.span_id.to_bytes());
+        wire::string(buf, span::TRACE_STATE, self.state);
+        if let Some(parent) = head.parent {
+            wire::bytes(buf, span::PARENT_SPAN_ID, &parent.to_bytes());
+        }
+        wire::string(buf, span::NAME, head.name);
+        wire::varint(buf, span::KIND, head.kind as u64);
+        wire::fixed64(buf, span::START, head.start);
+        wire::fixed64(buf, span::END, head.end);
+        let remote = if head.parent_remote {
+            wire::FLAG_IS_REMOTE
+        } else {
+            0
+        };
+        // Every kept span is sampled.
+        wire::fixed32(buf, span::FLAGS, 1 | wire::FLAG_HAS_IS_REMOTE | remote);
+    }
+}
+
+fn attr(buf: &mut Vec<u8>, key: &str, value: impl Into<Value>) {
+    wire::attribute(buf, span::ATTRIBUTE, key, &value.into());
+}
+
+fn str_attr(buf: &mut Vec<u8>, key: &str, value: &str) {
+    wire::nested(buf, span::ATTRIBUTE, |buf| {
+        wire::string(buf, 1, key);
+        wire::nested(buf, 2, |buf| wire::bytes(buf, 1, value.as_bytes()));
+    });
+}
+
+fn error_status(buf: &mut Vec<u8>, message: &str) {
+    wire::nested(buf, span::STATUS, |buf| {
+        wire::string(buf, wire::status::MESSAGE, message);
+        wire::varint(buf, wire::status::CODE, wire::status::ERROR);
+    });
+}
+
+/// Write every span of `trace` into `out` (the server span first); returns how many.
 /// `failed`: the gateway's or the upstream's failure (a 5xx, or no answer).
 pub fn build(
     trace: &RequestTrace,
     end: &End<'_>,
     failed: bool,
     mut new_id: impl FnMut() -> SpanId,
-) -> Vec<SpanData> {
-    let scope = &*SCOPE;
-    let wall = Wall::now();
-    let state = match &trace.parent {
-        Some(parent) => {
-            TraceState::from_key_value(parent.state.iter().map(|(k, v)| (k, v))).unwrap_or_default()
-        }
-        None => TraceState::default(),
+    out: &mut Vec<u8>,
+) -> u64 {
+    let state = trace
+        .parent
+        .as_ref()
+        .filter(|p| !p.state.is_empty())
+        .map(|p| super::context::tracestate(&p.state));
+    let common = Common {
+        trace_id: trace.trace_id.to_bytes(),
+        state: state.as_deref().unwrap_or(""),
+        wall: Wall::now(),
     };
-    let context = |span_id| {
-        SpanContext::new(
-            trace.trace_id,
-            span_id,
-            TraceFlags::SAMPLED,
-            false,
-            state.clone(),
-        )
-    };
-    let mut spans = Vec::with_capacity(1 + trace.steps.len() + trace.attempts.len());
-    let name = match end.route {
-        Some((_, prefix)) => format!("{} {prefix}", end.method),
-        None => end.method.to_string(),
-    };
-    let mut links = SpanLinks::default();
-    links.links = trace.link.iter().map(link).collect();
-    let status = if failed {
-        Status::error(end.reason.unwrap_or("error"))
-    } else {
-        Status::Unset
-    };
-    spans.push(SpanData {
-        span_context: context(trace.span_id),
-        parent_span_id: trace
-            .parent
-            .as_ref()
-            .map_or(SpanId::INVALID, |p| p.parent_id),
-        parent_span_is_remote: trace.parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: Cow::Owned(name),
-        start_time: wall.of(trace.started),
-        end_time: wall.now,
-        attributes: server_attributes(trace, end, failed),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links,
-        status,
-        instrumentation_scope: scope.clone(),
-    });
-    let child =
-        |parent, span_id, kind, name: Cow<'static, str>, start, end_at, attributes, events| {
-            SpanData {
-                span_context: context(span_id),
-                parent_span_id: parent,
-                parent_span_is_remote: false,
-                span_kind: kind,
-                name,
-                start_time: wall.of(start),
-                end_time: wall.of(end_at),
-                attributes,
-                dropped_attributes_count: 0,
-                events,
-                links: SpanLinks::default(),
-                status: Status::Unset,
-                instrumentation_scope: scope.clone(),
-            }
+    let wall = &common.wall;
+    let mut count = 1;
+    wire::nested(out, wire::SCOPE_SPANS_SPAN, |buf| {
+        let name = match end.route {
+            Some((_, prefix)) => Cow::Owned(format!("{} {prefix}", end.method)),
+            None => Cow::Borrowed(end.method),
         };
+        common.head(
+            buf,
+            &Head {
+                span_id: trace.span_id,
+                parent: trace.parent.as_ref().map(|p| p.parent_id),
+                parent_remote: trace.parent.is_some(),
+                kind: Kind::Server,
+                name: &name,
+                start: wall.nanos(trace.started),
+                end: wall.now_nanos(),
+            },
+        );
+        server_attributes(buf, trace, end, failed);
+        if let Some(incoming) = &trace.link {
+            link(buf, incoming);
+        }
+        if failed {
+            error_status(buf, end.reason.unwrap_or("error"));
+        }
+    });
     let mut steps: Vec<(SpanId, &Step)> = trace.steps.iter().map(|s| (trace.span_id, s)).collect();
     while let Some((parent, step)) = steps.pop() {
         let span_id = new_id();
-        let mut events = SpanEvents::default();
-        events.events = step
-            .events
-            .iter()
-            .map(|e| {
-                opentelemetry::trace::Event::new(e.name, wall.of(e.at), e.attributes.clone(), 0)
-            })
-            .collect();
-        let mut attributes = step.attributes.clone();
-        if let Some((key, value)) = &step.detail {
-            attributes.push(KeyValue::new(*key, value.to_string()));
-        }
-        if let (Some(issuer), "authenticate") = (end.issuer, &*step.name) {
-            attributes.push(KeyValue::new("edgewarden.issuer", issuer.to_string()));
-        }
-        attributes.push(KeyValue::new("edgewarden.outcome", step.outcome));
-        spans.push(child(
-            parent,
-            span_id,
-            SpanKind::Internal,
-            step.name.clone(),
-            step.start,
-            step.end,
-            attributes,
-            events,
-        ));
+        count += 1;
+        wire::nested(out, wire::SCOPE_SPANS_SPAN, |buf| {
+            common.head(
+                buf,
+                &Head {
+                    span_id,
+                    parent: Some(parent),
+                    parent_remote: false,
+                    kind: Kind::Internal,
+                    name: &step.name,
+                    start: wall.nanos(step.start),
+                    end: wall.nanos(step.end),
+                },
+            );
+            for (key, value) in &step.attributes {
+                wire::attribute(buf, span::ATTRIBUTE, key, value);
+            }
+            if let Some((key, value)) = &step.detail {
+                str_attr(buf, key, value);
+            }
+            if let (Some(issuer), "authenticate") = (end.issuer, &*step.name) {
+                str_attr(buf, "edgewarden.issuer", issuer);
+            }
+            attr(buf, "edgewarden.outcome", step.outcome);
+            for event in &step.events {
+                wire::nested(buf, span::EVENT, |buf| {
+                    wire::fixed64(buf, wire::event::TIME, wall.nanos(event.at));
+                    wire::string(buf, wire::event::NAME, event.name);
+                    for (key, value) in &event.attributes {
+                        wire::attribute(buf, wire::event::ATTRIBUTE, key, value);
+                    }
+                });
+            }
+        });
         steps.extend(step.children.iter().map(|c| (span_id, c)));
     }
     for (resend, attempt) in trace.attempts.iter().enumerate() {
-        let mut attributes = vec![KeyValue::new("http.request.method", end.method.to_string())];
-        if let Some(address) = attempt.address {
-            attributes.push(KeyValue::new("server.address", address.ip().to_string()));
-            attributes.push(KeyValue::new("server.port", i64::from(address.port())));
-        }
-        if resend > 0 {
-            attributes.push(KeyValue::new("http.request.resend_count", resend as i64));
-        }
-        if let Some(status) = attempt.status {
-            attributes.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-        }
-        if let Some(error) = attempt.error {
-            attributes.push(KeyValue::new("error.type", error));
-        }
-        let mut events = SpanEvents::default();
-        if let Some((at, reused)) = attempt.connected {
-            events.events.push(opentelemetry::trace::Event::new(
-                "connected",
-                wall.of(at),
-                vec![
-                    KeyValue::new("edgewarden.connection.reused", reused),
-                    KeyValue::new(
-                        "edgewarden.connect_us",
-                        at.saturating_duration_since(attempt.start).as_micros() as i64,
-                    ),
-                ],
-                0,
-            ));
-        }
-        let mut span = child(
-            trace.span_id,
-            attempt.span_id,
-            SpanKind::Client,
-            Cow::Owned(end.method.to_string()),
-            attempt.start,
-            attempt.end.unwrap_or(wall.at),
-            attributes,
-            events,
-        );
-        if attempt.error.is_some() || attempt.status.is_some_and(|s| s >= 500) {
-            span.status = Status::error(attempt.error.unwrap_or("upstream 5xx"));
-        }
-        spans.push(span);
+        count += 1;
+        wire::nested(out, wire::SCOPE_SPANS_SPAN, |buf| {
+            common.head(
+                buf,
+                &Head {
+                    span_id: attempt.span_id,
+                    parent: Some(trace.span_id),
+                    parent_remote: false,
+                    kind: Kind::Client,
+                    name: end.method,
+                    start: wall.nanos(attempt.start),
+                    end: wall.nanos(attempt.end.unwrap_or(wall.at)),
+                },
+            );
+            str_attr(buf, "http.request.method", end.method);
+            if let Some(address) = attempt.address {
+                attr(buf, "server.address", address.ip().to_string());
+                attr(buf, "server.port", i64::from(address.port()));
+            }
+            if resend > 0 {
+                attr(buf, "http.request.resend_count", resend as i64);
+            }
+            if let Some(status) = attempt.status {
+                attr(buf, "http.response.status_code", i64::from(status));
+            }
+            if let Some(error) = attempt.error {
+                attr(buf, "error.type", error);
+            }
+            if let Some((at, reused)) = attempt.connected {
+                wire::nested(buf, span::EVENT, |buf| {
+                    wire::fixed64(buf, wire::event::TIME, wall.nanos(at));
+                    wire::string(buf, wire::event::NAME, "connected");
+                    let connect_us = at.saturating_duration_since(attempt.start).as_micros();
+                    let attributes = [
+                        ("edgewarden.connection.reused", Value::Bool(reused)),
+                        ("edgewarden.connect_us", Value::Int(connect_us as i64)),
+                    ];
+                    for (key, value) in &attributes {
+                        wire::attribute(buf, wire::event::ATTRIBUTE, key, value);
+                    }
+                });
+            }
+            if attempt.error.is_some() || attempt.status.is_some_and(|s| s >= 500) {
+                error_status(buf, attempt.error.unwrap_or("upstream 5xx"));
+            }
+        });
     }
-    spans
+    count
 }
 
-fn server_attributes(trace: &RequestTrace, end: &End<'_>, failed: bool) -> Vec<KeyValue> {
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", end.method.to_string()),
-        KeyValue::new("url.path", end.path.to_string()),
-        KeyValue::new("url.scheme", end.scheme),
-        KeyValue::new("edgewarden.request_id", end.request_id.to_string()),
-        KeyValue::new("edgewarden.decision", end.decision.clone()),
-    ];
+fn server_attributes(buf: &mut Vec<u8>, trace: &RequestTrace, end: &End<'_>, failed: bool) {
+    str_attr(buf, "http.request.method", end.method);
+    str_attr(buf, "url.path", end.path);
+    attr(buf, "url.scheme", end.scheme);
+    str_attr(buf, "edgewarden.request_id", end.request_id);
+    str_attr(buf, "edgewarden.decision", &end.decision);
     if let Some((name, prefix)) = end.route {
-        attributes.push(KeyValue::new("http.route", prefix.to_string()));
-        attributes.push(KeyValue::new("edgewarden.route", name.to_string()));
+        str_attr(buf, "http.route", prefix);
+        str_attr(buf, "edgewarden.route", name);
     }
     if let Some(status) = end.status {
-        attributes.push(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
+        attr(buf, "http.response.status_code", i64::from(status));
     }
     if let Some(ip) = trace.client {
-        attributes.push(KeyValue::new("client.address", ip.to_string()));
+        attr(buf, "client.address", ip.to_string());
     }
     if let Some(host) = end.host {
-        attributes.push(KeyValue::new("server.address", host.to_string()));
+        str_attr(buf, "server.address", host);
     }
     if let Some(agent) = end.user_agent {
-        attributes.push(KeyValue::new("user_agent.original", agent.to_string()));
+        str_attr(buf, "user_agent.original", agent);
     }
     if failed {
-        let error = end.reason.map_or_else(
-            || {
-                end.status
-                    .map_or("no_response".to_string(), |s| s.to_string())
-            },
-            str::to_string,
-        );
-        attributes.push(KeyValue::new("error.type", error));
+        match (end.reason, end.status) {
+            (Some(reason), _) => attr(buf, "error.type", reason),
+            (None, Some(status)) => attr(buf, "error.type", status.to_string()),
+            (None, None) => attr(buf, "error.type", "no_response"),
+        }
     }
-    attributes
 }
 
 /// An untrusted sender's context, as a link (never the parent).
-fn link(incoming: &Incoming) -> Link {
-    let flags = if incoming.sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
-    let context = SpanContext::new(
-        incoming.trace_id,
-        incoming.parent_id,
-        flags,
-        true,
-        TraceState::default(),
-    );
-    Link::new(
-        context,
-        vec![KeyValue::new("edgewarden.link", "untrusted_parent")],
-        0,
-    )
+fn link(buf: &mut Vec<u8>, incoming: &Incoming) {
+    wire::nested(buf, span::LINK, |buf| {
+        wire::bytes(buf, wire::link::TRACE_ID, &incoming.trace_id.to_bytes());
+        wire::bytes(buf, wire::link::SPAN_ID, &incoming.parent_id.to_bytes());
+        wire::attribute(
+            buf,
+            wire::link::ATTRIBUTE,
+            "edgewarden.link",
+            &Value::from("untrusted_parent"),
+        );
+        let sampled = u32::from(incoming.sampled);
+        let flags = sampled | wire::FLAG_HAS_IS_REMOTE | wire::FLAG_IS_REMOTE;
+        wire::fixed32(buf, wire::link::FLAGS, flags);
+    });
 }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use opentelemetry::KeyValue;
 use pingora::prelude::Session;
 
 use super::respond::Rejection;
@@ -420,14 +419,15 @@ async fn policies(
 /// An enforcing policy's call as a span of the policies step, `policy NAME`: its isolation,
 /// outcome and running time, its `log` lines as events.
 fn trace_policy_call(trace: &mut crate::otel::RequestTrace, call: plugins::ObservedCall) {
+    use crate::otel::Value;
     let mut attributes = vec![
-        KeyValue::new("edgewarden.policy", call.policy.to_string()),
-        KeyValue::new("edgewarden.policy.isolation", call.isolation),
+        ("edgewarden.policy", Value::from(call.policy.to_string())),
+        ("edgewarden.policy.isolation", Value::from(call.isolation)),
     ];
     if let Some(ran) = call.facts.ran {
-        attributes.push(KeyValue::new(
+        attributes.push((
             "edgewarden.policy.cpu_us",
-            ran.as_micros() as i64,
+            Value::Int(ran.as_micros() as i64),
         ));
     }
     let name = format!("policy {}", call.policy);

@@ -486,3 +486,146 @@ async fn otlp_json_carries_the_same_trace() {
     assert_eq!(upstream.span_id, parent_id);
     assert_eq!(upstream.parent_span_id, server.span_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_attempt_is_a_second_client_span_with_its_resend_count() {
+    let receiver = OtlpReceiver::start().await;
+    let dead = DeadPort::new();
+    let live = echo_origin("live").await;
+    let config = Config::new()
+        .with(origin("pair", &[dead.addr, live.addr]))
+        .with(route("api", "/", "pair"))
+        .with(tracing(&receiver, 1.0));
+    let gw = Gateway::builder(config).start().await;
+    // Upstreams take turns: within two requests one starts at the dead upstream and moves on.
+    let mut retried = None;
+    for i in 0..4 {
+        let id = format!("turn-{i}");
+        let resp = req("GET", "/x")
+            .header("x-request-id", &id)
+            .send(gw.addr)
+            .await;
+        assert_eq!(resp.status, 200);
+        let spans = receiver.trace_of(&id, 2).await;
+        if spans.iter().filter(|s| s.kind == CLIENT).count() == 2 {
+            retried = Some((resp, spans));
+            break;
+        }
+    }
+    let (resp, spans) = retried.expect("a request was tried at the dead upstream first");
+    let server = spans.iter().find(|s| s.kind == SERVER).expect("server");
+    assert_eq!(server.status, 0, "the request succeeded in the end");
+    let mut attempts: Vec<&Span> = spans.iter().filter(|s| s.kind == CLIENT).collect();
+    attempts.sort_by_key(|s| s.attr("http.request.resend_count").map(str::to_string));
+    let (first, second) = (attempts[0], attempts[1]);
+    assert_eq!(first.attr("http.request.resend_count"), None);
+    assert_eq!(first.attr("error.type"), Some("connect_refused"));
+    assert_eq!(first.status, ERROR);
+    assert_eq!(
+        first.attr("server.port"),
+        Some(dead.addr.port().to_string().as_str())
+    );
+    assert_eq!(second.attr("http.request.resend_count"), Some("1"));
+    assert_eq!(second.attr("http.response.status_code"), Some("200"));
+    assert_eq!(
+        second.attr("server.port"),
+        Some(live.addr.port().to_string().as_str())
+    );
+    assert!(attempts.iter().all(|a| a.parent_span_id == server.span_id));
+    // The origin names the attempt that reached it.
+    let (_, parent_id, _) = traceparent_parts(&resp.origin_saw()["traceparent"][0]);
+    assert_eq!(parent_id, second.span_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_traces_of_refused_requests_are_capped_per_second_and_others_are_not() {
+    let receiver = OtlpReceiver::start().await;
+    let origin_ = echo_origin("o").await;
+    let config = Config::new()
+        .with(pem_issuer())
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/api", "o").set("auth", "required"))
+        .with(route("open", "/open", "o"))
+        .with(tracing(&receiver, 1.0).set("rejected_per_s", 2));
+    let gw = Gateway::builder(config).start().await;
+    let decided = |m: &Metrics, decision| {
+        m.value("edgewarden_traces_total", &[("decision", decision)])
+            .unwrap_or(0.0)
+    };
+    // What start-up itself decided: the harness's readiness probe, a refused request too.
+    let before = gw
+        .metrics_when(|m| decided(m, "sampled") + decided(m, "capped") >= 1.0)
+        .await;
+    let (sampled_before, capped_before) = (decided(&before, "sampled"), decided(&before, "capped"));
+    let flood = 12;
+    let started = std::time::Instant::now();
+    for i in 0..flood {
+        let resp = req("GET", "/api/x")
+            .header("x-request-id", &format!("refused-{i}"))
+            .send(gw.addr)
+            .await;
+        assert_eq!(resp.status, 401);
+    }
+    // Each second (window) the flood touched keeps at most two.
+    let windows = started.elapsed().as_secs() as f64 + 2.0;
+    for i in 0..5 {
+        let resp = req("GET", "/open/x")
+            .header("x-request-id", &format!("open-{i}"))
+            .send(gw.addr)
+            .await;
+        assert_eq!(resp.status, 200);
+    }
+    let total = sampled_before + capped_before + f64::from(flood + 5);
+    let metrics = gw
+        .metrics_when(|m| decided(m, "sampled") + decided(m, "capped") >= total)
+        .await;
+    let sampled = decided(&metrics, "sampled") - sampled_before;
+    let capped = decided(&metrics, "capped") - capped_before;
+    assert_eq!(sampled + capped, f64::from(flood + 5), "{}", metrics.0);
+    let refused_kept = sampled - 5.0;
+    assert!(
+        (1.0..=2.0 * windows).contains(&refused_kept),
+        "{refused_kept} refused traces kept over {windows} windows"
+    );
+    // What the collector received agrees: every forwarded request, and only the kept refusals.
+    for i in 0..5 {
+        receiver.trace_of(&format!("open-{i}"), 2).await;
+    }
+    let spans = receiver.spans();
+    let refused_received = spans
+        .iter()
+        .filter(|s| {
+            s.attr("edgewarden.request_id")
+                .is_some_and(|id| id.starts_with("refused-"))
+        })
+        .count();
+    assert_eq!(refused_received as f64, refused_kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_at_sigterm_reach_the_collector_before_exit() {
+    use nix::sys::signal::{Signal, kill};
+    let receiver = OtlpReceiver::start().await;
+    let origin_ = echo_origin("o").await;
+    let config = Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/", "o"))
+        .with(tracing(&receiver, 1.0));
+    let mut gw = Gateway::builder(config).start().await;
+    let resp = req("GET", "/x")
+        .header("x-request-id", "last-words")
+        .send(gw.addr)
+        .await;
+    assert_eq!(resp.status, 200);
+    // A batch waits up to 500 ms to fill; the process exits sooner than that once idle.
+    kill(gw.pid(), Signal::SIGTERM).expect("SIGTERM");
+    gw.exited_within(Duration::from_secs(10))
+        .await
+        .expect("exits");
+    let sent: Vec<Span> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.attr("edgewarden.request_id") == Some("last-words"))
+        .collect();
+    assert_eq!(sent.len(), 1, "the server span was sent before exit");
+}
