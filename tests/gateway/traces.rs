@@ -18,6 +18,14 @@ fn tracing(receiver: &OtlpReceiver, ratio: f64) -> Entry {
         .set("service_name", "edge-test")
 }
 
+/// One route, `/` to `origin_`, traced as `tracing` says.
+fn one_route(origin_: &EchoOrigin, tracing: Entry) -> Config {
+    Config::new()
+        .with(origin("o", &[origin_.addr]))
+        .with(route("api", "/", "o"))
+        .with(tracing)
+}
+
 fn one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
     let found: Vec<&Span> = spans.iter().filter(|s| s.name == name).collect();
     assert_eq!(found.len(), 1, "one span {name:?} in {spans:#?}");
@@ -368,15 +376,13 @@ async fn a_failing_collector_never_holds_requests_up_and_export_resumes() {
     // Each export waits before its 503, so spans pile up behind it.
     receiver.delay(Duration::from_millis(300));
     let origin_ = echo_origin("o").await;
-    let config = Config::new()
-        .with(origin("o", &[origin_.addr]))
-        .with(route("api", "/", "o"))
-        .with(
-            tracing(&receiver, 1.0)
-                .set("export_timeout_ms", 400)
-                .set("queue_spans", 16)
-                .set("batch_spans", 4),
-        );
+    let config = one_route(
+        &origin_,
+        tracing(&receiver, 1.0)
+            .set("export_timeout_ms", 400)
+            .set("queue_spans", 16)
+            .set("batch_spans", 4),
+    );
     let gw = Gateway::builder(config).start().await;
     for i in 0..40 {
         let id = format!("burst-{i}");
@@ -417,14 +423,12 @@ async fn a_failing_collector_never_holds_requests_up_and_export_resumes() {
 
     // A collector that is not there at all.
     let dead = DeadPort::new();
-    let config = Config::new()
-        .with(origin("o", &[origin_.addr]))
-        .with(route("api", "/", "o"))
-        .with(
-            section("tracing")
-                .set("endpoint", format!("http://{}", dead.addr))
-                .set("sample_ratio", 1.0),
-        );
+    let config = one_route(
+        &origin_,
+        section("tracing")
+            .set("endpoint", format!("http://{}", dead.addr))
+            .set("sample_ratio", 1.0),
+    );
     let gw = Gateway::builder(config).start().await;
     for _ in 0..5 {
         assert_eq!(req("GET", "/x").send(gw.addr).await.status, 200);
@@ -437,10 +441,7 @@ async fn a_failing_collector_never_holds_requests_up_and_export_resumes() {
 async fn a_reload_applies_a_new_sample_ratio() {
     let receiver = OtlpReceiver::start().await;
     let origin_ = echo_origin("o").await;
-    let config = Config::new()
-        .with(origin("o", &[origin_.addr]))
-        .with(route("api", "/", "o"))
-        .with(tracing(&receiver, 0.0));
+    let config = one_route(&origin_, tracing(&receiver, 0.0));
     let mut gw = Gateway::builder(config).start().await;
     let flags = async |gw: &Gateway| {
         let saw = req("GET", "/x").send(gw.addr).await.origin_saw();
@@ -607,10 +608,7 @@ async fn spans_still_queued_at_sigterm_reach_the_collector_before_exit() {
     use nix::sys::signal::{Signal, kill};
     let receiver = OtlpReceiver::start().await;
     let origin_ = echo_origin("o").await;
-    let config = Config::new()
-        .with(origin("o", &[origin_.addr]))
-        .with(route("api", "/", "o"))
-        .with(tracing(&receiver, 1.0));
+    let config = one_route(&origin_, tracing(&receiver, 1.0));
     let mut gw = Gateway::builder(config).start().await;
     let resp = req("GET", "/x")
         .header("x-request-id", "last-words")
