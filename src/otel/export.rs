@@ -2,7 +2,8 @@
 //! protobuf (`wire`), without waiting: past `queue_spans` queued spans it drops them, counted. A
 //! thread of the tracer's own gathers them into batches, wraps each batch in one
 //! `ExportTraceServiceRequest` and posts it with the gateway's reqwest client, retrying on 429,
-//! 502, 503 and 504 within `export_timeout_ms` and honouring `Retry-After`.
+//! 502, 503 and 504 within `export_timeout_ms` and honouring `Retry-After` (one that reaches past
+//! the deadline fails the batch, and the next waits for it).
 //!
 //! Not `opentelemetry-otlp`'s exporter: it takes `SpanData`, and building those and converting
 //! them again to protobuf cost a kept request about 10 µs of CPU; writing the protobuf once is a
@@ -137,7 +138,7 @@ impl Batch {
 async fn drain(
     mut receiver: mpsc::UnboundedReceiver<Item>,
     queued: Arc<AtomicUsize>,
-    exporter: Exporter,
+    mut exporter: Exporter,
     batch_spans: u64,
 ) {
     let exported = spans_counter("exported");
@@ -193,6 +194,8 @@ async fn drain(
 
 /// Where and how batches are posted.
 struct Exporter {
+    /// A collector's `Retry-After` that reached past a batch's deadline: nothing is sent before it.
+    resume_at: Option<Instant>,
     client: reqwest::Client,
     url: String,
     json: bool,
@@ -225,6 +228,7 @@ impl Exporter {
             headers.append(name, value);
         }
         Ok(Exporter {
+            resume_at: None,
             client,
             url: config.endpoint.clone(),
             json,
@@ -236,7 +240,10 @@ impl Exporter {
 
     /// Post one batch, retrying what a collector says may be retried, all within the export
     /// timeout.
-    async fn export(&self, batch: &Batch) -> Result<(), Error> {
+    async fn export(&mut self, batch: &Batch) -> Result<(), Error> {
+        if let Some(at) = self.resume_at.take() {
+            tokio::time::sleep_until(at).await;
+        }
         let body = self.body(batch)?;
         let deadline = Instant::now() + self.timeout;
         let mut backoff = FIRST_BACKOFF;
@@ -250,7 +257,7 @@ impl Exporter {
                 .body(body.clone())
                 .send()
                 .await;
-            let (wait, failure) = match sent {
+            let (wait, failure, throttled) = match sent {
                 Ok(mut answer) => {
                     let status = answer.status();
                     // Read (a bounded part of) the answer so the connection can be kept.
@@ -267,18 +274,22 @@ impl Exporter {
                         ErrorKind::Tracing,
                         format!("the collector answered {status}"),
                     );
-                    match status.as_u16() {
-                        429 | 503 => (retry_after(answer.headers()).unwrap_or(backoff), failure),
-                        502 | 504 => (backoff, failure),
+                    match (status.as_u16(), retry_after(answer.headers())) {
+                        (429 | 503, Some(asked)) => (asked, failure, true),
+                        (429 | 502 | 503 | 504, _) => (backoff, failure, false),
                         _ => return Err(failure),
                     }
                 }
                 Err(e) => (
                     backoff,
                     Error::because(ErrorKind::Tracing, "posting spans to the collector", e),
+                    false,
                 ),
             };
             if Instant::now() + wait >= deadline {
+                if throttled {
+                    self.resume_at = Some(Instant::now() + wait);
+                }
                 return Err(failure);
             }
             tokio::time::sleep(wait).await;

@@ -627,3 +627,59 @@ async fn spans_still_queued_at_sigterm_reach_the_collector_before_exit() {
         .collect();
     assert_eq!(sent.len(), 1, "the server span was sent before exit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_past_the_export_deadline_holds_the_next_export_back() {
+    let receiver = OtlpReceiver::start().await;
+    // 429 comes with `Retry-After: 3`, longer than an export may take.
+    receiver.answer(429);
+    let origin_ = echo_origin("o").await;
+    let config = one_route(
+        &origin_,
+        tracing(&receiver, 1.0).set("export_timeout_ms", 300),
+    );
+    let gw = Gateway::builder(config).start().await;
+    let resp = req("GET", "/x")
+        .header("x-request-id", "throttled")
+        .send(gw.addr)
+        .await;
+    assert_eq!(resp.status, 200);
+    let metrics = gw
+        .metrics_when(|m| {
+            m.value(
+                "edgewarden_trace_spans_total",
+                &[("result", "export_failed")],
+            )
+            .is_some_and(|v| v > 0.0)
+        })
+        .await;
+    assert!(
+        metrics
+            .value(
+                "edgewarden_trace_spans_total",
+                &[("result", "export_failed")]
+            )
+            .is_some_and(|v| v > 0.0),
+        "the throttled batch failed at once"
+    );
+    let throttled_at = std::time::Instant::now();
+    let exports = receiver.exports();
+    receiver.answer(200);
+    let resp = req("GET", "/x")
+        .header("x-request-id", "after-throttle")
+        .send(gw.addr)
+        .await;
+    assert_eq!(resp.status, 200);
+    receiver.trace_of("after-throttle", 2).await;
+    // Without the hold, the next batch goes half a second after its first span.
+    let waited = throttled_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "the next export came {waited:?} after the 429"
+    );
+    assert_eq!(
+        receiver.exports(),
+        exports + 1,
+        "nothing was sent while held back"
+    );
+}

@@ -125,10 +125,16 @@ impl OtlpReceiver {
                             };
                             let mut resp = hyper::Response::new(Full::new(Bytes::new()));
                             *resp.status_mut() = hyper::StatusCode::from_u16(code).expect("status");
-                            if code == 503 {
+                            // 503 asks for a retry after 1 s, 429 after 3 s.
+                            let retry_after = match code {
+                                503 => Some("1"),
+                                429 => Some("3"),
+                                _ => None,
+                            };
+                            if let Some(seconds) = retry_after {
                                 resp.headers_mut().insert(
                                     "retry-after",
-                                    hyper::header::HeaderValue::from_static("1"),
+                                    hyper::header::HeaderValue::from_static(seconds),
                                 );
                             }
                             Ok::<_, Infallible>(resp)
@@ -148,7 +154,8 @@ impl OtlpReceiver {
         format!("http://{}", self.addr)
     }
 
-    /// Answer every export with `code` from now on (200 stores the spans).
+    /// Answer every export with `code` from now on (200 stores the spans; 503 and 429 come with a
+    /// `Retry-After` of 1 and 3 seconds).
     pub fn answer(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
     }
