@@ -74,10 +74,7 @@ fn attr(buf: &mut Vec<u8>, key: &str, value: impl Into<Value>) {
 }
 
 fn str_attr(buf: &mut Vec<u8>, key: &str, value: &str) {
-    wire::nested(buf, span::ATTRIBUTE, |buf| {
-        wire::string(buf, 1, key);
-        wire::nested(buf, 2, |buf| wire::bytes(buf, 1, value.as_bytes()));
-    });
+    wire::str_attribute(buf, span::ATTRIBUTE, key, value);
 }
 
 fn error_status(buf: &mut Vec<u8>, message: &str) {

@@ -144,22 +144,32 @@ pub fn varint(buf: &mut Vec<u8>, field: u32, value: u64) {
     }
 }
 
+/// A `KeyValue` holding a string borrowed from the request, as field `field` of its message.
+pub fn str_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+    attribute_with(buf, field, key, |buf| bytes(buf, 1, value.as_bytes()));
+}
+
 /// A `KeyValue` as field `field` of its message.
 pub fn attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    attribute_with(buf, field, key, |buf| match value {
+        Value::Str(s) => bytes(buf, 1, s.as_bytes()),
+        Value::Bool(b) => {
+            encode_key(2, WireType::Varint, buf);
+            encode_varint(u64::from(*b), buf);
+        }
+        Value::Int(i) => {
+            encode_key(3, WireType::Varint, buf);
+            encode_varint(*i as u64, buf);
+        }
+    });
+}
+
+/// A `KeyValue` whose `AnyValue` body `value` writes. `AnyValue` is a oneof: its one field is
+/// written even when it holds the default.
+fn attribute_with(buf: &mut Vec<u8>, field: u32, key: &str, value: impl FnOnce(&mut Vec<u8>)) {
     nested(buf, field, |buf| {
         string(buf, 1, key);
-        // `AnyValue` is a oneof: its one field is written even when it holds the default.
-        nested(buf, 2, |buf| match value {
-            Value::Str(s) => bytes(buf, 1, s.as_bytes()),
-            Value::Bool(b) => {
-                encode_key(2, WireType::Varint, buf);
-                encode_varint(u64::from(*b), buf);
-            }
-            Value::Int(i) => {
-                encode_key(3, WireType::Varint, buf);
-                encode_varint(*i as u64, buf);
-            }
-        });
+        nested(buf, 2, value);
     });
 }
 
