@@ -17,11 +17,15 @@ use wasmtime::component::Component;
 use crate::error::{Error, ErrorKind, OrErr};
 
 /// Files every plugin is built with, embedded from the repository at compile time.
-const EMBEDDED: [(&str, &str); 3] = [
+const EMBEDDED: [(&str, &str); 4] = [
     ("wit/policy.wit", include_str!("../../wit/policy.wit")),
     (
         "sdk/edgewarden/__init__.py",
         include_str!("../../python-plugins/sdk/edgewarden/__init__.py"),
+    ),
+    (
+        "sdk/edgewarden/_wire.py",
+        include_str!("../../python-plugins/sdk/edgewarden/_wire.py"),
     ),
     (
         "sdk/edgewarden_guest.py",

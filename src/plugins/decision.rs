@@ -1,10 +1,11 @@
-//! What a plugin may decide, checked before anything is applied: legal header names and values,
-//! only headers the policy allows, only allowed origins, a sane path, a bounded direct answer.
+//! What a plugin may decide, checked before anything is applied: a readable answer (`wire`),
+//! legal header names and values, only headers the policy allows, only allowed origins, a sane
+//! path, a bounded direct answer.
 
 use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
-use super::bindings::edgewarden::policy::types::{Decision, ForwardAction, Response};
+use super::wire::{self, Answer, Decision, Forward, Malformed, Respond};
 use crate::config::Name;
 use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
@@ -67,6 +68,8 @@ impl Allowed<'_> {
 /// details, never for clients).
 #[derive(Debug)]
 pub enum Refused {
+    /// An answer that does not follow the encoding (`wire`).
+    Malformed(Malformed),
     /// A header name that is not a legal field name.
     IllegalName(String),
     /// A header value that is not a legal field value.
@@ -92,6 +95,7 @@ pub enum Refused {
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Refused::Malformed(why) => write!(f, "unreadable decision: {why}"),
             Refused::IllegalName(name) => write!(f, "illegal header name {name:?}"),
             Refused::IllegalValue(name) => write!(f, "illegal value for header {name}"),
             Refused::NotAllowed(name) => write!(f, "header {name} is not in allow_headers"),
@@ -109,11 +113,13 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// Validate a plugin's decision. `Err` names what was wrong.
-pub fn check(decision: Decision, allowed: &Allowed<'_>) -> Result<Checked, Refused> {
-    match decision {
-        Decision::Forward(action) => check_forward(action, allowed),
-        Decision::Respond(response) => check_response(response),
+/// Read and validate a plugin's answer (an exception's answer is the host's to report, and is
+/// refused here). `Err` names what was wrong.
+pub fn check(answer: &[u8], allowed: &Allowed<'_>) -> Result<Checked, Refused> {
+    match wire::answer(answer).map_err(Refused::Malformed)? {
+        Answer::Decided(Decision::Forward(forward)) => check_forward(forward, allowed),
+        Answer::Decided(Decision::Respond(response)) => check_response(response),
+        Answer::Raised(_) => Err(Refused::Malformed(Malformed::Kind(b'E'))),
     }
 }
 
@@ -129,14 +135,11 @@ fn pair(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), Refused> {
     }
 }
 
-fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked, Refused> {
-    let mut set = Vec::with_capacity(action.set_headers.len());
-    let mut append = Vec::with_capacity(action.append_headers.len());
-    let mut remove = Vec::with_capacity(action.remove_headers.len());
-    for (list, out) in [
-        (&action.set_headers, &mut set),
-        (&action.append_headers, &mut append),
-    ] {
+fn check_forward(action: Forward<'_>, allowed: &Allowed<'_>) -> Result<Checked, Refused> {
+    let mut set = Vec::with_capacity(action.set.len());
+    let mut append = Vec::with_capacity(action.append.len());
+    let mut remove = Vec::with_capacity(action.remove.len());
+    for (list, out) in [(&action.set, &mut set), (&action.append, &mut append)] {
         for (name, value) in list {
             let (name, value) = pair(name, value)?;
             if !allowed.header(&name) {
@@ -145,25 +148,25 @@ fn check_forward(action: ForwardAction, allowed: &Allowed<'_>) -> Result<Checked
             out.push((name, value));
         }
     }
-    for name in &action.remove_headers {
+    for name in &action.remove {
         let name = header_name(name)?;
         if !allowed.header(&name) {
             return Err(Refused::NotAllowed(name));
         }
         remove.push(name);
     }
-    let origin = match &action.origin {
+    let origin = match action.origin {
         None => None,
         Some(name) => match allowed
             .origins
             .iter()
-            .find(|(allowed, _)| allowed.as_str() == name.as_str())
+            .find(|(allowed, _)| allowed.as_str() == name)
         {
             Some((_, id)) => Some(*id),
-            None => return Err(Refused::Origin(name.clone())),
+            None => return Err(Refused::Origin(name.to_string())),
         },
     };
-    let path = action.path.map(|path| canonical_path(&path)).transpose()?;
+    let path = action.path.map(canonical_path).transpose()?;
     Ok(Checked::Forward(Changes {
         set,
         append,
@@ -183,7 +186,7 @@ fn canonical_path(path: &str) -> Result<String, Refused> {
     }
 }
 
-fn check_response(response: Response) -> Result<Checked, Refused> {
+fn check_response(response: Respond<'_>) -> Result<Checked, Refused> {
     if !(200..=599).contains(&response.status) {
         return Err(Refused::Status(response.status));
     }
@@ -201,7 +204,7 @@ fn check_response(response: Response) -> Result<Checked, Refused> {
     Ok(Checked::Respond(PolicyAnswer {
         status: response.status,
         headers,
-        body: response.body,
+        body: response.body.to_vec(),
     }))
 }
 
@@ -233,17 +236,20 @@ impl Changes {
 mod tests {
     use super::*;
 
-    fn forward(set: &[(&str, &str)], origin: Option<&str>, path: Option<&str>) -> Decision {
-        Decision::Forward(ForwardAction {
-            set_headers: set
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            append_headers: vec![],
-            remove_headers: vec![],
-            origin: origin.map(str::to_string),
-            path: path.map(str::to_string),
-        })
+    /// A forward answer as a plugin's glue writes it.
+    fn forward(set: &[(&str, &str)], origin: Option<&str>, path: Option<&str>) -> Vec<u8> {
+        let flags = u8::from(origin.is_some()) | (u8::from(path.is_some()) << 1);
+        let mut out = format!("F{} 0 0 {flags}\0", set.len());
+        for field in set
+            .iter()
+            .flat_map(|(k, v)| [*k, *v])
+            .chain(origin)
+            .chain(path)
+        {
+            out.push_str(field);
+            out.push('\0');
+        }
+        out.into_bytes()
     }
 
     #[test]
@@ -255,7 +261,7 @@ mod tests {
             origins: &origins,
         };
         let checked = check(
-            forward(
+            &forward(
                 &[("x-portal", "uk"), ("x-internal-user-id", "u")],
                 Some("uk"),
                 Some("/a"),
@@ -296,7 +302,7 @@ mod tests {
                 "path must be a plain absolute path: request target must be an absolute path",
             ),
         ] {
-            let refused = check(bad, &allowed).err().map(|e| e.to_string());
+            let refused = check(&bad, &allowed).err().map(|e| e.to_string());
             assert_eq!(refused.as_deref(), Some(why));
         }
     }
@@ -307,32 +313,28 @@ mod tests {
             headers: &HeaderPatterns::default(),
             origins: &[],
         };
-        let respond = |status: u16, headers: Vec<(String, String)>, body: usize| {
-            Decision::Respond(Response {
-                status,
-                headers,
-                body: vec![b'x'; body],
-            })
+        let respond = |status: u16, headers: &[(&str, &str)], body: usize| {
+            let mut out = format!("R{status} {} {body}\0", headers.len());
+            for (name, value) in headers {
+                out.push_str(&format!("{name}\0{value}\0"));
+            }
+            let mut out = out.into_bytes();
+            out.resize(out.len() + body, b'x');
+            out
         };
         assert!(
             check(
-                respond(200, vec![("content-type".into(), "text/plain".into())], 10),
+                &respond(200, &[("content-type", "text/plain")], 10),
                 &allowed
             )
             .is_ok()
         );
         assert!(matches!(
-            check(respond(99, vec![], 0), &allowed),
+            check(&respond(99, &[], 0), &allowed),
             Err(Refused::Status(99))
         ));
-        assert!(check(respond(600, vec![], 0), &allowed).is_err());
-        assert!(
-            check(
-                respond(200, vec![("content-length".into(), "1".into())], 0),
-                &allowed
-            )
-            .is_err()
-        );
-        assert!(check(respond(200, vec![], MAX_BODY + 1), &allowed).is_err());
+        assert!(check(&respond(600, &[], 0), &allowed).is_err());
+        assert!(check(&respond(200, &[("content-length", "1")], 0), &allowed).is_err());
+        assert!(check(&respond(200, &[], MAX_BODY + 1), &allowed).is_err());
     }
 }

@@ -1,12 +1,12 @@
 //! A Python exception that escaped a plugin's `handle_request`, as the guest glue reports it
-//! (`plugin-error` in `wit/policy.wit`): cleaned, bounded and logged at most once a second per
+//! (an `E` answer, see `wire`): cleaned, bounded and logged at most once a second per
 //! policy, with how many were left out in between. Counting and the decision trace go through
 //! [`super::Failure::Exception`] like every other failure.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::bindings::edgewarden::policy::types::PluginError;
+use super::wire::{Answer, Malformed, Raised};
 
 /// Longest text kept of each field the plugin sent.
 const MAX_FIELD: usize = 300;
@@ -19,8 +19,9 @@ pub struct ExceptionLog {
 }
 
 impl ExceptionLog {
-    /// Log `error` for `policy`, unless a line was written in this same second.
-    pub fn report(&self, policy: &str, error: &PluginError) {
+    /// Log the exception `answer` reports for `policy`, unless a line was written in this same
+    /// second.
+    pub fn report(&self, policy: &str, answer: Result<Answer<'_>, Malformed>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -35,12 +36,20 @@ impl ExceptionLog {
             return;
         }
         let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        let location = error.location.as_deref().map(clean);
+        let error = match answer {
+            Ok(Answer::Raised(raised)) => raised,
+            _ => Raised {
+                kind: "(unreadable)",
+                message: "the plugin's exception report was not readable",
+                location: None,
+            },
+        };
+        let location = error.location.map(clean);
         tracing::warn!(
             policy,
             failure = "exception",
-            exception = %clean(&error.kind),
-            detail = %clean(&error.message),
+            exception = %clean(error.kind),
+            detail = %clean(error.message),
             location = %location.as_deref().unwrap_or("(outside the plugin's files)"),
             suppressed,
             "plugin raised an exception"
@@ -71,14 +80,10 @@ mod tests {
     #[test]
     fn a_second_exception_in_the_same_second_is_counted_not_logged() {
         let log = ExceptionLog::default();
-        let error = PluginError {
-            kind: "KeyError".into(),
-            message: "'tier'".into(),
-            location: Some("plugin.py:3".into()),
-        };
-        log.report("p", &error);
-        log.report("p", &error);
-        log.report("p", &error);
+        let error = || super::super::wire::answer(b"EKeyError\0'tier'\0plugin.py:3");
+        log.report("p", error());
+        log.report("p", error());
+        log.report("p", error());
         let logged_this_second = log.last_second.load(Ordering::Relaxed);
         assert!(logged_this_second > 0);
         assert!(log.suppressed.load(Ordering::Relaxed) >= 1);

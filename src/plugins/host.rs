@@ -19,7 +19,6 @@ use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::edgewarden::policy::host::{Host, LimitVerdict, LogLevel};
-use super::bindings::edgewarden::policy::types::{Decision, Request};
 use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
 use super::exception::ExceptionLog;
@@ -27,6 +26,7 @@ pub use super::limits::Failure;
 use super::limits::{Limiter, Stopped, classify};
 use super::snapshot::{self, Saved};
 use super::ticker::Ticker;
+use super::wire;
 use crate::config::{Isolation, Name, PolicyConfig};
 use crate::error::{Error, ErrorKind, OrErr};
 use crate::shield::Shield;
@@ -160,8 +160,6 @@ impl Host for HostState {
         }
     }
 }
-
-impl super::bindings::edgewarden::policy::types::Host for HostState {}
 
 /// The engine, its epoch ticker and the linker shared by every plugin.
 pub struct Runtime {
@@ -387,16 +385,18 @@ impl PolicyHost {
         self.pool.lock().ok()?.pop()
     }
 
-    /// Run the plugin on `request`, all of it (waiting for an instance, building one when the pool
-    /// is empty, the call) within the policy's wall-clock deadline. The epoch callback stops a
+    /// Run the plugin on `request` (the encoded request, see `wire`), all of it (waiting for an
+    /// instance, building one when the pool is empty, the call) within the policy's wall-clock
+    /// deadline. `Ok` is the plugin's answer as `wire::answer` reads it, never an exception: an
+    /// exception is logged here and is a [`Failure::Exception`]. The epoch callback stops a
     /// plugin that runs past its budget; the deadline stops one that waits (sleeping through WASI,
     /// a starved thread). Dropping the call midway retires the instance (`Lease`).
     /// `shield`: the serving generation's, for the plugin's `limit` calls.
     pub async fn call(
         self: &Arc<Self>,
-        request: &Request,
+        request: &str,
         shield: Option<&Arc<Shield>>,
-    ) -> Result<Decision, Failure> {
+    ) -> Result<Vec<u8>, Failure> {
         self.call_observed(request, shield, None).await
     }
 
@@ -404,10 +404,10 @@ impl PolicyHost {
     /// and the `log` lines written, for the request's trace.
     pub async fn call_observed(
         self: &Arc<Self>,
-        request: &Request,
+        request: &str,
         shield: Option<&Arc<Shield>>,
         facts: Option<&mut CallFacts>,
-    ) -> Result<Decision, Failure> {
+    ) -> Result<Vec<u8>, Failure> {
         let call = self.call_unbounded(request, shield, facts);
         match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result,
@@ -420,10 +420,10 @@ impl PolicyHost {
 
     async fn call_unbounded(
         self: &Arc<Self>,
-        request: &Request,
+        request: &str,
         shield: Option<&Arc<Shield>>,
         facts: Option<&mut CallFacts>,
-    ) -> Result<Decision, Failure> {
+    ) -> Result<Vec<u8>, Failure> {
         // Calls yield at epoch ticks, so one thread can have many in flight; without this bound a
         // burst would build an instance per concurrent request.
         let _permit = self.in_use.acquire().await.map_err(|_| Failure::Trap)?;
@@ -466,13 +466,13 @@ impl PolicyHost {
         }
         warm.store.data_mut().shield = None;
         match result {
-            Ok(Err(error)) => {
+            Ok(answer) if answer.first() == Some(&b'E') => {
                 // The instance is retired with the lease: module state the exception left
                 // half-changed is not reused.
-                self.exceptions.report(&self.name, &error);
+                self.exceptions.report(&self.name, wire::answer(&answer));
                 Err(Failure::Exception)
             }
-            Ok(Ok(decision)) => {
+            Ok(answer) => {
                 warm.calls += 1;
                 let reusable = warm.calls < self.max_calls
                     && match self.isolation {
@@ -482,7 +482,7 @@ impl PolicyHost {
                 if reusable && let Some(warm) = lease.warm.take() {
                     self.put_back(warm);
                 }
-                Ok(decision)
+                Ok(answer)
             }
             Err(e) => {
                 let failure = classify(&e);

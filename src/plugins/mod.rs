@@ -14,6 +14,7 @@ mod scaffold;
 mod shadow;
 mod snapshot;
 mod ticker;
+mod wire;
 
 pub use scaffold::scaffold;
 
@@ -28,7 +29,6 @@ use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
 use crate::shield::Shield;
-use bindings::edgewarden::policy::types::Request;
 pub use decision::PolicyAnswer;
 use decision::{Allowed, Checked};
 pub use host::Failure;
@@ -357,7 +357,7 @@ impl Policy {
     /// `Continue` with the origin it chose, if any, or `Break` with its answer. Counted by outcome.
     async fn decide(
         &self,
-        input: &Request,
+        input: &str,
         req: &mut RequestHeader,
         shield: &Arc<Shield>,
         facts: Option<&mut host::CallFacts>,
@@ -369,8 +369,8 @@ impl Policy {
             headers: &self.allow_headers,
             origins: &self.origins,
         };
-        let decided = called.and_then(|decision| {
-            let checked = decision::check(decision, &allowed).map_err(|why| {
+        let decided = called.and_then(|answer| {
+            let checked = decision::check(&answer, &allowed).map_err(|why| {
                 tracing::warn!(policy = %self.host.name, %why, "plugin output refused");
                 Failure::InvalidOutput
             })?;
@@ -459,58 +459,15 @@ fn fresh_runtime_if(needed: bool) -> Result<Option<Runtime>, Error> {
     needed.then(|| Runtime::new(Isolation::Fresh)).transpose()
 }
 
-fn request_for(req: &RequestHeader, ctx: &Context<'_>) -> Request {
-    Request {
-        method: req.method.to_string(),
-        path: req.uri.path().to_string(),
-        query: req.uri.query().map(str::to_string),
-        headers: header_block(req),
-        client_ip: ctx.client_ip.clone(),
-        route: ctx.route.to_string(),
-        claims_json: ctx.claims_json.clone(),
-        country: ctx.country.clone(),
-    }
-}
-
-/// The request's headers as `name: value` lines (see `wit/policy.wit`). Values that are not
-/// visible ASCII are left out, as plugins could not set them back either.
-fn header_block(req: &RequestHeader) -> String {
-    let size: usize = req
-        .headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 3)
-        .sum();
-    let mut block = String::with_capacity(size);
-    for (name, value) in &req.headers {
-        if let Ok(value) = value.to_str() {
-            block.push_str(name.as_str());
-            block.push_str(": ");
-            block.push_str(value);
-            block.push('\n');
-        }
-    }
-    block
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_reach_plugins_as_lines_in_order_without_unreadable_values() {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        req.append_header("Host", "a.example").expect("header");
-        req.append_header("x-multi", "1").expect("header");
-        req.append_header("x-multi", "two: 2").expect("header");
-        req.append_header("x-empty", "").expect("header");
-        req.append_header(
-            "x-latin",
-            http::HeaderValue::from_bytes(b"caf\xe9").expect("value"),
-        )
-        .expect("header");
-        assert_eq!(
-            header_block(&req),
-            "host: a.example\nx-multi: 1\nx-multi: two: 2\nx-empty: \n"
-        );
-    }
+/// The request as a plugin receives it (see `wire`).
+fn request_for(req: &RequestHeader, ctx: &Context<'_>) -> String {
+    wire::request(
+        req,
+        &wire::Facts {
+            client_ip: &ctx.client_ip,
+            route: ctx.route,
+            country: ctx.country.as_deref(),
+            claims_json: ctx.claims_json.as_deref(),
+        },
+    )
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Policy;
-use super::bindings::edgewarden::policy::types::Request;
 use super::decision::{self, Allowed, Checked};
 
 /// Shadow calls running at once, across every shadow policy of a configuration.
@@ -29,7 +28,7 @@ impl Drop for Slot {
 }
 
 impl Shadows {
-    pub(super) fn run(&self, policy: Arc<Policy>, input: Request) {
+    pub(super) fn run(&self, policy: Arc<Policy>, input: String) {
         let counter = &crate::metrics::get().plugin_shadow_decisions;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -50,7 +49,7 @@ impl Shadows {
                 headers: &policy.allow_headers,
                 origins: &policy.origins,
             };
-            let (label, detail) = match called.map(|d| decision::check(d, &allowed)) {
+            let (label, detail) = match called.map(|answer| decision::check(&answer, &allowed)) {
                 Ok(Ok(Checked::Forward(changes))) => {
                     let name = |id| policy.origins.iter().find(|(_, o)| *o == id);
                     let chosen = changes.origin.and_then(name);

@@ -93,6 +93,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
         "raise",
         "recurse",
         "crlf-header",
+        "nul-header",
         "forbidden-header",
         "unknown-origin",
         "bad-status",
@@ -110,7 +111,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
     }
     assert_eq!(
         origin_.hits(),
-        10,
+        11,
         "only the well-behaved requests reach the origin"
     );
     let m = gw
@@ -118,7 +119,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
             m.count(
                 "edgewarden_request_duration_seconds_count",
                 &[("route", "deny")],
-            ) >= 19.0
+            ) >= 21.0
         })
         .await;
     let outcome = |outcome: &str| {
@@ -127,7 +128,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
             &[("policy", "misbehave-deny"), ("outcome", outcome)],
         )
     };
-    assert_eq!(outcome("forwarded"), 10.0);
+    assert_eq!(outcome("forwarded"), 11.0);
     assert_eq!(outcome("timeout"), 2.0, "loop and sleep");
     assert_eq!(outcome("memory_limit"), 1.0, "alloc");
     assert_eq!(
@@ -135,13 +136,17 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
         2.0,
         "raise, and recurse (RecursionError)"
     );
-    assert_eq!(outcome("invalid_output"), 4.0);
+    assert_eq!(
+        outcome("invalid_output"),
+        5.0,
+        "crlf-header, nul-header (its NUL would add fields), forbidden-header, unknown-origin, bad-status"
+    );
     assert_eq!(
         m.count(
             "edgewarden_plugin_duration_seconds_count",
             &[("policy", "misbehave-deny")]
         ),
-        19.0
+        21.0
     );
     assert!(
         m.count(
@@ -158,7 +163,7 @@ async fn each_misbehaving_plugin_gets_503_with_deny_and_the_next_request_succeed
                 ("outcome", "error")
             ]
         ),
-        9.0
+        10.0
     );
 }
 

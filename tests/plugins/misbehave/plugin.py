@@ -40,6 +40,10 @@ def handle_request(request):
     if mode == "crlf-header":
         request.headers["x-misbehave-ok"] = "1\r\nx-injected: yes"
         return send_to_origin(request)
+    if mode == "nul-header":
+        # A NUL in a value would end the field early: the rest would read as another header.
+        request.headers["x-misbehave-ok"] = "1\0x-misbehave-ok\0admin"
+        return send_to_origin(request)
     if mode == "forbidden-header":
         request.headers["x-internal-user-id"] = "admin"
         return send_to_origin(request)

@@ -1,0 +1,83 @@
+"""How a request and a decision cross between the gateway and a plugin (``wit/policy.wit``): the
+request arrives as one string of NUL-separated fields, the decision leaves as one ``bytes``. One
+value each way, because inside the component every value that crosses is its own trip into the
+interpreter. Plain Python, so the SDK's tests check it against the vectors the gateway checks too
+(``wire_vectors.json``). Plugin authors never use it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import Forward, Request, Response
+
+#: Forward unchanged.
+UNCHANGED = b""
+
+_MAX_MESSAGE = 300
+
+
+def request(text: str) -> Request:
+    """The gateway's request string as the ``Request`` a plugin sees."""
+    method, path, query, client_ip, route, country, claims, headers = text.split("\0", 7)
+    return Request._from_host(
+        method,
+        path,
+        query[1:] if query else None,
+        headers,
+        client_ip,
+        route,
+        claims or None,
+        country or None,
+    )
+
+
+def decision(answer) -> bytes:
+    """A plugin's answer (``send_to_origin(...)`` or ``Response(...)``) as the gateway reads it."""
+    if isinstance(answer, Forward):
+        set_headers, append_headers, remove_headers = answer.set_headers, answer.append_headers, answer.remove_headers
+        origin, path = answer.origin, answer.path
+        if not (set_headers or append_headers or remove_headers) and origin is None and path is None:
+            return UNCHANGED
+        flags = (origin is not None) | ((path is not None) << 1)
+        parts = [f"F{len(set_headers)} {len(append_headers)} {len(remove_headers)} {flags}"]
+        for name, value in set_headers:
+            parts.append(name)
+            parts.append(value)
+        for name, value in append_headers:
+            parts.append(name)
+            parts.append(value)
+        parts.extend(remove_headers)
+        if origin is not None:
+            parts.append(origin)
+        if path is not None:
+            parts.append(path)
+        parts.append("")
+        return "\0".join(parts).encode()
+    if isinstance(answer, Response):
+        parts = [f"R{answer.status} {len(answer.headers)} {len(answer.body)}"]
+        for name, value in answer.headers:
+            parts.append(name)
+            parts.append(value)
+        parts.append("")
+        return "\0".join(parts).encode() + answer.body
+    raise TypeError("handle_request must return send_to_origin(request) or Response(...)")
+
+
+def raised(error: BaseException, plugin_dir: str) -> bytes:
+    """An exception that escaped ``handle_request``: its type, its message (at most 300
+    characters) and the innermost line of the plugin's own files (under ``plugin_dir``) it
+    passed. NULs in them are dropped so the gateway reads exactly three fields."""
+    location = ""
+    tb = error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if plugin_dir and filename.startswith(plugin_dir + os.sep):
+            location = f"{os.path.relpath(filename, plugin_dir)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    try:
+        message = str(error)[:_MAX_MESSAGE]
+    except Exception:
+        message = "(the exception's message could not be read)"
+    fields = (type(error).__name__, message, location)
+    return ("E" + "\0".join(field.replace("\0", "") for field in fields)).encode("utf-8", "replace")
