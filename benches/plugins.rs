@@ -3,6 +3,9 @@
 //! shipped plugins (`python-plugins/`) built by componentize-py and precompiled, as the gateway does.
 //!
 //! - `plugin_chain/none`: a route without policies (the floor: the chain lookup).
+//! - `plugin_chain/bare_warm`: the crossing alone (`tests/plugins/bare`: the glue's entry point
+//!   replaced by one that answers "unchanged" without reading the request): the host's side of a
+//!   call and componentize-py's lifting and lowering, with no SDK code.
 //! - `plugin_chain/empty_warm`: a plugin that forwards unchanged (`tests/plugins/forward_only`):
 //!   the floor of a warm call, i.e. crossing into Python and back.
 //! - `plugin_chain/identity_warm`, `geo_warm`: one policy, warm instance pool.
@@ -32,8 +35,9 @@ use edgewarden::generation::Generation;
 use edgewarden::plugins::{Context, Outcome};
 use pingora::http::RequestHeader;
 
-const ROUTES: [(&str, &str); 7] = [
+const ROUTES: [(&str, &str); 8] = [
     ("none", ""),
+    ("bare_warm", "\"bare\""),
     ("empty_warm", "\"empty\""),
     ("identity_warm", "\"identity\""),
     ("geo_warm", "\"geo\""),
@@ -76,14 +80,19 @@ fn setup(dir: &Path) -> Generation {
         ("geo_router", "python-plugins/geo_router"),
         ("identity_headers", "python-plugins/identity_headers"),
         ("forward_only", "tests/plugins/forward_only"),
+        ("bare", "tests/plugins/bare"),
     ] {
         std::os::unix::fs::symlink(root.join(source), plugins_dir.join(name)).expect("link");
     }
-    std::fs::write(
-        policies.join("empty.toml"),
-        "plugin = \"forward_only\"\ntimeout_ms = 10\nmemory_mb = 64\non_error = \"deny\"\n",
-    )
-    .expect("write");
+    for (policy, plugin) in [("empty", "forward_only"), ("bare", "bare")] {
+        std::fs::write(
+            policies.join(format!("{policy}.toml")),
+            format!(
+                "plugin = \"{plugin}\"\ntimeout_ms = 10\nmemory_mb = 64\non_error = \"deny\"\n"
+            ),
+        )
+        .expect("write");
+    }
     for name in ["identity", "geo"] {
         std::fs::copy(
             root.join(format!("policies/{name}.toml")),
@@ -172,7 +181,7 @@ fn plugin_chain(c: &mut Criterion) {
             .get("x-internal-user-id")
             .map(|v| v.as_bytes().to_vec());
         let (want_origin, want_portal, want_user) = match *name {
-            "none" | "empty_warm" => (None, None, None),
+            "none" | "bare_warm" | "empty_warm" => (None, None, None),
             "identity_warm" => (None, None, Some(&b"alice"[..])),
             "geo_warm" | "geo_warm_browser_headers" | "geo_fresh" => {
                 (Some("uk"), Some(&b"uk"[..]), None)

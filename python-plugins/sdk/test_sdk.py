@@ -1,7 +1,7 @@
 import json
 
 import edgewarden
-from edgewarden import Headers, Request, Response, send_to_origin
+from edgewarden import Headers, Request, Response, _wire, send_to_origin
 
 
 def test_headers_are_case_insensitive_and_multi_valued():
@@ -78,14 +78,14 @@ def test_replacing_a_multi_valued_header_sets_then_appends():
 
 
 def test_claims_from_the_gateway_are_parsed_only_when_read():
-    r = Request._from_host("GET", "/", None, "", "192.0.2.1", "api", '{"sub": "alice"}', "GB")
+    r = _wire.request('GET\0/\0\x00192.0.2.1\0api\0GB\0{"sub": "alice"}\0')
     assert r._claims is None
     assert r.claims["sub"] == "alice"
-    assert Request._from_host("GET", "/", None, "", "192.0.2.1", "api", None, None).claims == {}
+    assert _wire.request("GET\0/\0\x00192.0.2.1\0api\0\0\0").claims == {}
 
 
 def _from_gateway(block):
-    return Request._from_host("GET", "/", None, block, "192.0.2.1", "api", None, None)
+    return _wire.request("GET\0/\0\x00192.0.2.1\0api\0\0\0" + block)
 
 
 def test_headers_from_the_gateway_are_read_from_their_lines():

@@ -348,10 +348,7 @@ mod tests {
             country: None,
             claims_json: None,
         };
-        assert_eq!(
-            request(&req, &facts),
-            "GET\0/\0\0::1\0r\0\0\0x-a: 1\n"
-        );
+        assert_eq!(request(&req, &facts), "GET\0/\0\0::1\0r\0\0\0x-a: 1\n");
     }
 
     #[test]

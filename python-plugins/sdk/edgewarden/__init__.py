@@ -69,16 +69,6 @@ class Headers:
         #: name -> values after the changes (an empty list: removed).
         self._changes: Dict[str, List[str]] = {}
 
-    @classmethod
-    def _from_block(cls, block: str) -> "Headers":
-        """The gateway's form: ``name: value`` lines, names lower case (see ``wit/policy.wit``)."""
-        headers = cls.__new__(cls)
-        headers._block = block
-        headers._pairs_list = None
-        headers._map = None
-        headers._changes = {}
-        return headers
-
     @property
     def _pairs(self) -> List[Tuple[str, str]]:
         if self._pairs_list is None:
@@ -206,23 +196,6 @@ class Request:
         #: Origin name to send the request to; None keeps the route's origin.
         self.origin: Optional[str] = None
         self._original_path = path
-
-    @classmethod
-    def _from_host(cls, method, path, query, headers, client_ip, route, claims_json, country):
-        """Built by the gateway glue: claims stay JSON text until a policy reads them."""
-        request = cls.__new__(cls)
-        request.method = method
-        request.path = path
-        request.query = query
-        request.headers = Headers._from_block(headers)
-        request.client_ip = client_ip
-        request.route = route
-        request._claims = None
-        request._claims_json = claims_json
-        request.country = country
-        request.origin = None
-        request._original_path = path
-        return request
 
     @property
     def claims(self) -> dict:

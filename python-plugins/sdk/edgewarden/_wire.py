@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 
-from . import Forward, Request, Response
+from . import Forward, Headers, Request, Response
+
+_new_headers = Headers.__new__
+_new_request = Request.__new__
 
 #: Forward unchanged.
 UNCHANGED = b""
@@ -18,18 +21,29 @@ _MAX_MESSAGE = 300
 
 
 def request(text: str) -> Request:
-    """The gateway's request string as the ``Request`` a plugin sees."""
-    method, path, query, client_ip, route, country, claims, headers = text.split("\0", 7)
-    return Request._from_host(
-        method,
-        path,
-        query[1:] if query else None,
-        headers,
-        client_ip,
-        route,
-        claims or None,
-        country or None,
-    )
+    """The gateway's request string as the ``Request`` a plugin sees. Built field by field rather
+    than through ``Request()``: this runs for every call, and each Python call it saves is about a
+    tenth of a microsecond inside the component. Claims stay JSON text until a policy reads them;
+    headers stay one block until a policy reads one."""
+    method, path, query, client_ip, route, country, claims, block = text.split("\0", 7)
+    headers = _new_headers(Headers)
+    headers._block = block
+    headers._pairs_list = None
+    headers._map = None
+    headers._changes = {}
+    request = _new_request(Request)
+    request.method = method
+    request.path = path
+    request.query = query[1:] if query else None
+    request.headers = headers
+    request.client_ip = client_ip
+    request.route = route
+    request._claims = None
+    request._claims_json = claims or None
+    request.country = country or None
+    request.origin = None
+    request._original_path = path
+    return request
 
 
 def decision(answer) -> bytes:
