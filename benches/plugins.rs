@@ -12,6 +12,8 @@
 //! - `plugin_chain/geo_warm_browser_headers`: `geo_warm` on a request with a browser's 16
 //!   headers instead of 5.
 //! - `plugin_chain/identity_geo_warm`: two policies in a row.
+//! - `plugin_chain/geo_cached`, `identity_cached`: the shipped policies with their `[cache]`: after
+//!   the first call, a remembered decision applied without entering WebAssembly.
 //! - `plugin_chain/geo_fresh`: `isolation = "fresh"`, back to back: each call starts from the
 //!   state saved after `init` and is followed by putting back the pages it wrote, so this is the
 //!   whole CPU cost per request (call + restore).
@@ -35,7 +37,7 @@ use edgewarden::generation::Generation;
 use edgewarden::plugins::{Context, Outcome};
 use pingora::http::RequestHeader;
 
-const ROUTES: [(&str, &str); 8] = [
+const ROUTES: [(&str, &str); 10] = [
     ("none", ""),
     ("bare_warm", "\"bare\""),
     ("empty_warm", "\"empty\""),
@@ -44,6 +46,8 @@ const ROUTES: [(&str, &str); 8] = [
     ("geo_warm_browser_headers", "\"geo\""),
     ("identity_geo_warm", "\"identity\", \"geo\""),
     ("geo_fresh", "\"geo-fresh\""),
+    ("geo_cached", "\"geo-cached\""),
+    ("identity_cached", "\"identity-cached\""),
 ];
 
 /// What a browser sends besides the five headers of `request()`.
@@ -93,14 +97,19 @@ fn setup(dir: &Path) -> Generation {
         )
         .expect("write");
     }
+    // The shipped policies as they are (`-cached`), and without their `[cache]` table: the other
+    // cases measure calls into the plugin.
     for name in ["identity", "geo"] {
-        std::fs::copy(
-            root.join(format!("policies/{name}.toml")),
-            policies.join(format!("{name}.toml")),
-        )
-        .expect("copy shipped policy");
+        let text = std::fs::read_to_string(root.join(format!("policies/{name}.toml")))
+            .expect("shipped policy");
+        let uncached = without_cache(&text);
+        assert_ne!(uncached, text, "policies/{name}.toml has a [cache] table");
+        std::fs::write(policies.join(format!("{name}.toml")), uncached).expect("write");
+        std::fs::write(policies.join(format!("{name}-cached.toml")), text).expect("write");
     }
-    let geo = std::fs::read_to_string(root.join("policies/geo.toml")).expect("geo policy");
+    let geo = without_cache(
+        &std::fs::read_to_string(root.join("policies/geo.toml")).expect("geo policy"),
+    );
     let fresh = geo.replace("isolation = \"warm\"", "isolation = \"fresh\"");
     assert_ne!(fresh, geo, "policies/geo.toml states its isolation");
     std::fs::write(policies.join("geo-fresh.toml"), fresh).expect("write");
@@ -127,6 +136,22 @@ fn setup(dir: &Path) -> Generation {
     // One warm instance per policy, as the measurements assume.
     config.server.threads = 1;
     Generation::build(config).expect("bench generation").0
+}
+
+/// A policy file without its `[cache]` table (the header and every line up to the next header).
+fn without_cache(text: &str) -> String {
+    let mut inside = false;
+    let mut kept = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            inside = line.trim() == "[cache]";
+        }
+        if !inside {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
 }
 
 fn request(browser: bool) -> RequestHeader {
@@ -157,12 +182,15 @@ fn plugin_chain(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let claims = r#"{"sub":"alice","email":"alice@example.com","iss":"https://id.example.com","aud":"api","exp":4102444800}"#;
+    let parsed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(claims).expect("claims");
     let mut group = c.benchmark_group("plugin_chain");
     for (index, (name, _)) in ROUTES.iter().enumerate() {
         let ctx = Context {
             client_ip: "203.0.113.7".to_string(),
             route: &generation.routes()[index].config.name,
             claims_json: Some(claims.to_string()),
+            claims: Some(&parsed),
             country: Some("GB".to_string()),
             shield: &generation.shield,
         };
@@ -182,8 +210,8 @@ fn plugin_chain(c: &mut Criterion) {
             .map(|v| v.as_bytes().to_vec());
         let (want_origin, want_portal, want_user) = match *name {
             "none" | "bare_warm" | "empty_warm" => (None, None, None),
-            "identity_warm" => (None, None, Some(&b"alice"[..])),
-            "geo_warm" | "geo_warm_browser_headers" | "geo_fresh" => {
+            "identity_warm" | "identity_cached" => (None, None, Some(&b"alice"[..])),
+            "geo_warm" | "geo_warm_browser_headers" | "geo_fresh" | "geo_cached" => {
                 (Some("uk"), Some(&b"uk"[..]), None)
             }
             _ => (Some("uk"), Some(&b"uk"[..]), Some(&b"alice"[..])),
@@ -218,6 +246,7 @@ fn plugin_chain(c: &mut Criterion) {
         client_ip: "203.0.113.7".to_string(),
         route: &route.config.name,
         claims_json: Some(claims.to_string()),
+        claims: Some(&parsed),
         country: Some("GB".to_string()),
         shield: &generation.shield,
     };

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub trace_spans: IntCounterVec,
     pub plugin_instances: IntGaugeVec,
     pub plugin_shadow_decisions: IntCounterVec,
+    /// Cached policies' lookups by result (hit, miss).
+    pub plugin_cache: IntCounterVec,
+    pub plugin_cache_evictions: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_retries: IntCounterVec,
@@ -303,6 +306,18 @@ impl Metrics {
                 "edgewarden_plugin_shadow_decisions_total",
                 "What shadow policies would have decided (never enforced)",
                 &["policy", "decision"],
+            ),
+            plugin_cache: counter(
+                &r,
+                "edgewarden_plugin_cache_total",
+                "Decisions of policies with [cache] looked up, by result (hit: applied without calling the plugin; miss)",
+                &["policy", "result"],
+            ),
+            plugin_cache_evictions: counter(
+                &r,
+                "edgewarden_plugin_cache_evictions_total",
+                "Remembered decisions of policies with [cache] evicted to stay within max_entries",
+                &["policy"],
             ),
             upstream_duration: histogram(
                 &r,

@@ -102,6 +102,7 @@ cases! {
     origin_failures,
     pem_as_jwks_file,
     policy_limits,
+    policy_cache,
     rate_limits,
     redis_settings,
     redis_tls,

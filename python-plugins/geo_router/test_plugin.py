@@ -2,7 +2,7 @@ import edgewarden
 from edgewarden_pytest import load_plugin
 from edgewarden import Request
 
-plugin = load_plugin(__file__)
+plugin = load_plugin(__file__, policy="../../policies/geo.toml")
 
 
 def configure():

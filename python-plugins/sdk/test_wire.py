@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from edgewarden import Forward, Response, _wire
+from edgewarden import Forward, Request, Response, _wire
 
 VECTORS = json.loads((pathlib.Path(__file__).parent / "wire_vectors.json").read_text())
 
@@ -83,3 +83,26 @@ def test_a_nul_in_a_header_value_is_written_as_is_for_the_gateway_to_refuse():
 def test_anything_else_is_a_type_error():
     with pytest.raises(TypeError):
         _wire.decision(None)
+
+
+def test_a_cached_policy_sees_only_its_inputs_as_the_gateway_passes_them():
+    # The same request and views as src/plugins/wire.rs's a_cached_policy_sees_only_its_declared_inputs.
+    original = Request(
+        method="POST",
+        path="/a",
+        query="secret=1",
+        headers=[("x-tenant", "t1"), ("cookie", "s=1"), ("x-tenant", "t2")],
+        client_ip="192.0.2.1",
+        route="r",
+        claims={"sub": "alice", "org": {"id": 7, "name": "Acme"}, "exp": 4102444800},
+        country="GB",
+    )
+    seen = _wire.view(original, ["country"])
+    assert (seen.country, seen.method, seen.path, seen.query, seen.route, seen.client_ip) == ("GB", "", "", None, "", "")
+    assert seen.claims == {} and seen.headers.items() == []
+    seen = _wire.view(original, ["header:x-tenant", "method", "path"])
+    assert (seen.method, seen.path, seen.query, seen.country) == ("POST", "/a", None, None)
+    assert seen.headers.items() == [("x-tenant", "t1"), ("x-tenant", "t2")]
+    seen = _wire.view(original, ["claim:org.id", "claim:sub", "claim:missing.x"])
+    assert seen._claims_json == '{"org":{"id":7},"sub":"alice"}'
+    assert _wire.view(Request(route="r"), ["claim:sub", "route"]).claims == {}

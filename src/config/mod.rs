@@ -528,6 +528,33 @@ pub struct PolicyConfig {
     pub limits: Vec<Name>,
     /// `[settings]` as JSON, passed to the plugin's `init`.
     pub settings_json: String,
+    /// `[cache]`: the policy's decision is a function of these inputs, remembered per value.
+    pub cache: Option<DecisionCacheConfig>,
+}
+
+/// A policy's `[cache]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionCacheConfig {
+    /// What the plugin sees of a request; everything else is absent.
+    pub inputs: Vec<CacheInput>,
+    pub ttl_s: u64,
+    pub max_entries: u64,
+}
+
+/// One input a cached policy declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheInput {
+    Method,
+    Path,
+    Country,
+    Route,
+    ClientIp,
+    /// Every verified claim.
+    Claims,
+    /// One claim, by its path (`tenant.id`: nested objects).
+    Claim(Vec<String>),
+    /// One request header (lower case), every value of it.
+    Header(http::HeaderName),
 }
 
 /// Where an issuer's verification keys come from.

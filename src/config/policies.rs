@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::names::Name;
 use super::reader::{Problems, Section};
-use super::{Isolation, OnError, PolicyConfig};
+use super::{CacheInput, DecisionCacheConfig, Isolation, OnError, PolicyConfig};
 
 /// Read `policies_dir/<name>.toml`. Problems are reported as `<file>: <key>: ...`.
 pub(super) fn read_policy(
@@ -48,6 +48,15 @@ pub(super) fn read_policy(
         .optional::<toml::Table>(&mut local, "settings")
         .unwrap_or_default();
     let settings_json = serde_json::to_string(&settings).unwrap_or_else(|_| "{}".to_string());
+    let cache = s
+        .table(&mut local, "cache")
+        .and_then(|c| read_cache(c, &mut local));
+    if cache.is_some() && !limits.is_empty() {
+        local.push(
+            "cache",
+            "a cached policy cannot use limits: a remembered decision would not spend them",
+        );
+    }
     s.finish(&mut local);
     for problem in local.into_vec() {
         problems.push(&shown, problem);
@@ -66,6 +75,64 @@ pub(super) fn read_policy(
         allow_origins,
         limits,
         settings_json,
+        cache,
+    })
+}
+
+/// `[cache]`: `inputs` (at least one, each once), `ttl_s`, `max_entries`.
+fn read_cache(mut c: Section<'_>, problems: &mut Problems) -> Option<DecisionCacheConfig> {
+    let names: Vec<String> = c.required(problems, "inputs")?;
+    let ttl_s = c.ranged(problems, "ttl_s", 60, 1, 86_400);
+    let max_entries = c.ranged(problems, "max_entries", 10_000, 1, 1_000_000);
+    let path = c.key_path("inputs");
+    if names.is_empty() {
+        problems.push(&path, "name at least one input");
+    }
+    let mut inputs = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        match cache_input(name) {
+            Ok(input) if inputs.contains(&input) => {
+                problems.push(&format!("{path}[{i}]"), format!("{name:?} is named twice"))
+            }
+            Ok(input) => inputs.push(input),
+            Err(why) => problems.push(&format!("{path}[{i}]"), why),
+        }
+    }
+    c.finish(problems);
+    Some(DecisionCacheConfig {
+        inputs,
+        ttl_s,
+        max_entries,
+    })
+}
+
+fn cache_input(name: &str) -> Result<CacheInput, String> {
+    Ok(match name {
+        "method" => CacheInput::Method,
+        "path" => CacheInput::Path,
+        "country" => CacheInput::Country,
+        "route" => CacheInput::Route,
+        "client_ip" => CacheInput::ClientIp,
+        "claims" => CacheInput::Claims,
+        _ => {
+            if let Some(claim) = name.strip_prefix("claim:") {
+                let path: Vec<String> = claim.split('.').map(str::to_string).collect();
+                if path.iter().any(String::is_empty) {
+                    return Err(format!("{name:?}: a claim path is names joined by '.'"));
+                }
+                CacheInput::Claim(path)
+            } else if let Some(header) = name.strip_prefix("header:") {
+                match http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
+                    Ok(header) => CacheInput::Header(header),
+                    Err(_) => return Err(format!("{name:?}: {header:?} is not a header name")),
+                }
+            } else {
+                return Err(format!(
+                    "{name:?} is not an input: method, path, country, route, client_ip, claims, \
+                     claim:PATH or header:NAME"
+                ));
+            }
+        }
     })
 }
 

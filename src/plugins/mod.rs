@@ -4,6 +4,7 @@
 
 mod bindings;
 pub mod build;
+mod cache;
 mod clock;
 pub mod decision;
 mod exception;
@@ -36,15 +37,18 @@ use host::{PolicyHost, Runtime};
 
 /// What a route's policies decided.
 pub enum Outcome {
-    /// Go on to the origin; `origin` is another one chosen by policy `chosen_by`.
+    /// Go on to the origin; `origin` is another one chosen by policy `chosen_by` (`cached`: by
+    /// a remembered decision of it).
     Forward {
         origin: Option<OriginId>,
         chosen_by: Option<Arc<str>>,
+        cached: bool,
     },
-    /// Answer with this response, as `policy` decided.
+    /// Answer with this response, as `policy` decided (`cached`: a remembered decision).
     Respond {
         policy: Arc<str>,
         answer: PolicyAnswer,
+        cached: bool,
     },
     /// `policy`, with `on_error = "deny"`, failed: answer 503.
     Failed { policy: Arc<str>, why: Failure },
@@ -55,6 +59,8 @@ pub struct Context<'a> {
     pub client_ip: String,
     pub route: &'a str,
     pub claims_json: Option<String>,
+    /// The same claims, parsed (for policies whose `[cache]` names some of them).
+    pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub country: Option<String>,
     /// The serving generation's shield, for `edgewarden.limit`.
     pub shield: &'a Arc<Shield>,
@@ -69,6 +75,8 @@ pub struct Policy {
     origins: Vec<(Name, OriginId)>,
     /// `allow_headers`.
     allow_headers: HeaderPatterns,
+    /// `[cache]`: remembered decisions.
+    cache: Option<cache::DecisionCache>,
 }
 
 /// A policy's hot-path metrics, resolved once.
@@ -182,6 +190,10 @@ impl Plugins {
                 host,
                 origins,
                 allow_headers: HeaderPatterns::new(policy.allow_headers.iter().map(String::as_str)),
+                cache: policy
+                    .cache
+                    .as_ref()
+                    .map(|c| cache::DecisionCache::new(&policy.name, c)),
             }));
         }
         if !errors.is_empty() {
@@ -279,16 +291,20 @@ impl Plugins {
         let mut chosen = None;
         for step in chain {
             let policy = &step.policy;
-            let input = request_for(req, ctx);
+            let input = policy.input(req, ctx);
             if step.shadow {
                 self.shadows.run(policy.clone(), input);
                 continue;
             }
             let mut observed = calls.is_some().then(|| ObservedCall::new(policy));
             let facts = observed.as_mut().map(|o| &mut o.facts);
-            let decided = policy.decide(&input, req, ctx.shield, facts).await;
+            let mut cached = false;
+            let decided = policy
+                .decide(input, req, ctx.shield, facts, &mut cached)
+                .await;
             if let (Some(calls), Some(mut call)) = (calls.as_deref_mut(), observed) {
                 call.end = Instant::now();
+                call.cached = cached;
                 call.outcome = match &decided {
                     Ok(ControlFlow::Continue(_)) => "forwarded",
                     Ok(ControlFlow::Break(_)) => "responded",
@@ -298,11 +314,14 @@ impl Plugins {
             }
             match decided {
                 Ok(ControlFlow::Continue(None)) => {}
-                Ok(ControlFlow::Continue(Some(origin))) => chosen = Some((origin, policy.name())),
+                Ok(ControlFlow::Continue(Some(origin))) => {
+                    chosen = Some((origin, policy.name(), cached));
+                }
                 Ok(ControlFlow::Break(answer)) => {
                     return Outcome::Respond {
                         policy: policy.name(),
                         answer,
+                        cached,
                     };
                 }
                 Err(why) if policy.config.on_error == OnError::Deny => {
@@ -314,8 +333,35 @@ impl Plugins {
                 Err(_) => {}
             }
         }
-        let (origin, chosen_by) = chosen.unzip();
-        Outcome::Forward { origin, chosen_by }
+        match chosen {
+            Some((origin, policy, cached)) => Outcome::Forward {
+                origin: Some(origin),
+                chosen_by: Some(policy),
+                cached,
+            },
+            None => Outcome::Forward {
+                origin: None,
+                chosen_by: None,
+                cached: false,
+            },
+        }
+    }
+}
+
+/// A plugin's answer: remembered (`[cache]`) or just returned.
+enum Held {
+    Remembered(Arc<[u8]>),
+    Fresh(Vec<u8>),
+}
+
+impl std::ops::Deref for Held {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Held::Remembered(answer) => answer,
+            Held::Fresh(answer) => answer,
+        }
     }
 }
 
@@ -328,6 +374,8 @@ pub struct ObservedCall {
     pub end: Instant,
     /// `forwarded`, `responded`, or the failure's label.
     pub outcome: &'static str,
+    /// The decision was a remembered one (`[cache]`): the plugin was not called.
+    pub cached: bool,
     pub facts: host::CallFacts,
 }
 
@@ -343,6 +391,7 @@ impl ObservedCall {
             start: now,
             end: now,
             outcome: "forwarded",
+            cached: false,
             facts: host::CallFacts::default(),
         }
     }
@@ -353,17 +402,45 @@ impl Policy {
         self.host.name.clone()
     }
 
-    /// Call the policy, check its decision and apply a forward decision's changes to `req`:
-    /// `Continue` with the origin it chose, if any, or `Break` with its answer. Counted by outcome.
+    /// What the plugin receives of the request: all of it, or for a policy with `[cache]` only
+    /// its declared inputs (also the key its decision is remembered under).
+    fn input(&self, req: &RequestHeader, ctx: &Context<'_>) -> String {
+        let facts = wire::Facts {
+            client_ip: &ctx.client_ip,
+            route: ctx.route,
+            country: ctx.country.as_deref(),
+            claims_json: ctx.claims_json.as_deref(),
+            claims: ctx.claims,
+        };
+        match &self.config.cache {
+            Some(cache) => wire::view(req, &facts, &cache.inputs),
+            None => wire::request(req, &facts),
+        }
+    }
+
+    /// Call the policy (or, with `[cache]`, apply the decision remembered for `input`, setting
+    /// `cached`), check its decision and apply a forward decision's changes to `req`: `Continue`
+    /// with the origin it chose, if any, or `Break` with its answer. Counted by outcome. Only a
+    /// decision that passed its checks is remembered.
     async fn decide(
         &self,
-        input: &str,
+        input: String,
         req: &mut RequestHeader,
         shield: &Arc<Shield>,
         facts: Option<&mut host::CallFacts>,
+        cached: &mut bool,
     ) -> Result<ControlFlow<PolicyAnswer, Option<OriginId>>, Failure> {
         let timer = self.metrics.duration.start_timer();
-        let called = self.host.call_observed(input, Some(shield), facts).await;
+        let remembered = self.cache.as_ref().and_then(|c| c.get(&input));
+        *cached = remembered.is_some();
+        let called = match remembered {
+            Some(answer) => Ok(Held::Remembered(answer)),
+            None => self
+                .host
+                .call_observed(&input, Some(shield), facts)
+                .await
+                .map(Held::Fresh),
+        };
         timer.observe_duration();
         let allowed = Allowed {
             headers: &self.allow_headers,
@@ -374,6 +451,11 @@ impl Policy {
                 tracing::warn!(policy = %self.host.name, %why, "plugin output refused");
                 Failure::InvalidOutput
             })?;
+            if let Some(cache) = &self.cache
+                && !*cached
+            {
+                cache.insert(input, &answer);
+            }
             match checked {
                 Checked::Respond(answer) => Ok(ControlFlow::Break(answer)),
                 Checked::Forward(changes) => changes.apply(req).map(ControlFlow::Continue).map_err(|why| {
@@ -457,17 +539,4 @@ fn resolve_origins(
 /// The engine for fresh policies, when there are any (it costs a ticker thread).
 fn fresh_runtime_if(needed: bool) -> Result<Option<Runtime>, Error> {
     needed.then(|| Runtime::new(Isolation::Fresh)).transpose()
-}
-
-/// The request as a plugin receives it (see `wire`).
-fn request_for(req: &RequestHeader, ctx: &Context<'_>) -> String {
-    wire::request(
-        req,
-        &wire::Facts {
-            client_ip: &ctx.client_ip,
-            route: ctx.route,
-            country: ctx.country.as_deref(),
-            claims_json: ctx.claims_json.as_deref(),
-        },
-    )
 }

@@ -64,6 +64,10 @@ plugin = "{name}"
 # timeout_ms = 50
 # When the plugin fails: "deny" answers 503, "allow" skips this policy. Default "deny".
 # on_error = "deny"
+# When the decision depends only on a few inputs: the plugin sees only these, and its decision is
+# remembered per value (python-plugins/README.md, "Remembered decisions"). No clocks, randomness
+# or limits in a cached policy.
+# cache = {{ inputs = ["header:x-tier"], ttl_s = 60, max_entries = 10000 }}
 
 # Passed to the plugin as `settings`.
 [settings]

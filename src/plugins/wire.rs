@@ -9,6 +9,9 @@
 //! anything is allocated for it.
 
 use pingora::http::RequestHeader;
+use serde_json::{Map, Value};
+
+use crate::config::CacheInput;
 
 /// Largest decision read (a direct answer's body is at most 1 MiB, see `decision`, plus room
 /// for its headers).
@@ -22,6 +25,94 @@ pub struct Facts<'a> {
     pub route: &'a str,
     pub country: Option<&'a str>,
     pub claims_json: Option<&'a str>,
+    /// The same claims, parsed (for a view of some of them).
+    pub claims: Option<&'a Map<String, Value>>,
+}
+
+/// The request as a cached policy sees it: only its declared `inputs`, every other field empty
+/// (the query too). The string is also the key its decision is remembered under, so the decision
+/// is a function of the key by construction.
+pub fn view(req: &RequestHeader, facts: &Facts<'_>, inputs: &[CacheInput]) -> String {
+    let has = |input: &CacheInput| inputs.contains(input);
+    let claims_paths: Option<String>;
+    let claims = if has(&CacheInput::Claims) {
+        facts.claims_json
+    } else {
+        let named = inputs.iter().any(|i| matches!(i, CacheInput::Claim(_)));
+        claims_paths = facts
+            .claims
+            .filter(|_| named)
+            .map(|claims| some_claims(claims, inputs));
+        claims_paths.as_deref()
+    };
+    let mut out = String::with_capacity(64);
+    for field in [
+        has(&CacheInput::Method).then(|| req.method.as_str()),
+        has(&CacheInput::Path).then(|| req.uri.path()),
+        None,
+        has(&CacheInput::ClientIp).then_some(facts.client_ip),
+        has(&CacheInput::Route).then_some(facts.route),
+        facts.country.filter(|_| has(&CacheInput::Country)),
+        claims,
+    ] {
+        push_field(&mut out, field.unwrap_or_default());
+        out.push('\0');
+    }
+    for input in inputs {
+        if let CacheInput::Header(name) = input {
+            for value in req.headers.get_all(name) {
+                if let Ok(value) = value.to_str() {
+                    out.push_str(name.as_str());
+                    out.push_str(": ");
+                    out.push_str(value);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The claims `inputs` name by path, as a JSON object of the same shape (`{}` when the token has
+/// none of them).
+fn some_claims(claims: &Map<String, Value>, inputs: &[CacheInput]) -> String {
+    let mut out = Map::new();
+    for input in inputs {
+        let CacheInput::Claim(path) = input else {
+            continue;
+        };
+        let mut found = Some(claims);
+        let mut value = None;
+        for (i, name) in path.iter().enumerate() {
+            let Some(object) = found else { break };
+            match object.get(name) {
+                Some(Value::Object(inner)) if i + 1 < path.len() => found = Some(inner),
+                Some(leaf) if i + 1 == path.len() => value = Some(leaf),
+                _ => break,
+            }
+        }
+        if let Some(value) = value {
+            insert_at(&mut out, path, value.clone());
+        }
+    }
+    Value::Object(out).to_string()
+}
+
+fn insert_at(object: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = object;
+    for name in parents {
+        let entry = at
+            .entry(name.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(inner) = entry else {
+            return;
+        };
+        at = inner;
+    }
+    at.insert(last.clone(), value);
 }
 
 /// The request as one string: `method, path, query, client-ip, route, country, claims-json,
@@ -328,6 +419,7 @@ mod tests {
                 route: text(&vector["route"]),
                 country: opt(&vector["country"]),
                 claims_json: opt(&vector["claims_json"]),
+                claims: None,
             };
             assert_eq!(request(&req, &facts), text(&vector["wire"]), "{vector}");
         }
@@ -347,6 +439,7 @@ mod tests {
             route: "r",
             country: None,
             claims_json: None,
+            claims: None,
         };
         assert_eq!(request(&req, &facts), "GET\0/\0\0::1\0r\0\0\0x-a: 1\n");
     }
@@ -420,6 +513,60 @@ mod tests {
         }
         let long = vec![b'R'; MAX_DECISION + 1];
         assert_eq!(answer(&long), Err(Malformed::TooLong(MAX_DECISION + 1)));
+    }
+
+    #[test]
+    fn a_cached_policy_sees_only_its_declared_inputs() {
+        let mut req = RequestHeader::build("POST", b"/a?secret=1", None).expect("request");
+        for (name, value) in [("x-tenant", "t1"), ("cookie", "s=1"), ("x-tenant", "t2")] {
+            req.append_header(name, value).expect("header");
+        }
+        let claims: Map<String, Value> = serde_json::from_str(
+            r#"{"sub":"alice","org":{"id":7,"name":"Acme"},"exp":4102444800}"#,
+        )
+        .expect("claims");
+        let claims_json = Value::Object(claims.clone()).to_string();
+        let facts = Facts {
+            client_ip: "192.0.2.1",
+            route: "r",
+            country: Some("GB"),
+            claims_json: Some(&claims_json),
+            claims: Some(&claims),
+        };
+        let header = |name: &str| {
+            CacheInput::Header(http::HeaderName::from_bytes(name.as_bytes()).expect("name"))
+        };
+        let claim = |path: &str| CacheInput::Claim(path.split('.').map(str::to_string).collect());
+        assert_eq!(
+            view(&req, &facts, &[CacheInput::Country]),
+            "\0\0\0\0\0GB\0\0"
+        );
+        assert_eq!(
+            view(
+                &req,
+                &facts,
+                &[header("x-tenant"), CacheInput::Method, CacheInput::Path]
+            ),
+            "POST\0/a\0\0\0\0\0\0x-tenant: t1\nx-tenant: t2\n",
+            "the query stays hidden, every value of a declared header is there"
+        );
+        assert_eq!(
+            view(
+                &req,
+                &facts,
+                &[claim("org.id"), claim("sub"), claim("missing.x")]
+            ),
+            "\0\0\0\0\0\0{\"org\":{\"id\":7},\"sub\":\"alice\"}\0"
+        );
+        let no_token = Facts {
+            claims_json: None,
+            claims: None,
+            ..facts
+        };
+        assert_eq!(
+            view(&req, &no_token, &[claim("sub"), CacheInput::Route]),
+            "\0\0\0\0r\0\0\0"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct Record {
     pub upstream_started: Option<Instant>,
     pub client_ip: Option<IpAddr>,
     pub country: Option<Country>,
+    /// The policy that decided applied a remembered decision (`[cache]`), not a call.
+    pub policy_cached: bool,
 }
 
 impl Default for Record {
@@ -86,6 +88,7 @@ impl Record {
             upstream_started: None,
             client_ip: None,
             country: None,
+            policy_cached: false,
         }
     }
 
@@ -120,6 +123,7 @@ impl Record {
     /// The trace header's value: the step that decided, never claims, keys or request data.
     pub fn trace_value(&self, generation: &Generation) -> String {
         let origin = |id: &OriginId| generation.origin(*id).name.as_str();
+        let cached = if self.policy_cached { ":cached" } else { "" };
         match &self.decided {
             Decided::Pending => "gateway:pending".to_string(),
             Decided::Rejected { code, auth: true } => format!("auth:{code}"),
@@ -130,7 +134,7 @@ impl Record {
             } => format!("limit:{limit}"),
             Decided::Limited { stage, .. } => format!("shield:{}", stage.label()),
             Decided::PolicyResponded { policy, status } => {
-                format!("policy:{policy}:respond:{status}")
+                format!("policy:{policy}:respond:{status}{cached}")
             }
             Decided::PolicyFailed { policy, why } => {
                 format!("policy:{policy}:error:{}", why.label())
@@ -138,7 +142,7 @@ impl Record {
             Decided::Forwarded {
                 origin: i,
                 chosen_by: Some(policy),
-            } => format!("policy:{policy}:forward:{}", origin(i)),
+            } => format!("policy:{policy}:forward:{}{cached}", origin(i)),
             Decided::Forwarded {
                 origin: i,
                 chosen_by: None,

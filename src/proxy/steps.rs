@@ -382,6 +382,7 @@ async fn policies(
         claims_json: identity
             .as_ref()
             .and_then(|i| serde_json::to_string(&*i.claims).ok()),
+        claims: identity.as_ref().map(|i| &*i.claims),
         country: country.map(|c| c.as_str().to_string()),
         shield: &generation.shield,
     };
@@ -407,11 +408,20 @@ async fn policies(
         Outcome::Forward {
             origin: Some(origin),
             chosen_by,
+            cached,
         } => {
             ctx.origin = Some(origin);
+            ctx.record.policy_cached = cached;
             Ok(chosen_by)
         }
-        Outcome::Respond { policy, answer } => Err(Answer::Policy { policy, answer }),
+        Outcome::Respond {
+            policy,
+            answer,
+            cached,
+        } => {
+            ctx.record.policy_cached = cached;
+            Err(Answer::Policy { policy, answer })
+        }
         Outcome::Failed { policy, why } => Err(Answer::PolicyFailed { policy, why }),
     }
 }
@@ -424,6 +434,9 @@ fn trace_policy_call(trace: &mut crate::otel::RequestTrace, call: plugins::Obser
         ("edgewarden.policy", Value::from(call.policy.to_string())),
         ("edgewarden.policy.isolation", Value::from(call.isolation)),
     ];
+    if call.cached {
+        attributes.push(("edgewarden.policy.cached", Value::Bool(true)));
+    }
     if let Some(ran) = call.facts.ran {
         attributes.push((
             "edgewarden.policy.cpu_us",

@@ -21,6 +21,7 @@ mod metrics;
 mod misbehaving_origins;
 mod observe;
 mod orchestration;
+mod plugin_cache;
 mod plugins;
 mod promise;
 mod quickstart;

@@ -7,6 +7,7 @@ interpreter. Plain Python, so the SDK's tests check it against the vectors the g
 
 from __future__ import annotations
 
+import json
 import os
 
 from . import Forward, Headers, Request, Response
@@ -44,6 +45,50 @@ def request(text: str) -> Request:
     request.origin = None
     request._original_path = path
     return request
+
+
+def view(original: Request, inputs) -> Request:
+    """``original`` as a policy with ``[cache]`` and these ``inputs`` receives it from the gateway
+    (``src/plugins/wire.rs``, ``view``): only the declared inputs, everything else absent, the query
+    always. Written as the gateway's request string and read back as the gateway's would be."""
+    names = set(inputs)
+    claims = ""
+    if "claims" in names:
+        claims = json.dumps(original.claims, separators=(",", ":"), sort_keys=True)
+    elif any(i.startswith("claim:") for i in inputs) and (original.claims or original._claims_json):
+        picked: dict = {}
+        for name in inputs:
+            if not name.startswith("claim:"):
+                continue
+            path = name[len("claim:"):].split(".")
+            value, found = original.claims, True
+            for key in path:
+                if isinstance(value, dict) and key in value:
+                    value = value[key]
+                else:
+                    found = False
+                    break
+            if found:
+                at = picked
+                for key in path[:-1]:
+                    at = at.setdefault(key, {})
+                at[path[-1]] = value
+        claims = json.dumps(picked, separators=(",", ":"), sort_keys=True)
+    fields = [
+        original.method if "method" in names else "",
+        original.path if "path" in names else "",
+        "",
+        original.client_ip if "client_ip" in names else "",
+        original.route if "route" in names else "",
+        (original.country or "") if "country" in names else "",
+        claims,
+    ]
+    lines = []
+    for name in inputs:
+        if name.startswith("header:"):
+            header = name[len("header:"):].lower()
+            lines.extend(f"{header}: {value}\n" for value in original.headers.get_all(header))
+    return request("\0".join(fields) + "\0" + "".join(lines))
 
 
 def decision(answer) -> bytes:

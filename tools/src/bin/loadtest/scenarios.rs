@@ -180,6 +180,18 @@ pub fn all(tokens: &Tokens) -> Vec<Scenario> {
             with_country(&tokens.valid),
         ),
         with_policies(
+            "geo_cached",
+            "geo_warm with the policy's [cache]: a remembered decision, no call",
+            "/geo-cached/item",
+            with_country(&tokens.valid),
+        ),
+        with_policies(
+            "identity_cached",
+            "identity_warm with the policy's [cache]: a remembered decision, no call",
+            "/identity-cached/item",
+            bearer(&tokens.valid),
+        ),
+        with_policies(
             "plugins_fresh",
             "the same with isolation = \"fresh\"",
             "/fresh/item",

@@ -290,7 +290,8 @@ impl Edgewarden<'_> {
 
     /// The policies `routes` use, from the policy files in `source_dir` (`policies/`, or
     /// `benches/python-edge/policies/` for the seed geo router); a `-fresh` name is the same policy
-    /// with `isolation = "fresh"`.
+    /// with `isolation = "fresh"`. Only a `-cached` name keeps the file's `[cache]` table: the
+    /// other scenarios measure calls into the plugin.
     fn write_policies(
         &self,
         label: &str,
@@ -300,7 +301,10 @@ impl Edgewarden<'_> {
         let policies = self.dir.join(format!("policies-{label}"));
         std::fs::create_dir_all(&policies).map_err(|e| format!("{}: {e}", policies.display()))?;
         for name in routes.iter().flat_map(|r| r.policies.iter()) {
-            let base = name.strip_suffix("-fresh").unwrap_or(name);
+            let base = name
+                .strip_suffix("-fresh")
+                .or_else(|| name.strip_suffix("-cached"))
+                .unwrap_or(name);
             let source = source_dir.join(format!("{base}.toml"));
             let mut text = std::fs::read_to_string(&source)
                 .map_err(|e| format!("{}: {e}", source.display()))?;
@@ -311,13 +315,33 @@ impl Edgewarden<'_> {
                     .collect();
                 text = format!("timeout_ms = {ms}\n{}\n", kept.join("\n"));
             }
-            if name != &base {
+            if name.ends_with("-fresh") {
                 text = text.replace("isolation = \"warm\"", "isolation = \"fresh\"");
+            }
+            if !name.ends_with("-cached") {
+                text = without_table(&text, "cache");
             }
             write(&policies.join(format!("{name}.toml")), &text)?;
         }
         Ok(policies)
     }
+}
+
+/// `text` (TOML) without the table `[name]`: its header and every line up to the next header.
+fn without_table(text: &str, name: &str) -> String {
+    let header = format!("[{name}]");
+    let mut inside = false;
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.trim_start().starts_with('[') {
+            inside = line.trim() == header;
+        }
+        if !inside {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
 }
 
 /// A route of the load test's gateway configuration.
@@ -330,7 +354,7 @@ struct Route {
     extra: &'static str,
 }
 
-const STANDARD: [Route; 6] = [
+const STANDARD: [Route; 8] = [
     Route {
         name: "auth",
         prefix: "/api",
@@ -371,6 +395,20 @@ const STANDARD: [Route; 6] = [
         prefix: "/fresh",
         auth: "required",
         policies: &["identity-fresh", "geo-fresh"],
+        extra: "",
+    },
+    Route {
+        name: "geo_cached",
+        prefix: "/geo-cached",
+        auth: "required",
+        policies: &["geo-cached"],
+        extra: "",
+    },
+    Route {
+        name: "identity_cached",
+        prefix: "/identity-cached",
+        auth: "required",
+        policies: &["identity-cached"],
         extra: "",
     },
 ];
