@@ -61,12 +61,7 @@ pub fn view(req: &RequestHeader, facts: &Facts<'_>, inputs: &[CacheInput]) -> St
     for input in inputs {
         if let CacheInput::Header(name) = input {
             for value in req.headers.get_all(name) {
-                if let Ok(value) = value.to_str() {
-                    out.push_str(name.as_str());
-                    out.push_str(": ");
-                    out.push_str(value);
-                    out.push('\n');
-                }
+                push_header(&mut out, name, value);
             }
         }
     }
@@ -157,14 +152,19 @@ pub fn request(req: &RequestHeader, facts: &Facts<'_>) -> String {
         out.push('\0');
     }
     for (name, value) in &req.headers {
-        if let Ok(value) = value.to_str() {
-            out.push_str(name.as_str());
-            out.push_str(": ");
-            out.push_str(value);
-            out.push('\n');
-        }
+        push_header(&mut out, name, value);
     }
     out
+}
+
+/// One `name: value` line; a value that is not visible ASCII is left out.
+fn push_header(out: &mut String, name: &http::HeaderName, value: &http::HeaderValue) {
+    if let Ok(value) = value.to_str() {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(value);
+        out.push('\n');
+    }
 }
 
 fn push_field(out: &mut String, field: &str) {
