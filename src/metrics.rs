@@ -67,6 +67,8 @@ pub struct Metrics {
     /// Cached policies' lookups by result (hit, miss).
     pub plugin_cache: IntCounterVec,
     pub plugin_cache_evictions: IntCounterVec,
+    /// Plugin calls that ran long enough to move to the plugin lane.
+    pub plugin_slow_calls: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_retries: IntCounterVec,
@@ -317,6 +319,12 @@ impl Metrics {
                 &r,
                 "edgewarden_plugin_cache_evictions_total",
                 "Remembered decisions of policies with [cache] evicted to stay within max_entries",
+                &["policy"],
+            ),
+            plugin_slow_calls: counter(
+                &r,
+                "edgewarden_plugin_slow_calls_total",
+                "Plugin calls that ran past half a millisecond of processor time and finished on the plugin lane's threads",
                 &["policy"],
             ),
             upstream_duration: histogram(

@@ -300,6 +300,9 @@ pub struct ServerConfig {
     /// Let idle worker threads take tasks from busy ones (one shared runtime) instead of one
     /// runtime per thread with connections spread at random.
     pub work_stealing: bool,
+    /// Threads for plugin calls that run long (past half a millisecond) and for building plugin
+    /// instances, at a lower priority (nice 10); each policy may have this many long calls at once.
+    pub plugin_lane_threads: usize,
     pub shutdown_grace_s: u64,
     /// After the grace, how long Pingora waits for its services to stop before exiting.
     pub shutdown_timeout_s: u64,

@@ -82,6 +82,11 @@ impl RunClock {
         self.resumed.store(now, Ordering::Relaxed);
     }
 
+    /// Running charged to the call at its last epoch tick.
+    pub fn used(&self) -> Duration {
+        Duration::from_nanos(self.used.load(Ordering::Relaxed))
+    }
+
     /// Charge the running since the last (re)start and return the call's total. Called at epoch
     /// ticks, on the thread running the call.
     pub fn charge(&self) -> Duration {

@@ -9,6 +9,9 @@
 //! after `init` and put back after every call (`snapshot`), so each request starts from the
 //! same state; a call that grew the memory or made a WASI call retires the instance instead.
 //! When the pool is empty (a burst), the request instantiates one itself.
+//!
+//! A call runs on the request's thread while it is short and moves to the policy's share of the
+//! slow lane once it is not (`lane`); instances are built there too, never on a proxy thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,7 @@ use super::bindings::edgewarden::policy::host::{Host, LimitVerdict, LogLevel};
 use super::bindings::{Policy, PolicyPre};
 use super::clock::{RunClock, Timed};
 use super::exception::ExceptionLog;
+use super::lane::{Lane, Share};
 pub use super::limits::Failure;
 use super::limits::{Limiter, Stopped, classify};
 use super::snapshot::{self, Saved};
@@ -161,18 +165,20 @@ impl Host for HostState {
     }
 }
 
-/// The engine, its epoch ticker and the linker shared by every plugin.
+/// The engine, its epoch ticker and the linker shared by every plugin, and the slow lane their
+/// long calls move to.
 pub struct Runtime {
     pub engine: Engine,
     linker: Linker<HostState>,
     ticker: Arc<Ticker>,
+    lane: Arc<Lane>,
 }
 
 impl Runtime {
     /// The engine for `isolation`: fresh policies' instances get memories that can be put back
     /// to a saved state (`snapshot`); warm ones keep wasmtime's copy-on-write memories, shared
     /// with the compiled plugin's image.
-    pub fn new(isolation: Isolation) -> Result<Runtime, Error> {
+    pub fn new(isolation: Isolation, lane: Arc<Lane>) -> Result<Runtime, Error> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         if isolation == Isolation::Fresh {
@@ -191,6 +197,7 @@ impl Runtime {
             engine,
             linker,
             ticker,
+            lane,
         })
     }
 
@@ -216,6 +223,11 @@ impl Runtime {
         Ok(Arc::new(PolicyHost {
             engine: self.engine.clone(),
             ticker: self.ticker.clone(),
+            lane_share: Share::new(self.lane.threads()),
+            lane: self.lane.clone(),
+            slow_calls: crate::metrics::get()
+                .plugin_slow_calls
+                .with_label_values(&[config.name.as_str()]),
             pre,
             name: Arc::from(config.name.as_str()),
             limits_allowed: config.limits.iter().cloned().collect(),
@@ -234,12 +246,12 @@ impl Runtime {
 }
 
 /// An instance taken from the pool for one call; retired unless handed back.
-struct Lease<'a> {
-    host: &'a Arc<PolicyHost>,
+struct Lease {
+    host: Arc<PolicyHost>,
     warm: Option<Warm>,
 }
 
-impl Drop for Lease<'_> {
+impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(warm) = self.warm.take() {
             self.host.retire(warm);
@@ -260,6 +272,10 @@ struct Warm {
 pub struct PolicyHost {
     engine: Engine,
     ticker: Arc<Ticker>,
+    lane: Arc<Lane>,
+    /// The policy's calls running long on the lane at once (its bulkhead).
+    lane_share: Share,
+    slow_calls: prometheus::IntCounter,
     pre: PolicyPre<HostState>,
     pub name: Arc<str>,
     limits_allowed: Arc<[Name]>,
@@ -394,7 +410,7 @@ impl PolicyHost {
     /// `shield`: the serving generation's, for the plugin's `limit` calls.
     pub async fn call(
         self: &Arc<Self>,
-        request: &str,
+        request: String,
         shield: Option<&Arc<Shield>>,
     ) -> Result<Vec<u8>, Failure> {
         self.call_observed(request, shield, None).await
@@ -404,7 +420,7 @@ impl PolicyHost {
     /// and the `log` lines written, for the request's trace.
     pub async fn call_observed(
         self: &Arc<Self>,
-        request: &str,
+        request: String,
         shield: Option<&Arc<Shield>>,
         facts: Option<&mut CallFacts>,
     ) -> Result<Vec<u8>, Failure> {
@@ -420,7 +436,7 @@ impl PolicyHost {
 
     async fn call_unbounded(
         self: &Arc<Self>,
-        request: &str,
+        request: String,
         shield: Option<&Arc<Shield>>,
         facts: Option<&mut CallFacts>,
     ) -> Result<Vec<u8>, Failure> {
@@ -429,15 +445,29 @@ impl PolicyHost {
         let _permit = self.in_use.acquire().await.map_err(|_| Failure::Trap)?;
         let warm = match self.take() {
             Some(warm) => warm,
-            None => self.instantiate().await.map_err(|e| {
-                tracing::warn!(policy = %self.name, error = %e, "plugin instance could not be created");
-                Failure::Trap
-            })?,
+            None => {
+                // The request's own work, on its thread; on the lane while the policy has a long
+                // call there (a looping policy's burst does not build instances on the workers).
+                let built = if self.lane_share.contended() {
+                    let host = self.clone();
+                    self.lane
+                        .run(async move { host.instantiate().await })
+                        .await
+                        .ok_or_else(|| Error::new(ErrorKind::Plugin, "the plugin lane stopped"))
+                        .and_then(|built| built)
+                } else {
+                    self.instantiate().await
+                };
+                built.map_err(|e| {
+                    tracing::warn!(policy = %self.name, error = %e, "plugin instance could not be created");
+                    Failure::Trap
+                })?
+            }
         };
         // If this future is dropped mid-call (the client went away, the deadline passed), the
         // lease retires the instance: a half-run instance is never reused.
         let mut lease = Lease {
-            host: self,
+            host: self.clone(),
             warm: Some(warm),
         };
         let Some(warm) = lease.warm.as_mut() else {
@@ -453,8 +483,27 @@ impl PolicyHost {
         let _busy = self.ticker.busy();
         // Only read the clock for the diagnostic when it can be logged.
         let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let call = warm.policy.call_handle_request(&mut warm.store, request);
-        let result = Timed::new(call, clock.clone()).await;
+        let call = Timed::new(
+            async move {
+                let result = match lease.warm.as_mut() {
+                    Some(Warm { store, policy, .. }) => {
+                        policy.call_handle_request(store, &request).await
+                    }
+                    None => Err(wasmtime::Error::msg("no instance")),
+                };
+                (lease, result)
+            },
+            clock.clone(),
+        );
+        let slow = self.slow_calls.clone();
+        let (mut lease, result) = self
+            .lane
+            .call(&self.lane_share, clock.clone(), move || slow.inc(), call)
+            .await
+            .ok_or(Failure::Trap)?;
+        let Some(warm) = lease.warm.as_mut() else {
+            return Err(Failure::Trap);
+        };
         if let Some(facts) = facts {
             facts.ran = Some(clock.charge());
             facts.logs = warm.store.data_mut().captured.take().unwrap_or_default();
@@ -496,12 +545,8 @@ impl PolicyHost {
     /// Tearing an instance down (unmapping its memory) is done there too.
     fn retire(self: &Arc<Self>, warm: Warm) {
         self.live.fetch_sub(1, Ordering::Relaxed);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            drop(warm);
-            return;
-        };
         let host = self.clone();
-        runtime.spawn(async move {
+        self.lane.spawn(async move {
             drop(warm);
             match host.instantiate().await {
                 Ok(fresh) => host.put_back(fresh),

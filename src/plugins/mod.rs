@@ -9,6 +9,7 @@ mod clock;
 pub mod decision;
 mod exception;
 pub mod host;
+mod lane;
 mod limits;
 pub mod python;
 mod scaffold;
@@ -138,12 +139,14 @@ impl Plugins {
                 _runtimes: Vec::new(),
             });
         }
-        let runtime = Runtime::new(Isolation::Warm)?;
+        let lane = lane::Lane::start(config.server.plugin_lane_threads)?;
+        let runtime = Runtime::new(Isolation::Warm, lane.clone())?;
         let fresh_runtime = fresh_runtime_if(
             config
                 .policies
                 .iter()
                 .any(|p| p.isolation == Isolation::Fresh),
+            &lane,
         )?;
         let builder = build::Builder::new(config);
         let warmer = tokio::runtime::Builder::new_current_thread()
@@ -433,13 +436,17 @@ impl Policy {
         let timer = self.metrics.duration.start_timer();
         let remembered = self.cache.as_ref().and_then(|c| c.get(&input));
         *cached = remembered.is_some();
+        // The key a fresh decision is remembered under (the call takes the input).
+        let mut key = None;
         let called = match remembered {
             Some(answer) => Ok(Held::Remembered(answer)),
-            None => self
-                .host
-                .call_observed(&input, Some(shield), facts)
-                .await
-                .map(Held::Fresh),
+            None => {
+                key = self.cache.as_ref().map(|_| input.clone());
+                self.host
+                    .call_observed(input, Some(shield), facts)
+                    .await
+                    .map(Held::Fresh)
+            }
         };
         timer.observe_duration();
         let allowed = Allowed {
@@ -452,9 +459,9 @@ impl Policy {
                 Failure::InvalidOutput
             })?;
             if let Some(cache) = &self.cache
-                && !*cached
+                && let Some(key) = key
             {
-                cache.insert(input, &answer);
+                cache.insert(key, &answer);
             }
             match checked {
                 Checked::Respond(answer) => Ok(ControlFlow::Break(answer)),
@@ -477,7 +484,9 @@ impl Policy {
 /// and one more for each plugin a fresh policy runs (compiled for the fresh engine too). Every
 /// plugin that does not build is reported.
 pub fn build_all(config: &Config) -> Result<Vec<String>, Errors> {
-    let runtime = Runtime::new(Isolation::Warm)?;
+    // Nothing runs here: the lane's one thread is never given work.
+    let lane = lane::Lane::start(1)?;
+    let runtime = Runtime::new(Isolation::Warm, lane.clone())?;
     let builder = build::Builder::new(config);
     let dir = &config.server.plugins_dir;
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -495,7 +504,7 @@ pub fn build_all(config: &Config) -> Result<Vec<String>, Errors> {
         .filter(|p| p.isolation == Isolation::Fresh)
         .map(|p| p.plugin.as_str())
         .collect();
-    let fresh_runtime = fresh_runtime_if(!fresh.is_empty())?;
+    let fresh_runtime = fresh_runtime_if(!fresh.is_empty(), &lane)?;
     let mut lines = Vec::new();
     let mut errors = Errors::new();
     for name in names {
@@ -537,6 +546,8 @@ fn resolve_origins(
 }
 
 /// The engine for fresh policies, when there are any (it costs a ticker thread).
-fn fresh_runtime_if(needed: bool) -> Result<Option<Runtime>, Error> {
-    needed.then(|| Runtime::new(Isolation::Fresh)).transpose()
+fn fresh_runtime_if(needed: bool, lane: &Arc<lane::Lane>) -> Result<Option<Runtime>, Error> {
+    needed
+        .then(|| Runtime::new(Isolation::Fresh, lane.clone()))
+        .transpose()
 }

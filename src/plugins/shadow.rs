@@ -44,7 +44,7 @@ impl Shadows {
         runtime.spawn(async move {
             let _slot = slot;
             let config = &policy.config;
-            let called = policy.host.call(&input, None).await;
+            let called = policy.host.call(input, None).await;
             let allowed = Allowed {
                 headers: &policy.allow_headers,
                 origins: &policy.origins,

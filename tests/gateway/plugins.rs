@@ -291,6 +291,32 @@ async fn looping_plugin_beside_a_plain_route(config: Config) {
     );
 }
 
+/// A call still running after half a millisecond moves off the proxy's threads to the plugin
+/// lane, where a loop is stopped like anywhere else; it is counted per policy, and the policy's
+/// next call runs as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_call_finishes_on_the_plugin_lane_and_is_counted() {
+    let (gw, origin_) = misbehaving_gateway().await;
+    let slow = |m: &Metrics| {
+        m.count(
+            "edgewarden_plugin_slow_calls_total",
+            &[("policy", "misbehave-deny")],
+        )
+    };
+    assert_eq!(with_mode(&gw, "/deny", "none").await.status, 200);
+    let before = slow(&gw.metrics().await);
+    let started = Instant::now();
+    assert_eq!(with_mode(&gw, "/deny", "loop").await.status, 503);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(50), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(slow(&gw.metrics().await), before + 1.0);
+    let next = with_mode(&gw, "/deny", "none").await;
+    assert_eq!(next.status, 200);
+    assert_eq!(next.origin_saw()["x-misbehave-ok"], ["1"]);
+    assert_eq!(origin_.hits(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_isolation_works_and_recovers() {
     let (gw, _origin) = misbehaving_gateway().await;

@@ -5,9 +5,15 @@ import time
 from edgewarden import Response, log, send_to_origin
 
 
+#: The mode of requests without an `x-misbehave` header (the `mode` setting).
+_default_mode = ""
+
+
 def setup(settings):
+    global _default_mode
     if settings.get("sleep_in_setup"):
         time.sleep(3600)
+    _default_mode = settings.get("mode", "")
 
 
 #: Module state that outlives a request unless the instance is fresh for each one.
@@ -19,7 +25,7 @@ def recurse(n):
 
 
 def handle_request(request):
-    mode = request.headers.get("x-misbehave", "")
+    mode = request.headers.get("x-misbehave", _default_mode)
     if mode == "loop":
         while True:
             pass

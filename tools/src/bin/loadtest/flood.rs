@@ -54,6 +54,9 @@ pub struct ClientOptions {
     pub valid_rate: u32,
     #[arg(long, default_value_t = 8)]
     pub valid_connections: usize,
+    /// The valid users' path, when not --path.
+    #[arg(long)]
+    pub valid_path: Option<String>,
 }
 
 /// What one stream measured.
@@ -63,6 +66,7 @@ pub struct Counted {
     pub statuses: BTreeMap<u16, u64>,
     /// Connections that failed or closed mid-request.
     pub errors: u64,
+    pub p50_ms: f64,
     pub p99_ms: f64,
     pub rps: f64,
 }
@@ -85,6 +89,7 @@ impl Counted {
                 })
                 .unwrap_or_default(),
             errors: v["errors"].as_u64().unwrap_or(0),
+            p50_ms: f("p50_ms"),
             p99_ms: f("p99_ms"),
             rps: f("rps"),
         }
@@ -160,6 +165,7 @@ struct Tally {
 
 /// One stream of a `flood-client` run.
 struct Spec {
+    path: String,
     tokens: Tokens,
     first_source: u8,
     sources: u8,
@@ -168,9 +174,17 @@ struct Spec {
 }
 
 impl Spec {
-    fn new(tokens: Tokens, first: u8, sources: u8, connections: usize, rate: Option<u32>) -> Spec {
+    fn new(
+        path: &str,
+        tokens: Tokens,
+        first: u8,
+        sources: u8,
+        connections: usize,
+        rate: Option<u32>,
+    ) -> Spec {
         let connections = connections.max(1);
         Spec {
+            path: path.to_string(),
             tokens,
             first_source: first,
             sources: sources.max(1),
@@ -187,6 +201,7 @@ impl Spec {
 /// and each would see the other's slices as the gateway's latency.
 pub fn client(options: &ClientOptions) -> Result<(), String> {
     let mut specs = vec![Spec::new(
+        &options.path,
         Tokens::from(options)?,
         options.first_source,
         options.sources,
@@ -195,6 +210,7 @@ pub fn client(options: &ClientOptions) -> Result<(), String> {
     )];
     if let Some(token) = &options.valid_token {
         specs.push(Spec::new(
+            options.valid_path.as_deref().unwrap_or(&options.path),
             Tokens::Fixed(token.clone()),
             1,
             1,
@@ -224,7 +240,7 @@ pub fn client(options: &ClientOptions) -> Result<(), String> {
                         tokio::spawn(connection(
                             options.addr,
                             source,
-                            options.path.clone(),
+                            spec.path.clone(),
                             spec.tokens.clone(),
                             conn,
                             spec.interval,

@@ -10,6 +10,10 @@
 //!   shuts. The report gives the valid users' success and p99 beside their p99 without the flood.
 //! - The limits' own cost: a valid token on a route without a limit, with a local limit, and with
 //!   a Redis one (the Redis script calls per request counted on the server).
+//! - A looping policy beside a plain route (`hog_neighbour`, a gateway of its own with two worker
+//!   threads): the plain route's valid users alone, then beside clients that keep a route whose
+//!   policy never returns busy; the report gives their p99 both ways and when the looping requests
+//!   were answered.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +46,12 @@ pub struct Options {
     wrk: PathBuf,
     #[arg(long, default_value = "/usr/bin/redis-server")]
     redis_server: PathBuf,
+    /// Built plugins (the gateway's plugin_cache_dir), for `hog_neighbour`.
+    #[arg(long, default_value = ".cache/plugins")]
+    plugin_cache: PathBuf,
+    /// Clients keeping the looping route busy in `hog_neighbour` (closed loop).
+    #[arg(long, default_value_t = 4)]
+    hogs: usize,
 }
 
 #[derive(Clone)]
@@ -56,6 +66,8 @@ enum Kind {
     },
     /// Forged tokens from `sources` addresses while valid users send a steady stream.
     Flood { sources: u8 },
+    /// Valid users on a plain route while clients keep a looping policy's route busy.
+    Neighbour,
 }
 
 #[derive(Clone)]
@@ -141,6 +153,13 @@ fn all(tokens: &Tokens) -> Vec<Scenario> {
             targets: &[Edgewarden, Haproxy],
         },
         Scenario {
+            name: "hog_neighbour",
+            what: "valid users on a plain route beside clients on a route whose policy loops \
+                   (timeout_ms = 50, deadline_ms = 200; two worker threads)",
+            kind: Kind::Neighbour,
+            targets: &[Edgewarden],
+        },
+        Scenario {
             name: "penalty_box",
             what: "a forged token from an address in the penalty box → 429",
             kind: Kind::Wrk {
@@ -168,6 +187,8 @@ struct Sample {
     checks_per_s: Option<f64>,
     /// Floods: answers by status, and the valid users' figures alone and under the flood.
     flood: Option<(Counted, Counted, Counted)>,
+    /// `hog_neighbour`: the looping requests, and the valid users alone and beside them.
+    neighbour: Option<(Counted, Counted, Counted)>,
 }
 
 pub fn run(options: &Options) -> Result<(), String> {
@@ -214,6 +235,21 @@ pub fn run(options: &Options) -> Result<(), String> {
         edgewarden,
         haproxy,
     };
+    let neighbours = scenarios
+        .iter()
+        .any(|s| matches!(s.kind, Kind::Neighbour))
+        .then(|| {
+            st::start_neighbours(
+                &options.common.edgewarden,
+                dir.path(),
+                &crate::root(),
+                &options.plugin_cache,
+                origin.addr,
+                PUBLIC_PEM,
+                gateway_cpu,
+            )
+        })
+        .transpose()?;
     let env = Env {
         options,
         dir: dir.path(),
@@ -236,8 +272,12 @@ pub fn run(options: &Options) -> Result<(), String> {
     for (repeat, phase) in rounds {
         for scenario in phase.iter() {
             for who in scenario.targets {
-                let Some(target) = targets.get(*who) else {
-                    continue;
+                let target = match (&scenario.kind, &neighbours) {
+                    (Kind::Neighbour, Some(neighbours)) => neighbours,
+                    _ => match targets.get(*who) {
+                        Some(target) => target,
+                        None => continue,
+                    },
                 };
                 let (sample, problems) = match &scenario.kind {
                     Kind::Wrk { .. } => env.wrk(scenario, target)?,
@@ -250,6 +290,7 @@ pub fn run(options: &Options) -> Result<(), String> {
                         };
                         env.flood(target, *sources, first)?
                     }
+                    Kind::Neighbour => env.neighbour(target)?,
                 };
                 let figures = Figures {
                     rps: sample.rps,
@@ -361,6 +402,7 @@ impl Env<'_> {
                     .then(|| calls as f64 / m.requests.max(1) as f64),
                 checks_per_s: checks.map(|c| c / self.duration.as_secs_f64()),
                 flood: None,
+                neighbour: None,
             },
             problems,
         ))
@@ -374,6 +416,8 @@ impl Env<'_> {
     ) -> Result<(Sample, Vec<String>), String> {
         let valid = Stream {
             addr: target.addr,
+            path: "/api/item",
+            valid_path: None,
             sources: 1,
             first: 1,
             connections: 8,
@@ -394,6 +438,8 @@ impl Env<'_> {
         };
         let flood = Stream {
             addr: target.addr,
+            path: "/api/item",
+            valid_path: None,
             sources,
             first,
             connections: self.connections,
@@ -440,6 +486,80 @@ impl Env<'_> {
                 redis_per_request: None,
                 checks_per_s: checks.map(|c| c / self.duration.as_secs_f64()),
                 flood: Some((bad, alone, valid)),
+                neighbour: None,
+            },
+            problems,
+        ))
+    }
+
+    /// Valid users on `/api` alone, then beside `--hogs` clients looping on `/hog` (closed loop):
+    /// every valid request answered 200 and proxied, every looping one 503.
+    fn neighbour(&self, target: &Target) -> Result<(Sample, Vec<String>), String> {
+        let valid = Stream {
+            addr: target.addr,
+            path: "/api/item",
+            valid_path: None,
+            sources: 1,
+            first: 1,
+            connections: 8,
+            rate: Some(self.options.valid_rate),
+            duration: self.duration,
+            token: Token::Valid(self.tokens.valid.clone()),
+            valid_beside: None,
+        };
+        let alone = self
+            .stream(&valid)?
+            .into_iter()
+            .next()
+            .ok_or("flood-client measured nothing")?;
+        let hogs = Stream {
+            addr: target.addr,
+            path: "/hog/item",
+            valid_path: Some("/api/item"),
+            sources: 1,
+            first: 2,
+            connections: self.options.hogs,
+            rate: None,
+            duration: self.duration,
+            token: Token::Valid(self.tokens.valid.clone()),
+            valid_beside: Some((self.tokens.valid.clone(), self.options.valid_rate)),
+        };
+        let hits = settled(self.origin);
+        let before = target.usage()?;
+        let mut measured = self.stream(&hogs)?;
+        let after = target.usage()?;
+        let hits = settled(self.origin) - hits;
+        if measured.len() != 2 {
+            return Err(
+                "flood-client measured one stream, not the loops and the valid users".into(),
+            );
+        }
+        let valid = measured.remove(1);
+        let looping = measured.remove(0);
+        let mut problems = Vec::new();
+        let ok = valid.count(200);
+        if ok != valid.requests || valid.errors > 0 || alone.count(200) != alone.requests {
+            problems.push(format!(
+                "valid users answered {:?} ({} errors), alone {:?}",
+                valid.statuses, valid.errors, alone.statuses
+            ));
+        }
+        if looping.count(503) != looping.requests || looping.requests == 0 {
+            problems.push(format!("looping requests answered {:?}", looping.statuses));
+        }
+        if hits < ok || hits > ok + 8 {
+            problems.push(format!("origin saw {hits} requests for {ok} valid"));
+        }
+        let cpu = after.cpu.saturating_sub(before.cpu);
+        Ok((
+            Sample {
+                rps: looping.rps,
+                p99_ms: valid.p99_ms,
+                cpu_us: per_request(cpu, looping.requests + valid.requests),
+                redis_per_request: None,
+                checks_per_s: None,
+                flood: None,
+                neighbour: Some((looping, alone, valid)),
             },
             problems,
         ))
@@ -451,6 +571,7 @@ impl Env<'_> {
         let mut c = crate::targets::pinned(self.load_cpu, &exe);
         c.arg("flood-client")
             .args(["--addr", &s.addr.to_string()])
+            .args(["--path", s.path])
             .args(["--sources", &s.sources.to_string()])
             .args(["--first-source", &s.first.to_string()])
             .args(["--connections", &s.connections.to_string()])
@@ -465,6 +586,9 @@ impl Env<'_> {
         if let Some((token, rate)) = &s.valid_beside {
             c.args(["--valid-token", token])
                 .args(["--valid-rate", &rate.to_string()]);
+        }
+        if let Some(path) = s.valid_path {
+            c.args(["--valid-path", path]);
         }
         let out = c
             .stdout(std::process::Stdio::piped())
@@ -490,6 +614,9 @@ impl Env<'_> {
 
 struct Stream {
     addr: SocketAddr,
+    path: &'static str,
+    /// The valid users' path beside the stream, when not `path`.
+    valid_path: Option<&'static str>,
     sources: u8,
     first: u8,
     connections: usize,
@@ -635,6 +762,47 @@ fn report(
                     sum(&|f| f.2.count(200)),
                     sum(&|f| f.2.requests),
                     under / alone,
+                ),
+            );
+        }
+    }
+    let neighbours: Vec<_> = samples
+        .runs
+        .iter()
+        .filter(|(_, _, l)| l[0].neighbour.is_some())
+        .collect();
+    if !neighbours.is_empty() {
+        push(
+            &mut out,
+            format!(
+                "\n| neighbour | target | looping req/s ({} clients) | answered 503 | looping p50 / p99 ms | \
+                 CPU µs/req | valid users 200 | valid p99 alone | beside the loops | ratio |",
+                options.hogs
+            ),
+        );
+        push(&mut out, "|---|---|---|---|---|---|---|---|---|---|".into());
+        for (scenario, target, list) in neighbours {
+            let runs: Vec<&(Counted, Counted, Counted)> =
+                list.iter().filter_map(|s| s.neighbour.as_ref()).collect();
+            let sum = |f: &dyn Fn(&(Counted, Counted, Counted)) -> u64| -> u64 {
+                runs.iter().map(|x| f(x)).sum()
+            };
+            let alone = median(runs.iter().map(|f| f.1.p99_ms).collect());
+            let beside = median(runs.iter().map(|f| f.2.p99_ms).collect());
+            push(
+                &mut out,
+                format!(
+                    "| {scenario} | {target} | {:.0} | {}/{} | {:.1} / {:.1} | {:.2} | {}/{} | \
+                     {alone:.3} | {beside:.3} | {:.2} |",
+                    med(list, &|s| s.rps),
+                    sum(&|f| f.0.count(503)),
+                    sum(&|f| f.0.requests),
+                    median(runs.iter().map(|f| f.0.p50_ms).collect()),
+                    median(runs.iter().map(|f| f.0.p99_ms).collect()),
+                    med(list, &|s| s.cpu_us),
+                    sum(&|f| f.2.count(200)),
+                    sum(&|f| f.2.requests),
+                    beside / alone,
                 ),
             );
         }

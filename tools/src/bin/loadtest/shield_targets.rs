@@ -240,3 +240,47 @@ pub fn metric(admin: SocketAddr, name: &str) -> Result<f64, String> {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum())
 }
+
+/// `hog_neighbour`'s policy: the test plugin `misbehave` looping on every request, stopped at
+/// 50 ms of processor time or 200 ms of waiting, whichever comes first (503).
+const HOG_POLICY: &str = "plugin = \"misbehave\"\ntimeout_ms = 50\ndeadline_ms = 200\n\
+                          on_error = \"deny\"\n\n[settings]\nmode = \"loop\"\n";
+
+/// edgewarden for `hog_neighbour`: two worker threads, as a small deployment has, a route
+/// `/api` (a valid token, proxied) and a route `/hog` whose policy loops on every request.
+/// `root` is the repository (the test plugins are in `tests/plugins`).
+pub fn start_neighbours(
+    binary: &Path,
+    dir: &Path,
+    root: &Path,
+    plugin_cache: &Path,
+    origin: SocketAddr,
+    public_pem: &str,
+    cpu: Option<usize>,
+) -> Result<Target, String> {
+    let addr = free_addr()?;
+    let admin = free_addr()?;
+    let policies = dir.join("policies-hog");
+    std::fs::create_dir_all(&policies).map_err(|e| format!("{}: {e}", policies.display()))?;
+    let hog = policies.join("hog.toml");
+    std::fs::write(&hog, HOG_POLICY).map_err(|e| format!("{}: {e}", hog.display()))?;
+    let pem = public_pem.trim().replace('\n', "\\n");
+    let config = format!(
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n\
+         policies_dir = \"{}\"\nplugins_dir = \"{}\"\nplugin_cache_dir = \"{}\"\n\n\
+         [shield]\nenabled = false\n\n\
+         [[issuers]]\nname = \"load\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n\
+         algorithms = [\"RS256\"]\npublic_key_pem = \"{pem}\"\n\n\
+         [[origins]]\nname = \"global\"\nupstreams = [\"{origin}\"]\n\n\
+         [[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"global\"\n\
+         auth = \"required\"\n\n\
+         [[routes]]\nname = \"hog\"\npath_prefix = \"/hog\"\norigin = \"global\"\n\
+         auth = \"off\"\npolicies = [\"hog\"]\n",
+        policies.display(),
+        root.join("tests/plugins").display(),
+        plugin_cache.display(),
+    );
+    let path = dir.join("edgewarden-hog.toml");
+    std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::targets::launch_edgewarden(binary, root, &path, addr, admin, cpu)
+}

@@ -438,7 +438,7 @@ const SEED_GEO: [Route; 2] = [
     },
 ];
 
-fn launch_edgewarden(
+pub fn launch_edgewarden(
     binary: &Path,
     root: &Path,
     config: &Path,
