@@ -414,23 +414,7 @@ impl Env<'_> {
         sources: u8,
         first: u8,
     ) -> Result<(Sample, Vec<String>), String> {
-        let valid = Stream {
-            addr: target.addr,
-            path: "/api/item",
-            valid_path: None,
-            sources: 1,
-            first: 1,
-            connections: 8,
-            rate: Some(self.options.valid_rate),
-            duration: self.duration,
-            token: Token::Valid(self.tokens.valid.clone()),
-            valid_beside: None,
-        };
-        let alone = self
-            .stream(&valid)?
-            .into_iter()
-            .next()
-            .ok_or("flood-client measured nothing")?;
+        let alone = self.valid_alone(target)?;
         let flood_rate = if self.options.common.smoke {
             2_000
         } else {
@@ -463,19 +447,10 @@ impl Env<'_> {
         let valid = measured.remove(1);
         let bad = measured.remove(0);
         let mut problems = Vec::new();
-        let ok = valid.count(200);
-        if ok != valid.requests || valid.errors > 0 || alone.count(200) != alone.requests {
-            problems.push(format!(
-                "valid users answered {:?} ({} errors), alone {:?}",
-                valid.statuses, valid.errors, alone.statuses
-            ));
-        }
+        valid_users_checked(&valid, &alone, hits, &mut problems);
         let refused = bad.count(401) + bad.count(429);
         if refused != bad.requests || bad.requests == 0 {
             problems.push(format!("forged tokens answered {:?}", bad.statuses));
-        }
-        if hits < ok || hits > ok + 8 {
-            problems.push(format!("origin saw {hits} requests for {ok} valid"));
         }
         let cpu = after.cpu.saturating_sub(before.cpu);
         Ok((
@@ -495,23 +470,7 @@ impl Env<'_> {
     /// Valid users on `/api` alone, then beside `--hogs` clients looping on `/hog` (closed loop):
     /// every valid request answered 200 and proxied, every looping one 503.
     fn neighbour(&self, target: &Target) -> Result<(Sample, Vec<String>), String> {
-        let valid = Stream {
-            addr: target.addr,
-            path: "/api/item",
-            valid_path: None,
-            sources: 1,
-            first: 1,
-            connections: 8,
-            rate: Some(self.options.valid_rate),
-            duration: self.duration,
-            token: Token::Valid(self.tokens.valid.clone()),
-            valid_beside: None,
-        };
-        let alone = self
-            .stream(&valid)?
-            .into_iter()
-            .next()
-            .ok_or("flood-client measured nothing")?;
+        let alone = self.valid_alone(target)?;
         let hogs = Stream {
             addr: target.addr,
             path: "/hog/item",
@@ -537,18 +496,9 @@ impl Env<'_> {
         let valid = measured.remove(1);
         let looping = measured.remove(0);
         let mut problems = Vec::new();
-        let ok = valid.count(200);
-        if ok != valid.requests || valid.errors > 0 || alone.count(200) != alone.requests {
-            problems.push(format!(
-                "valid users answered {:?} ({} errors), alone {:?}",
-                valid.statuses, valid.errors, alone.statuses
-            ));
-        }
+        valid_users_checked(&valid, &alone, hits, &mut problems);
         if looping.count(503) != looping.requests || looping.requests == 0 {
             problems.push(format!("looping requests answered {:?}", looping.statuses));
-        }
-        if hits < ok || hits > ok + 8 {
-            problems.push(format!("origin saw {hits} requests for {ok} valid"));
         }
         let cpu = after.cpu.saturating_sub(before.cpu);
         Ok((
@@ -563,6 +513,26 @@ impl Env<'_> {
             },
             problems,
         ))
+    }
+
+    /// The valid users alone: 8 paced connections on `/api` at `--valid-rate`.
+    fn valid_alone(&self, target: &Target) -> Result<Counted, String> {
+        let valid = Stream {
+            addr: target.addr,
+            path: "/api/item",
+            valid_path: None,
+            sources: 1,
+            first: 1,
+            connections: 8,
+            rate: Some(self.options.valid_rate),
+            duration: self.duration,
+            token: Token::Valid(self.tokens.valid.clone()),
+            valid_beside: None,
+        };
+        self.stream(&valid)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| "flood-client measured nothing".to_string())
     }
 
     /// Run a `flood-client` child pinned to the load CPU; what each of its streams measured.
@@ -630,6 +600,21 @@ struct Stream {
 enum Token {
     Valid(String),
     Forged(String),
+}
+
+/// The valid users' answers, beside a stream and alone, were all 200, and the origin saw those
+/// beside it (`hits`, give or take the 8 in flight at the end).
+fn valid_users_checked(valid: &Counted, alone: &Counted, hits: u64, problems: &mut Vec<String>) {
+    let ok = valid.count(200);
+    if ok != valid.requests || valid.errors > 0 || alone.count(200) != alone.requests {
+        problems.push(format!(
+            "valid users answered {:?} ({} errors), alone {:?}",
+            valid.statuses, valid.errors, alone.statuses
+        ));
+    }
+    if hits < ok || hits > ok + 8 {
+        problems.push(format!("origin saw {hits} requests for {ok} valid"));
+    }
 }
 
 fn per_request(cpu: Duration, requests: u64) -> f64 {
