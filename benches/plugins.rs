@@ -186,14 +186,13 @@ fn plugin_chain(c: &mut Criterion) {
         serde_json::from_str(claims).expect("claims");
     let mut group = c.benchmark_group("plugin_chain");
     for (index, (name, _)) in ROUTES.iter().enumerate() {
-        let ctx = Context {
-            client_ip: "203.0.113.7".to_string(),
-            route: &generation.routes()[index].config.name,
-            claims_json: Some(claims.to_string()),
-            claims: Some(&parsed),
-            country: Some("GB".to_string()),
-            shield: &generation.shield,
-        };
+        let ctx = Context::new(
+            "203.0.113.7".to_string(),
+            &generation.routes()[index].config.name,
+            Some(&parsed),
+            Some("GB".to_string()),
+            &generation.shield,
+        );
         let base = request(*name == "geo_warm_browser_headers");
         let mut req = base.clone();
         // The decision each case must produce.
@@ -242,14 +241,13 @@ fn plugin_chain(c: &mut Criterion) {
         .position(|(name, _)| *name == "geo_fresh")
         .expect("fresh route");
     let route = &generation.routes()[index];
-    let ctx = Context {
-        client_ip: "203.0.113.7".to_string(),
-        route: &route.config.name,
-        claims_json: Some(claims.to_string()),
-        claims: Some(&parsed),
-        country: Some("GB".to_string()),
-        shield: &generation.shield,
-    };
+    let ctx = Context::new(
+        "203.0.113.7".to_string(),
+        &route.config.name,
+        Some(&parsed),
+        Some("GB".to_string()),
+        &generation.shield,
+    );
     let base = request(false);
     let mut group = c.benchmark_group("fresh_request_path");
     group.bench_function("geo", |b| {

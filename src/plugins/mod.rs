@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use pingora::http::RequestHeader;
 
-use crate::config::{Config, Isolation, Name, OnError, PolicyConfig, RouteConfig};
+use crate::config::{CacheInput, Config, Isolation, Name, OnError, PolicyConfig, RouteConfig};
 use crate::error::{Error, ErrorKind, Errors, OrErr};
 use crate::header_pattern::HeaderPatterns;
 use crate::ids::OriginId;
@@ -59,12 +59,39 @@ pub enum Outcome {
 pub struct Context<'a> {
     pub client_ip: String,
     pub route: &'a str,
-    pub claims_json: Option<String>,
-    /// The same claims, parsed (for policies whose `[cache]` names some of them).
+    /// The verified token's claims.
     pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub country: Option<String>,
     /// The serving generation's shield, for `edgewarden.limit`.
     pub shield: &'a Arc<Shield>,
+    /// `claims` as JSON, written when a policy first needs all of them: a route whose policies
+    /// are cached on a few named claims (or none) never writes it.
+    claims_json: std::sync::OnceLock<Option<String>>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        client_ip: String,
+        route: &'a str,
+        claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
+        country: Option<String>,
+        shield: &'a Arc<Shield>,
+    ) -> Context<'a> {
+        Context {
+            client_ip,
+            route,
+            claims,
+            country,
+            shield,
+            claims_json: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn claims_json(&self) -> Option<&str> {
+        self.claims_json
+            .get_or_init(|| self.claims.and_then(|c| serde_json::to_string(c).ok()))
+            .as_deref()
+    }
 }
 
 /// One policy, built and warmed.
@@ -408,11 +435,16 @@ impl Policy {
     /// What the plugin receives of the request: all of it, or for a policy with `[cache]` only
     /// its declared inputs (also the key its decision is remembered under).
     fn input(&self, req: &RequestHeader, ctx: &Context<'_>) -> String {
+        let all_claims = self
+            .config
+            .cache
+            .as_ref()
+            .is_none_or(|c| c.inputs.contains(&CacheInput::Claims));
         let facts = wire::Facts {
             client_ip: &ctx.client_ip,
             route: ctx.route,
             country: ctx.country.as_deref(),
-            claims_json: ctx.claims_json.as_deref(),
+            claims_json: if all_claims { ctx.claims_json() } else { None },
             claims: ctx.claims,
         };
         match &self.config.cache {

@@ -376,16 +376,13 @@ async fn policies(
         // What the route's policies may set reaches the origin only from them.
         owned::remove_matching(&route.policy_headers, session.req_header_mut());
     }
-    let plugin_ctx = plugins::Context {
-        client_ip: client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        route: &route.config.name,
-        claims_json: identity
-            .as_ref()
-            .and_then(|i| serde_json::to_string(&*i.claims).ok()),
-        claims: identity.as_ref().map(|i| &*i.claims),
-        country: country.map(|c| c.as_str().to_string()),
-        shield: &generation.shield,
-    };
+    let plugin_ctx = plugins::Context::new(
+        client.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        &route.config.name,
+        identity.as_ref().map(|i| &*i.claims),
+        country.map(|c| c.as_str().to_string()),
+        &generation.shield,
+    );
     let started = generation.config.access_log.enabled.then(Instant::now);
     let mut calls = ctx.trace.as_ref().map(|_| Vec::new());
     let outcome = generation
