@@ -71,6 +71,17 @@ pub fn view(req: &RequestHeader, facts: &Facts<'_>, inputs: &[CacheInput]) -> St
 /// The claims `inputs` name by path, as a JSON object of the same shape (`{}` when the token has
 /// none of them).
 fn some_claims(claims: &Map<String, Value>, inputs: &[CacheInput]) -> String {
+    let top_level = inputs
+        .iter()
+        .all(|i| !matches!(i, CacheInput::Claim(path) if path.len() != 1));
+    if top_level && let Some(written) = top_level_claims(claims, inputs) {
+        return written;
+    }
+    claims_through_a_map(claims, inputs)
+}
+
+/// [`some_claims`] for any paths: the picked values put into a new `Map`, written as JSON.
+fn claims_through_a_map(claims: &Map<String, Value>, inputs: &[CacheInput]) -> String {
     let mut out = Map::new();
     for input in inputs {
         let CacheInput::Claim(path) = input else {
@@ -91,6 +102,36 @@ fn some_claims(claims: &Map<String, Value>, inputs: &[CacheInput]) -> String {
         }
     }
     Value::Object(out).to_string()
+}
+
+/// [`some_claims`] when every path is one name (the usual case: `claim:sub`): the JSON object
+/// written straight from the token's claims, names in the order a `Map` keeps them (sorted),
+/// without building one.
+fn top_level_claims(claims: &Map<String, Value>, inputs: &[CacheInput]) -> Option<String> {
+    let mut names: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| match i {
+            CacheInput::Claim(path) => path.first().map(String::as_str),
+            _ => None,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
+    for (name, value) in names
+        .into_iter()
+        .filter_map(|name| Some((name, claims.get(name)?)))
+    {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, name).ok()?;
+        out.push(b':');
+        serde_json::to_writer(&mut out, value).ok()?;
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
 }
 
 fn insert_at(object: &mut Map<String, Value>, path: &[String], value: Value) {
@@ -580,5 +621,30 @@ mod tests {
                 body: b"\0\xff\0F",
             })))
         );
+    }
+
+    #[test]
+    fn top_level_claims_are_written_as_a_map_of_them_would_be() {
+        let claims: Map<String, Value> = serde_json::from_str(
+            r#"{"sub":"alice","email":"a\"l\u00e9\nx@example.com","roles":["a","b"],
+               "org":{"id":7,"name":"Acme"},"n":1.5,"z":null,"\u00e9t\u00e9":true}"#,
+        )
+        .expect("claims");
+        let claim = |name: &str| CacheInput::Claim(vec![name.to_string()]);
+        for names in [
+            vec!["sub"],
+            vec!["sub", "email"],
+            vec!["email", "sub", "sub"],
+            vec!["roles", "org", "n", "z", "\u{e9}t\u{e9}"],
+            vec!["absent"],
+            vec!["absent", "sub"],
+            vec![],
+        ] {
+            let mut inputs: Vec<CacheInput> = names.iter().map(|n| claim(n)).collect();
+            inputs.push(CacheInput::Country);
+            let direct = top_level_claims(&claims, &inputs).expect("written");
+            assert_eq!(direct, claims_through_a_map(&claims, &inputs), "{names:?}");
+            assert_eq!(some_claims(&claims, &inputs), direct);
+        }
     }
 }
