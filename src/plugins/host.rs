@@ -11,7 +11,9 @@
 //! When the pool is empty (a burst), the request instantiates one itself.
 //!
 //! A call runs on the request's thread while it is short and moves to the policy's share of the
-//! slow lane once it is not (`lane`); instances are built there too, never on a proxy thread.
+//! slow lane once it is not (`lane`). Replacement instances are built on the lane; an instance a
+//! request waits for is built on its own thread, or on the lane while the policy has a long call
+//! there.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -495,10 +497,9 @@ impl PolicyHost {
             },
             clock.clone(),
         );
-        let slow = self.slow_calls.clone();
         let (mut lease, result) = self
             .lane
-            .call(&self.lane_share, clock.clone(), move || slow.inc(), call)
+            .call(&self.lane_share, clock.clone(), &self.slow_calls, call)
             .await
             .ok_or(Failure::Trap)?;
         let Some(warm) = lease.warm.as_mut() else {

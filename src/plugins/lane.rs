@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use tokio::sync::Semaphore;
 
 use super::clock::RunClock;
@@ -85,15 +86,17 @@ impl Lane {
 
     /// Run a plugin call of the policy whose share of the lane is `share`: on this thread while it
     /// is short, or from its start on the lane while the policy has a call running long there;
-    /// once it has run past [`HANDOFF_AFTER`] (calling `on_slow` then), only on the lane and within
-    /// the policy's share. `None` if it never finished.
+    /// once it has run past [`HANDOFF_AFTER`] (counted in `slow` then), only on the lane and
+    /// within the policy's share. `None` if it never finished.
     pub async fn call<T: Send + 'static>(
         &self,
         share: &Share,
         clock: Arc<RunClock>,
-        on_slow: impl FnOnce() + Unpin + Send + 'static,
+        slow: &IntCounter,
         mut call: impl Future<Output = T> + Unpin + Send + 'static,
     ) -> Option<T> {
+        // Counted here when it moves from this thread; on the lane when it started there.
+        let mut uncounted = Some(slow);
         if !share.contended() {
             let here = poll_fn(|cx| match Pin::new(&mut call).poll(cx) {
                 Poll::Ready(done) => Poll::Ready(Some(done)),
@@ -104,6 +107,8 @@ impl Lane {
             if here.is_some() {
                 return here;
             }
+            slow.inc();
+            uncounted = None;
         }
         let bounded = Bounded {
             call,
@@ -111,7 +116,7 @@ impl Lane {
             slots: share.slots.clone(),
             slot: None,
             acquiring: None,
-            on_slow: Some(on_slow),
+            slow: uncounted.cloned(),
         };
         self.run(bounded).await.flatten()
     }
@@ -148,24 +153,25 @@ type Acquire = Pin<
 
 /// A call on the lane: polled freely while short; past [`HANDOFF_AFTER`] only while it holds one
 /// of its policy's slots (waiting for one, it is not polled and uses no processor time).
-struct Bounded<F, S> {
+struct Bounded<F> {
     call: F,
     clock: Arc<RunClock>,
     slots: Arc<Semaphore>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
     acquiring: Option<Acquire>,
-    on_slow: Option<S>,
+    /// Counts the call once it runs past the handoff, unless it was counted before it came.
+    slow: Option<IntCounter>,
 }
 
-impl<F: Future + Unpin, S: FnOnce() + Unpin> Future for Bounded<F, S> {
+impl<F: Future + Unpin> Future for Bounded<F> {
     type Output = Option<F::Output>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         loop {
             if this.slot.is_none() && this.clock.used() >= HANDOFF_AFTER {
-                if let Some(on_slow) = this.on_slow.take() {
-                    on_slow();
+                if let Some(slow) = this.slow.take() {
+                    slow.inc();
                 }
                 let acquiring = this
                     .acquiring
@@ -287,10 +293,8 @@ mod tests {
             .unwrap_or(0)
     }
 
-    fn flag() -> (Arc<AtomicBool>, impl FnOnce() + Unpin + Send + 'static) {
-        let flag = Arc::new(AtomicBool::new(false));
-        let set = flag.clone();
-        (flag, move || set.store(true, Ordering::SeqCst))
+    fn counter() -> IntCounter {
+        IntCounter::new("slow_calls", "slow calls").expect("counter")
     }
 
     #[tokio::test]
@@ -301,10 +305,10 @@ mod tests {
         clock.start();
         let (c, threads, finish) = call();
         finish.store(true, Ordering::SeqCst);
-        let (slow, on_slow) = flag();
-        let done = lane.call(&share, clock, on_slow, c).await;
+        let slow = counter();
+        let done = lane.call(&share, clock, &slow, c).await;
         assert_eq!(done, Some("done"));
-        assert!(!slow.load(Ordering::SeqCst));
+        assert_eq!(slow.get(), 0);
         assert_eq!(on_lane(&threads), 0);
     }
 
@@ -323,11 +327,11 @@ mod tests {
                 finish.store(true, Ordering::SeqCst);
             })
         };
-        let (slow, on_slow) = flag();
-        let done = lane.call(&share, clock, on_slow, c).await;
+        let slow = counter();
+        let done = lane.call(&share, clock, &slow, c).await;
         finisher.await.expect("finisher");
         assert_eq!(done, Some("done"));
-        assert!(slow.load(Ordering::SeqCst));
+        assert_eq!(slow.get(), 1);
         let threads = threads.lock().expect("threads").clone();
         assert_ne!(
             threads[0], "plugin-lane",
@@ -349,7 +353,7 @@ mod tests {
         second.runs_long = Some(second_clock.clone());
         let held = {
             let (lane, share, clock) = (lane.clone(), share.clone(), clock.clone());
-            tokio::spawn(async move { lane.call(&share, clock, || {}, first).await })
+            tokio::spawn(async move { lane.call(&share, clock, &counter(), first).await })
         };
         while on_lane(&first_threads) == 0 {
             tokio::task::yield_now().await;
@@ -358,7 +362,7 @@ mod tests {
         // the handoff waits there for the slot without being polled.
         let waiting = {
             let (lane, share) = (lane.clone(), share.clone());
-            tokio::spawn(async move { lane.call(&share, second_clock, || {}, second).await })
+            tokio::spawn(async move { lane.call(&share, second_clock, &counter(), second).await })
         };
         let polls =
             |t: &std::sync::Mutex<Vec<String>>| t.lock().map(|t| t.clone()).unwrap_or_default();
