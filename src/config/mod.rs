@@ -303,6 +303,8 @@ pub struct ServerConfig {
     /// Threads for plugin calls that run long (past half a millisecond) and for building plugin
     /// instances, at a lower priority (nice 10); each policy may have this many long calls at once.
     pub plugin_lane_threads: usize,
+    /// Their nice value (0 to 19; 0: the workers' priority).
+    pub plugin_lane_nice: i32,
     pub shutdown_grace_s: u64,
     /// After the grace, how long Pingora waits for its services to stop before exiting.
     pub shutdown_timeout_s: u64,

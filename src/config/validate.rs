@@ -193,6 +193,7 @@ fn read_server(
     let threads = s.ranged(problems, "threads", 2, 1, 256);
     let work_stealing = s.or(problems, "work_stealing", false);
     let plugin_lane_threads = s.ranged(problems, "plugin_lane_threads", 1, 1, 64);
+    let plugin_lane_nice = s.ranged(problems, "plugin_lane_nice", 10, 0, 19);
     let shutdown_grace_s = s.ranged(problems, "shutdown_grace_s", 10, 0, 3600);
     let shutdown_timeout_s = s.ranged(problems, "shutdown_timeout_s", 1, 0, 600);
     let drain_s = s.ranged(problems, "drain_s", 5, 0, 600);
@@ -243,6 +244,7 @@ fn read_server(
         threads: threads as usize,
         work_stealing,
         plugin_lane_threads: plugin_lane_threads as usize,
+        plugin_lane_nice: plugin_lane_nice as i32,
         shutdown_grace_s,
         shutdown_timeout_s,
         drain_s,

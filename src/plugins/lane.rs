@@ -4,7 +4,10 @@
 //! A call starts on the request's own thread, where most calls end in microseconds without ever
 //! being suspended. A call that is still running after [`HANDOFF_AFTER`] of processor time (it
 //! yields at an epoch tick) is moved, suspended, to the lane: threads of their own at a lower
-//! priority than the workers ([`NICENESS`]), running nothing but such calls and the building of
+//! priority than the workers (`plugin_lane_nice`, default nice 10: a runnable worker
+//! gets about nine times their share of a CPU, yet the gateway's own work does not starve them;
+//! `SCHED_IDLE`, tried, left a new instance's first call waiting past its deadline on a busy
+//! machine), running nothing but such calls and the building of
 //! replacement instances. Why: a call that yields at every tick keeps its
 //! worker thread's run queue non-empty, and a Tokio worker with a non-empty queue looks at its
 //! sockets only every few dozen task polls. With a looping policy each of those polls is a tick
@@ -45,13 +48,14 @@ pub struct Lane {
 }
 
 impl Lane {
-    pub fn start(threads: usize) -> Result<Arc<Lane>, Error> {
+    /// `nice`: the threads' nice value, 0 to 19 (0: the workers' priority).
+    pub fn start(threads: usize, nice: i32) -> Result<Arc<Lane>, Error> {
         let threads = threads.max(1);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .max_blocking_threads(1)
             .thread_name("plugin-lane")
-            .on_thread_start(lower_priority)
+            .on_thread_start(move || lower_priority(nice))
             .enable_time()
             .build()
             .or_err(ErrorKind::Runtime, "plugin lane threads")?;
@@ -204,12 +208,6 @@ impl Drop for Lane {
     }
 }
 
-/// The lane threads' nice value. A runnable worker thread (nice 0) gets about nine times their
-/// share of a CPU, so the workers rarely wait for them, yet the lane is never starved: under
-/// `SCHED_IDLE` (tried) a machine busy with other work left a new instance's first call or a
-/// replacement instance waiting past its deadline.
-const NICENESS: i32 = 10;
-
 /// Aborts the lane task when the caller stops waiting for it (deadline passed, client gone).
 struct Cancel<T>(tokio::task::JoinHandle<T>);
 
@@ -219,11 +217,14 @@ impl<T> Drop for Cancel<T> {
     }
 }
 
-/// Lower the calling thread's scheduling priority to [`NICENESS`] (on Linux the nice value is
-/// per thread). Failing to is logged, never fatal: the lane still keeps loops off the workers.
-fn lower_priority() {
+/// Lower the calling thread's scheduling priority to `nice` (on Linux the nice value is per
+/// thread). Failing to is logged, never fatal: the lane still keeps loops off the workers.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
     let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), NICENESS) {
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
         tracing::warn!(error = %e, "plugin lane thread keeps its priority");
     }
 }
@@ -299,7 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_call_stays_on_the_callers_thread() {
-        let lane = Lane::start(1).expect("lane");
+        let lane = Lane::start(1, 0).expect("lane");
         let share = Share::new(1);
         let clock = Arc::new(RunClock::default());
         clock.start();
@@ -314,7 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_ran_past_the_handoff_finishes_on_the_lane() {
-        let lane = Lane::start(1).expect("lane");
+        let lane = Lane::start(1, 0).expect("lane");
         let share = Share::new(1);
         let clock = Arc::new(past_the_handoff());
         let (c, threads, finish) = call();
@@ -343,7 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_policy_has_at_most_its_slots_running_long_and_its_next_call_starts_on_the_lane() {
-        let lane = Lane::start(2).expect("lane");
+        let lane = Lane::start(2, 0).expect("lane");
         let share = Arc::new(Share::new(1));
         let clock = Arc::new(past_the_handoff());
         let (first, first_threads, _never) = call();

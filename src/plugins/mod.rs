@@ -166,7 +166,10 @@ impl Plugins {
                 _runtimes: Vec::new(),
             });
         }
-        let lane = lane::Lane::start(config.server.plugin_lane_threads)?;
+        let lane = lane::Lane::start(
+            config.server.plugin_lane_threads,
+            config.server.plugin_lane_nice,
+        )?;
         let runtime = Runtime::new(Isolation::Warm, lane.clone())?;
         let fresh_runtime = fresh_runtime_if(
             config
@@ -517,7 +520,7 @@ impl Policy {
 /// plugin that does not build is reported.
 pub fn build_all(config: &Config) -> Result<Vec<String>, Errors> {
     // Nothing runs here: the lane's one thread is never given work.
-    let lane = lane::Lane::start(1)?;
+    let lane = lane::Lane::start(1, 0)?;
     let runtime = Runtime::new(Isolation::Warm, lane.clone())?;
     let builder = build::Builder::new(config);
     let dir = &config.server.plugins_dir;

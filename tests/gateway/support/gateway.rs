@@ -140,6 +140,11 @@ impl Builder {
         if !server.has("threads") {
             server.set("threads", 2);
         }
+        // The tests run side by side on few CPUs: a lane below them all could wait past the
+        // plugins' deadlines (the default's effect is measured by `loadtest shield`).
+        if !server.has("plugin_lane_nice") {
+            server.set("plugin_lane_nice", 0);
+        }
         if self.plugins {
             for (key, default) in [
                 ("policies_dir", "policies"),
