@@ -4,6 +4,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pingora::listeners::ConnectionFilter;
 use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
@@ -74,6 +75,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
             None => proxy.add_tcp(&addr.to_string()),
         }
     }
+    proxy.set_connection_filter(Arc::new(ConnectionRate {
+        current: current.clone(),
+    }));
     server.add_service(proxy);
 
     let listening = Listening::default();
@@ -142,6 +146,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }),
     });
     Ok(())
+}
+
+/// The shield's first stage on the proxy listeners: each accepted connection is held to its
+/// address's rate of new connections before anything is read from it (the TLS handshake
+/// included); one refused is dropped at once.
+struct ConnectionRate {
+    current: Arc<arc_swap::ArcSwap<Generation>>,
+}
+
+impl std::fmt::Debug for ConnectionRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionRate")
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionFilter for ConnectionRate {
+    async fn should_accept(&self, addr: Option<&SocketAddr>) -> bool {
+        addr.is_none_or(|addr| self.current.load().shield.accept_connection(addr.ip()))
+    }
 }
 
 /// Fail with a clear message before Pingora tries (and aborts) when an address is taken.

@@ -182,6 +182,20 @@ pub(super) fn read_shield(s: Option<Section<'_>>, problems: &mut Problems) -> Sh
         1,
         3_600,
     );
+    let connections_per_s = s.ranged(
+        problems,
+        "connections_per_s",
+        d.connections_per_s,
+        0,
+        1_000_000,
+    );
+    let connections_burst = s.ranged(
+        problems,
+        "connections_burst",
+        d.connections_burst,
+        1,
+        1_000_000,
+    );
     s.finish(problems);
     ShieldConfig {
         enabled,
@@ -194,6 +208,8 @@ pub(super) fn read_shield(s: Option<Section<'_>>, problems: &mut Problems) -> Sh
         verify_burst,
         negative_cache_entries,
         negative_cache_ttl_s,
+        connections_per_s,
+        connections_burst,
     }
 }
 

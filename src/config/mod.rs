@@ -194,6 +194,11 @@ pub struct ShieldConfig {
     /// until their issuer's keys change (0: off).
     pub negative_cache_entries: usize,
     pub negative_cache_ttl_s: u64,
+    /// New connections per second per client address, checked as each is accepted, before its
+    /// TLS handshake (0, the default: off; a client that does not keep its connections alive,
+    /// such as a load generator, would meet it).
+    pub connections_per_s: u64,
+    pub connections_burst: u64,
 }
 
 impl Default for ShieldConfig {
@@ -209,6 +214,8 @@ impl Default for ShieldConfig {
             verify_burst: 200,
             negative_cache_entries: 10_000,
             negative_cache_ttl_s: 60,
+            connections_per_s: 0,
+            connections_burst: 400,
         }
     }
 }

@@ -9,6 +9,12 @@
 //! 3. [`Shield::after_auth`], after verification: limits keyed by verified claims or by header
 //!    values. An unverified token's claims never key anything.
 //!
+//! Before all of them, as each connection is accepted (before its TLS handshake),
+//! [`Shield::accept_connection`] holds every client address to a rate of new connections (when
+//! `connections_per_s` is set): a
+//! client that reconnects as fast as it can (the rapid-reset pattern, whose connections the
+//! gateway closes) pays for its own handshakes, not the gateway.
+//!
 //! Every refusal is a [`Refusal`] (429). Counters live in [`store::LocalStore`]s, or for
 //! `store = "redis"` limits in [`redis::RedisStore`] (with the local store as the fallback of
 //! `on_store_error = "local"`); a reload hands them on to the next generation for every limit whose
@@ -65,12 +71,13 @@ pub struct Shield {
     max_keys: usize,
     penalty: Option<Builtin>,
     budget: Option<Builtin>,
+    connections: Option<Builtin>,
     limits: Vec<Limit>,
     /// The shared store of `store = "redis"` limits.
     redis: Option<Arc<RedisStore>>,
 }
 
-/// The penalty box or the verification budget.
+/// The penalty box, the verification budget or the connection rate.
 struct Builtin {
     quota: Quota,
     store: Arc<LocalStore>,
@@ -165,6 +172,10 @@ impl Shield {
             let quota = Quota::new(shield.verify_per_s, 1, shield.verify_burst);
             Builtin::new(Stage::VerifyBudget, quota, shield.max_keys, 0)
         });
+        let connections = (on && shield.connections_per_s > 0).then(|| {
+            let quota = Quota::new(shield.connections_per_s, 1, shield.connections_burst);
+            Builtin::new(Stage::Connections, quota, shield.max_keys, 0)
+        });
         let limits = limits
             .iter()
             .map(|config| {
@@ -212,6 +223,7 @@ impl Shield {
             max_keys: shield.max_keys,
             penalty,
             budget,
+            connections,
             limits,
             redis,
         })
@@ -276,12 +288,33 @@ impl Shield {
         for (new, old) in [
             (&mut self.penalty, &serving.penalty),
             (&mut self.budget, &serving.budget),
+            (&mut self.connections, &serving.connections),
         ] {
             if let (Some(new), Some(old)) = (new, old)
                 && same_size
                 && new.quota == old.quota
             {
                 new.store = old.store.clone();
+            }
+        }
+    }
+
+    /// A new connection from `peer`, as the listener accepts it: within the address's rate of
+    /// new connections (or exempt)? A refusal is counted; the listener drops the connection
+    /// before reading from it, so it costs no TLS handshake.
+    pub fn accept_connection(&self, peer: IpAddr) -> bool {
+        let Some(stage) = &self.connections else {
+            return true;
+        };
+        if self.is_exempt(Some(peer)) {
+            return true;
+        }
+        let key = stage.store.key(&[&address(peer)]);
+        match stage.store.check(key, &stage.quota, now_ns(), 1) {
+            Verdict::Allow { .. } => true,
+            Verdict::Deny { .. } => {
+                stage.refused.inc();
+                false
             }
         }
     }

@@ -13,6 +13,9 @@ pub enum Stage {
     VerifyBudget,
     /// A configured `[[limits]]` entry.
     Limit,
+    /// The client address opened connections faster than its rate (the connection is dropped as
+    /// it is accepted; no 429 is written).
+    Connections,
 }
 
 impl Stage {
@@ -23,6 +26,7 @@ impl Stage {
             Stage::PenaltyBox => "penalty_box",
             Stage::VerifyBudget => "verify_budget",
             Stage::Limit => "limit",
+            Stage::Connections => "connections",
         }
     }
 }

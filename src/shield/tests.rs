@@ -162,6 +162,34 @@ fn the_verification_budget_refuses_past_its_burst() {
 }
 
 #[test]
+fn new_connections_are_held_to_their_address_rate_unless_exempt_or_off() {
+    let config = ShieldConfig {
+        connections_per_s: 1,
+        connections_burst: 2,
+        exempt: vec!["10.0.0.0/8".parse().expect("net")],
+        ..ShieldConfig::default()
+    };
+    let shield = build(&config, &[]);
+    let peer: IpAddr = "192.0.2.1".parse().expect("address");
+    assert!(shield.accept_connection(peer) && shield.accept_connection(peer));
+    assert!(!shield.accept_connection(peer), "past the burst");
+    assert!(
+        shield.accept_connection("192.0.2.2".parse().expect("address")),
+        "per address"
+    );
+    let exempt: IpAddr = "10.1.2.3".parse().expect("address");
+    assert!((0..10).all(|_| shield.accept_connection(exempt)));
+    let off = build(
+        &ShieldConfig {
+            connections_per_s: 0,
+            ..ShieldConfig::default()
+        },
+        &[],
+    );
+    assert!((0..1000).all(|_| off.accept_connection(peer)));
+}
+
+#[test]
 fn client_limits_refuse_past_the_burst_and_name_the_limit() {
     let limits = [limit(
         "per-ip",

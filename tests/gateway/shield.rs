@@ -117,6 +117,68 @@ async fn the_penalty_box_shuts_after_n_failures_from_one_address_and_not_for_ano
     assert_eq!(m.count("edgewarden_shield_penalty_boxed_total", &[]), 1.0);
 }
 
+/// One request on a new connection from `from`: `None` when the gateway dropped the connection
+/// without answering.
+async fn on_new_connection(gw: &Gateway, from: Ipv4Addr, token: &str) -> Option<(Conn, u16)> {
+    let mut conn = Conn::try_open_from(from, gw.addr).await.expect("connect");
+    let request = req("GET", "/api/x").bearer(token);
+    if !conn.try_send(&request.bytes(&gw.addr.to_string())).await {
+        return None;
+    }
+    let status = conn.read_response(false).await.ok()?.status;
+    Some((conn, status))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_opening_connections_too_fast_is_dropped_at_accept_and_others_are_not() {
+    let shield = section("shield")
+        .set("connections_per_s", 1)
+        .set("connections_burst", 3);
+    let (gw, origin) = gateway(shield, &[]).await;
+    let token = valid("user-1");
+    let started = std::time::Instant::now();
+    let mut kept = Vec::new();
+    let mut dropped = 0;
+    for _ in 0..8 {
+        match on_new_connection(&gw, ATTACKER, &token).await {
+            Some((conn, status)) => {
+                assert_eq!(status, 200);
+                kept.push(conn);
+            }
+            None => dropped += 1,
+        }
+    }
+    // The burst, plus one a second for however long this took on a busy machine.
+    let refilled = started.elapsed().as_secs() as usize;
+    assert!(
+        (3..=3 + refilled).contains(&kept.len()),
+        "{} accepted in {refilled} s",
+        kept.len()
+    );
+    assert_eq!(dropped, 8 - kept.len());
+    assert!(dropped >= 1, "none dropped");
+    // Connections accepted before stay usable, and another address is not affected.
+    let resp = kept[0]
+        .request(&req("GET", "/api/x").bearer(&token))
+        .await
+        .expect("the first connection still answers");
+    assert_eq!(resp.status, 200);
+    let (_, status) = on_new_connection(&gw, USER, &token)
+        .await
+        .expect("another address connects");
+    assert_eq!(status, 200);
+    // The origin saw what was accepted and nothing of what was dropped.
+    assert_eq!(origin.hits(), kept.len() + 2);
+    let m = gw.metrics().await;
+    assert_eq!(
+        m.count(
+            "edgewarden_shield_refusals_total",
+            &[("stage", "connections")]
+        ),
+        dropped as f64
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_token_flood_from_one_address_stops_reaching_the_verifier() {
     // The penalty box off, to see the budget and the negative cache alone.

@@ -1,9 +1,10 @@
 //! The rapid-reset flood of `loadtest tls` (the CVE-2023-44487 pattern): an HTTP/2 connection
 //! that opens streams and cancels each at once, as fast as the connection takes them; when the
-//! gateway closes it, the next one. Runs as its own process, pinned beside the load generator,
+//! gateway closes it, the next one, from its own source address (127.0.0.2 by default; the valid
+//! users come from 127.0.0.1). Runs as its own process, pinned beside the load generator,
 //! and prints what it did as JSON.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,9 @@ pub struct ClientOptions {
     duration_ms: u64,
     #[arg(long, default_value = "/api/item")]
     path: String,
+    /// The flood's own source address (a loopback address other than the valid users').
+    #[arg(long, default_value = "127.0.0.2")]
+    bind: IpAddr,
 }
 
 /// What the flood did.
@@ -57,7 +61,13 @@ pub fn client(options: &ClientOptions) -> Result<(), String> {
         let mut done = Done::default();
         while Instant::now() < deadline {
             done.connections += 1;
-            let flood = flood_one(&connector, options.addr, &uri, &mut done.resets);
+            let flood = flood_one(
+                &connector,
+                options.bind,
+                options.addr,
+                &uri,
+                &mut done.resets,
+            );
             match tokio::time::timeout_at(deadline, flood).await {
                 Ok(Ok(())) | Err(_) => {}
                 Ok(Err(_)) => done.failed += 1,
@@ -75,13 +85,20 @@ pub fn client(options: &ClientOptions) -> Result<(), String> {
 /// One connection: streams opened and reset until the gateway closes it.
 async fn flood_one(
     connector: &TlsConnector,
+    bind: IpAddr,
     addr: SocketAddr,
     uri: &str,
     resets: &mut u64,
 ) -> Result<(), String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    let socket = match bind {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| e.to_string())?;
+    socket
+        .bind(SocketAddr::new(bind, 0))
+        .map_err(|e| format!("bind {bind}: {e}"))?;
+    let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
     let tls = connector
         .connect(name, tcp)
