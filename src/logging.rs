@@ -12,12 +12,32 @@ use tracing_subscriber::prelude::*;
 /// The target of the access log's events.
 pub const ACCESS_LOG: &str = "edgewarden::access";
 
+/// The diagnostics filter: `EDGEWARDEN_LOG` (or the default when unset or invalid), with the `h2`
+/// crate at `error` unless it names `h2` itself. `h2` warns when a client misbehaves (a rapid-reset
+/// flood's connection is closed with one line each): the client's doing, and a flood's worth of
+/// lines.
+fn filter(spec: Option<&str>) -> EnvFilter {
+    const DEFAULT: &str = "info,pingora_core=warn,pingora_proxy=warn,pingora_load_balancing=warn";
+    let (spec, filter) = spec
+        .and_then(|spec| Some((spec, EnvFilter::try_new(spec).ok()?)))
+        .unwrap_or_else(|| (DEFAULT, EnvFilter::new(DEFAULT)));
+    let names_h2 = spec.split(',').any(|directive| {
+        let target = directive.split(['=', '[']).next().unwrap_or("").trim();
+        target == "h2" || target.starts_with("h2::")
+    });
+    if names_h2 {
+        return filter;
+    }
+    match "h2=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
 /// Install the process-wide subscriber. Keep the guard until the process exits: dropping it
 /// flushes the access log.
 pub fn init() -> WorkerGuard {
-    let filter = EnvFilter::try_from_env("EDGEWARDEN_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_load_balancing=warn")
-    });
+    let filter = filter(std::env::var("EDGEWARDEN_LOG").ok().as_deref());
     let (stdout, flush_on_exit) = tracing_appender::non_blocking(std::io::stdout());
     let access = tracing_subscriber::fmt::layer()
         .json()
@@ -50,7 +70,26 @@ fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::colour;
+    use super::{colour, filter};
+
+    #[test]
+    fn h2_is_held_to_errors_unless_the_filter_names_it() {
+        let default = filter(None).to_string();
+        assert!(default.contains("h2=error"), "{default}");
+        assert!(default.contains("pingora_core=warn"), "{default}");
+        let debug = filter(Some("debug")).to_string();
+        assert!(debug.contains("h2=error"), "{debug}");
+        let named = filter(Some("info,h2=debug")).to_string();
+        assert!(
+            named.contains("h2=debug") && !named.contains("h2=error"),
+            "{named}"
+        );
+        let invalid = filter(Some("info,=[")).to_string();
+        assert!(
+            invalid.contains("pingora_core=warn"),
+            "the default: {invalid}"
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
