@@ -100,8 +100,9 @@ impl Lane {
         mut call: impl Future<Output = T> + Unpin + Send + 'static,
     ) -> Option<T> {
         // Counted here when it moves from this thread; on the lane when it started there.
-        let mut uncounted = Some(slow);
-        if !share.contended() {
+        let slow = if share.contended() {
+            Some(slow.clone())
+        } else {
             let here = poll_fn(|cx| match Pin::new(&mut call).poll(cx) {
                 Poll::Ready(done) => Poll::Ready(Some(done)),
                 Poll::Pending if clock.used() < HANDOFF_AFTER => Poll::Pending,
@@ -112,15 +113,15 @@ impl Lane {
                 return here;
             }
             slow.inc();
-            uncounted = None;
-        }
+            None
+        };
         let bounded = Bounded {
             call,
             clock,
             slots: share.slots.clone(),
             slot: None,
             acquiring: None,
-            slow: uncounted.cloned(),
+            slow,
         };
         self.run(bounded).await.flatten()
     }

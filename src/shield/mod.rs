@@ -11,11 +11,11 @@
 //!
 //! Before all of them, as each connection is accepted (before its TLS handshake),
 //! [`Shield::accept_connection`] holds every client address to a rate of new connections (when
-//! `connections_per_s` is set): a
-//! client that reconnects as fast as it can (the rapid-reset pattern, whose connections the
-//! gateway closes) pays for its own handshakes, not the gateway.
+//! `connections_per_s` is set): a client that reconnects as fast as it can does not get a
+//! handshake from the gateway for each connection. A connection past the rate is dropped, not
+//! answered.
 //!
-//! Every refusal is a [`Refusal`] (429). Counters live in [`store::LocalStore`]s, or for
+//! Every refusal of a request is a [`Refusal`] (429). Counters live in [`store::LocalStore`]s, or for
 //! `store = "redis"` limits in [`redis::RedisStore`] (with the local store as the fallback of
 //! `on_store_error = "local"`); a reload hands them on to the next generation for every limit whose
 //! definition did not change ([`Shield::adopt`]).
