@@ -38,20 +38,21 @@ const OVERRIDES: [HeaderName; 6] = [
 ];
 
 /// The request id, kept from a trusted client or made by the gateway, sent both ways.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The request header that asks for the decision trace, carrying `[server] trace_secret`.
-pub const TRACE_KEY: &str = "x-edgewarden-trace-key";
+pub const TRACE_KEY: HeaderName = HeaderName::from_static("x-edgewarden-trace-key");
 /// The response header that names the deciding step.
-pub const TRACE: &str = "x-edgewarden-trace";
+pub const TRACE: HeaderName = HeaderName::from_static("x-edgewarden-trace");
 
-/// Names the gateway writes or decides on every request, besides the configured ones.
+/// Names the gateway writes or decides on every request, besides the configured ones (the last
+/// three are [`REQUEST_ID`], [`TRACE`] and [`TRACE_KEY`]).
 const GATEWAY_WRITES: [&str; 6] = [
     "x-forwarded-*",
     "forwarded",
     "x-real-ip",
-    REQUEST_ID,
-    TRACE,
-    TRACE_KEY,
+    "x-request-id",
+    "x-edgewarden-trace",
+    "x-edgewarden-trace-key",
 ];
 
 /// The request header names the gateway owns: exact names and `prefix*` patterns, lower case.
@@ -192,6 +193,13 @@ mod tests {
         let mut names: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn the_gateway_owns_the_headers_it_writes() {
+        for name in [REQUEST_ID, TRACE, TRACE_KEY] {
+            assert!(GATEWAY_WRITES.contains(&name.as_str()), "{name}");
+        }
     }
 
     fn owned(drop_all: bool) -> OwnedHeaders {

@@ -216,15 +216,21 @@ fn host_of(req: &mut RequestHeader) -> Result<Option<String>, TargetError> {
 fn written_canonically(raw: &str, host: &str) -> Option<String> {
     let name_end = match raw.strip_prefix('[') {
         Some(_) => raw.find(']').map_or(raw.len(), |i| i + 1),
-        None => raw.find(':').unwrap_or(raw.len()),
+        None => raw.bytes().position(|b| b == b':').unwrap_or(raw.len()),
     };
-    let name = &raw[..name_end];
-    if !name.bytes().any(|b| b.is_ascii_uppercase()) && !name.ends_with('.') {
+    let (name, port) = raw.split_at(name_end);
+    // `host` is the name lower-cased, without a trailing dot (and brackets): the name is
+    // canonical exactly when it is `host` as written.
+    let written = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    if written == host {
         return None;
     }
     Some(match raw.starts_with('[') {
-        true => format!("[{host}]{}", &raw[name_end..]),
-        false => format!("{host}{}", &raw[name_end..]),
+        true => format!("[{host}]{port}"),
+        false => format!("{host}{port}"),
     })
 }
 
@@ -519,6 +525,18 @@ fn check_segments(path: &[u8]) -> Result<(), TargetError> {
     Ok(())
 }
 
+/// The bytes of a host name's labels: letters, digits, `-` and `_`.
+static HOST_LABEL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
 /// A host as routes match it: lower case, without port or trailing dot; IPv6 literals without
 /// brackets. Refuses anything that is not a host name, an IP literal and an optional port.
 pub fn canonical_host(raw: &str) -> Result<String, TargetError> {
@@ -537,10 +555,9 @@ pub fn canonical_host(raw: &str) -> Result<String, TargetError> {
         };
         (literal, port)
     } else {
-        match raw.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (raw, None),
-        }
+        let end = raw.bytes().position(|b| b == b':').unwrap_or(raw.len());
+        // Past the end (no ':'), `get` gives no port.
+        (&raw[..end], raw.get(end + 1..))
     };
     if let Some(port) = port
         && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
@@ -554,23 +571,21 @@ pub fn canonical_host(raw: &str) -> Result<String, TargetError> {
     if host.len() > 253 {
         return Err(TargetError::BadHost);
     }
-    // Labels of 1 to 63 letters, digits, '-' or '_', lower-cased in one pass.
-    let mut out = String::with_capacity(host.len());
+    // Labels of 1 to 63 letters, digits, '-' or '_'; then lower-cased.
     let mut label = 0;
     for b in host.bytes() {
-        match b {
-            b'.' if label > 0 => label = 0,
-            _ if (b.is_ascii_alphanumeric() || b == b'-' || b == b'_') && label < 63 => {
-                label += 1;
-            }
-            _ => return Err(TargetError::BadHost),
+        if b == b'.' && label > 0 {
+            label = 0;
+        } else if HOST_LABEL[usize::from(b)] && label < 63 {
+            label += 1;
+        } else {
+            return Err(TargetError::BadHost);
         }
-        out.push(char::from(b.to_ascii_lowercase()));
     }
     if label == 0 {
         return Err(TargetError::BadHost);
     }
-    Ok(out)
+    Ok(host.to_ascii_lowercase())
 }
 
 #[cfg(test)]

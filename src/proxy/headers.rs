@@ -11,7 +11,7 @@ use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::Session;
 
-use crate::owned::REQUEST_ID;
+use crate::owned::{REQUEST_ID, TRACE};
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Response fields that describe one connection, never the message.
@@ -24,7 +24,6 @@ const HOP_BY_HOP_RESPONSE: [HeaderName; 6] = [
     header::TRAILER,
     header::UPGRADE,
 ];
-const TRACE: HeaderName = HeaderName::from_static(crate::owned::TRACE);
 
 /// The client's request id if it is a sane token, else a new one.
 pub fn request_id(req: &RequestHeader) -> String {
@@ -40,7 +39,12 @@ pub fn request_id(req: &RequestHeader) -> String {
             return text.to_string();
         }
     }
-    uuid::Uuid::new_v4().simple().to_string()
+    // 32 lower-case hex digits, written without the formatting machinery.
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// Framing that two parsers could read differently. Pingora accepts Content-Length together with

@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, header};
+use http::{HeaderName, HeaderValue, header};
 use pingora::http::ResponseHeader;
 use pingora::prelude::Session;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::auth::error::AuthError;
 use crate::cors::{Cors, Grant};
@@ -282,49 +282,73 @@ pub async fn write(
 }
 
 /// The header of a rejection: JSON framing, never cached, the request id, the trace when asked
-/// for, and the fields its status calls for (`Allow`, `WWW-Authenticate`).
+/// for, and the fields its status calls for (`Allow`, `WWW-Authenticate`, the rate-limit fields).
+///
+/// Written straight into `http`'s header map: every name is a known, valid constant, so none is
+/// parsed again or copied into Pingora's case-preserving name map (standard names go out
+/// title-cased, others in lower case; HTTP field names are case-insensitive).
 fn rejection_header(
     rejection: &Rejection,
     body_len: usize,
     request_id: &str,
     trace: Option<&str>,
 ) -> Result<ResponseHeader> {
-    // Without Pingora's case-preserving name map (one map less per answer): standard names go out
-    // title-cased, others in lower case; HTTP field names are case-insensitive.
-    let mut resp = ResponseHeader::build_no_case(rejection.status(), Some(8))?;
+    let status = rejection.status();
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = http::StatusCode::from_u16(status)
+        .or_err(ErrorType::InvalidHTTPHeader, "invalid status")?;
+    let fields = &mut parts.headers;
+    fields.reserve(8);
     // A 204 carries neither a body nor its framing (RFC 9110 §8.6).
-    if rejection.status() != 204 {
-        resp.insert_header(
+    if status != 204 {
+        fields.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
-        )?;
-        resp.insert_header(header::CONTENT_LENGTH, HeaderValue::from(body_len))?;
+        );
+        fields.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
-    resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
-    resp.insert_header(crate::owned::REQUEST_ID, request_id)?;
+    fields.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    fields.insert(crate::owned::REQUEST_ID, field_value(request_id)?);
     if let Some(trace) = trace {
-        resp.insert_header(crate::owned::TRACE, trace)?;
+        fields.insert(crate::owned::TRACE, field_value(trace)?);
     }
     match rejection {
         Rejection::MethodNotAllowed(allow) => {
-            resp.insert_header(header::ALLOW, allow.as_str())?;
+            fields.insert(header::ALLOW, field_value(allow)?);
         }
         Rejection::ServerOptions => {
-            resp.insert_header(header::ALLOW, SERVER_METHODS)?;
+            fields.insert(header::ALLOW, HeaderValue::from_static(SERVER_METHODS));
         }
         Rejection::Auth(e, scopes) => {
             if let Some(challenge) = e.challenge(scopes) {
-                resp.insert_header(header::WWW_AUTHENTICATE, challenge)?;
+                fields.insert(header::WWW_AUTHENTICATE, owned_value(challenge)?);
             }
         }
         Rejection::Limited(refusal) => {
-            resp.insert_header(header::RETRY_AFTER, refusal.retry_after_s)?;
-            resp.insert_header("ratelimit-policy", refusal.policy_field())?;
-            resp.insert_header("ratelimit", refusal.ratelimit_field())?;
+            fields.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(refusal.retry_after_s),
+            );
+            fields.insert(RATELIMIT_POLICY, owned_value(refusal.policy_field())?);
+            fields.insert(RATELIMIT, owned_value(refusal.ratelimit_field())?);
         }
         _ => {}
     }
-    Ok(resp)
+    Ok(ResponseHeader::from(parts))
+}
+
+/// The IETF draft's rate-limit fields (draft-ietf-httpapi-ratelimit-headers).
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A field value the gateway writes: refused (500) if it could not be sent as is.
+fn field_value(text: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(text).or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
+}
+
+/// The same for a value built for this answer, kept without a copy.
+fn owned_value(text: String) -> Result<HeaderValue> {
+    HeaderValue::try_from(text).or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
 }
 
 /// Send a gateway-written answer: the header, then the body unless the request was `HEAD` or
@@ -356,8 +380,9 @@ impl ErrorBody<'_> {
     /// `{"error":...,"message":...,"request_id":...}`, written directly: the fields are plain
     /// strings, and only one that needs escaping goes through serde_json.
     fn to_json(&self) -> Vec<u8> {
+        // The fixed part is 41 bytes; a string that needs escaping may grow it again.
         let mut out =
-            Vec::with_capacity(40 + self.error.len() + self.message.len() + self.request_id.len());
+            Vec::with_capacity(48 + self.error.len() + self.message.len() + self.request_id.len());
         out.extend_from_slice(b"{\"error\":");
         json_string(&mut out, self.error);
         out.extend_from_slice(b",\"message\":");
@@ -372,7 +397,7 @@ impl ErrorBody<'_> {
 /// `text` as a JSON string: as is between quotes when nothing in it needs escaping (no quote,
 /// backslash or control character), else escaped by serde_json.
 fn json_string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escaping(text.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
@@ -380,6 +405,32 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
         // Writing a string into a Vec cannot fail.
         out.extend_from_slice(b"\"\"");
     }
+}
+
+/// Whether `text` holds a quote, a backslash or a control character (below 0x20), eight bytes at
+/// a time: a word has a byte below `n` (`n` ≤ 0x80) when `(w - n·ONES) & !w & HIGHS` is not zero,
+/// and a byte equal to `c` when `w ^ c·ONES` has a zero byte. Both tests are exact.
+fn needs_escaping(text: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS != 0;
+    let mut words = text.chunks_exact(8);
+    for word in &mut words {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+            return true;
+        };
+        let w = u64::from_le_bytes(bytes);
+        if below(w, 0x20)
+            || below(w ^ (ONES * u64::from(b'"')), 1)
+            || below(w ^ (ONES * u64::from(b'\\')), 1)
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Write a plugin's answer, with the decision trace header when asked for and the route's CORS
@@ -470,6 +521,22 @@ pub fn body_timeout() -> Box<Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_is_needed_exactly_for_quotes_backslashes_and_control_characters() {
+        for byte in 0..=255u8 {
+            let naive = byte < 0x20 || byte == b'"' || byte == b'\\';
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    assert_eq!(needs_escaping(&text), naive, "{byte:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!needs_escaping(b""));
+        assert!(!needs_escaping("bearer token required, ünïcode".as_bytes()));
+    }
 
     #[test]
     fn the_body_is_the_json_serde_would_write() {

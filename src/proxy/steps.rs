@@ -171,7 +171,7 @@ impl Gateway {
                 session.req_header(),
                 generation.config.server.trace_secret.as_deref(),
             );
-            session.req_header_mut().remove_header(owned::TRACE_KEY);
+            session.req_header_mut().remove_header(&owned::TRACE_KEY);
         }
     }
 }

@@ -309,7 +309,7 @@ impl Shield {
         if self.is_exempt(Some(peer)) {
             return true;
         }
-        let key = stage.store.key(&[&address(peer)]);
+        let key = address_key(peer);
         match stage.store.check(key, &stage.quota, now_ns(), 1) {
             Verdict::Allow { .. } => true,
             Verdict::Deny { .. } => {
@@ -329,7 +329,7 @@ impl Shield {
         let now = now_ns();
         let exempt = self.is_exempt(client);
         if let (Some(penalty), Some(ip), true) = (&self.penalty, client, route.stages && !exempt)
-            && let Some(left) = penalty.store.boxed(penalty.store.key(&[&address(ip)]), now)
+            && let Some(left) = penalty.store.boxed(address_key(ip), now)
         {
             return Err(penalty.refusal(left));
         }
@@ -416,7 +416,7 @@ impl Shield {
         if !route.stages || self.is_exempt(client) {
             return;
         }
-        let key = penalty.store.key(&[&address(ip)]);
+        let key = address_key(ip);
         if penalty
             .store
             .fail(key, &penalty.quota, now_ns(), penalty.box_ns)
@@ -433,7 +433,7 @@ impl Shield {
             .as_ref()
             .filter(|_| route.stages && !self.is_exempt(client));
         Budget {
-            stage: stage.and_then(|b| client.map(|ip| (b, b.store.key(&[&address(ip)])))),
+            stage: stage.and_then(|b| client.map(|ip| (b, address_key(ip)))),
             refusal: OnceLock::new(),
         }
     }
@@ -586,6 +586,18 @@ fn redis_key(prefix: &str, parts: &[&[u8]]) -> String {
         let _ = write!(key, "{byte:02x}");
     }
     key
+}
+
+/// The cell key of a client address in the built-in stages' stores (connections, penalty box,
+/// verification budget), which hold nothing else: the address itself, not a hash, so two
+/// addresses never share a cell. IPv4 is the low half of its IPv4-mapped IPv6 form, IPv6 the
+/// /64 it is counted by (its high half); the two meet only for a /64 under `0:0:ffff::/48`,
+/// reserved space no client is routed from. The stores' own map hashes keys with a random seed.
+fn address_key(ip: IpAddr) -> u64 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => 0xffff_0000_0000 | u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+    }
 }
 
 /// The address a client is counted by: IPv4 as is, IPv6 by its /64.

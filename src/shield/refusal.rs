@@ -49,14 +49,57 @@ impl Refusal {
     /// `RateLimit-Policy`: `"name";q=RATE;w=WINDOW` (a concurrency limit: `q` only). Names follow
     /// the configuration's name rule (or are fixed labels), so they never need escaping.
     pub fn policy_field(&self) -> String {
-        if self.per_s == 0 {
-            return format!("\"{}\";q={}", self.limit, self.rate);
+        let mut numbers = itoa::Buffer::new();
+        let mut field = self.quoted_name(24);
+        field.push_str(";q=");
+        field.push_str(numbers.format(self.rate));
+        if self.per_s != 0 {
+            field.push_str(";w=");
+            field.push_str(numbers.format(self.per_s));
         }
-        format!("\"{}\";q={};w={}", self.limit, self.rate, self.per_s)
+        field
     }
 
     /// `RateLimit`: nothing remains, and `t` says when a request fits again.
     pub fn ratelimit_field(&self) -> String {
-        format!("\"{}\";r=0;t={}", self.limit, self.retry_after_s)
+        let mut numbers = itoa::Buffer::new();
+        let mut field = self.quoted_name(16);
+        field.push_str(";r=0;t=");
+        field.push_str(numbers.format(self.retry_after_s));
+        field
+    }
+
+    /// The limit's name between quotes, with room for `more` bytes after it.
+    fn quoted_name(&self, more: usize) -> String {
+        let mut field = String::with_capacity(self.limit.len() + 2 + more);
+        field.push('"');
+        field.push_str(&self.limit);
+        field.push('"');
+        field
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fields_name_the_limit_and_its_numbers() {
+        let mut refusal = Refusal {
+            stage: Stage::Limit,
+            limit: Arc::from("per-user"),
+            rate: 100,
+            per_s: 60,
+            retry_after_s: 7,
+        };
+        assert_eq!(refusal.policy_field(), r#""per-user";q=100;w=60"#);
+        assert_eq!(refusal.ratelimit_field(), r#""per-user";r=0;t=7"#);
+        refusal.per_s = 0;
+        refusal.retry_after_s = 18_446_744_073_709_551_615;
+        assert_eq!(refusal.policy_field(), r#""per-user";q=100"#);
+        assert_eq!(
+            refusal.ratelimit_field(),
+            r#""per-user";r=0;t=18446744073709551615"#
+        );
     }
 }

@@ -310,3 +310,15 @@ fn an_unknown_limit_is_a_build_error() {
     let shield = build(&ShieldConfig::default(), &[]);
     assert!(shield.resolve(&route(&["nope"])).is_err());
 }
+
+#[test]
+fn address_keys_tell_addresses_apart_and_group_ipv6_by_64() {
+    let key = |s: &str| address_key(s.parse::<IpAddr>().expect("address"));
+    assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
+    assert_eq!(key("10.0.0.1"), key("::ffff:10.0.0.1"));
+    assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+    assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    // IPv4 keys never meet a routable IPv6 /64.
+    assert_ne!(key("0.0.0.0"), key("::"));
+    assert_ne!(key("255.255.255.255"), key("ffff:ffff:ffff:ffff::"));
+}
