@@ -18,6 +18,13 @@ pub enum Mode {
     NewConnectionEach { rate: u32 },
     /// Kept-alive HTTP/2 connections, each sending `rps` requests per second.
     Rate { connections: usize, rps: u32 },
+    /// One kept-alive connection with `streams` requests in flight, for exactly `requests`
+    /// requests (the duration is not used).
+    Count {
+        requests: u64,
+        streams: usize,
+        h1: bool,
+    },
 }
 
 /// One h2load run.
@@ -81,6 +88,18 @@ pub fn run(h2load: &Path, log_dir: &Path, run: &Run<'_>) -> Result<Measured, Str
                 .args(["-c", &connections.to_string()])
                 .args(["--rps", &rps.to_string()])
                 .args(["-D", &secs.to_string()]);
+        }
+        Mode::Count {
+            requests,
+            streams,
+            h1,
+        } => {
+            command
+                .args(["-c", "1", "-m", &streams.to_string()])
+                .args(["-n", &requests.to_string()]);
+            if h1 {
+                command.arg("--h1");
+            }
         }
         Mode::NewConnectionEach { rate } => {
             // -c connections of one request each (-n = -c), created `rate / 10` every 100 ms.

@@ -4,10 +4,12 @@
 //! CI does; `target` measures a user's own deployment; `shield` measures how each gateway shields
 //! its origin (rejections with wrk beside Pingora alone and HAProxy, floods from many addresses,
 //! limits local and in Redis); `tls` measures them over TLS (HTTP/2 and HTTP/1.1, kept-alive and one
-//! connection per request) with h2load, beside Pingora alone and HAProxy.
+//! connection per request) with h2load, beside Pingora alone and HAProxy; `instructions` counts
+//! what each early answer executes (callgrind), edgewarden beside Pingora alone.
 
 mod flood;
 mod h2load;
+mod instructions;
 mod oha;
 mod origin;
 mod python_edge;
@@ -43,6 +45,8 @@ enum Command {
     Shield(shield::Options),
     /// The gateways over TLS: HTTP/2 and HTTP/1.1, kept-alive and one connection per request.
     Tls(tls::Options),
+    /// Instructions per early answer (callgrind), edgewarden beside Pingora alone.
+    Instructions(instructions::Options),
     /// The flood generator the shield scenarios run (one stream; prints JSON).
     #[command(hide = true)]
     FloodClient(flood::ClientOptions),
@@ -57,6 +61,7 @@ fn main() {
         Some(Command::Target(options)) => run::target(&options),
         Some(Command::Shield(options)) => shield::run(&options),
         Some(Command::Tls(options)) => tls::run(&options),
+        Some(Command::Instructions(options)) => instructions::run(&options),
         Some(Command::FloodClient(options)) => flood::client(&options),
         Some(Command::RapidResetClient(options)) => rapid_reset::client(&options),
         None => run::bench(&cli.bench),

@@ -209,7 +209,7 @@ pub fn run(options: &Options) -> Result<(), String> {
     let wants = |who: Who| scenarios.iter().any(|s| s.targets.contains(&who));
     let redis = Redis::start(&options.redis_server, load_cpu)?;
     let edgewarden = st::start_edgewarden(
-        &options.common.edgewarden,
+        &options.common.picked.edgewarden,
         dir.path(),
         origin.addr,
         redis.addr,
@@ -217,7 +217,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         gateway_cpu,
     )?;
     let floor = wants(Who::Floor)
-        .then(|| st::start_floor(&options.common.floor, gateway_cpu))
+        .then(|| st::start_floor(&options.common.picked.floor, gateway_cpu))
         .transpose()?;
     let haproxy = (peer && wants(Who::Haproxy))
         .then(|| {
@@ -240,7 +240,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         .any(|s| matches!(s.kind, Kind::Neighbour))
         .then(|| {
             st::start_neighbours(
-                &options.common.edgewarden,
+                &options.common.picked.edgewarden,
                 dir.path(),
                 &crate::root(),
                 &options.plugin_cache,
@@ -314,7 +314,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         repeats,
         connections,
     );
-    samples.finish(&text, options.common.report.as_deref())
+    samples.finish(&text, options.common.picked.report.as_deref())
 }
 
 struct Env<'a> {

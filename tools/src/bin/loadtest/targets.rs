@@ -22,6 +22,16 @@ pub struct Common {
     /// Leave HAProxy out.
     #[arg(long)]
     pub no_peer: bool,
+    #[command(flatten)]
+    pub picked: Picked,
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    pub haproxy: PathBuf,
+}
+
+/// Which scenarios run, against which builds, and where the report goes: shared by the shield,
+/// TLS and instruction-count runs.
+#[derive(clap::Args)]
+pub struct Picked {
     /// Only these scenarios (by name).
     #[arg(long = "scenario")]
     pub only: Vec<String>,
@@ -30,11 +40,16 @@ pub struct Common {
     /// Pingora alone (cargo build --release --example pingora_floor).
     #[arg(long, default_value = "target/release/examples/pingora_floor")]
     pub floor: PathBuf,
-    #[arg(long, default_value = "/usr/sbin/haproxy")]
-    pub haproxy: PathBuf,
     /// Write the report (markdown) here too.
     #[arg(long)]
     pub report: Option<PathBuf>,
+}
+
+impl Picked {
+    /// Whether the scenario named `name` was asked for.
+    pub fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
 }
 
 impl Common {
@@ -53,7 +68,7 @@ impl Common {
 
     /// Whether the scenario named `name` was asked for.
     pub fn wants(&self, name: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|o| o == name)
+        self.picked.wants(name)
     }
 }
 
@@ -129,6 +144,10 @@ impl Target {
 
     pub fn usage(&self) -> Result<Usage, String> {
         usage_of(self.child.id())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

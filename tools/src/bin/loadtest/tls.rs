@@ -138,7 +138,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         .collect();
     let wants = |who: Who| scenarios.iter().any(|s| s.targets.contains(&who));
     let edgewarden = tt::start_edgewarden(
-        &options.common.edgewarden,
+        &options.common.picked.edgewarden,
         dir.path(),
         &certificate,
         origin.addr,
@@ -146,7 +146,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         gateway_cpu,
     )?;
     let floor = wants(Who::Floor)
-        .then(|| tt::start_floor(&options.common.floor, &certificate, gateway_cpu))
+        .then(|| tt::start_floor(&options.common.picked.floor, &certificate, gateway_cpu))
         .transpose()?;
     let haproxy = (peer && wants(Who::Haproxy))
         .then(|| {
@@ -206,7 +206,7 @@ pub fn run(options: &Options) -> Result<(), String> {
         }
     }
     let text = report(&scenarios, &samples, options, duration, repeats, rate);
-    samples.finish(&text, options.common.report.as_deref())
+    samples.finish(&text, options.common.picked.report.as_deref())
 }
 
 /// What every run of one invocation shares.

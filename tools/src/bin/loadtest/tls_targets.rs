@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::scenarios::{AUDIENCE, ISSUER};
 use crate::targets::{Target, free_addr, pinned};
@@ -61,6 +61,22 @@ pub fn start_edgewarden(
     public_pem: &str,
     cpu: Option<usize>,
 ) -> Result<Target, String> {
+    let command = pinned(cpu, binary);
+    Ok(start_edgewarden_with(command, binary, dir, certificate, origin, public_pem, "")?.0)
+}
+
+/// The same, started by `command` (the binary, maybe under another program), with `more`
+/// (TOML tables) added to its configuration; also returns its plaintext address (the target's
+/// is the TLS one).
+pub fn start_edgewarden_with(
+    command: Command,
+    binary: &Path,
+    dir: &Path,
+    certificate: &Certificate,
+    origin: SocketAddr,
+    public_pem: &str,
+    more: &str,
+) -> Result<(Target, SocketAddr), String> {
     let (plain, tls, admin) = (free_addr()?, free_addr()?, free_addr()?);
     let pem = public_pem.trim().replace('\n', "\\n");
     // The origin's connect timeout is HAProxy's `timeout connect 5s`: under this load a SYN to
@@ -74,13 +90,14 @@ pub fn start_edgewarden(
          [[origins]]\nname = \"global\"\nupstreams = [\"{origin}\"]\n\
          connect_timeout_ms = 5000\n\n\
          [[routes]]\nname = \"api\"\npath_prefix = \"/api\"\norigin = \"global\"\n\
-         auth = \"required\"\n",
+         auth = \"required\"\n\n{more}",
         certificate.cert.display(),
         certificate.key.display(),
     );
     let path = dir.join("edgewarden-tls.toml");
     std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-    crate::targets::run_edgewarden(pinned(cpu, binary), binary, &path, tls, admin)
+    let target = crate::targets::run_edgewarden(command, binary, &path, tls, admin)?;
+    Ok((target, plain))
 }
 
 /// Pingora alone with a TLS listener, answering every request 401 (`examples/pingora_floor`).
@@ -89,8 +106,18 @@ pub fn start_floor(
     certificate: &Certificate,
     cpu: Option<usize>,
 ) -> Result<Target, String> {
+    Ok(start_floor_with(pinned(cpu, binary), binary, certificate)?.0)
+}
+
+/// The same, started by `command` (the floor's binary, maybe under another program); also
+/// returns its plaintext address (the target's is the TLS one).
+pub fn start_floor_with(
+    mut command: Command,
+    binary: &Path,
+    certificate: &Certificate,
+) -> Result<(Target, SocketAddr), String> {
     let (plain, tls) = (free_addr()?, free_addr()?);
-    let child = pinned(cpu, binary)
+    let child = command
         .arg(plain.to_string())
         .arg("--tls")
         .arg(tls.to_string())
@@ -106,7 +133,8 @@ pub fn start_floor(
                 binary.display()
             )
         })?;
-    Target::started("pingora-floor", tls, child, plain, "/api", 401)
+    let target = Target::started("pingora-floor", tls, child, plain, "/api", 401)?;
+    Ok((target, plain))
 }
 
 /// HAProxy with the same certificate, its native token checks on `/api` (as in the shield
