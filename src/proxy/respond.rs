@@ -329,7 +329,7 @@ fn rejection_header(
                 header::RETRY_AFTER,
                 HeaderValue::from(refusal.retry_after_s),
             );
-            fields.insert(RATELIMIT_POLICY, owned_value(refusal.policy_field())?);
+            fields.insert(RATELIMIT_POLICY, refusal.policy.clone());
             fields.insert(RATELIMIT, owned_value(refusal.ratelimit_field())?);
         }
         _ => {}

@@ -32,6 +32,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
 
+use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use prometheus::IntCounter;
@@ -87,6 +88,7 @@ struct Builtin {
     /// flood is refused here at full speed.
     stage: Stage,
     name: Arc<str>,
+    policy: HeaderValue,
     refused: IntCounter,
 }
 
@@ -98,6 +100,7 @@ impl Builtin {
             box_ns,
             stage,
             name: Arc::from(stage.label()),
+            policy: refusal::policy_field(stage.label(), quota.rate, quota.per_s),
             refused: crate::metrics::get()
                 .shield_refusals
                 .with_label_values(&[stage.label()]),
@@ -113,6 +116,7 @@ impl Builtin {
             rate: self.quota.rate,
             per_s: self.quota.per_s,
             retry_after_s: ceil_secs(retry_after_ns).max(1),
+            policy: self.policy.clone(),
         }
     }
 }
@@ -129,6 +133,8 @@ struct Limit {
     /// `store = "redis"`: the shared store, and the prefix of this limit's keys there.
     redis: Option<(Arc<RedisStore>, String)>,
     name: Arc<str>,
+    /// The `RateLimit-Policy` field of each window (of the bound, for a concurrency limit).
+    policies: Vec<HeaderValue>,
     allowed: IntCounter,
     refused: IntCounter,
     shadow_refused: IntCounter,
@@ -201,6 +207,13 @@ impl Shield {
                     .map(|q: &Quota| format!("{}/{}/{}", q.rate, q.per_s, q.burst))
                     .collect();
                 let prefix = format!("ew:{}:{}:", config.name, windows.join(","));
+                let policies = match &concurrency {
+                    Some((max, _)) => vec![refusal::policy_field(&config.name, *max, 0)],
+                    None => quotas
+                        .iter()
+                        .map(|q| refusal::policy_field(&config.name, q.rate, q.per_s))
+                        .collect(),
+                };
                 Limit {
                     quotas,
                     concurrency,
@@ -210,6 +223,7 @@ impl Shield {
                         _ => None,
                     },
                     name: Arc::from(config.name.as_str()),
+                    policies,
                     allowed: counter("allowed"),
                     refused: counter("refused"),
                     shadow_refused: counter("shadow_refused"),
@@ -522,12 +536,19 @@ impl Limit {
                     (None, Some(quota)) => (quota.rate, quota.per_s),
                     (None, None) => (0, 0),
                 };
+                let policy = match self.concurrency {
+                    Some(_) => self.policies.first(),
+                    None => self.policies.get(window),
+                };
                 Err(Refusal {
                     stage: Stage::Limit,
                     limit: self.name.clone(),
                     rate,
                     per_s,
                     retry_after_s: ceil_secs(retry_after_ns).max(1),
+                    policy: policy
+                        .cloned()
+                        .unwrap_or_else(|| refusal::policy_field(&self.name, rate, per_s)),
                 })
             }
         }

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 /// Which stage refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -43,40 +45,58 @@ pub struct Refusal {
     pub per_s: u64,
     /// Whole seconds until the same request would be allowed.
     pub retry_after_s: u64,
+    /// The `RateLimit-Policy` field of the quota that refused ([`policy_field`]).
+    pub policy: HeaderValue,
 }
 
 impl Refusal {
-    /// `RateLimit-Policy`: `"name";q=RATE;w=WINDOW` (a concurrency limit: `q` only). Names follow
-    /// the configuration's name rule (or are fixed labels), so they never need escaping.
-    pub fn policy_field(&self) -> String {
-        let mut numbers = itoa::Buffer::new();
-        let mut field = self.quoted_name(24);
-        field.push_str(";q=");
-        field.push_str(numbers.format(self.rate));
-        if self.per_s != 0 {
-            field.push_str(";w=");
-            field.push_str(numbers.format(self.per_s));
-        }
-        field
-    }
-
     /// `RateLimit`: nothing remains, and `t` says when a request fits again.
     pub fn ratelimit_field(&self) -> String {
         let mut numbers = itoa::Buffer::new();
-        let mut field = self.quoted_name(16);
-        field.push_str(";r=0;t=");
+        let mut field = String::with_capacity(self.limit.len() + 28);
+        field.push('"');
+        field.push_str(&self.limit);
+        field.push_str("\";r=0;t=");
         field.push_str(numbers.format(self.retry_after_s));
         field
     }
+}
 
-    /// The limit's name between quotes, with room for `more` bytes after it.
-    fn quoted_name(&self, more: usize) -> String {
-        let mut field = String::with_capacity(self.limit.len() + 2 + more);
-        field.push('"');
-        field.push_str(&self.limit);
-        field.push('"');
-        field
+/// `RateLimit-Policy` of one quota of a limit: `"name";q=RATE;w=WINDOW` (a concurrency limit:
+/// `q` only). Written once, when the shield is built; a refusal carries a shared copy. Names
+/// follow the configuration's name rule (or are fixed labels), so they never need escaping.
+pub fn policy_field(limit: &str, rate: u64, per_s: u64) -> HeaderValue {
+    let mut numbers = itoa::Buffer::new();
+    let mut field = quoted_name(limit, 24);
+    field.push_str(";q=");
+    field.push_str(numbers.format(rate));
+    if per_s != 0 {
+        field.push_str(";w=");
+        field.push_str(numbers.format(per_s));
     }
+    // Only visible ASCII (see `quoted_name`), which is always a valid field value.
+    HeaderValue::try_from(field).unwrap_or_else(|_| HeaderValue::from_static("\"limit\""))
+}
+
+/// The limit's name between quotes, with room for `more` bytes after it; anything but visible
+/// ASCII, a quote or a backslash (which the name rule already keeps out) is left out.
+fn quoted_name(limit: &str, more: usize) -> String {
+    let mut field = String::with_capacity(limit.len() + 2 + more);
+    field.push('"');
+    if limit
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        field.push_str(limit);
+    } else {
+        field.extend(
+            limit
+                .chars()
+                .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\'),
+        );
+    }
+    field.push('"');
+    field
 }
 
 #[cfg(test)]
@@ -91,15 +111,20 @@ mod tests {
             rate: 100,
             per_s: 60,
             retry_after_s: 7,
+            policy: policy_field("per-user", 100, 60),
         };
-        assert_eq!(refusal.policy_field(), r#""per-user";q=100;w=60"#);
+        assert_eq!(refusal.policy, r#""per-user";q=100;w=60"#);
         assert_eq!(refusal.ratelimit_field(), r#""per-user";r=0;t=7"#);
-        refusal.per_s = 0;
         refusal.retry_after_s = 18_446_744_073_709_551_615;
-        assert_eq!(refusal.policy_field(), r#""per-user";q=100"#);
+        assert_eq!(policy_field("per-user", 100, 0), r#""per-user";q=100"#);
         assert_eq!(
             refusal.ratelimit_field(),
             r#""per-user";r=0;t=18446744073709551615"#
         );
+    }
+
+    #[test]
+    fn a_name_outside_the_rule_still_gives_a_valid_field() {
+        assert_eq!(policy_field("a\"b\\c\nd é", 1, 2), r#""abcd";q=1;w=2"#);
     }
 }

@@ -118,7 +118,7 @@ fn the_penalty_box_shuts_after_n_failures_for_that_address_only() {
     let refusal = before(&shield, &r, ip("192.0.2.1")).expect_err("boxed after the third failure");
     assert_eq!(refusal.stage, Stage::PenaltyBox);
     assert_eq!(refusal.retry_after_s, 60);
-    assert_eq!(refusal.policy_field(), "\"penalty_box\";q=3;w=60");
+    assert_eq!(refusal.policy, "\"penalty_box\";q=3;w=60");
     assert!(
         before(&shield, &r, ip("192.0.2.2")).is_ok(),
         "another address"
@@ -206,6 +206,7 @@ fn client_limits_refuse_past_the_burst_and_name_the_limit() {
     assert_eq!(&*refusal.limit, "per-ip");
     assert_eq!(refusal.retry_after_s, 6, "one request per 6 s");
     assert_eq!(refusal.ratelimit_field(), "\"per-ip\";r=0;t=6");
+    assert_eq!(refusal.policy, "\"per-ip\";q=10;w=60");
     assert!(before(&shield, &r, ip("192.0.2.2")).is_ok());
 }
 
@@ -321,4 +322,34 @@ fn address_keys_tell_addresses_apart_and_group_ipv6_by_64() {
     // IPv4 keys never meet a routable IPv6 /64.
     assert_ne!(key("0.0.0.0"), key("::"));
     assert_ne!(key("255.255.255.255"), key("ffff:ffff:ffff:ffff::"));
+}
+
+#[test]
+fn a_refusal_names_the_window_that_refused() {
+    let mut config = limit(
+        "burst-and-day",
+        LimitKey::ClientIp,
+        0,
+        0,
+        LimitMode::Enforce,
+    );
+    config.kind = LimitKind::Rate(vec![
+        Window {
+            rate: 100,
+            per_s: 1,
+            burst: 100,
+        },
+        Window {
+            rate: 2,
+            per_s: 86_400,
+            burst: 2,
+        },
+    ]);
+    let shield = build(&ShieldConfig::default(), &[config]);
+    let r = shield.resolve(&route(&["burst-and-day"])).expect("route");
+    assert!(before(&shield, &r, ip("192.0.2.1")).is_ok());
+    assert!(before(&shield, &r, ip("192.0.2.1")).is_ok());
+    let refusal = before(&shield, &r, ip("192.0.2.1")).expect_err("the day's quota is spent");
+    assert_eq!(refusal.policy, "\"burst-and-day\";q=2;w=86400");
+    assert_eq!((refusal.rate, refusal.per_s), (2, 86_400));
 }
