@@ -305,7 +305,7 @@ fn rejection_header(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        fields.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+        fields.insert(header::CONTENT_LENGTH, number(body_len as u64));
     }
     fields.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     fields.insert(crate::owned::REQUEST_ID, field_value(request_id)?);
@@ -325,10 +325,7 @@ fn rejection_header(
             }
         }
         Rejection::Limited(refusal) => {
-            fields.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(refusal.retry_after_s),
-            );
+            fields.insert(header::RETRY_AFTER, number(refusal.retry_after_s));
             fields.insert(RATELIMIT_POLICY, refusal.policy.clone());
             fields.insert(RATELIMIT, owned_value(refusal.ratelimit_field())?);
         }
@@ -336,6 +333,36 @@ fn rejection_header(
     }
     Ok(ResponseHeader::from(parts))
 }
+
+/// A number as a field value. Below 1000 (a rejection's `Content-Length`, most `Retry-After`s)
+/// it is a slice of a static table: no allocation, nor a free when the answer is dropped.
+fn number(n: u64) -> HeaderValue {
+    if let Ok(small @ 0..1000) = usize::try_from(n) {
+        let digits = match small {
+            0..10 => 1,
+            10..100 => 2,
+            _ => 3,
+        };
+        let end = 3 * small + 3;
+        if let Some(Ok(text)) = DIGITS.get(end - digits..end).map(std::str::from_utf8) {
+            return HeaderValue::from_static(text);
+        }
+    }
+    HeaderValue::from(n)
+}
+
+/// 000 to 999, three digits each.
+static DIGITS: [u8; 3000] = {
+    let mut table = [0u8; 3000];
+    let mut n = 0;
+    while n < 1000 {
+        table[3 * n] = b'0' + (n / 100) as u8;
+        table[3 * n + 1] = b'0' + (n / 10 % 10) as u8;
+        table[3 * n + 2] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    table
+};
 
 /// The IETF draft's rate-limit fields (draft-ietf-httpapi-ratelimit-headers).
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -521,6 +548,13 @@ pub fn body_timeout() -> Box<Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_the_values_http_would_write() {
+        for n in (0..2000).chain([9_999, 10_000, u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn escaping_is_needed_exactly_for_quotes_backslashes_and_control_characters() {
