@@ -36,6 +36,10 @@ pub struct Options {
     pub picked: Picked,
     #[arg(long, default_value = "/usr/bin/h2load")]
     pub h2load: PathBuf,
+    /// Keep callgrind's dumps in this folder (`TARGET-SCENARIO.callgrind.1`), to read with
+    /// `callgrind_annotate --inclusive=yes`.
+    #[arg(long)]
+    pub dumps: Option<PathBuf>,
 }
 
 /// One request shape, sent to both gateways.
@@ -127,6 +131,9 @@ pub fn run(options: &Options) -> Result<(), String> {
             dir.path(),
         )?;
         drop(edgewarden);
+        if let Some(keep) = &options.dumps {
+            keep_dumps(dir.path(), keep, scenario.name)?;
+        }
         let rest = |c: &Count| c.total - c.memcpy;
         for (who, c) in [("pingora-floor", &floor_count), ("edgewarden", &count)] {
             let over = match who {
@@ -150,6 +157,17 @@ pub fn run(options: &Options) -> Result<(), String> {
     println!("{report}");
     if let Some(path) = &options.picked.report {
         std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Copy a scenario's two dumps into `keep`.
+fn keep_dumps(dir: &Path, keep: &Path, scenario: &str) -> Result<(), String> {
+    std::fs::create_dir_all(keep).map_err(|e| format!("{}: {e}", keep.display()))?;
+    for target in ["floor", "edgewarden"] {
+        let name = format!("{target}-{scenario}.callgrind.1");
+        std::fs::copy(dir.join(&name), keep.join(&name))
+            .map_err(|e| format!("{}: {e}", keep.join(&name).display()))?;
     }
     Ok(())
 }
