@@ -94,6 +94,19 @@ struct Counted {
     out: PathBuf,
 }
 
+impl Counted {
+    /// A started target (and its plain-text address) whose counts are dumped to `out`.
+    fn new((target, plain): (Target, std::net::SocketAddr), out: PathBuf) -> Counted {
+        let tls = target.addr;
+        Counted {
+            target,
+            plain,
+            tls,
+            out,
+        }
+    }
+}
+
 /// What one gateway executed per request in one scenario.
 struct Count {
     total: f64,
@@ -191,14 +204,8 @@ fn start_floor(
 ) -> Result<Counted, String> {
     let out = dir.join(format!("floor-{scenario}.callgrind"));
     let binary = &options.picked.floor;
-    let (target, plain) = start_floor_with(callgrind(binary, &out), binary, certificate)?;
-    let tls = target.addr;
-    Ok(Counted {
-        target,
-        plain,
-        tls,
-        out,
-    })
+    let started = start_floor_with(callgrind(binary, &out), binary, certificate)?;
+    Ok(Counted::new(started, out))
 }
 
 /// edgewarden as the TLS scenarios run it (`/api` needs a token; its origin is never reached),
@@ -215,7 +222,7 @@ fn start_edgewarden(
         "[shield]\npenalty_failures = {PENALTY_FAILURES}\npenalty_window_s = 60\npenalty_s = 600\n"
     );
     let origin = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-    let (target, plain) = start_edgewarden_with(
+    let started = start_edgewarden_with(
         callgrind(binary, &out),
         binary,
         dir,
@@ -224,13 +231,7 @@ fn start_edgewarden(
         PUBLIC_PEM,
         &shield,
     )?;
-    let tls = target.addr;
-    Ok(Counted {
-        target,
-        plain,
-        tls,
-        out,
-    })
+    Ok(Counted::new(started, out))
 }
 
 /// Warm up, count `options.requests` requests, and read the counts back per request.
