@@ -89,7 +89,7 @@ impl BackgroundService for Reloader {
         if hangup.is_some() {
             tracing::info!(file = %self.path.display(), "SIGHUP reloads the configuration");
         }
-        let mut watching = Watching::start(&self.current.load().config).await;
+        let mut watching = Watching::start(&self.current.load().config, None).await;
         loop {
             let changed = async {
                 match watching.as_mut() {
@@ -109,12 +109,16 @@ impl BackgroundService for Reloader {
                     return;
                 }
             }
+            // The files as they are before the reload reads them are the starting point of the
+            // next check, whether or not this reload succeeds: a change made while it reads them
+            // (or just after) is found then, not taken for the state it read.
+            if let Some(w) = watching.as_mut() {
+                w.look_again().await;
+            }
             if let Some(next) = self.reload().await {
                 running = next;
             }
-            // The files now in place (and those of the configuration now serving) are the ones
-            // watched for the next change, whether or not this reload succeeded.
-            watching = Watching::start(&self.current.load().config).await;
+            watching = Watching::start(&self.current.load().config, watching.take()).await;
         }
     }
 }
@@ -239,13 +243,18 @@ struct Watching {
 }
 
 impl Watching {
-    async fn start(config: &Config) -> Option<Watching> {
+    /// Watch the files of `config`, from `earlier`'s last look when they are the same files,
+    /// else from how they are now.
+    async fn start(config: &Config, earlier: Option<Watching>) -> Option<Watching> {
         let every = config.server.watch_interval_s;
         if every == 0 {
             return None;
         }
         let (files, dirs) = crate::watch::watched(config);
-        let last = Self::take(&files, &dirs).await;
+        let last = match earlier {
+            Some(earlier) if earlier.files == files && earlier.dirs == dirs => earlier.last,
+            _ => Self::take(&files, &dirs).await,
+        };
         let mut interval = tokio::time::interval(std::time::Duration::from_secs(every));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
@@ -265,6 +274,11 @@ impl Watching {
         tokio::task::spawn_blocking(move || crate::watch::fingerprint(&files, &dirs))
             .await
             .unwrap_or_default()
+    }
+
+    /// Take the files' fingerprint now.
+    async fn look_again(&mut self) {
+        self.last = Self::take(&self.files, &self.dirs).await;
     }
 
     /// Returns at the first check that finds the files different.
