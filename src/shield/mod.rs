@@ -536,10 +536,8 @@ impl Limit {
                     (None, Some(quota)) => (quota.rate, quota.per_s),
                     (None, None) => (0, 0),
                 };
-                let policy = match self.concurrency {
-                    Some(_) => self.policies.first(),
-                    None => self.policies.get(window),
-                };
+                // A concurrency limit refuses as window 0, its one field.
+                let policy = self.policies.get(window);
                 Err(Refusal {
                     stage: Stage::Limit,
                     limit: self.name.clone(),

@@ -67,36 +67,24 @@ impl Refusal {
 /// follow the configuration's name rule (or are fixed labels), so they never need escaping.
 pub fn policy_field(limit: &str, rate: u64, per_s: u64) -> HeaderValue {
     let mut numbers = itoa::Buffer::new();
-    let mut field = quoted_name(limit, 24);
+    // Anything but visible ASCII, a quote or a backslash (which the name rule already keeps out)
+    // is left out of the name.
+    let mut field = String::with_capacity(limit.len() + 26);
+    field.push('"');
+    field.extend(
+        limit
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\'),
+    );
+    field.push('"');
     field.push_str(";q=");
     field.push_str(numbers.format(rate));
     if per_s != 0 {
         field.push_str(";w=");
         field.push_str(numbers.format(per_s));
     }
-    // Only visible ASCII (see `quoted_name`), which is always a valid field value.
+    // Only visible ASCII, which is always a valid field value.
     HeaderValue::try_from(field).unwrap_or_else(|_| HeaderValue::from_static("\"limit\""))
-}
-
-/// The limit's name between quotes, with room for `more` bytes after it; anything but visible
-/// ASCII, a quote or a backslash (which the name rule already keeps out) is left out.
-fn quoted_name(limit: &str, more: usize) -> String {
-    let mut field = String::with_capacity(limit.len() + 2 + more);
-    field.push('"');
-    if limit
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        field.push_str(limit);
-    } else {
-        field.extend(
-            limit
-                .chars()
-                .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\'),
-        );
-    }
-    field.push('"');
-    field
 }
 
 #[cfg(test)]

@@ -86,24 +86,17 @@ const SCENARIOS: [Scenario; 3] = [
     },
 ];
 
-/// A gateway under callgrind, with its plaintext and TLS addresses.
+/// A gateway under callgrind (its address is the TLS one), with its plaintext address.
 struct Counted {
     target: Target,
     plain: std::net::SocketAddr,
-    tls: std::net::SocketAddr,
     out: PathBuf,
 }
 
 impl Counted {
     /// A started target (and its plain-text address) whose counts are dumped to `out`.
     fn new((target, plain): (Target, std::net::SocketAddr), out: PathBuf) -> Counted {
-        let tls = target.addr;
-        Counted {
-            target,
-            plain,
-            tls,
-            out,
-        }
+        Counted { target, plain, out }
     }
 }
 
@@ -244,7 +237,7 @@ fn count(
     dir: &Path,
 ) -> Result<Count, String> {
     let url = match scenario.tls {
-        true => format!("https://{}/api", gateway.tls),
+        true => format!("https://{}/api", gateway.target.addr),
         false => format!("http://{}/api", gateway.plain),
     };
     let load = |requests: u64| -> Result<(), String> {
