@@ -13,6 +13,12 @@
 //! once per byte although the processor moves many bytes per cycle. In a Pingora server most of it
 //! is the per-request future of the HTTP session being moved, so it grows with the size of a
 //! request's state more than with the work done.
+//!
+//! `--cache` also runs callgrind's cache and branch-predictor simulation: instructions are not
+//! all alike, and a gateway whose code does not fit the instruction cache pays for each line it
+//! fetches again. It reports, per request, the first-level instruction and data cache misses, the
+//! mispredicted branches, and callgrind's cycle estimate from them (KCachegrind's
+//! `Ir + 10 × (L1 misses + mispredicts) + 100 × LL misses`), a model, not a measurement of time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +46,9 @@ pub struct Options {
     /// `callgrind_annotate --inclusive=yes`.
     #[arg(long)]
     pub dumps: Option<PathBuf>,
+    /// Also simulate the caches and the branch predictor (slower): misses per request.
+    #[arg(long)]
+    pub cache: bool,
 }
 
 /// One request shape, sent to both gateways.
@@ -104,6 +113,29 @@ impl Counted {
 struct Count {
     total: f64,
     memcpy: f64,
+    /// With `--cache`: what the simulated caches and branch predictor missed.
+    misses: Option<Misses>,
+}
+
+/// Per request, from callgrind's cache and branch simulation.
+#[derive(Debug, PartialEq)]
+struct Misses {
+    /// First-level instruction cache misses.
+    i1: f64,
+    /// First-level data cache misses, reads and writes.
+    d1: f64,
+    /// Last-level misses, instructions and data.
+    ll: f64,
+    /// Mispredicted branches, conditional and indirect.
+    branches: f64,
+}
+
+impl Misses {
+    /// KCachegrind's cycle estimate: each first-level miss and mispredict ~10 cycles, each
+    /// last-level miss ~100, every instruction 1.
+    fn cycles(&self, instructions: f64) -> f64 {
+        instructions + 10.0 * (self.i1 + self.d1 + self.branches) + 100.0 * self.ll
+    }
 }
 
 pub fn run(options: &Options) -> Result<(), String> {
@@ -119,6 +151,11 @@ pub fn run(options: &Options) -> Result<(), String> {
          | scenario | target | instructions | of which memcpy | without memcpy | edgewarden over Pingora alone (without memcpy) |\n\
          |---|---|---|---|---|---|\n",
         options.requests
+    );
+    let mut cache = String::from(
+        "\nWith the cache and branch simulation (callgrind's model of this machine's caches), per request:\n\n\
+         | scenario | target | I1 misses | D1 misses | LL misses | mispredicted branches | cycle estimate | edgewarden over Pingora alone |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     let mut about = String::new();
     for scenario in SCENARIOS.iter().filter(|s| options.picked.wants(s.name)) {
@@ -157,9 +194,31 @@ pub fn run(options: &Options) -> Result<(), String> {
                 rest(c)
             ));
         }
+        if let (Some(f), Some(e)) = (&floor_count.misses, &count.misses) {
+            let floor_cycles = f.cycles(floor_count.total);
+            for (who, c, m) in [
+                ("pingora-floor", &floor_count, f),
+                ("edgewarden", &count, e),
+            ] {
+                let cycles = m.cycles(c.total);
+                let over = match who {
+                    "edgewarden" => format!(
+                        "{:+.0} ({:+.1} %)",
+                        cycles - floor_cycles,
+                        100.0 * (cycles - floor_cycles) / floor_cycles
+                    ),
+                    _ => "—".to_string(),
+                };
+                cache.push_str(&format!(
+                    "| {} | {who} | {:.0} | {:.0} | {:.1} | {:.0} | {cycles:.0} | {over} |\n",
+                    scenario.name, m.i1, m.d1, m.ll, m.branches
+                ));
+            }
+        }
         eprintln!("loadtest: {} counted", scenario.name);
     }
-    let report = format!("{report}\n{about}");
+    let cache = if options.cache { cache } else { String::new() };
+    let report = format!("{report}{cache}\n{about}");
     println!("{report}");
     if let Some(path) = &options.picked.report {
         std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -179,10 +238,13 @@ fn keep_dumps(dir: &Path, keep: &Path, scenario: &str) -> Result<(), String> {
 }
 
 /// `program` under callgrind, counting nothing until told, its counts dumped to `out`.
-fn callgrind(program: &Path, out: &Path) -> Command {
+fn callgrind(program: &Path, out: &Path, cache: bool) -> Command {
     let mut command = Command::new("valgrind");
+    command.args(["--tool=callgrind", "--instr-atstart=no"]);
+    if cache {
+        command.args(["--cache-sim=yes", "--branch-sim=yes"]);
+    }
     command
-        .args(["--tool=callgrind", "--instr-atstart=no"])
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(format!("--log-file={}.log", out.display()))
         .arg(program);
@@ -197,7 +259,7 @@ fn start_floor(
 ) -> Result<Counted, String> {
     let out = dir.join(format!("floor-{scenario}.callgrind"));
     let binary = &options.picked.floor;
-    let started = start_floor_with(callgrind(binary, &out), binary, certificate)?;
+    let started = start_floor_with(callgrind(binary, &out, options.cache), binary, certificate)?;
     Ok(Counted::new(started, out))
 }
 
@@ -216,7 +278,7 @@ fn start_edgewarden(
     );
     let origin = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
     let started = start_edgewarden_with(
-        callgrind(binary, &out),
+        callgrind(binary, &out, options.cache),
         binary,
         dir,
         certificate,
@@ -280,9 +342,20 @@ fn count(
     let dump = PathBuf::from(format!("{}.1", gateway.out.display()));
     let (total, memcpy) = read_counts(&dump)?;
     let n = options.requests as f64;
+    let misses = match options.cache {
+        true => {
+            let text =
+                std::fs::read_to_string(&dump).map_err(|e| format!("{}: {e}", dump.display()))?;
+            let misses = parse_misses(&text, n)
+                .ok_or_else(|| format!("{}: no cache simulation totals", dump.display()))?;
+            Some(misses)
+        }
+        false => None,
+    };
     Ok(Count {
         total: total as f64 / n,
         memcpy: memcpy as f64 / n,
+        misses,
     })
 }
 
@@ -366,9 +439,61 @@ fn parse_counts(text: &str) -> Option<(u64, u64)> {
     Some((total, memcpy))
 }
 
+/// The simulated misses per request, from a dump's `events:` and `totals:` lines.
+fn parse_misses(dump: &str, requests: f64) -> Option<Misses> {
+    let field = |prefix: &str| -> Option<&str> {
+        dump.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let names: Vec<&str> = field("events:")?.split_whitespace().collect();
+    let values: Vec<f64> = field("totals:")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    if names.len() != values.len() {
+        return None;
+    }
+    let sum = |events: &[&str]| -> Option<f64> {
+        let total: f64 = events
+            .iter()
+            .map(|e| Some(values[names.iter().position(|n| n == e)?]))
+            .sum::<Option<f64>>()?;
+        Some(total / requests)
+    };
+    Some(Misses {
+        i1: sum(&["I1mr"])?,
+        d1: sum(&["D1mr", "D1mw"])?,
+        ll: sum(&["ILmr", "DLmr", "DLmw"])?,
+        branches: sum(&["Bcm", "Bim"])?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_counts;
+    use super::{Misses, parse_counts, parse_misses};
+
+    #[test]
+    fn misses_per_request_are_read_from_a_dumps_totals() {
+        let dump = "\
+version: 1
+events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim
+summary: 0
+totals: 86708729 43999113 41260172 3374868 1305840 1408441 2457 1557 3477 35917755 446118 728862 276796
+";
+        let misses = parse_misses(dump, 2000.0).expect("misses");
+        assert_eq!(
+            misses,
+            Misses {
+                i1: 1687.434,
+                d1: (1305840.0 + 1408441.0) / 2000.0,
+                ll: (2457.0 + 1557.0 + 3477.0) / 2000.0,
+                branches: (446118.0 + 276796.0) / 2000.0,
+            }
+        );
+        let without = "events: Ir\ntotals: 86708729\n";
+        assert_eq!(parse_misses(without, 2000.0), None);
+    }
 
     #[test]
     fn totals_and_memcpy_are_read_from_callgrind_annotate() {
