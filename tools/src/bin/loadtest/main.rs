@@ -5,7 +5,8 @@
 //! its origin (rejections with wrk beside Pingora alone and HAProxy, floods from many addresses,
 //! limits local and in Redis); `tls` measures them over TLS (HTTP/2 and HTTP/1.1, kept-alive and one
 //! connection per request) with h2load, beside Pingora alone and HAProxy; `instructions` counts
-//! what each early answer executes (callgrind), edgewarden beside Pingora alone.
+//! what each early answer executes (callgrind), edgewarden beside Pingora alone; `train` is the
+//! traffic a profile-guided build learns from.
 
 mod flood;
 mod h2load;
@@ -22,6 +23,7 @@ mod shield_targets;
 mod targets;
 mod tls;
 mod tls_targets;
+mod train;
 mod wrk;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +49,8 @@ enum Command {
     Tls(tls::Options),
     /// Instructions per early answer (callgrind), edgewarden beside Pingora alone.
     Instructions(instructions::Options),
+    /// The traffic a profile-guided build learns from (scripts/build-pgo runs it).
+    Train(train::Options),
     /// The flood generator the shield scenarios run (one stream; prints JSON).
     #[command(hide = true)]
     FloodClient(flood::ClientOptions),
@@ -62,6 +66,7 @@ fn main() {
         Some(Command::Shield(options)) => shield::run(&options),
         Some(Command::Tls(options)) => tls::run(&options),
         Some(Command::Instructions(options)) => instructions::run(&options),
+        Some(Command::Train(options)) => train::run(&options),
         Some(Command::FloodClient(options)) => flood::client(&options),
         Some(Command::RapidResetClient(options)) => rapid_reset::client(&options),
         None => run::bench(&cli.bench),

@@ -149,6 +149,32 @@ impl Target {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Stop the process with SIGINT, as an operator would, and wait for it to exit (an
+    /// instrumented build writes its profile then). Killed if it has not exited in 30 s.
+    pub fn interrupt(mut self) -> Result<(), String> {
+        let name = self.name;
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        if !sent.success() {
+            return Err(format!("{name}: SIGINT not delivered"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("{name} exited with {status} on SIGINT")),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => return Err(format!("{name} still running 30 s after SIGINT")),
+                Err(e) => return Err(format!("{name}: {e}")),
+            }
+        }
+    }
 }
 
 pub fn usage_of(pid: u32) -> Result<Usage, String> {
