@@ -1,8 +1,8 @@
 //! `loadtest train`: the traffic a profile-guided build of edgewarden learns from
 //! (`scripts/build-pgo`). An instrumented binary counts which branches and functions each request
 //! runs; the optimised build then lays the hot paths out together, so a request touches fewer
-//! lines of code and the processor fetches fewer of them again (see BENCHMARKS.md, "A
-//! profile-guided build").
+//! lines of code and the processor fetches fewer of them again (BENCHMARKS.md, "Where the CPU
+//! time goes that instructions do not show, and a profile-guided build").
 //!
 //! The traffic is what the gateway meets in production and in the comparisons: tokens missing,
 //! valid (proxied to a real origin) and forged (until the address's penalty box shuts), each over
