@@ -54,6 +54,17 @@ pub fn start(runtime: &tokio::runtime::Runtime) -> std::io::Result<Origin> {
     Ok(Origin { addr, hits })
 }
 
+/// The origin on a runtime of its own (one worker thread), which serves it while it is kept.
+pub fn start_on_own_runtime() -> Result<(tokio::runtime::Runtime, Origin), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let origin = start(&runtime).map_err(|e| format!("origin: {e}"))?;
+    Ok((runtime, origin))
+}
+
 /// The OTLP/HTTP collector of traced scenarios: answers every export with an empty 200 (an empty
 /// `ExportTraceServiceResponse`), counting exports and their bytes.
 pub struct Collector {

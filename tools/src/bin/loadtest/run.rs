@@ -107,12 +107,7 @@ impl Bench {
             Ok(n) if n >= 2 => (Some(0), Some(1)),
             _ => (None, None),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        let origin = crate::origin::start(&runtime).map_err(|e| format!("origin: {e}"))?;
+        let (runtime, origin) = crate::origin::start_on_own_runtime()?;
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         Ok(Bench {
             gateway_cpu,

@@ -46,11 +46,11 @@ pub struct Options {
 /// The load test's scenarios whose requests go through Python policies, sent over HTTP/1.1.
 const THROUGH_POLICIES: [&str; 2] = ["geo_warm", "plugins_warm"];
 
-/// One kind of request, sent on one connection with `streams` in flight.
+/// One kind of request, sent on one connection: HTTP/2 over TLS with 8 streams in flight, or
+/// HTTP/1.1 in plain text.
 struct Phase {
     name: &'static str,
     tls: bool,
-    streams: usize,
     token: Token,
     /// The class every answer must be in (the forged phases: 401 until the box shuts, then 429).
     status: u16,
@@ -63,86 +63,36 @@ enum Token {
     Forged,
 }
 
+const fn phase(name: &'static str, tls: bool, token: Token, status: u16) -> Phase {
+    Phase {
+        name,
+        tls,
+        token,
+        status,
+    }
+}
+
 const GATEWAY: [Phase; 6] = [
-    Phase {
-        name: "no token, HTTP/1.1",
-        tls: false,
-        streams: 1,
-        token: Token::Missing,
-        status: 401,
-    },
-    Phase {
-        name: "no token, HTTP/2",
-        tls: true,
-        streams: 8,
-        token: Token::Missing,
-        status: 401,
-    },
-    Phase {
-        name: "valid token, HTTP/1.1",
-        tls: false,
-        streams: 1,
-        token: Token::Valid,
-        status: 200,
-    },
-    Phase {
-        name: "valid token, HTTP/2",
-        tls: true,
-        streams: 8,
-        token: Token::Valid,
-        status: 200,
-    },
-    Phase {
-        name: "forged token, HTTP/1.1",
-        tls: false,
-        streams: 1,
-        token: Token::Forged,
-        status: 429,
-    },
-    Phase {
-        name: "forged token, HTTP/2",
-        tls: true,
-        streams: 8,
-        token: Token::Forged,
-        status: 429,
-    },
+    phase("no token, HTTP/1.1", false, Token::Missing, 401),
+    phase("no token, HTTP/2", true, Token::Missing, 401),
+    phase("valid token, HTTP/1.1", false, Token::Valid, 200),
+    phase("valid token, HTTP/2", true, Token::Valid, 200),
+    phase("forged token, HTTP/1.1", false, Token::Forged, 429),
+    phase("forged token, HTTP/2", true, Token::Forged, 429),
 ];
 
 /// What Pingora alone answers (401 to everything): the comparisons' requests.
 const FLOOR: [Phase; 3] = [
-    Phase {
-        name: "no token, HTTP/1.1",
-        tls: false,
-        streams: 1,
-        token: Token::Missing,
-        status: 401,
-    },
-    Phase {
-        name: "no token, HTTP/2",
-        tls: true,
-        streams: 8,
-        token: Token::Missing,
-        status: 401,
-    },
-    Phase {
-        name: "forged token, HTTP/1.1",
-        tls: false,
-        streams: 1,
-        token: Token::Forged,
-        status: 401,
-    },
+    phase("no token, HTTP/1.1", false, Token::Missing, 401),
+    phase("no token, HTTP/2", true, Token::Missing, 401),
+    phase("forged token, HTTP/1.1", false, Token::Forged, 401),
 ];
 
 pub fn run(options: &Options) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let certificate = Certificate::write(dir.path())?;
     let tokens = Tokens::mint()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
-    let origin = crate::origin::start(&runtime).map_err(|e| format!("origin: {e}"))?;
+    let (_runtime, origin) = crate::origin::start_on_own_runtime()?;
 
     let binary = &options.edgewarden;
     let shield = "[shield]\npenalty_failures = 50\npenalty_window_s = 60\npenalty_s = 600\n";
@@ -269,7 +219,7 @@ fn play(
             headers: &headers,
             mode: Mode::Count {
                 requests: options.requests,
-                streams: phase.streams,
+                streams: if phase.tls { 8 } else { 1 },
                 h1: !phase.tls,
             },
             duration: Duration::from_secs(1),
