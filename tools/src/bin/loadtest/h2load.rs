@@ -61,6 +61,38 @@ impl Measured {
     }
 }
 
+/// Exactly `requests` requests to `url` on one kept-alive connection with `streams` in flight
+/// (`h1`: HTTP/1.1), every one answered and in the class of `status`.
+pub fn count(
+    h2load: &Path,
+    log_dir: &Path,
+    url: &str,
+    headers: &[(String, String)],
+    (requests, streams, h1): (u64, usize, bool),
+    status: u16,
+) -> Result<(), String> {
+    let run = Run {
+        url,
+        headers,
+        mode: Mode::Count {
+            requests,
+            streams,
+            h1,
+        },
+        duration: Duration::from_secs(1),
+        cpu: None,
+    };
+    let measured = self::run(h2load, log_dir, &run)?;
+    if measured.done != requests || measured.in_class(status) != requests {
+        return Err(format!(
+            "{} of {requests} answered, {} in the class of {status}",
+            measured.done,
+            measured.in_class(status)
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(h2load: &Path, log_dir: &Path, run: &Run<'_>) -> Result<Measured, String> {
     let log = log_dir.join("h2load-requests.log");
     let _ = std::fs::remove_file(&log);

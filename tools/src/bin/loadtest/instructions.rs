@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::h2load::{self, Mode};
+use crate::h2load;
 use crate::scenarios::{PUBLIC_PEM, Tokens};
 use crate::targets::{Picked, Target};
 use crate::tls_targets::{Certificate, start_edgewarden_with, start_floor_with};
@@ -303,28 +303,9 @@ fn count(
         false => format!("http://{}/api", gateway.plain),
     };
     let load = |requests: u64| -> Result<(), String> {
-        let run = h2load::Run {
-            url: &url,
-            headers,
-            mode: Mode::Count {
-                requests,
-                streams: scenario.streams,
-                h1: scenario.h1,
-            },
-            duration: std::time::Duration::from_secs(1),
-            cpu: None,
-        };
-        let measured = h2load::run(&options.h2load, dir, &run)?;
-        if measured.done != requests || measured.in_class(status) != requests {
-            return Err(format!(
-                "{} on {}: {} of {requests} answered, {} in the class of {status}",
-                scenario.name,
-                gateway.target.name,
-                measured.done,
-                measured.in_class(status)
-            ));
-        }
-        Ok(())
+        let connection = (requests, scenario.streams, scenario.h1);
+        h2load::count(&options.h2load, dir, &url, headers, connection, status)
+            .map_err(|e| format!("{} on {}: {e}", scenario.name, gateway.target.name))
     };
     load(WARM_UP)?;
     let first = first_status(gateway.plain, headers)?;

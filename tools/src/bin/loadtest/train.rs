@@ -15,9 +15,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use crate::h2load::{self, Mode};
+use crate::h2load;
 use crate::scenarios::{PUBLIC_PEM, Setup, Tokens};
 use crate::targets::Target;
 use crate::tls_targets::{Certificate, start_edgewarden_with, start_floor_with};
@@ -56,7 +55,6 @@ struct Phase {
     status: u16,
 }
 
-#[derive(Clone, Copy, PartialEq)]
 enum Token {
     Missing,
     Valid,
@@ -150,19 +148,16 @@ fn through_policies(
         .filter(|s| THROUGH_POLICIES.contains(&s.name))
     {
         let url = format!("http://{}{}", gateway.addr, scenario.path);
-        let run = h2load::Run {
-            url: &url,
-            headers: &scenario.headers,
-            mode: Mode::Count {
-                requests: options.requests,
-                streams: 1,
-                h1: true,
-            },
-            duration: Duration::from_secs(1),
-            cpu: None,
-        };
-        let measured = h2load::run(&options.h2load, dir, &run)?;
-        check(&measured, options.requests, scenario.status, scenario.name)?;
+        let connection = (options.requests, 1, true);
+        h2load::count(
+            &options.h2load,
+            dir,
+            &url,
+            &scenario.headers,
+            connection,
+            scenario.status,
+        )
+        .map_err(|e| format!("{}: {e}", scenario.name))?;
         eprintln!("loadtest: edgewarden: {}", scenario.name);
     }
     let through = origin.hits() - before;
@@ -173,23 +168,6 @@ fn through_policies(
         ));
     }
     gateway.interrupt()
-}
-
-/// Every request answered, and in the class of `status`.
-fn check(
-    measured: &h2load::Measured,
-    requests: u64,
-    status: u16,
-    what: &str,
-) -> Result<(), String> {
-    if measured.done != requests || measured.in_class(status) != requests {
-        return Err(format!(
-            "{what}: {} of {requests} answered, {} in the class of {status}",
-            measured.done,
-            measured.in_class(status),
-        ));
-    }
-    Ok(())
 }
 
 /// Send each phase's requests to `target` (its TLS address, and its plain-text one).
@@ -214,20 +192,19 @@ fn play(
             .map(|t| ("authorization".to_string(), format!("Bearer {t}")))
             .into_iter()
             .collect();
-        let run = h2load::Run {
-            url: &url,
-            headers: &headers,
-            mode: Mode::Count {
-                requests: options.requests,
-                streams: if phase.tls { 8 } else { 1 },
-                h1: !phase.tls,
-            },
-            duration: Duration::from_secs(1),
-            cpu: None,
+        let connection = match phase.tls {
+            true => (options.requests, 8, false),
+            false => (options.requests, 1, true),
         };
-        let measured = h2load::run(&options.h2load, dir, &run)?;
-        let what = format!("{} on {}", phase.name, target.name);
-        check(&measured, options.requests, phase.status, &what)?;
+        h2load::count(
+            &options.h2load,
+            dir,
+            &url,
+            &headers,
+            connection,
+            phase.status,
+        )
+        .map_err(|e| format!("{} on {}: {e}", phase.name, target.name))?;
         eprintln!("loadtest: {}: {}", target.name, phase.name);
     }
     Ok(())
