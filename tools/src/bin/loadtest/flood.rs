@@ -106,6 +106,8 @@ enum Tokens {
         header: String,
         claims: serde_json::Map<String, Value>,
         signature: String,
+        /// This run's mark in every token's `jti`.
+        run: u128,
     },
 }
 
@@ -129,10 +131,16 @@ impl Tokens {
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .and_then(|v| v.as_object().cloned())
             .ok_or("--forge-from: the claims are not a JSON object")?;
+        // Tokens differ from one run to the next, so that a gateway serving several runs checks
+        // each one's signature instead of finding it in its negative cache.
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Ok(Tokens::Forged {
             header: header.to_string(),
             claims,
             signature: signature.to_string(),
+            run,
         })
     }
 
@@ -145,9 +153,11 @@ impl Tokens {
                 header,
                 claims,
                 signature,
+                run,
             } => {
                 let mut claims = claims.clone();
-                claims.insert("jti".into(), Value::from(format!("forged-{conn}-{n}")));
+                let jti = format!("forged-{run}-{conn}-{n}");
+                claims.insert("jti".into(), Value::from(jti));
                 let payload = URL_SAFE_NO_PAD.encode(Value::Object(claims).to_string());
                 format!("Authorization: Bearer {header}.{payload}.{signature}\r\n")
             }
