@@ -26,6 +26,7 @@ pub mod geo;
 pub mod header_pattern;
 pub mod ids;
 pub mod jwa;
+pub mod lane;
 pub mod logging;
 pub mod metrics;
 pub mod origins;

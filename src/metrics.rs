@@ -41,6 +41,8 @@ pub struct Metrics {
     pub signature_checks: IntCounter,
     /// Of `signature_checks`, those made for tokens without `kid` (one per key tried).
     pub signature_checks_without_kid: IntCounter,
+    /// Of `signature_checks`, those handed to the signature lane.
+    pub signature_lane_checks: IntCounter,
     /// `[[limits]]` decisions by limit and outcome (allowed, refused, shadow_refused).
     pub limit_decisions: IntCounterVec,
     /// Requests the shield refused before or instead of verifying, by stage.
@@ -162,6 +164,13 @@ impl Metrics {
                 "Signature checks for tokens without kid, one per key tried (at most max_keys_without_kid per token)",
             ),
         );
+        let signature_lane_checks = registered(
+            &r,
+            IntCounter::new(
+                "edgewarden_signature_lane_checks_total",
+                "Signature checks handed to the signature lane (past a worker thread's own allowance)",
+            ),
+        );
         let penalty_boxed = registered(
             &r,
             IntCounter::new(
@@ -236,6 +245,7 @@ impl Metrics {
             token_cache_misses,
             signature_checks,
             signature_checks_without_kid,
+            signature_lane_checks,
             limit_decisions: counter(
                 &r,
                 "edgewarden_limit_decisions_total",

@@ -71,37 +71,49 @@ impl KeySet {
     /// The key for this `kid` and algorithm. Failing an exact `kid` match (or without a `kid`),
     /// a key that has no `kid` of its own is used when it is the only one able to verify `alg`.
     pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&Key> {
+        self.position(kid, alg).and_then(|i| self.keys.get(i))
+    }
+
+    /// Where in the set [`KeySet::find`]'s key is.
+    fn position(&self, kid: Option<&str>, alg: Algorithm) -> Option<usize> {
         if let Some(kid) = kid
-            && let Some(key) = self
+            && let Some(i) = self
                 .keys
                 .iter()
-                .find(|k| k.kid.as_deref() == Some(kid) && k.verifies(alg))
+                .position(|k| k.kid.as_deref() == Some(kid) && k.verifies(alg))
         {
-            return Some(key);
+            return Some(i);
         }
         let mut usable = self
             .keys
             .iter()
-            .filter(|k| k.verifies(alg) && (kid.is_none() || k.kid.is_none()));
+            .enumerate()
+            .filter(|(_, k)| k.verifies(alg) && (kid.is_none() || k.kid.is_none()));
         match (usable.next(), usable.next()) {
-            (Some(key), None) => Some(key),
+            (Some((i, _)), None) => Some(i),
             _ => None,
         }
     }
 
-    /// The keys a token may have been signed with, in key-set order: the one [`KeySet::find`]
-    /// gives for a `kid`; for a token without `kid`, every key able to verify `alg` (the issuer's
-    /// document order), at most `max_without_kid` of them.
+    /// Where in the set the keys a token may have been signed with are, in key-set order: the
+    /// one [`KeySet::find`] gives for a `kid`; for a token without `kid`, every key able to verify
+    /// `alg` (the issuer's document order), at most `max_without_kid` of them.
     pub fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
         alg: Algorithm,
         max_without_kid: usize,
-    ) -> impl Iterator<Item = &'a Key> + 'a {
-        let named = kid.and_then(|kid| self.find(Some(kid), alg));
+    ) -> impl Iterator<Item = usize> + Send + 'a {
+        let named = kid.and_then(|kid| self.position(Some(kid), alg));
         let without_kid = kid
             .is_none()
-            .then(|| self.keys.iter().filter(move |k| k.verifies(alg)))
+            .then(|| {
+                self.keys
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, k)| k.verifies(alg))
+                    .map(|(i, _)| i)
+            })
             .into_iter()
             .flatten()
             .take(max_without_kid);

@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod jws;
 pub mod keys;
 pub mod negative;
+pub mod offload;
 pub mod verify;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use pingora::http::RequestHeader;
 
 use crate::config::{AuthMode, Config, IssuerConfig, RouteConfig, TokenSource};
 use crate::error::{Error, ErrorKind, Errors};
+use crate::lane::Lane;
 use crate::shield::Budget;
 use error::AuthError;
 use identity::ReservedHeaders;
@@ -120,7 +122,21 @@ impl Auth {
                 )
             })
             .flatten();
-        let verifier = Verifier::new(issuers, cache, negative, config.server.max_token_bytes);
+        let mut verifier = Verifier::new(issuers, cache, negative, config.server.max_token_bytes);
+        if config.server.signature_threads > 0 {
+            let lane = Lane::start(
+                "signature-lane",
+                config.server.signature_threads,
+                config.server.signature_nice,
+            );
+            match lane {
+                Ok(lane) => verifier = verifier.with_lane(offload::SignatureLane::new(lane)),
+                Err(e) => {
+                    errors.push(e);
+                    return Err(errors);
+                }
+            }
+        }
         Ok((Auth { verifier, reserved }, services))
     }
 

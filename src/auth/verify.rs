@@ -3,12 +3,13 @@
 //! → claim types, issuer, time window, audience, required claims → key by `kid` (bounded refetch)
 //! → signature and JWT semantics through jsonwebtoken with every `Validation` field set.
 //! Before the signature, a token that already failed one (the negative cache) is refused, and the
-//! shield's verification budget for the client address is spent.
+//! shield's verification budget for the client address is spent. The signature itself is checked
+//! on the signature lane when there is one (`signature_threads`), so that a flood of tokens to
+//! verify never holds the proxy's worker threads; everything before it stays on the request's.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
@@ -16,8 +17,9 @@ use super::cache::{TokenCache, Verified};
 use super::error::AuthError;
 use super::jwks::{IssuerKeys, Snapshot};
 use super::jws;
-use super::keys::Key;
+use super::keys::KeySet;
 use super::negative::NegativeCache;
+use super::offload::{SignatureLane, signature};
 use crate::config::IssuerConfig;
 use crate::shield::Budget;
 
@@ -25,8 +27,8 @@ use crate::shield::Budget;
 pub struct Issuer {
     pub config: IssuerConfig,
     pub keys: Arc<IssuerKeys>,
-    /// One `Validation` per configured algorithm, built once.
-    validations: Vec<(Algorithm, Validation)>,
+    /// One `Validation` per configured algorithm, built once (shared with the signature lane).
+    validations: Arc<[(Algorithm, Validation)]>,
 }
 
 impl Issuer {
@@ -56,6 +58,9 @@ pub struct Verifier {
     cache: Option<TokenCache>,
     negative: Option<NegativeCache>,
     max_token_bytes: usize,
+    /// Where signatures are checked when the request's thread has checked many lately; `None`:
+    /// always on the request's own thread.
+    lane: Option<SignatureLane>,
 }
 
 impl Verifier {
@@ -70,7 +75,14 @@ impl Verifier {
             cache,
             negative,
             max_token_bytes,
+            lane: None,
         }
+    }
+
+    /// Check signatures past a worker's own allowance on `lane`'s threads.
+    pub fn with_lane(mut self, lane: SignatureLane) -> Verifier {
+        self.lane = Some(lane);
+        self
     }
 
     /// Verify `token` for a route that accepts the issuers at `allowed` (indexes into `issuers`),
@@ -102,7 +114,10 @@ impl Verifier {
         let snapshot = key_snapshot(issuer, parsed.kid.as_deref(), alg).await?;
         #[cfg(test)]
         seam::key_looked_up();
-        if let Err(e) = self.check_signature(token, &parsed, issuer, &snapshot, alg, budget) {
+        if let Err(e) = self
+            .check_signature(token, &parsed, issuer, &snapshot, alg, budget)
+            .await
+        {
             if let (AuthError::BadSignature | AuthError::NoKeyVerifies, Some(negative)) =
                 (&e, &self.negative)
             {
@@ -132,7 +147,7 @@ impl Verifier {
     /// the issuer's keys for `alg` in turn (at most `max_keys_without_kid`; each check spends one
     /// of `budget`'s). One key that fails is a bad signature; several that all fail are
     /// [`AuthError::NoKeyVerifies`].
-    fn check_signature(
+    async fn check_signature(
         &self,
         token: &str,
         parsed: &jws::Parsed<'_>,
@@ -156,7 +171,10 @@ impl Verifier {
                 metrics.signature_checks_without_kid.inc();
             }
             tried += 1;
-            match issuer.check_signature(token, key, alg) {
+            match self
+                .signature(token, issuer, &snapshot.keys, key, alg)
+                .await
+            {
                 Err(AuthError::BadSignature) => continue,
                 outcome => return outcome,
             }
@@ -166,6 +184,22 @@ impl Verifier {
             (_, None) => AuthError::NoKeyVerifies,
             _ => AuthError::UnknownKid,
         })
+    }
+
+    /// One signature check against the key at `key` in `keys`: here, or on the lane when this
+    /// thread has checked many lately.
+    async fn signature(
+        &self,
+        token: &str,
+        issuer: &Issuer,
+        keys: &Arc<KeySet>,
+        key: usize,
+        alg: Algorithm,
+    ) -> Result<(), AuthError> {
+        match &self.lane {
+            Some(lane) => lane.check(&issuer.validations, token, keys, key, alg).await,
+            None => signature(&issuer.validations, token, keys, key, alg),
+        }
     }
 
     /// The cached identity of `token`, if its entry is still good for its issuer's current keys.
@@ -248,22 +282,6 @@ impl Verifier {
             return Err(AuthError::AlgNotAllowed);
         }
         Ok((index, alg))
-    }
-}
-
-impl Issuer {
-    /// The signature, and JWT semantics once more, through jsonwebtoken with this issuer's
-    /// `Validation` for `alg`.
-    fn check_signature(&self, token: &str, key: &Key, alg: Algorithm) -> Result<(), AuthError> {
-        let validation = self
-            .validations
-            .iter()
-            .find(|(a, _)| *a == alg)
-            .map(|(_, v)| v)
-            .ok_or(AuthError::AlgNotAllowed)?;
-        jsonwebtoken::decode::<Value>(token, &key.decoding, validation)
-            .map(drop)
-            .map_err(|e| map_error(e.kind()))
     }
 }
 
@@ -353,22 +371,6 @@ fn validation(config: &IssuerConfig, alg: Algorithm) -> Validation {
         iss: Some(HashSet::from([config.issuer.clone()])),
         sub: None,
         algorithms: vec![alg],
-    }
-}
-
-fn map_error(kind: &ErrorKind) -> AuthError {
-    match kind {
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-        ErrorKind::InvalidAudience => AuthError::WrongAudience,
-        ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::AlgNotAllowed,
-        ErrorKind::InvalidToken
-        | ErrorKind::Base64(_)
-        | ErrorKind::Json(_)
-        | ErrorKind::Utf8(_) => AuthError::Malformed("token does not decode"),
-        _ => AuthError::BadSignature,
     }
 }
 
@@ -464,6 +466,7 @@ mod tests {
     use crate::config::KeySource;
     use edgewarden_tools::mint::{self, TokenSpec};
     use serde_json::json;
+    use std::time::Duration;
 
     const KEY_A: &str = include_str!("../../tests/data/keys/rsa2048-private.pem");
     const KEY_A_PUBLIC: &str = include_str!("../../tests/data/keys/rsa2048-public.pem");
@@ -557,6 +560,55 @@ mod tests {
             Arc::ptr_eq(&first.claims, &second.claims),
             "the second answer is the cached verification"
         );
+    }
+
+    /// With a signature lane, a thread checks signatures itself within its allowance (here
+    /// one) and hands the rest to the lane: while the lane's one thread is busy, a token within
+    /// the allowance is verified, a token verified before is answered from the cache, and a
+    /// token past the allowance waits for the lane.
+    #[tokio::test]
+    async fn signatures_past_a_threads_allowance_are_checked_on_the_lane() {
+        super::super::crypto::install();
+        let config = issuer_config(KeySource::PublicKeyPem(KEY_A_PUBLIC.to_string()));
+        let keys = IssuerKeys::new(&config, crate::config::DemoKey::Refuse).expect("keys load");
+        let lane = crate::lane::Lane::start("signature-lane", 1, 0).expect("lane");
+        let one_an_hour = crate::shield::gcra::Quota::new(1, 3600, 1);
+        let cache = TokenCache::new(16, 1 << 20);
+        let verifier = Verifier::new(vec![Issuer::new(config, keys)], cache, None, 8192)
+            .with_lane(SignatureLane::keeping(lane.clone(), one_an_hour));
+        let first = token_signed_by(KEY_A, "a");
+        let second = token_with_kid(KEY_A, None);
+        let budget = Budget::unlimited();
+        let lane_checks = || crate::metrics::get().signature_lane_checks.get();
+
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (holding, held) = tokio::sync::oneshot::channel();
+        lane.spawn(async move {
+            let _ = holding.send(());
+            let _ = released.recv();
+        });
+        held.await.expect("the lane's thread is held");
+        let within = tokio::time::timeout(
+            Duration::from_secs(10),
+            verifier.verify(&first, &[0], &budget),
+        );
+        assert!(within.await.expect("checked on this thread").is_ok());
+        let cached = tokio::time::timeout(
+            Duration::from_secs(10),
+            verifier.verify(&first, &[0], &budget),
+        );
+        assert!(cached.await.expect("answered from the cache").is_ok());
+        let handed_over = lane_checks();
+        let past = tokio::time::timeout(
+            Duration::from_millis(50),
+            verifier.verify(&second, &[0], &budget),
+        );
+        assert!(past.await.is_err(), "its signature waits for the lane");
+        assert!(lane_checks() > handed_over);
+
+        drop(release);
+        let verified = verifier.verify(&second, &[0], &budget).await;
+        assert_eq!(verified.err(), None);
     }
 
     /// A verifier for one issuer whose JWKS holds key A (kid "a") then key B (kid "b").

@@ -312,6 +312,11 @@ pub struct ServerConfig {
     pub plugin_lane_threads: usize,
     /// Their nice value (0 to 19; 0: the workers' priority).
     pub plugin_lane_nice: i32,
+    /// Threads that check token signatures (the signature lane), at a lower priority (nice 10),
+    /// so that a flood of tokens to verify never holds the worker threads; 0: on the workers.
+    pub signature_threads: usize,
+    /// Their nice value (0 to 19).
+    pub signature_nice: i32,
     pub shutdown_grace_s: u64,
     /// After the grace, how long Pingora waits for its services to stop before exiting.
     pub shutdown_timeout_s: u64,

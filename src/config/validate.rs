@@ -194,6 +194,8 @@ fn read_server(
     let work_stealing = s.or(problems, "work_stealing", false);
     let plugin_lane_threads = s.ranged(problems, "plugin_lane_threads", 1, 1, 64);
     let plugin_lane_nice = s.ranged(problems, "plugin_lane_nice", 10, 0, 19);
+    let signature_threads = s.ranged(problems, "signature_threads", threads, 0, 256);
+    let signature_nice = s.ranged(problems, "signature_nice", 10, 0, 19);
     let shutdown_grace_s = s.ranged(problems, "shutdown_grace_s", 10, 0, 3600);
     let shutdown_timeout_s = s.ranged(problems, "shutdown_timeout_s", 1, 0, 600);
     let drain_s = s.ranged(problems, "drain_s", 5, 0, 600);
@@ -245,6 +247,8 @@ fn read_server(
         work_stealing,
         plugin_lane_threads: plugin_lane_threads as usize,
         plugin_lane_nice: plugin_lane_nice as i32,
+        signature_threads: signature_threads as usize,
+        signature_nice: signature_nice as i32,
         shutdown_grace_s,
         shutdown_timeout_s,
         drain_s,

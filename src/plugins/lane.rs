@@ -34,60 +34,14 @@ use prometheus::IntCounter;
 use tokio::sync::Semaphore;
 
 use super::clock::RunClock;
-use crate::error::{Error, ErrorKind, OrErr};
+pub use crate::lane::Lane;
 
 /// Processor time a call may run on the request's thread before it moves to the lane. Well
 /// above what a plugin call takes (tens of microseconds), below the ticker's period, so a call
 /// that straddles one tick stays where it is.
 pub const HANDOFF_AFTER: Duration = Duration::from_micros(500);
 
-/// The lane's threads; their runtime is stopped (its tasks dropped) when the lane is.
-pub struct Lane {
-    runtime: Option<tokio::runtime::Runtime>,
-    threads: usize,
-}
-
 impl Lane {
-    /// `nice`: the threads' nice value, 0 to 19 (0: the workers' priority).
-    pub fn start(threads: usize, nice: i32) -> Result<Arc<Lane>, Error> {
-        let threads = threads.max(1);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .max_blocking_threads(1)
-            .thread_name("plugin-lane")
-            .on_thread_start(move || lower_priority(nice))
-            .enable_time()
-            .build()
-            .or_err(ErrorKind::Runtime, "plugin lane threads")?;
-        Ok(Arc::new(Lane {
-            runtime: Some(runtime),
-            threads,
-        }))
-    }
-
-    /// Calls one policy may have on the lane at once.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Run `work` on the lane; `None` if it did not finish (the lane stopped).
-    /// Dropping the returned future cancels `work` at its next suspension.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
-        let runtime = self.runtime.as_ref()?;
-        let mut task = Cancel(runtime.spawn(work));
-        (&mut task.0).await.ok()
-    }
-
-    /// Start `work` on the lane and let it run to its end.
-    pub fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
-        if let Some(runtime) = &self.runtime {
-            runtime.spawn(work);
-        }
-    }
-
     /// Run a plugin call of the policy whose share of the lane is `share`: on this thread while it
     /// is short, or from its start on the lane while the policy has a call running long there;
     /// once it has run past [`HANDOFF_AFTER`] (counted in `slow` then), only on the lane and
@@ -199,37 +153,6 @@ impl<F: Future + Unpin> Future for Bounded<F> {
     }
 }
 
-impl Drop for Lane {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks until its threads stop, which is not allowed on a thread that
-        // runs async code (the last reference may go on one): stop it without waiting.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// Aborts the lane task when the caller stops waiting for it (deadline passed, client gone).
-struct Cancel<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Cancel<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Lower the calling thread's scheduling priority to `nice` (on Linux the nice value is per
-/// thread). Failing to is logged, never fatal: the lane still keeps loops off the workers.
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
-        tracing::warn!(error = %e, "plugin lane thread keeps its priority");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_call_stays_on_the_callers_thread() {
-        let lane = Lane::start(1, 0).expect("lane");
+        let lane = Lane::start("plugin-lane", 1, 0).expect("lane");
         let share = Share::new(1);
         let clock = Arc::new(RunClock::default());
         clock.start();
@@ -316,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_ran_past_the_handoff_finishes_on_the_lane() {
-        let lane = Lane::start(1, 0).expect("lane");
+        let lane = Lane::start("plugin-lane", 1, 0).expect("lane");
         let share = Share::new(1);
         let clock = Arc::new(past_the_handoff());
         let (c, threads, finish) = call();
@@ -345,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_policy_has_at_most_its_slots_running_long_and_its_next_call_starts_on_the_lane() {
-        let lane = Lane::start(2, 0).expect("lane");
+        let lane = Lane::start("plugin-lane", 2, 0).expect("lane");
         let share = Arc::new(Share::new(1));
         let clock = Arc::new(past_the_handoff());
         let (first, first_threads, _never) = call();

@@ -167,6 +167,7 @@ impl Plugins {
             });
         }
         let lane = lane::Lane::start(
+            "plugin-lane",
             config.server.plugin_lane_threads,
             config.server.plugin_lane_nice,
         )?;
@@ -520,7 +521,7 @@ impl Policy {
 /// plugin that does not build is reported.
 pub fn build_all(config: &Config) -> Result<Vec<String>, Errors> {
     // Nothing runs here: the lane's one thread is never given work.
-    let lane = lane::Lane::start(1, 0)?;
+    let lane = lane::Lane::start("plugin-lane", 1, 0)?;
     let runtime = Runtime::new(Isolation::Warm, lane.clone())?;
     let builder = build::Builder::new(config);
     let dir = &config.server.plugins_dir;

@@ -145,6 +145,9 @@ impl Builder {
         if !server.has("plugin_lane_nice") {
             server.set("plugin_lane_nice", 0);
         }
+        if !server.has("signature_nice") {
+            server.set("signature_nice", 0);
+        }
         if self.plugins {
             for (key, default) in [
                 ("policies_dir", "policies"),
