@@ -63,6 +63,21 @@ impl Lane {
     }
 }
 
+#[cfg(test)]
+impl Lane {
+    /// Keep one of the lane's threads busy until the returned sender is dropped.
+    pub async fn hold(&self) -> std::sync::mpsc::Sender<()> {
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        self.spawn(async move {
+            let _ = started.send(());
+            let _ = release.recv();
+        });
+        running.await.expect("a lane thread is held");
+        hold
+    }
+}
+
 impl Drop for Lane {
     fn drop(&mut self) {
         // Dropping a runtime blocks until its threads stop, which is not allowed on a thread that
@@ -117,13 +132,7 @@ mod tests {
     async fn work_not_waited_for_never_starts() {
         let lane = Lane::start("test-lane", 1, 0).expect("lane");
         // Hold the lane's one thread, then queue work behind it and stop waiting for it.
-        let (hold, release) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel();
-        lane.spawn(async move {
-            let _ = started.send(());
-            let _ = release.recv();
-        });
-        running.await.expect("holding");
+        let hold = lane.hold().await;
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
         let queued = lane.run(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });

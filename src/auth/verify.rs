@@ -581,13 +581,7 @@ mod tests {
         let budget = Budget::unlimited();
         let lane_checks = || crate::metrics::get().signature_lane_checks.get();
 
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (holding, held) = tokio::sync::oneshot::channel();
-        lane.spawn(async move {
-            let _ = holding.send(());
-            let _ = released.recv();
-        });
-        held.await.expect("the lane's thread is held");
+        let release = lane.hold().await;
         let within = tokio::time::timeout(
             Duration::from_secs(10),
             verifier.verify(&first, &[0], &budget),
