@@ -128,14 +128,8 @@ impl Auth {
                 "signature-lane",
                 config.server.signature_threads,
                 config.server.signature_nice,
-            );
-            match lane {
-                Ok(lane) => verifier = verifier.with_lane(offload::SignatureLane::new(lane)),
-                Err(e) => {
-                    errors.push(e);
-                    return Err(errors);
-                }
-            }
+            )?;
+            verifier = verifier.with_lane(offload::SignatureLane::new(lane));
         }
         Ok((Auth { verifier, reserved }, services))
     }

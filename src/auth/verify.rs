@@ -3,9 +3,9 @@
 //! → claim types, issuer, time window, audience, required claims → key by `kid` (bounded refetch)
 //! → signature and JWT semantics through jsonwebtoken with every `Validation` field set.
 //! Before the signature, a token that already failed one (the negative cache) is refused, and the
-//! shield's verification budget for the client address is spent. The signature itself is checked
-//! on the signature lane when there is one (`signature_threads`), so that a flood of tokens to
-//! verify never holds the proxy's worker threads; everything before it stays on the request's.
+//! shield's verification budget for the client address is spent. A signature past the worker
+//! thread's own allowance is checked on the signature lane (`offload`), so that a flood of tokens
+//! to verify never holds the proxy's worker threads; everything before it stays on the request's.
 
 use std::collections::HashSet;
 use std::sync::Arc;
